@@ -1,0 +1,5 @@
+"""``python -m gravity``."""
+
+from gravity.cli import main
+
+main()

@@ -1,0 +1,188 @@
+"""The ``gravity`` command line: a thin door onto the stages.
+
+gravity profiles sample --country BR --n 100 --seed 0 -o profiles.jsonl
+gravity profiles validate profiles.jsonl profiles/examples/*.yaml
+gravity profiles show profiles/examples/japan.yaml --facet values
+gravity profiles from-answers answers.yaml --country JP -o profile.yaml
+gravity run configs/demo.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from gravity import __version__
+from gravity.errors import GravityError
+
+
+class _Group(TyperGroup):
+    """Turns a ``GravityError`` anywhere below into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except GravityError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="gravity",
+    help="Personalize LLM writing with profile-grounded synthetic preferences.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+profiles_app = typer.Typer(help="Build, check and show reader profiles.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gravity {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """gravity: profiles -> synthetic preference pairs -> DPO -> per-country evaluation."""
+
+
+@profiles_app.command("sample")
+def profiles_sample(
+    country: Annotated[str, typer.Option(help="ISO alpha-2/alpha-3 code or country name.")],
+    n: Annotated[int, typer.Option(min=1, help="How many profiles.")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="File (.jsonl/.json/.yaml); stdout if absent."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML with SamplerConfig fields (distributions).")
+    ] = None,
+) -> None:
+    """Draw N diverse, seeded profiles for a country."""
+    from gravity.config import load_yaml_model
+    from gravity.profiles import SamplerConfig, dump_profiles, sample_profiles
+    from gravity.profiles.io import profile_to_dict
+
+    sampler = load_yaml_model(config, SamplerConfig) if config else SamplerConfig()
+    profiles = sample_profiles(country, n, seed=seed, config=sampler)
+    if output is None:
+        for p in profiles:
+            sys.stdout.write(json.dumps(profile_to_dict(p), ensure_ascii=False) + "\n")
+        return
+    dump_profiles(profiles, output)
+    typer.echo(f"wrote {len(profiles)} profiles to {output}", err=True)
+
+
+@profiles_app.command("validate")
+def profiles_validate(
+    files: Annotated[list[Path], typer.Argument(help="JSON, JSONL or YAML profile files.")],
+) -> None:
+    """Check profile files; print FILE:LINE: field: reason for each problem, exit 2 if any."""
+    from gravity.profiles.io import ProfileFileError, load_profiles
+
+    bad = 0
+    for path in files:
+        try:
+            profiles = load_profiles(path, fill_priors=False)
+        except ProfileFileError as exc:
+            bad += 1
+            for problem in exc.problems:
+                typer.echo(str(problem), err=True)
+            continue
+        typer.echo(f"{path}: {len(profiles)} valid profile(s)")
+    if bad:
+        raise typer.Exit(2)
+
+
+@profiles_app.command("show")
+def profiles_show(
+    file: Annotated[Path, typer.Argument(help="Profile file.")],
+    id: Annotated[str | None, typer.Option("--id", help="Only this profile.")] = None,
+    facet: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Facet(s) to show: demographics, culture, values, personality, interests."
+        ),
+    ] = None,
+) -> None:
+    """Print the rendered summary that prompts see."""
+    from gravity.profiles import load_profiles
+    from gravity.profiles.render import render_profile
+
+    profiles = load_profiles(file)
+    if id is not None:
+        profiles = [p for p in profiles if p.id == id]
+        if not profiles:
+            raise GravityError(f"{file}: id: no profile with id '{id}'")
+    for index, profile in enumerate(profiles):
+        if index:
+            typer.echo("")
+        typer.echo(f"# {profile.id}")
+        try:
+            typer.echo(render_profile(profile, facet or None))
+        except ValueError as exc:
+            raise GravityError(f"--facet: {exc}") from None
+
+
+@profiles_app.command("from-answers")
+def profiles_from_answers(
+    answers: Annotated[Path, typer.Argument(help="YAML/JSON with bfi10 and/or pvq21 answers.")],
+    country: Annotated[
+        str | None, typer.Option(help="Country (overrides demographics.country in the file).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Profile file to write; stdout if absent.")
+    ] = None,
+) -> None:
+    """Build a profile from questionnaire answers given by item number."""
+    import yaml
+
+    from gravity.profiles import dump_profiles
+    from gravity.profiles.builders import profile_from_answers_file
+    from gravity.profiles.io import profile_to_dict
+
+    profile = profile_from_answers_file(answers, country=country)
+    if output is None:
+        typer.echo(yaml.safe_dump(profile_to_dict(profile), sort_keys=False, allow_unicode=True))
+        return
+    dump_profiles([profile], output)
+    typer.echo(f"wrote profile '{profile.id}' to {output}", err=True)
+
+
+@app.command("run")
+def run(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/demo.yaml.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (overrides the config).")] = None,
+) -> None:
+    """Run the whole pipeline a config describes; reruns continue where they stopped."""
+    from gravity.config import RunConfig, load_yaml_model
+    from gravity.run import run_pipeline
+
+    cfg = load_yaml_model(config, RunConfig)
+    if out is not None:
+        cfg = cfg.model_copy(update={"out_dir": out})
+    run_pipeline(cfg)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Country priors: Hofstede's 6-D scores and the WVS cultural-map position, from shipped tables.
+
+Sources and caveats are in ``profiles/reference/README.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import lru_cache
+
+from gravity.profiles.countries import normalize_country
+from gravity.profiles.models import WVS, Hofstede
+from gravity.resources import reference_dir
+
+HOFSTEDE_FILE = "hofstede-6d-2015-08-16.csv"
+WVS_FILE = "wvs-cultural-map-latest-wave.csv"
+KEYS_FILE = "country-keys.csv"
+
+# Table column -> Hofstede model field.
+_HOFSTEDE_COLUMNS = {
+    "pdi": "pdi",
+    "idv": "idv",
+    "mas": "mas",
+    "uai": "uai",
+    "ltowvs": "lto",
+    "ivr": "ivr",
+}
+
+
+@dataclass(frozen=True)
+class CountryPriors:
+    """What the reference tables say about one country (None where a table has no row)."""
+
+    country: str
+    hofstede: Hofstede | None
+    wvs: WVS | None
+
+
+@lru_cache(maxsize=1)
+def _tables() -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]], dict[str, dict]]:
+    ref = reference_dir()
+    with open(ref / HOFSTEDE_FILE, encoding="utf-8", newline="") as f:
+        hofstede = {row["ctr"]: row for row in csv.DictReader(f, delimiter=";")}
+    with open(ref / WVS_FILE, encoding="utf-8", newline="") as f:
+        wvs = {row["geo"]: row for row in csv.DictReader(f)}
+    with open(ref / KEYS_FILE, encoding="utf-8", newline="") as f:
+        keys = {row["iso2"]: row for row in csv.DictReader(f)}
+    return hofstede, wvs, keys
+
+
+def _hofstede(row: dict[str, str]) -> Hofstede | None:
+    values = {
+        field: float(row[col]) for col, field in _HOFSTEDE_COLUMNS.items() if row[col] != "#NULL!"
+    }
+    return Hofstede(**values) if values else None
+
+
+def country_priors(country: str) -> CountryPriors:
+    """Hofstede and WVS values for ``country`` (any accepted spelling)."""
+    code = normalize_country(country)
+    hofstede_rows, wvs_rows, keys = _tables()
+    key = keys.get(code, {})
+    hofstede = _hofstede(hofstede_rows[key["hofstede_ctr"]]) if key.get("hofstede_ctr") else None
+    wvs = None
+    if key.get("wvs_geo"):
+        row = wvs_rows[key["wvs_geo"]]
+        wvs = WVS(
+            traditional_secular=round(float(row["traditional_secular"]), 4),
+            survival_self_expression=round(float(row["survival_selfexpression"]), 4),
+        )
+    return CountryPriors(country=code, hofstede=hofstede, wvs=wvs)
+
+
+def countries_with_priors() -> list[str]:
+    """ISO alpha-2 codes that have at least one reference table row."""
+    return sorted(_tables()[2])

@@ -1,0 +1,68 @@
+"""Every template renders with every example profile; profile text is data, never code."""
+
+from __future__ import annotations
+
+import pytest
+from jinja2.exceptions import SecurityError, UndefinedError
+
+from gravity.profiles import FACETS, UserProfile
+from gravity.profiles.render import render_profile
+from gravity.prompts import environment, render, template_names
+
+
+def test_every_template_starts_with_a_variables_comment():
+    from gravity.resources import prompts_dir
+
+    for name in template_names():
+        source = (prompts_dir() / name).read_text()
+        assert source.startswith("{#") and "Variables:" in source.split("#}")[0], name
+
+
+def test_profile_renders_every_facet(example_profiles):
+    for profile in example_profiles:
+        full = render_profile(profile)
+        for marker in (
+            "Reader:",
+            "Culture (",
+            "Values (Schwartz)",
+            "Personality (Big Five",
+            "Favourite genres",
+        ):
+            assert marker in full, (profile.id, marker)
+        for facet in FACETS:
+            part = render_profile(profile, [facet])
+            assert part and part in full
+
+
+def test_facet_selection_excludes_others(example_profiles):
+    text = render_profile(example_profiles[0], ["values"])
+    assert text.startswith("Values (Schwartz)") and "Personality" not in text
+    with pytest.raises(ValueError, match="unknown facet"):
+        render_profile(example_profiles[0], ["zodiac"])
+
+
+def test_jinja_in_profile_data_is_literal(example_profiles):
+    base = example_profiles[0].model_dump()
+    base["interests"]["favourite_books"] = ["{{ 7*7 }}", "{% for x in range(3) %}x{% endfor %}"]
+    base["demographics"]["occupation"] = "{{ ''.__class__.__mro__ }}"
+    profile = UserProfile.model_validate(base)
+    text = render_profile(profile)
+    books = next(line for line in text.splitlines() if line.startswith("Favourite books:"))
+    assert books == "Favourite books: {{ 7*7 }}; {% for x in range(3) %}x{% endfor %}."
+    assert "{% for x in range(3) %}x{% endfor %}" in text
+    assert "{{ ''.__class__.__mro__ }}" in text
+
+
+def test_environment_is_sandboxed_and_strict():
+    env = environment()
+    with pytest.raises(SecurityError):
+        env.from_string("{{ x.__class__.__mro__ }}").render(x="")
+    with pytest.raises(UndefinedError):
+        env.from_string("{{ missing }}").render()
+
+
+def test_unknown_template_lists_available():
+    from gravity.errors import GravityError
+
+    with pytest.raises(GravityError, match="profile.j2"):
+        render("nope.j2")
