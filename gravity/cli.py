@@ -42,6 +42,8 @@ app = typer.Typer(
 )
 profiles_app = typer.Typer(help="Build, check and show reader profiles.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
+llm_app = typer.Typer(help="Talk to a model through any backend.", no_args_is_help=True)
+app.add_typer(llm_app, name="llm")
 
 
 def _version(value: bool) -> None:
@@ -162,6 +164,90 @@ def profiles_from_answers(
         return
     dump_profiles([profile], output)
     typer.echo(f"wrote profile '{profile.id}' to {output}", err=True)
+
+
+def _read_prompts(prompt: str | None, prompt_file: Path | None) -> list:
+    from gravity.llm import ChatRequest
+
+    requests = [ChatRequest.from_prompt(prompt)] if prompt else []
+    if prompt_file is not None:
+        try:
+            lines = prompt_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise GravityError(f"{prompt_file}: cannot read: {exc.strerror}") from None
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            if prompt_file.suffix == ".jsonl":
+                try:
+                    requests.append(ChatRequest.model_validate_json(line))
+                except ValueError as exc:
+                    first = str(exc).splitlines()[1:2] or [str(exc)]
+                    raise GravityError(f"{prompt_file}:{number}: {first[0].strip()}") from None
+            else:
+                requests.append(ChatRequest.from_prompt(line))
+    if not requests:
+        raise GravityError("give a PROMPT or --prompt-file")
+    return requests
+
+
+@llm_app.command("generate")
+def llm_generate(
+    prompt: Annotated[str | None, typer.Argument(help="One user prompt.")] = None,
+    prompt_file: Annotated[
+        Path | None,
+        typer.Option(help='Prompts, one per line (.txt) or {"messages": [...]} per line (.jsonl).'),
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="transformers | llamacpp | openai | vllm")
+    ] = "transformers",
+    model: Annotated[
+        str, typer.Option(help="'smollm2' (embedded), a directory, .gguf or model name.")
+    ] = "smollm2",
+    base_url: Annotated[
+        list[str] | None, typer.Option(help="OpenAI-compatible base URL (repeat to spread load).")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 0.7,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.95,
+    seed: int = 0,
+    n: Annotated[
+        int, typer.Option("-n", "--n", min=1, help="Samples per prompt (seeds seed..seed+n-1).")
+    ] = 1,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per completion.")
+    ] = False,
+    store: Annotated[
+        Path | None, typer.Option(help="Result store (SQLite); reruns are answered from it.")
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not read the store (still writes to it).")
+    ] = False,
+) -> None:
+    """Generate completions: check that a backend or server works before a long run."""
+    from gravity.llm import BackendConfig, SamplingParams, make_backend
+    from gravity.llm.engine import Engine
+    from gravity.store import Store
+
+    requests = _read_prompts(prompt, prompt_file)
+    fields = {"backend": backend, "model": model}
+    if base_url:
+        fields["base_urls"] = base_url
+    config = BackendConfig(**fields)
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, n=n
+    )
+    db = Store(store) if store else None
+    with make_backend(config) as llm:
+        outs = Engine(llm, db, use_cache=not no_cache).generate(requests, params)
+    for index, out in enumerate(outs):
+        if json_output:
+            record = {"prompt_index": index // n, "sample": index % n, **out.model_dump()}
+            typer.echo(json.dumps(record, ensure_ascii=False))
+        else:
+            typer.echo(
+                out.text if len(outs) == 1 else f"--- [{index // n}.{index % n}]\n{out.text}"
+            )
 
 
 @app.command("run")

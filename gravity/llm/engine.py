@@ -1,0 +1,235 @@
+"""The engine: batches requests through a backend, with the durable store in front.
+
+- ``generate``: completions in input order; stored ones are returned without calling the model,
+  new ones are written per batch (a kill loses at most the batch in flight).
+- ``generate_structured``: JSON validated into a pydantic model; a parse or validation failure
+  is retried with a new seed a bounded number of times, then returned as a ``Reject`` with its
+  reason. Parsing never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from gravity.llm.base import Backend, ChatRequest, Completion, Message, SamplingParams
+from gravity.progress import Progress
+from gravity.prompts import render
+from gravity.store import Store, canonical_json, hash_key
+
+T = TypeVar("T", bound=BaseModel)
+
+RETRY_SEED_STRIDE = 1_000_003  # retry k of a request uses seed + k * stride: never a sample seed
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A request whose output could not be used, and why."""
+
+    reason: str
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Structured(Generic[T]):
+    """A parsed, validated output, with the completion it came from and the attempts it took."""
+
+    value: T
+    completion: Completion
+    attempts: int
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON object in ``text`` (code fences and chatter around it are ignored).
+
+    Raises ``ValueError`` with a short reason when there is none.
+    """
+    stripped = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
+    try:
+        return json.loads(stripped)
+    except json.JSONDecodeError:
+        pass
+    start = stripped.find("{")
+    if start < 0:
+        raise ValueError("no JSON object in output")
+    decoder = json.JSONDecoder()
+    while start >= 0:
+        try:
+            value, _ = decoder.raw_decode(stripped, start)
+            return value
+        except json.JSONDecodeError:
+            start = stripped.find("{", start + 1)
+    raise ValueError("malformed JSON in output")
+
+
+def parse_structured(text: str, model: type[T]) -> T | Reject:
+    """Validate ``text`` as JSON for ``model``; a ``Reject`` with the reason on failure."""
+    try:
+        data = extract_json(text)
+    except ValueError as exc:
+        return Reject(str(exc), text)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        return Reject(f"schema: {where}: {err['msg']}", text)
+
+
+class Engine:
+    """Runs requests through ``backend``, reading and writing ``store`` (if given).
+
+    ``use_cache=False`` bypasses reads but still writes, so a forced rerun refreshes the store.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        store: Store | None = None,
+        batch_size: int | None = None,
+        use_cache: bool = True,
+        progress: bool = True,
+    ) -> None:
+        self.backend = backend
+        self.store = store
+        self.batch_size = batch_size or _default_batch_size(backend)
+        self.use_cache = use_cache
+        self.progress = progress
+        self.calls = 0  # backend.generate calls made (for tests and reports)
+        self._fingerprint: dict[str, Any] | None = None
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = self.backend.fingerprint()
+        return self._fingerprint
+
+    def key(self, request: ChatRequest, params: SamplingParams) -> str:
+        """Cache key: backend fingerprint, messages and the sampling params of one sample."""
+        sample = params.model_dump(mode="json", exclude={"n"})
+        return hash_key(
+            {"model": self.fingerprint, "messages": request.as_dicts(), "params": sample}
+        )
+
+    def generate(
+        self, requests: Sequence[ChatRequest], params: SamplingParams, desc: str = "generate"
+    ) -> list[Completion]:
+        """Completions for ``requests``: ``len(requests) * params.n``, request-major."""
+        items: list[tuple[ChatRequest, SamplingParams]] = []
+        for request in requests:
+            for j in range(params.n):
+                items.append((request, params.model_copy(update={"seed": params.seed + j, "n": 1})))
+        keys = [self.key(r, p) for r, p in items]
+        results: list[Completion | None] = [None] * len(items)
+        stored = self.store.get_completions(keys) if (self.store and self.use_cache) else {}
+        todo: list[int] = []
+        for index, key in enumerate(keys):
+            if key in stored:
+                results[index] = Completion(**stored[key], cached=True)
+            else:
+                todo.append(index)
+        # Similar lengths together waste less padding; groups share sampling params.
+        todo.sort(
+            key=lambda i: (
+                canonical_json(items[i][1].model_dump()),
+                -sum(len(m.content) for m in items[i][0].messages),
+            )
+        )
+        with Progress(len(todo), desc, enabled=self.progress) as bar:
+            start = 0
+            while start < len(todo):
+                params_i = items[todo[start]][1]
+                batch = [todo[start]]
+                while (
+                    len(batch) < self.batch_size
+                    and start + len(batch) < len(todo)
+                    and items[todo[start + len(batch)]][1] == params_i
+                ):
+                    batch.append(todo[start + len(batch)])
+                start += len(batch)
+                outs = self.backend.generate([items[i][0] for i in batch], params_i)
+                self.calls += 1
+                if len(outs) != len(batch):
+                    raise RuntimeError(
+                        f"backend {self.backend.name} returned {len(outs)} completions "
+                        f"for {len(batch)} requests"
+                    )
+                if self.store is not None:
+                    fp = canonical_json(self.fingerprint)
+                    self.store.put_completions(
+                        [
+                            (
+                                keys[i],
+                                fp,
+                                canonical_json(items[i][0].as_dicts()),
+                                out.model_dump(exclude={"cached"}),
+                            )
+                            for i, out in zip(batch, outs)
+                        ]
+                    )
+                for i, out in zip(batch, outs):
+                    results[i] = out
+                bar.advance(len(batch), sum(o.completion_tokens for o in outs))
+        return [r for r in results if r is not None]
+
+    def generate_structured(
+        self,
+        requests: Sequence[ChatRequest],
+        params: SamplingParams,
+        model: type[T],
+        max_attempts: int = 3,
+        desc: str = "generate",
+    ) -> list[Structured[T] | Reject]:
+        """JSON outputs validated into ``model``; retried with new seeds, then rejected."""
+        schema = model.model_json_schema()
+        params = params.model_copy(update={"json_schema": schema, "n": 1})
+        prepared = [self._with_json_instruction(r, schema) for r in requests]
+        results: list[Structured[T] | Reject | None] = [None] * len(prepared)
+        pending = list(range(len(prepared)))
+        last_reason: dict[int, Reject] = {}
+        for attempt in range(max_attempts):
+            if not pending:
+                break
+            attempt_params = params.model_copy(
+                update={"seed": params.seed + attempt * RETRY_SEED_STRIDE}
+            )
+            label = desc if attempt == 0 else f"{desc} (retry {attempt})"
+            outs = self.generate([prepared[i] for i in pending], attempt_params, desc=label)
+            still: list[int] = []
+            for i, out in zip(pending, outs):
+                parsed = parse_structured(out.text, model)
+                if isinstance(parsed, Reject):
+                    last_reason[i] = parsed
+                    still.append(i)
+                else:
+                    results[i] = Structured(parsed, out, attempt + 1)
+            pending = still
+        for i in pending:
+            reject = last_reason[i]
+            results[i] = Reject(f"{reject.reason} (after {max_attempts} attempts)", reject.text)
+        return [r for r in results if r is not None]
+
+    def _with_json_instruction(self, request: ChatRequest, schema: dict[str, Any]) -> ChatRequest:
+        if self.backend.constrains_json:
+            return request
+        hint = render("json_instruction.j2", schema=json.dumps(schema, ensure_ascii=False))
+        messages = list(request.messages)
+        last = messages[-1]
+        messages[-1] = Message(role=last.role, content=f"{last.content}\n\n{hint}")
+        return request.model_copy(update={"messages": messages})
+
+
+def _default_batch_size(backend: Backend) -> int:
+    config = getattr(backend, "config", None)
+    size = getattr(config, "batch_size", 8)
+    if backend.name == "openai":
+        # Keep every server busy while committing to the store often.
+        return max(size, config.concurrency * len(config.base_urls) * 2)
+    if backend.name == "vllm":
+        return max(size, 256)
+    return size

@@ -1,0 +1,90 @@
+"""``vllm`` backend: in-process ``vllm.LLM`` for GPU machines.
+
+Prefix caching is on (prompts for one reader share a long profile prefix); JSON schemas go
+through vLLM's structured outputs. vLLM cannot be installed on the CPU machines gravity is
+developed on, so this module is written against vLLM's public API (``LLM``, ``LLM.chat``,
+``SamplingParams``, ``StructuredOutputsParams``) and its tests are marked ``gpu``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gravity.errors import MissingDependencyError
+from gravity.llm.base import Backend, ChatRequest, Completion, SamplingParams
+from gravity.llm.config import BackendConfig
+from gravity.llm.hf import resolve_model
+
+
+class VLLMBackend(Backend):
+    """Batches go to ``LLM.chat`` whole; vLLM schedules them."""
+
+    name = "vllm"
+    constrains_json = True
+
+    def __init__(self, config: BackendConfig) -> None:
+        super().__init__(config)
+        self.llm: Any = None
+
+    def load(self) -> None:
+        if self._loaded:
+            return
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise MissingDependencyError("the vllm backend (GPU only)", "vllm") from None
+        kwargs: dict[str, Any] = {
+            "model": resolve_model(self.config.model),
+            "tensor_parallel_size": self.config.tensor_parallel_size,
+            "gpu_memory_utilization": self.config.gpu_memory_utilization,
+            "enable_prefix_caching": True,
+        }
+        if self.config.model_revision:
+            kwargs["revision"] = self.config.model_revision
+        if self.config.max_model_len:
+            kwargs["max_model_len"] = self.config.max_model_len
+        if self.config.dtype != "auto":
+            kwargs["dtype"] = self.config.dtype
+        self.llm = LLM(**kwargs)
+        self._loaded = True
+
+    def close(self) -> None:
+        self.llm = None
+        super().close()
+
+    def fingerprint(self) -> dict[str, Any]:
+        from gravity.llm.hf import TransformersBackend
+
+        info = TransformersBackend(self.config).fingerprint()
+        return {**info, "backend": self.name}
+
+    def generate(self, requests: list[ChatRequest], params: SamplingParams) -> list[Completion]:
+        from vllm import SamplingParams as VSamplingParams
+
+        self.load()
+        kwargs: dict[str, Any] = {
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+            "stop": list(params.stop) or None,
+        }
+        if params.json_schema is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            kwargs["structured_outputs"] = StructuredOutputsParams(json=params.json_schema)
+        outputs = self.llm.chat(
+            [r.as_dicts() for r in requests], VSamplingParams(**kwargs), use_tqdm=False
+        )
+        results = []
+        for out in outputs:
+            best = out.outputs[0]
+            results.append(
+                Completion(
+                    text=best.text,
+                    prompt_tokens=len(out.prompt_token_ids or []),
+                    completion_tokens=len(best.token_ids),
+                    finish_reason="length" if best.finish_reason == "length" else "stop",
+                )
+            )
+        return results

@@ -1,0 +1,280 @@
+"""Engine orchestration: store hits and misses, order, samples, retries, rejects, durability."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from gravity.llm import ChatRequest, SamplingParams
+from gravity.llm.engine import Engine, Reject, Structured, extract_json, parse_structured
+from gravity.store import Store
+from tests.fakes import ScriptedBackend
+
+PARAMS = SamplingParams(max_new_tokens=16, seed=5)
+
+
+def _requests(n: int, prefix: str = "prompt") -> list[ChatRequest]:
+    # Mixed lengths so that length-sorted batching really reorders.
+    return [ChatRequest.from_prompt(f"{prefix} {i} " + "x" * (i * 7 % 23)) for i in range(n)]
+
+
+def test_order_is_input_order_with_mixed_lengths(tmp_path):
+    engine = Engine(ScriptedBackend(), Store(tmp_path / "s.db"), batch_size=3, progress=False)
+    reqs = _requests(10)
+    outs = engine.generate(reqs, PARAMS)
+    assert [o.text.split(":")[1] for o in outs] == [r.messages[-1].content[:40] for r in reqs]
+    assert engine.backend.batches == [3, 3, 3, 1]
+
+
+def test_store_hit_and_miss(tmp_path):
+    store = Store(tmp_path / "s.db")
+    first = Engine(ScriptedBackend(), store, progress=False)
+    a = first.generate(_requests(4), PARAMS)
+    assert store.count_completions() == 4 and not any(o.cached for o in a)
+    again = Engine(ScriptedBackend(), store, progress=False)
+    b = again.generate(_requests(6), PARAMS)  # 4 stored + 2 new
+    assert [o.cached for o in b] == [True] * 4 + [False] * 2
+    assert sorted(r.messages[-1].content for r in again.backend.seen) == sorted(
+        r.messages[-1].content for r in _requests(6)[4:]
+    )
+    assert [o.text for o in b[:4]] == [o.text for o in a]
+    # A different seed, model or message is a miss.
+    other = Engine(ScriptedBackend(model="other"), store, progress=False)
+    assert not any(o.cached for o in other.generate(_requests(2), PARAMS))
+    assert not any(
+        o.cached for o in again.generate(_requests(2), PARAMS.model_copy(update={"seed": 6}))
+    )
+
+
+def test_key_ignores_batch_size(tmp_path):
+    store = Store(tmp_path / "s.db")
+    Engine(ScriptedBackend(), store, batch_size=1, progress=False).generate(_requests(5), PARAMS)
+    eng = Engine(ScriptedBackend(), store, batch_size=4, progress=False)
+    assert all(o.cached for o in eng.generate(_requests(5), PARAMS))
+    assert eng.calls == 0
+
+
+def test_no_cache_bypasses_reads_but_writes(tmp_path):
+    store = Store(tmp_path / "s.db")
+    Engine(ScriptedBackend(), store, progress=False).generate(_requests(3), PARAMS)
+    backend = ScriptedBackend(script=["fresh"] * 3)
+    outs = Engine(backend, store, use_cache=False, progress=False).generate(_requests(3), PARAMS)
+    assert [o.text for o in outs] == ["fresh"] * 3 and backend.seen
+    assert store.count_completions() == 3  # same keys: INSERT OR IGNORE keeps one row each
+
+
+def test_n_samples_use_consecutive_seeds(tmp_path):
+    engine = Engine(ScriptedBackend(), Store(tmp_path / "s.db"), progress=False)
+    outs = engine.generate(_requests(2), PARAMS.model_copy(update={"n": 3}))
+    assert len(outs) == 6
+    single = Engine(ScriptedBackend(), None, progress=False).generate(
+        [_requests(2)[1]], PARAMS.model_copy(update={"seed": 7})
+    )
+    assert outs[5].text == single[0].text  # request 1, sample 2 -> seed 5 + 2
+
+
+class Title(BaseModel):
+    title: str
+    year: int
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"title": "Emma", "year": 1815}', Title(title="Emma", year=1815)),
+        ('```json\n{"title": "Emma", "year": 1815}\n```', Title(title="Emma", year=1815)),
+        ('Sure! {"title": "Emma", "year": 1815} Hope it helps', Title(title="Emma", year=1815)),
+        ("no json here", "no JSON object in output"),
+        ('{"title": "Emma", "year": ', "malformed JSON in output"),
+        ('{"title": "Emma"}', "schema: year: Field required"),
+        ('{"title": "Emma", "year": "soon"}', "schema: year: Input should be a valid integer"),
+        ("[1, 2]", "schema: <root>:"),
+    ],
+)
+def test_parse_structured_never_raises(text, expected):
+    result = parse_structured(text, Title)
+    if isinstance(expected, Title):
+        assert result == expected
+    else:
+        assert (
+            isinstance(result, Reject)
+            and result.reason.startswith(expected)
+            and result.text == text
+        )
+
+
+def test_extract_json_raises_value_error_only():
+    with pytest.raises(ValueError):
+        extract_json("{{{")
+
+
+def test_malformed_json_is_retried_with_new_seed_then_rejected(tmp_path):
+    backend = ScriptedBackend(
+        script=["not json", '{"title": "A", "year": 1}', "still bad", "nope", "{bad"]
+    )
+    engine = Engine(backend, Store(tmp_path / "s.db"), progress=False, batch_size=8)
+    # Same length: batches keep input order (they are sorted by length, stably).
+    reqs = [ChatRequest.from_prompt("reqA"), ChatRequest.from_prompt("reqB")]
+    results = engine.generate_structured(reqs, PARAMS, Title, max_attempts=3)
+    # attempt 1: first -> "not json", second -> valid; attempt 2: first -> "still bad";
+    # attempt 3: first -> "nope"; the last scripted text is never needed.
+    assert isinstance(results[1], Structured) and results[1].value.year == 1
+    assert results[1].attempts == 1
+    assert isinstance(results[0], Reject)
+    assert results[0].reason == "no JSON object in output (after 3 attempts)"
+    assert backend.batches == [2, 1, 1]
+    seeds_differ = len(
+        {
+            engine.key(reqs[0], PARAMS.model_copy(update={"seed": 5 + k * 1_000_003}))
+            for k in range(3)
+        }
+    )
+    assert seeds_differ == 3
+
+
+def test_structured_success_after_retry(tmp_path):
+    backend = ScriptedBackend(script=["oops", '{"title": "B", "year": 2}'])
+    engine = Engine(backend, None, progress=False)
+    (result,) = engine.generate_structured([ChatRequest.from_prompt("q")], PARAMS, Title)
+    assert isinstance(result, Structured) and result.attempts == 2 and result.value.title == "B"
+
+
+def test_json_instruction_only_for_unconstrained_backends():
+    constrained = ScriptedBackend(script=['{"title": "A", "year": 1}'])
+    Engine(constrained, None, progress=False).generate_structured(
+        [ChatRequest.from_prompt("q")], PARAMS, Title
+    )
+    assert constrained.seen[0].messages[-1].content == "q"
+    free = ScriptedBackend(script=['{"title": "A", "year": 1}'], constrains_json=False)
+    Engine(free, None, progress=False).generate_structured(
+        [ChatRequest.from_prompt("q")], PARAMS, Title
+    )
+    content = free.seen[0].messages[-1].content
+    assert content.startswith("q\n\nAnswer with a single JSON object") and '"year"' in content
+
+
+def _writer(path: str, worker: int, n: int) -> None:
+    store = Store(path)
+    engine = Engine(ScriptedBackend(), store, batch_size=2, progress=False)
+    # Both workers write an overlapping key range.
+    engine.generate([ChatRequest.from_prompt(f"shared {i}") for i in range(n)], PARAMS)
+    engine.generate([ChatRequest.from_prompt(f"own {worker} {i}") for i in range(n)], PARAMS)
+    store.close()
+
+
+def test_two_concurrent_writers(tmp_path):
+    path = str(tmp_path / "s.db")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w, 60)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    store = Store(path)
+    assert store.count_completions() == 60 + 2 * 60
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT COUNT(DISTINCT key) FROM completions").fetchone()[0] == 180
+
+
+JOB = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    from gravity.llm import ChatRequest, SamplingParams
+    from gravity.llm.engine import Engine
+    from gravity.store import Store
+    from tests.fakes import ScriptedBackend
+    engine = Engine(ScriptedBackend(delay_s=0.15), Store({db!r}), batch_size=4, progress=False)
+    reqs = [ChatRequest.from_prompt(f"job {{i}}") for i in range(40)]
+    outs = engine.generate(reqs, SamplingParams(max_new_tokens=8, seed=1))
+    print("calls", engine.calls, "done", len(outs), flush=True)
+    """
+)
+
+
+def test_sigkill_mid_job_then_rerun_completes_exactly(tmp_path):
+    root = str(Path(__file__).resolve().parents[1])
+    db = str(tmp_path / "s.db")
+    script = tmp_path / "job.py"
+    script.write_text(JOB.format(root=root, db=db))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    # Wait until some (not all) batches are committed, then kill -9.
+    deadline = time.monotonic() + 60
+    stored = 0
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            stored = Store(db).count_completions()
+        except Exception:
+            continue
+        if stored >= 12:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = Store(db).count_completions()
+    assert 12 <= partial < 40, partial
+    assert partial % 4 == 0  # whole batches only
+    rerun = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True
+    )
+    calls = int(rerun.stdout.split()[1])
+    assert calls == (40 - partial + 3) // 4  # only the missing requests were generated
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM completions").fetchone() == (
+        40,
+        40,
+    )
+    # The final set of keys equals an uninterrupted run's.
+    fresh = tmp_path / "fresh.db"
+    script.write_text(JOB.format(root=root, db=str(fresh)))
+    subprocess.run([sys.executable, str(script)], capture_output=True, check=True)
+
+    def rows(path):
+        return sorted(sqlite3.connect(path).execute("SELECT key, text FROM completions"))
+
+    assert rows(db) == rows(fresh)
+
+
+def test_records_table_roundtrip(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.put_records("pairs", [("b", "ok", {"x": 1}), ("a", "rejected", {"reason": "empty"})])
+    store.put_records("pairs", [("a", "ok", {"x": 2})])  # existing id kept
+    assert store.record_ids("pairs") == {"a", "b"}
+    assert list(store.records("pairs")) == [
+        ("a", "rejected", {"reason": "empty"}),
+        ("b", "ok", {"x": 1}),
+    ]
+    assert [r[0] for r in store.records("pairs", status="ok")] == ["b"]
+
+
+def test_corrupt_store_is_a_clear_error(tmp_path):
+    from gravity.errors import GravityError
+
+    bad = tmp_path / "bad.db"
+    bad.write_text("this is not sqlite" * 100)
+    with pytest.raises(GravityError, match="not a usable gravity store"):
+        Store(bad).count_completions()
+
+
+def test_progress_plain_lines_when_not_a_tty(capsys):
+    from gravity.progress import Progress
+
+    with Progress(3, "demo", interval_s=0) as bar:
+        for _ in range(3):
+            bar.advance(1, tokens=10)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and err[-1].startswith("demo: 3/3 requests,") and "tok/s" in err[-1]
+    assert json.dumps({"ok": True})
