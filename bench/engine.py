@@ -20,9 +20,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gravity.llm import BackendConfig, ChatRequest, SamplingParams, make_backend  # noqa: E402
-from gravity.llm.engine import Engine  # noqa: E402
-from gravity.store import Store  # noqa: E402
+from gravity.llm import BackendConfig, ChatRequest, SamplingParams, make_backend
+from gravity.llm.engine import Engine
+from gravity.store import Store
 
 TOPICS = [
     "a lighthouse",
