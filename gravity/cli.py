@@ -250,6 +250,100 @@ def llm_generate(
             )
 
 
+@app.command("generate")
+def generate(
+    profiles: Annotated[
+        list[Path], typer.Option(help="Profile file(s) (JSON, JSONL, YAML); repeatable.")
+    ],
+    out: Annotated[Path, typer.Option(help="Run folder: pairs, rejects, summary, store.")],
+    config: Annotated[Path | None, typer.Option(help="YAML with GenerateConfig fields.")] = None,
+    books: Annotated[Path | None, typer.Option(help="Book catalog (CSV, JSONL, parquet).")] = None,
+    mode: Annotated[str | None, typer.Option(help="gravity | naive")] = None,
+    facets: Annotated[
+        str | None, typer.Option(help="Comma-separated: interests,values,personality,culture")
+    ] = None,
+    max_books: Annotated[int | None, typer.Option(min=1, help="Books per reader.")] = None,
+    rejected_strategy: Annotated[str | None, typer.Option(help="generic | contrasting")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for book choice and sampling.")] = None,
+    backend: Annotated[str | None, typer.Option(help="LLM backend.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for the backend.")] = None,
+    base_url: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible URL(s).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read the store.")] = False,
+) -> None:
+    """Synthesize chosen/rejected preference pairs from reader profiles."""
+    from gravity.config import load_yaml_model
+    from gravity.profiles import load_many
+    from gravity.synth import GenerateConfig, synthesize
+
+    cfg = load_yaml_model(config, GenerateConfig) if config else GenerateConfig()
+    overrides = {
+        "books": books,
+        "mode": mode,
+        "max_books": max_books,
+        "seed": seed,
+        "rejected_strategy": rejected_strategy,
+        "facets": [f.strip() for f in facets.split(",") if f.strip()] if facets else None,
+    }
+    backend_overrides = {"backend": backend, "model": model, "base_urls": base_url or None}
+    cfg = _with_overrides(cfg, overrides, backend_overrides)
+    loaded = load_many(profiles)
+    result = synthesize(loaded, cfg, out, use_cache=not no_cache)
+    _print_summary(result.summary, out)
+
+
+def _with_overrides(cfg, overrides: dict, backend_overrides: dict):
+    """Apply the CLI flags that were given, validating them as config fields."""
+    from pydantic import ValidationError
+
+    data = cfg.model_dump()
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    data["backend"].update({k: v for k, v in backend_overrides.items() if v is not None})
+    try:
+        return type(cfg).model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = "--" + str(err["loc"][-1]).replace("_", "-")
+        raise GravityError(f"{flag}: {err['msg'].removeprefix('Value error, ')}") from None
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    typer.echo(
+        f"{summary['mode']}: {summary['rows_in']} rows in = {summary['written']} written "
+        f"+ {summary['rejected']} rejected; {summary['wall_time_s']} s, "
+        f"{summary['tokens_generated'].get('completion', 0)} tokens generated"
+    )
+    for reason, count in summary["rejects_by_reason"].items():
+        typer.echo(f"  rejected {reason}: {count}")
+    for facet, counts in summary["by_facet"].items():
+        typer.echo(
+            f"  facet {facet}: {counts.get('written', 0)} written, "
+            f"{counts.get('rejected', 0)} rejected"
+        )
+    typer.echo(f"pairs: {out / 'pairs.jsonl'}  summary: {out / 'summary.json'}")
+
+
+@app.command("export")
+def export(
+    run: Annotated[Path, typer.Argument(help="A `gravity generate` run folder.")],
+    out: Annotated[Path, typer.Option(help="Output folder (replaced atomically).")],
+    format: Annotated[str, typer.Option("--format", help="hf | parquet | jsonl")] = "hf",
+    test_size: Annotated[float, typer.Option(help="Share of readers in the test split.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the reader split.")] = 0,
+    license: Annotated[str, typer.Option(help="License field of the dataset card.")] = "apache-2.0",
+    push_to_hub: Annotated[
+        str | None, typer.Option(help="Also upload to this hub repo (token from HF_TOKEN).")
+    ] = None,
+    private: Annotated[bool, typer.Option(help="Make the hub repo private.")] = False,
+) -> None:
+    """Export pairs as a dataset (TRL preference format), split by reader, with a card."""
+    from gravity.export import export_run
+
+    stats = export_run(run, out, format, test_size, seed, license, push_to_hub, private)
+    for name, st in stats.items():
+        typer.echo(f"{name}: {st['pairs']} pairs, {st['users']} readers")
+    typer.echo(f"wrote {out}")
+
+
 @app.command("run")
 def run(
     config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/demo.yaml.")],

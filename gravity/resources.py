@@ -31,3 +31,8 @@ def profiles_dir() -> Path:
 def reference_dir() -> Path:
     """Folder of the culture reference tables (Hofstede, WVS) and their source notes."""
     return profiles_dir() / "reference"
+
+
+def catalog_dir() -> Path:
+    """Folder of the starter book catalog."""
+    return _data_dir("catalog")

@@ -3,9 +3,9 @@
 - ``completions``: one row per LLM completion, keyed by a hash of what changes the result
   (backend kind, model id and revision, messages, sampling params incl. seed); never batch size,
   concurrency or memory knobs.
-- ``records``: one row per task output (a scenario, a pair, a judgment, or a reject with its
-  reason), keyed by (stage, deterministic record id), so an interrupted-then-resumed run ends with
-  exactly the keys of an uninterrupted one.
+
+Stages build their records from completions with deterministic record ids, so an
+interrupted-then-resumed run ends with exactly the records of an uninterrupted one.
 
 Writes are committed per batch: a SIGKILL loses at most the batch in flight. Several processes may
 share one store: SQLite serialises writers (``busy_timeout``) and ``INSERT OR IGNORE`` makes a
@@ -19,7 +19,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +35,6 @@ CREATE TABLE IF NOT EXISTS completions (
     completion_tokens INTEGER NOT NULL,
     finish_reason TEXT NOT NULL,
     created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS records (
-    stage TEXT NOT NULL,
-    id TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'rejected')),
-    data TEXT NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (stage, id)
 );
 """
 
@@ -152,27 +144,3 @@ class Store:
     def count_completions(self) -> int:
         """How many completions are stored."""
         return self._conn().execute("SELECT COUNT(*) FROM completions").fetchone()[0]
-
-    # records -----------------------------------------------------------------------------
-    def put_records(self, stage: str, rows: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
-        """Write (id, status, data) rows of ``stage`` in one transaction; existing ids are kept."""
-        now = time.time()
-        self._write(
-            "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?)",
-            [(stage, rid, status, canonical_json(data), now) for rid, status, data in rows],
-        )
-
-    def record_ids(self, stage: str) -> set[str]:
-        """Ids already recorded (ok or rejected) for ``stage``."""
-        rows = self._conn().execute("SELECT id FROM records WHERE stage = ?", (stage,))
-        return {r[0] for r in rows}
-
-    def records(self, stage: str, status: str | None = None) -> Iterator[tuple[str, str, dict]]:
-        """(id, status, data) of ``stage``, ordered by id."""
-        sql = "SELECT id, status, data FROM records WHERE stage = ?"
-        args: tuple = (stage,)
-        if status is not None:
-            sql += " AND status = ?"
-            args += (status,)
-        for rid, st, data in self._conn().execute(sql + " ORDER BY id", args):
-            yield rid, st, json.loads(data)

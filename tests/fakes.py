@@ -37,18 +37,20 @@ class ScriptedBackend(Backend):
     def fingerprint(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.model, "revision": "1"}
 
-    def generate(self, requests: list[ChatRequest], params: SamplingParams) -> list[Completion]:
+    def generate(
+        self, requests: list[ChatRequest], params: SamplingParams, seeds=None
+    ) -> list[Completion]:
         if self.delay_s:
             time.sleep(self.delay_s)
         self.batches.append(len(requests))
         self.seen.extend(requests)
         out = []
-        for request in requests:
+        for request, seed in zip(requests, seeds or [params.seed] * len(requests)):
             if self.script:
                 text = self.script.pop(0)
             else:
                 digest = hashlib.sha256(
-                    f"{request.messages[-1].content}|{params.seed}".encode()
+                    f"{request.messages[-1].content}|{seed}".encode()
                 ).hexdigest()[:8]
                 text = f"echo:{request.messages[-1].content[:40]}:{digest}"
             out.append(

@@ -248,18 +248,6 @@ def test_sigkill_mid_job_then_rerun_completes_exactly(tmp_path):
     assert rows(db) == rows(fresh)
 
 
-def test_records_table_roundtrip(tmp_path):
-    store = Store(tmp_path / "s.db")
-    store.put_records("pairs", [("b", "ok", {"x": 1}), ("a", "rejected", {"reason": "empty"})])
-    store.put_records("pairs", [("a", "ok", {"x": 2})])  # existing id kept
-    assert store.record_ids("pairs") == {"a", "b"}
-    assert list(store.records("pairs")) == [
-        ("a", "rejected", {"reason": "empty"}),
-        ("b", "ok", {"x": 1}),
-    ]
-    assert [r[0] for r in store.records("pairs", status="ok")] == ["b"]
-
-
 def test_corrupt_store_is_a_clear_error(tmp_path):
     from gravity.errors import GravityError
 

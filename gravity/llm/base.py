@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,8 +98,18 @@ class Backend(abc.ABC):
         self._loaded = False
 
     @abc.abstractmethod
-    def generate(self, requests: list[ChatRequest], params: SamplingParams) -> list[Completion]:
-        """One completion per request, in input order (``params.n`` is handled by the engine)."""
+    def generate(
+        self,
+        requests: list[ChatRequest],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Completion]:
+        """One completion per request, in input order (``params.n`` is handled by the engine).
+
+        ``seeds`` gives each request its own seed (default: ``params.seed`` for all). Backends
+        that sample each request separately honour it per request; ``transformers`` samples a
+        batch with one generator seeded from all the batch's seeds.
+        """
 
     @abc.abstractmethod
     def fingerprint(self) -> dict[str, Any]:
@@ -113,6 +124,15 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def request_seeds(n: int, params: SamplingParams, seeds: Sequence[int] | None) -> list[int]:
+    """Per-request seeds: ``seeds`` as given (checked), else ``params.seed`` for every request."""
+    if seeds is None:
+        return [params.seed] * n
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} requests")
+    return list(seeds)
 
 
 def weights_fingerprint(path: Path) -> str:

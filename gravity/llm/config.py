@@ -28,7 +28,7 @@ class BackendConfig(BaseModel):
         default="auto", description="'auto': bfloat16 (faster on CPU as measured, and on GPU)."
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
-    batch_size: int = Field(default=8, ge=1, description="Requests per forward batch.")
+    batch_size: int = Field(default=16, ge=1, description="Requests per forward batch.")
     # llamacpp
     n_ctx: int = Field(default=4096, ge=256)
     n_threads: int | None = Field(default=None, ge=1, description="Default: all cores.")

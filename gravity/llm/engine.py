@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -23,25 +24,30 @@ from gravity.prompts import render
 from gravity.store import Store, canonical_json, hash_key
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 
 RETRY_SEED_STRIDE = 1_000_003  # retry k of a request uses seed + k * stride: never a sample seed
 
 
 @dataclass(frozen=True)
 class Reject:
-    """A request whose output could not be used, and why."""
+    """A request whose output could not be used: a short ``kind`` (for counts) and a reason."""
 
     reason: str
     text: str = ""
+    kind: str = "unparsable"
 
 
 @dataclass(frozen=True)
-class Structured(Generic[T]):
-    """A parsed, validated output, with the completion it came from and the attempts it took."""
+class Parsed(Generic[R]):
+    """A parsed output, with the completion it came from and the attempts it took."""
 
-    value: T
+    value: R
     completion: Completion
     attempts: int
+
+
+Structured = Parsed  # the name used for JSON outputs
 
 
 def extract_json(text: str) -> Any:
@@ -72,13 +78,13 @@ def parse_structured(text: str, model: type[T]) -> T | Reject:
     try:
         data = extract_json(text)
     except ValueError as exc:
-        return Reject(str(exc), text)
+        return Reject(str(exc), text, "invalid_json")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "<root>"
-        return Reject(f"schema: {where}: {err['msg']}", text)
+        return Reject(f"schema: {where}: {err['msg']}", text, "schema_mismatch")
 
 
 class Engine:
@@ -101,6 +107,7 @@ class Engine:
         self.use_cache = use_cache
         self.progress = progress
         self.calls = 0  # backend.generate calls made (for tests and reports)
+        self.tokens: Counter[str] = Counter()  # tokens of completions generated (not cached)
         self._fingerprint: dict[str, Any] | None = None
 
     @property
@@ -117,13 +124,21 @@ class Engine:
         )
 
     def generate(
-        self, requests: Sequence[ChatRequest], params: SamplingParams, desc: str = "generate"
+        self,
+        requests: Sequence[ChatRequest],
+        params: SamplingParams | Sequence[SamplingParams],
+        desc: str = "generate",
     ) -> list[Completion]:
-        """Completions for ``requests``: ``len(requests) * params.n``, request-major."""
+        """Completions for ``requests``: ``n`` per request, request-major.
+
+        ``params`` is one ``SamplingParams`` for all requests or one per request (e.g. a seed
+        per record). Requests whose params differ only in the seed share batches.
+        """
+        per_request = _per_request(params, len(requests))
         items: list[tuple[ChatRequest, SamplingParams]] = []
-        for request in requests:
-            for j in range(params.n):
-                items.append((request, params.model_copy(update={"seed": params.seed + j, "n": 1})))
+        for request, p in zip(requests, per_request):
+            for j in range(p.n):
+                items.append((request, p.model_copy(update={"seed": p.seed + j, "n": 1})))
         keys = [self.key(r, p) for r, p in items]
         results: list[Completion | None] = [None] * len(items)
         stored = self.store.get_completions(keys) if (self.store and self.use_cache) else {}
@@ -133,26 +148,26 @@ class Engine:
                 results[index] = Completion(**stored[key], cached=True)
             else:
                 todo.append(index)
-        # Similar lengths together waste less padding; groups share sampling params.
-        todo.sort(
-            key=lambda i: (
-                canonical_json(items[i][1].model_dump()),
-                -sum(len(m.content) for m in items[i][0].messages),
-            )
-        )
+        # Groups share sampling params (but the seed); within a group, similar lengths together
+        # waste less padding.
+        group = {i: canonical_json(items[i][1].model_dump(exclude={"seed"})) for i in todo}
+        todo.sort(key=lambda i: (group[i], -sum(len(m.content) for m in items[i][0].messages)))
         with Progress(len(todo), desc, enabled=self.progress) as bar:
             start = 0
             while start < len(todo):
-                params_i = items[todo[start]][1]
                 batch = [todo[start]]
                 while (
                     len(batch) < self.batch_size
                     and start + len(batch) < len(todo)
-                    and items[todo[start + len(batch)]][1] == params_i
+                    and group[todo[start + len(batch)]] == group[todo[start]]
                 ):
                     batch.append(todo[start + len(batch)])
                 start += len(batch)
-                outs = self.backend.generate([items[i][0] for i in batch], params_i)
+                outs = self.backend.generate(
+                    [items[i][0] for i in batch],
+                    items[batch[0]][1],
+                    seeds=[items[i][1].seed for i in batch],
+                )
                 self.calls += 1
                 if len(outs) != len(batch):
                     raise RuntimeError(
@@ -174,45 +189,73 @@ class Engine:
                     )
                 for i, out in zip(batch, outs):
                     results[i] = out
+                self.tokens["prompt"] += sum(o.prompt_tokens for o in outs)
+                self.tokens["completion"] += sum(o.completion_tokens for o in outs)
                 bar.advance(len(batch), sum(o.completion_tokens for o in outs))
+        return [r for r in results if r is not None]
+
+    def generate_parsed(
+        self,
+        requests: Sequence[ChatRequest],
+        params: SamplingParams | Sequence[SamplingParams],
+        parse: Callable[[Completion, int], R | Reject],
+        max_attempts: int = 3,
+        desc: str = "generate",
+    ) -> list[Parsed[R] | Reject]:
+        """Completions turned into results by ``parse(completion, index)``.
+
+        ``parse`` returns a result or a ``Reject``; rejected requests are retried with a new seed
+        up to ``max_attempts`` in all, then returned as the last ``Reject`` (reason annotated).
+        """
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        per_request = [p.model_copy(update={"n": 1}) for p in _per_request(params, len(requests))]
+        results: list[Parsed[R] | Reject | None] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        last: dict[int, Reject] = {}
+        for attempt in range(max_attempts):
+            if not pending:
+                break
+            attempt_params = [
+                per_request[i].model_copy(
+                    update={"seed": per_request[i].seed + attempt * RETRY_SEED_STRIDE}
+                )
+                for i in pending
+            ]
+            label = desc if attempt == 0 else f"{desc} (retry {attempt})"
+            outs = self.generate([requests[i] for i in pending], attempt_params, desc=label)
+            still: list[int] = []
+            for i, out in zip(pending, outs):
+                parsed = parse(out, i)
+                if isinstance(parsed, Reject):
+                    last[i] = parsed
+                    still.append(i)
+                else:
+                    results[i] = Parsed(parsed, out, attempt + 1)
+            pending = still
+        for i in pending:
+            suffix = f" (after {max_attempts} attempts)" if max_attempts > 1 else ""
+            results[i] = Reject(f"{last[i].reason}{suffix}", last[i].text, last[i].kind)
         return [r for r in results if r is not None]
 
     def generate_structured(
         self,
         requests: Sequence[ChatRequest],
-        params: SamplingParams,
+        params: SamplingParams | Sequence[SamplingParams],
         model: type[T],
         max_attempts: int = 3,
         desc: str = "generate",
-    ) -> list[Structured[T] | Reject]:
+    ) -> list[Parsed[T] | Reject]:
         """JSON outputs validated into ``model``; retried with new seeds, then rejected."""
         schema = model.model_json_schema()
-        params = params.model_copy(update={"json_schema": schema, "n": 1})
+        params = [
+            p.model_copy(update={"json_schema": schema})
+            for p in _per_request(params, len(requests))
+        ]
         prepared = [self._with_json_instruction(r, schema) for r in requests]
-        results: list[Structured[T] | Reject | None] = [None] * len(prepared)
-        pending = list(range(len(prepared)))
-        last_reason: dict[int, Reject] = {}
-        for attempt in range(max_attempts):
-            if not pending:
-                break
-            attempt_params = params.model_copy(
-                update={"seed": params.seed + attempt * RETRY_SEED_STRIDE}
-            )
-            label = desc if attempt == 0 else f"{desc} (retry {attempt})"
-            outs = self.generate([prepared[i] for i in pending], attempt_params, desc=label)
-            still: list[int] = []
-            for i, out in zip(pending, outs):
-                parsed = parse_structured(out.text, model)
-                if isinstance(parsed, Reject):
-                    last_reason[i] = parsed
-                    still.append(i)
-                else:
-                    results[i] = Structured(parsed, out, attempt + 1)
-            pending = still
-        for i in pending:
-            reject = last_reason[i]
-            results[i] = Reject(f"{reject.reason} (after {max_attempts} attempts)", reject.text)
-        return [r for r in results if r is not None]
+        return self.generate_parsed(
+            prepared, params, lambda out, _i: parse_structured(out.text, model), max_attempts, desc
+        )
 
     def _with_json_instruction(self, request: ChatRequest, schema: dict[str, Any]) -> ChatRequest:
         if self.backend.constrains_json:
@@ -222,6 +265,14 @@ class Engine:
         last = messages[-1]
         messages[-1] = Message(role=last.role, content=f"{last.content}\n\n{hint}")
         return request.model_copy(update={"messages": messages})
+
+
+def _per_request(params: SamplingParams | Sequence[SamplingParams], n: int) -> list[SamplingParams]:
+    if isinstance(params, SamplingParams):
+        return [params] * n
+    if len(params) != n:
+        raise ValueError(f"{len(params)} sampling params for {n} requests")
+    return list(params)
 
 
 def _default_batch_size(backend: Backend) -> int:

@@ -3,13 +3,22 @@ embedded model, batched generation with left padding, CPU or GPU."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from gravity.errors import GravityError
-from gravity.llm.base import Backend, ChatRequest, Completion, SamplingParams, weights_fingerprint
+from gravity.llm.base import (
+    Backend,
+    ChatRequest,
+    Completion,
+    SamplingParams,
+    request_seeds,
+    weights_fingerprint,
+)
 from gravity.llm.config import BackendConfig
 from gravity.llm.embedded import embedded_checkpoint, is_embedded
 
@@ -114,7 +123,12 @@ class TransformersBackend(Backend):
             "dtype": self.config.dtype,
         }
 
-    def generate(self, requests: list[ChatRequest], params: SamplingParams) -> list[Completion]:
+    def generate(
+        self,
+        requests: list[ChatRequest],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Completion]:
         import torch
 
         self.load()
@@ -136,7 +150,7 @@ class TransformersBackend(Backend):
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
-            torch.manual_seed(params.seed)
+            torch.manual_seed(_batch_seed(request_seeds(len(requests), params, seeds)))
             out = self.model.generate(**enc, **kwargs)
         new_tokens = out[:, enc["input_ids"].shape[1] :]
         eos_ids = set(_as_list(self.model.generation_config.eos_token_id)) | {tok.eos_token_id}
@@ -162,6 +176,14 @@ class TransformersBackend(Backend):
                 )
             )
         return results
+
+
+def _batch_seed(seeds: list[int]) -> int:
+    """One generator seed for a batch: its single seed, or a hash of all of them."""
+    if len(set(seeds)) == 1:
+        return seeds[0]
+    digest = hashlib.sha256(",".join(map(str, seeds)).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
 
 
 def _as_list(value: Any) -> list[int]:

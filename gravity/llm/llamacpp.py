@@ -6,11 +6,19 @@ JSON schemas are enforced by llama.cpp's grammar-constrained decoding.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from gravity.errors import GravityError, MissingDependencyError
-from gravity.llm.base import Backend, ChatRequest, Completion, SamplingParams, weights_fingerprint
+from gravity.llm.base import (
+    Backend,
+    ChatRequest,
+    Completion,
+    SamplingParams,
+    request_seeds,
+    weights_fingerprint,
+)
 from gravity.llm.config import BackendConfig
 from gravity.llm.embedded import embedded_gguf, is_embedded
 
@@ -63,23 +71,28 @@ class LlamaCppBackend(Backend):
         name = "smollm2-135m-instruct.q4_1.gguf" if is_embedded(self.config.model) else path.name
         return {"backend": self.name, "model": name, "revision": weights_fingerprint(path)}
 
-    def generate(self, requests: list[ChatRequest], params: SamplingParams) -> list[Completion]:
+    def generate(
+        self,
+        requests: list[ChatRequest],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Completion]:
         self.load()
         results = []
-        for request in requests:
+        for request, seed in zip(requests, request_seeds(len(requests), params, seeds)):
             kwargs: dict[str, Any] = {
                 "messages": request.as_dicts(),
                 "max_tokens": params.max_new_tokens,
                 "temperature": params.temperature,
                 "top_p": params.top_p,
-                "seed": params.seed,
+                "seed": seed,
                 "stop": list(params.stop),
             }
             if params.json_schema is not None:
                 kwargs["response_format"] = {"type": "json_object", "schema": params.json_schema}
             # The sampler state is per-instance: reset so each request depends only on its seed.
             self.llm.reset()
-            self.llm.set_seed(params.seed)
+            self.llm.set_seed(seed)
             out = self.llm.create_chat_completion(**kwargs)
             choice = out["choices"][0]
             usage = out.get("usage") or {}

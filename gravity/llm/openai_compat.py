@@ -16,10 +16,11 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from gravity.errors import GravityError
-from gravity.llm.base import Backend, ChatRequest, Completion, SamplingParams
+from gravity.llm.base import Backend, ChatRequest, Completion, SamplingParams, request_seeds
 from gravity.llm.config import BackendConfig
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,14 @@ class OpenAIBackend(Backend):
         key = os.environ.get(self.config.api_key_env)
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def _body(self, request: ChatRequest, params: SamplingParams) -> dict[str, Any]:
+    def _body(self, request: ChatRequest, params: SamplingParams, seed: int) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.config.model,
             "messages": request.as_dicts(),
             "max_tokens": params.max_new_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
-            "seed": params.seed,
+            "seed": seed,
         }
         if params.stop:
             body["stop"] = list(params.stop)
@@ -100,11 +101,16 @@ class OpenAIBackend(Backend):
         return min(self.urls, key=lambda u: self._cooldown.get(u, 0.0))
 
     async def _one(
-        self, client: Any, sem: asyncio.Semaphore, request: ChatRequest, params: SamplingParams
+        self,
+        client: Any,
+        sem: asyncio.Semaphore,
+        request: ChatRequest,
+        params: SamplingParams,
+        seed: int,
     ) -> Completion:
         import httpx
 
-        body = self._body(request, params)
+        body = self._body(request, params, seed)
         attempt = 0
         async with sem:
             while True:
@@ -144,7 +150,9 @@ class OpenAIBackend(Backend):
                     finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
                 )
 
-    async def _run(self, requests: list[ChatRequest], params: SamplingParams) -> list[Completion]:
+    async def _run(
+        self, requests: list[ChatRequest], params: SamplingParams, seeds: list[int]
+    ) -> list[Completion]:
         import httpx
 
         sem = asyncio.Semaphore(self.config.concurrency)
@@ -152,15 +160,23 @@ class OpenAIBackend(Backend):
         timeout = httpx.Timeout(self.config.timeout_s)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
             return list(
-                await asyncio.gather(*(self._one(client, sem, r, params) for r in requests))
+                await asyncio.gather(
+                    *(self._one(client, sem, r, params, s) for r, s in zip(requests, seeds))
+                )
             )
 
-    def generate(self, requests: list[ChatRequest], params: SamplingParams) -> list[Completion]:
+    def generate(
+        self,
+        requests: list[ChatRequest],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Completion]:
         self.load()
+        run = self._run(requests, params, request_seeds(len(requests), params, seeds))
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self._run(requests, params))
+            return asyncio.run(run)
         # Called from inside an event loop (a notebook): run ours in a worker thread.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, self._run(requests, params)).result()
+            return pool.submit(asyncio.run, run).result()

@@ -8,10 +8,11 @@ developed on, so this module is written against vLLM's public API (``LLM``, ``LL
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from gravity.errors import MissingDependencyError
-from gravity.llm.base import Backend, ChatRequest, Completion, SamplingParams
+from gravity.llm.base import Backend, ChatRequest, Completion, SamplingParams, request_seeds
 from gravity.llm.config import BackendConfig
 from gravity.llm.hf import resolve_model
 
@@ -58,7 +59,12 @@ class VLLMBackend(Backend):
         info = TransformersBackend(self.config).fingerprint()
         return {**info, "backend": self.name}
 
-    def generate(self, requests: list[ChatRequest], params: SamplingParams) -> list[Completion]:
+    def generate(
+        self,
+        requests: list[ChatRequest],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Completion]:
         from vllm import SamplingParams as VSamplingParams
 
         self.load()
@@ -66,16 +72,17 @@ class VLLMBackend(Backend):
             "max_tokens": params.max_new_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
-            "seed": params.seed,
             "stop": list(params.stop) or None,
         }
         if params.json_schema is not None:
             from vllm.sampling_params import StructuredOutputsParams
 
             kwargs["structured_outputs"] = StructuredOutputsParams(json=params.json_schema)
-        outputs = self.llm.chat(
-            [r.as_dicts() for r in requests], VSamplingParams(**kwargs), use_tqdm=False
-        )
+        per_request = [
+            VSamplingParams(**kwargs, seed=seed)
+            for seed in request_seeds(len(requests), params, seeds)
+        ]
+        outputs = self.llm.chat([r.as_dicts() for r in requests], per_request, use_tqdm=False)
         results = []
         for out in outputs:
             best = out.outputs[0]

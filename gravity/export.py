@@ -1,0 +1,249 @@
+"""Export a synthesis run as a dataset in TRL's conversational preference format.
+
+Train/test split by reader (no reader in both), seeded; ``hf`` (``save_to_disk``), ``parquet``
+or ``jsonl``; a dataset card with YAML metadata. The export is atomic: it is built in a temp
+folder beside ``out`` and swapped in, so an interrupted export leaves the previous one intact.
+``push_to_hub`` is opt-in; the token is read from ``HF_TOKEN`` only and never written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gravity.errors import GravityError
+
+Format = Literal["hf", "parquet", "jsonl"]
+FORMATS = ("hf", "parquet", "jsonl")
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def read_pairs(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run folder (``pairs.jsonl``)."""
+    path = run_dir / "pairs.jsonl"
+    if not path.is_file():
+        raise GravityError(f"{run_dir}: no pairs.jsonl; is this a `gravity generate` run folder?")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GravityError(f"{path}:{number}: <json>: {exc.msg}") from None
+        missing = [c for c in (*PREFERENCE_COLUMNS, "user_id") if c not in row]
+        if missing:
+            raise GravityError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
+        rows.append(row)
+    if not rows:
+        raise GravityError(f"{path}: no pairs to export (every row was rejected?)")
+    return rows
+
+
+def split_by_user(
+    rows: list[dict[str, Any]], test_size: float, seed: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Seeded split of readers into train and test; every row follows its reader."""
+    users = sorted({r["user_id"] for r in rows})
+    random.Random(f"gravity-split:{seed}").shuffle(users)
+    n_test = round(len(users) * test_size)
+    if test_size > 0 and len(users) > 1:
+        n_test = min(max(n_test, 1), len(users) - 1)
+    test_users = set(users[:n_test])
+    splits = {
+        "train": [r for r in rows if r["user_id"] not in test_users],
+        "test": [r for r in rows if r["user_id"] in test_users],
+    }
+    return {name: part for name, part in splits.items() if part}
+
+
+def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "pairs": len(rows),
+        "users": len({r["user_id"] for r in rows}),
+        "books": len({r.get("book_id") for r in rows}),
+        "by_country": dict(sorted(Counter(r.get("country", "?") for r in rows).items())),
+        "by_facet": dict(sorted(Counter(r.get("facet", "?") for r in rows).items())),
+    }
+
+
+def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license: str) -> str:
+    """README.md for the dataset: YAML metadata, config, counts, per-country/facet stats."""
+    config_path, summary_path = run_dir / "config.yaml", run_dir / "summary.json"
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    rows = [r for part in splits.values() for r in part]
+    models = sorted({r.get("generator_model", "?") for r in rows})
+    stats = {name: _stats(part) for name, part in splits.items()}
+    total = len(rows)
+    size = "n<1K" if total < 1000 else "1K<n<10K" if total < 10000 else "10K<n<100K"
+    meta = {
+        "license": license,
+        "task_categories": ["text-generation"],
+        "tags": ["dpo", "preference", "personalization", "synthetic", "gravity"],
+        "size_categories": [size],
+        "pretty_name": "gravity personalized preference pairs",
+        "gravity": {"generation_models": models, "splits": stats},
+    }
+    lines = [
+        "---",
+        yaml.safe_dump(meta, sort_keys=False).strip(),
+        "---",
+        "",
+        "# gravity preference pairs",
+        "",
+        "Synthetic, profile-grounded preference pairs for personalized book descriptions, made "
+        "by `gravity generate` and exported by `gravity export`. Columns `prompt`, `chosen`, "
+        "`rejected` follow TRL's conversational preference format; the rest is metadata "
+        "(record/user/book ids, country, facet, scenario, rejected strategy, mode, models, "
+        "template hashes, seed). Splits are by reader: no reader is in two splits.",
+        "",
+        "## Counts",
+        "",
+        "| split | pairs | readers | books |",
+        "|---|---|---|---|",
+    ]
+    for name, st in stats.items():
+        lines.append(f"| {name} | {st['pairs']} | {st['users']} | {st['books']} |")
+    if summary:
+        lines += [
+            "",
+            f"Generation: {summary.get('rows_in')} rows in = {summary.get('written')} written + "
+            f"{summary.get('rejected')} rejected; rejects by reason: "
+            f"{json.dumps(summary.get('rejects_by_reason', {}))}.",
+        ]
+    for key, title in (("by_country", "country"), ("by_facet", "facet")):
+        keys = sorted({k for st in stats.values() for k in st[key]})
+        lines += [
+            "",
+            f"## Pairs per {title}",
+            "",
+            "| " + title + " | " + " | ".join(stats) + " |",
+            "|---|" + "---|" * len(stats),
+        ]
+        for k in keys:
+            lines.append(
+                f"| {k} | " + " | ".join(str(st[key].get(k, 0)) for st in stats.values()) + " |"
+            )
+    lines += ["", "## Generation models", ""] + [f"- `{m}`" for m in models]
+    lines += [
+        "",
+        "## Generation config",
+        "",
+        "```yaml",
+        yaml.safe_dump(config, sort_keys=False).strip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _atomic_dir_swap(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    fmt: str = "hf",
+    test_size: float = 0.2,
+    seed: int = 0,
+    license: str = "apache-2.0",
+    push_to_hub: str | None = None,
+    private: bool = False,
+) -> dict[str, Any]:
+    """Export ``run_dir`` to ``out``; returns the per-split stats."""
+    from datasets import Dataset, DatasetDict
+
+    if fmt not in FORMATS:
+        raise GravityError(f"unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
+    if not 0 <= test_size < 1:
+        raise GravityError(f"--test-size: {test_size} is not in [0, 1)")
+    run_dir, out = Path(run_dir), Path(out)
+    rows = read_pairs(run_dir)
+    splits = split_by_user(rows, test_size, seed)
+    dd = DatasetDict({name: Dataset.from_list(part) for name, part in splits.items()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        if fmt == "hf":
+            dd.save_to_disk(str(tmp / "dataset"))
+            for item in (tmp / "dataset").iterdir():
+                os.replace(item, tmp / item.name)
+            (tmp / "dataset").rmdir()
+        else:
+            for name, ds in dd.items():
+                if fmt == "parquet":
+                    ds.to_parquet(str(tmp / f"{name}.parquet"))
+                else:
+                    ds.to_json(str(tmp / f"{name}.jsonl"), lines=True, force_ascii=False)
+        (tmp / "README.md").write_text(dataset_card(run_dir, splits, license), encoding="utf-8")
+        _atomic_dir_swap(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if push_to_hub:
+        push(dd, out / "README.md", push_to_hub, private)
+    return {name: _stats(part) for name, part in splits.items()}
+
+
+def push(dd: Any, card: Path, repo: str, private: bool) -> None:
+    """Upload the dataset and its card; the token comes from ``HF_TOKEN`` only."""
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise GravityError("--push-to-hub needs a token in the HF_TOKEN environment variable")
+    dd.push_to_hub(repo, private=private, token=token)
+    from huggingface_hub import HfApi
+
+    HfApi(token=token).upload_file(
+        path_or_fileobj=str(card), path_in_repo="README.md", repo_id=repo, repo_type="dataset"
+    )
+
+
+def load_preference_data(path: str | Path, split: str = "train") -> Any:
+    """A preference dataset from an export folder (hf/parquet/jsonl) or a single file, with the
+    TRL columns checked."""
+    from datasets import load_dataset, load_from_disk
+
+    path = Path(path)
+    if not path.exists():
+        raise GravityError(f"{path}: no such dataset")
+    if path.is_dir() and (path / "dataset_dict.json").is_file():
+        dd = load_from_disk(str(path))
+        if split not in dd:
+            raise GravityError(f"{path}: no '{split}' split; has {', '.join(dd)}")
+        ds = dd[split]
+    elif path.is_dir() and (path / "dataset_info.json").is_file():
+        ds = load_from_disk(str(path))
+    else:
+        files = (
+            [path]
+            if path.is_file()
+            else sorted([*path.glob(f"{split}.parquet"), *path.glob(f"{split}.jsonl")])
+        )
+        if not files:
+            raise GravityError(f"{path}: no {split}.parquet or {split}.jsonl")
+        kind = "parquet" if files[0].suffix == ".parquet" else "json"
+        if files[0].suffix not in (".parquet", ".jsonl", ".json"):
+            raise GravityError(f"{files[0]}: unsupported data file; use .parquet or .jsonl")
+        ds = load_dataset(kind, data_files=[str(f) for f in files], split="train")
+    missing = [c for c in PREFERENCE_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise GravityError(
+            f"{path}: missing column(s) {', '.join(missing)}; a preference dataset needs "
+            f"{', '.join(PREFERENCE_COLUMNS)} (TRL's conversational preference format)"
+        )
+    return ds

@@ -1,0 +1,46 @@
+"""The synthesis stage: profile-grounded (or naive) preference pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gravity.books import load_catalog
+from gravity.llm import make_backend
+from gravity.llm.engine import Engine
+from gravity.profiles.models import UserProfile
+from gravity.store import Store
+from gravity.synth.config import FilterConfig, GenerateConfig
+from gravity.synth.pipeline import Synthesizer, SynthResult, write_run
+
+STORE_NAME = "store.sqlite"
+
+
+def synthesize(
+    profiles: list[UserProfile],
+    cfg: GenerateConfig,
+    out_dir: Path,
+    use_cache: bool = True,
+    progress: bool = True,
+    engine: Engine | None = None,
+) -> SynthResult:
+    """Run the synthesis for ``profiles`` and write the run folder ``out_dir``.
+
+    Inputs (catalog, profiles, config) are validated before anything is created.
+    """
+    catalog = load_catalog(cfg.books)
+    if not profiles:
+        from gravity.errors import GravityError
+
+        raise GravityError("no profiles to generate pairs for")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if engine is not None:
+        result = Synthesizer(cfg, engine).run(profiles, catalog)
+    else:
+        with Store(out_dir / STORE_NAME) as store, make_backend(cfg.backend) as backend:
+            engine = Engine(backend, store, use_cache=use_cache, progress=progress)
+            result = Synthesizer(cfg, engine).run(profiles, catalog)
+    write_run(out_dir, cfg, result)
+    return result
+
+
+__all__ = ["FilterConfig", "GenerateConfig", "SynthResult", "synthesize"]

@@ -1,0 +1,84 @@
+"""Configuration of the synthesis stage (``gravity generate`` and the ``generate`` section of a
+run config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gravity.llm.config import BackendConfig
+
+SYNTH_FACETS = ("interests", "values", "personality", "culture")
+
+
+class FilterConfig(BaseModel):
+    """Quality filters applied to every pair; each failure is a counted reject with a reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_words: int = Field(default=15, ge=1)
+    max_words: int = Field(default=120, ge=1)
+    on_truncation: Literal["trim", "reject"] = Field(
+        default="trim",
+        description="An output cut by the token limit: trim it to its last full sentence "
+        "(then length-checked as usual), or reject it.",
+    )
+    near_duplicate_threshold: float | None = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Reject pairs whose chosen and rejected embeddings (MiniLM) have cosine "
+        "similarity above this; null disables the check.",
+    )
+    language: str | None = Field(
+        default=None,
+        description="ISO 639-1 code every description must be written in (e.g. 'en'); "
+        "null skips the check.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> FilterConfig:
+        if self.min_words > self.max_words:
+            raise ValueError("min_words must not exceed max_words")
+        return self
+
+
+class GenerateConfig(BaseModel):
+    """How pairs are synthesized. Every field is also a YAML key; the main ones are CLI flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["gravity", "naive"] = Field(
+        default="gravity",
+        description="gravity: profile-grounded pairs; naive: the paper's ungrounded baseline "
+        "(two generic descriptions ranked by a generic quality judgment).",
+    )
+    facets: list[str] = Field(default_factory=lambda: list(SYNTH_FACETS))
+    scenarios_per_facet: int = Field(default=1, ge=1, le=20)
+    max_books: int = Field(default=3, ge=1, description="Books per reader (seeded choice).")
+    books: Path | None = Field(default=None, description="Catalog file; default: starter catalog.")
+    rejected_strategy: Literal["generic", "contrasting"] = Field(
+        default="generic",
+        description="generic: written with no profile; contrasting: written for the opposite "
+        "pole of the same facet.",
+    )
+    seed: int = 0
+    scenario_tokens: int = Field(default=80, ge=8)
+    description_tokens: int = Field(default=160, ge=16)
+    temperature: float = Field(default=0.8, ge=0, le=2)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_attempts: int = Field(default=2, ge=1, le=10, description="Tries per output (new seed).")
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+
+    @field_validator("facets")
+    @classmethod
+    def _facets(cls, value: list[str]) -> list[str]:
+        bad = [f for f in value if f not in SYNTH_FACETS]
+        if bad:
+            raise ValueError(f"unknown facet(s) {bad}; valid: {', '.join(SYNTH_FACETS)}")
+        if not value:
+            raise ValueError("at least one facet")
+        return list(dict.fromkeys(value))

@@ -1,0 +1,383 @@
+"""GRAVITY synthesis: profiles x books -> scenarios -> chosen/rejected pairs (or the naive
+baseline's ungrounded pairs), filtered, counted and written in TRL's preference format.
+
+One code path for both modes: ``mode="gravity"`` grounds each pair in a facet of the reader
+through a scenario; ``mode="naive"`` writes two generic descriptions and ranks them by a generic
+quality judgment. Every LLM call goes through the engine and its store, so a rerun after a crash
+regenerates only what is missing, and record ids are deterministic:
+``{mode}:{user}:{book}:{facet}:{index}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gravity.books import Book
+from gravity.llm.base import SamplingParams
+from gravity.llm.engine import Engine, Parsed, Reject
+from gravity.profiles.io import atomic_write_text
+from gravity.profiles.models import UserProfile
+from gravity.profiles.render import render_profile
+from gravity.profiles.sampler import SamplerConfig
+from gravity.prompts import render
+from gravity.synth.config import GenerateConfig
+from gravity.synth.contrast import contrast_profile
+from gravity.synth.tasks import (
+    DescriptionRow,
+    DescriptionTask,
+    JudgeRow,
+    QualityJudgeTask,
+    ScenarioRow,
+    ScenarioTask,
+    template_hashes,
+)
+
+NAIVE_FACET = "none"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One pair to make: a reader, a book, a facet and a sample index."""
+
+    user: UserProfile
+    book: Book
+    facet: str
+    index: int
+    mode: str
+
+    @property
+    def record_id(self) -> str:
+        return f"{self.mode}:{self.user.id}:{self.book.id}:{self.facet}:{self.index}"
+
+
+@dataclass
+class SynthResult:
+    """Records written, rejects with reasons, and the run summary."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def deployed_messages(profile: UserProfile | None, book: Book) -> list[dict[str, str]]:
+    """The deployed task's prompt (system + user turn); ``profile=None`` leaves the reader out."""
+    profile_text = render_profile(profile) if profile is not None else ""
+    return [
+        {"role": "system", "content": render("system.j2")},
+        {"role": "user", "content": render("describe.j2", profile_text=profile_text, book=book)},
+    ]
+
+
+def choose_books(user: UserProfile, catalog: list[Book], k: int, seed: int) -> list[Book]:
+    """``k`` books for ``user``, a seeded choice that depends only on (seed, user id)."""
+    rng = random.Random(f"gravity-books:{seed}:{user.id}")
+    return sorted(rng.sample(catalog, min(k, len(catalog))), key=lambda b: b.id)
+
+
+def slot_seed(seed: int, record_id: str, role: str) -> int:
+    """A per-record, per-role sampling seed (identical prompts still get distinct samples)."""
+    digest = hashlib.sha256(f"{seed}:{record_id}:{role}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def build_slots(
+    profiles: list[UserProfile], catalog: list[Book], cfg: GenerateConfig
+) -> list[Slot]:
+    """Every pair the config asks for, in record-id order."""
+    slots = []
+    for user in sorted(profiles, key=lambda p: p.id):
+        for book in choose_books(user, catalog, cfg.max_books, cfg.seed):
+            if cfg.mode == "naive":
+                count = len(cfg.facets) * cfg.scenarios_per_facet
+                slots.extend(Slot(user, book, NAIVE_FACET, k, cfg.mode) for k in range(count))
+            else:
+                for facet in cfg.facets:
+                    slots.extend(
+                        Slot(user, book, facet, k, cfg.mode) for k in range(cfg.scenarios_per_facet)
+                    )
+    return sorted(slots, key=lambda s: s.record_id)
+
+
+class Synthesizer:
+    """Runs the synthesis for one config through one engine."""
+
+    def __init__(self, cfg: GenerateConfig, engine: Engine) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.descriptions = DescriptionTask(cfg.filters)
+        self.genre_pool = SamplerConfig().genres
+        self.trimmed = 0  # outputs kept after trimming at their last full sentence
+
+    def _params(
+        self, max_new_tokens: int, seeds: list[int], temperature: float | None = None
+    ) -> list[SamplingParams]:
+        base = SamplingParams(
+            max_new_tokens=max_new_tokens,
+            temperature=self.cfg.temperature if temperature is None else temperature,
+            top_p=self.cfg.top_p,
+        )
+        return [base.model_copy(update={"seed": s}) for s in seeds]
+
+    def _run(
+        self,
+        task: Any,
+        rows: list[Any],
+        params: list[SamplingParams],
+        desc: str,
+        max_attempts: int | None = None,
+    ) -> list[Parsed | Reject]:
+        requests = [task.build_messages(r) for r in rows]
+        results = self.engine.generate_parsed(
+            requests,
+            params,
+            lambda out, i: task.parse(out, rows[i]),
+            max_attempts=max_attempts or self.cfg.max_attempts,
+            desc=desc,
+        )
+        self.trimmed += sum(
+            1 for r in results if isinstance(r, Parsed) and r.completion.finish_reason == "length"
+        )
+        return results
+
+    def _descriptions(
+        self, rows: list[DescriptionRow], seeds: list[int], desc: str
+    ) -> list[Parsed | Reject]:
+        return self._run(
+            self.descriptions, rows, self._params(self.cfg.description_tokens, seeds), desc
+        )
+
+    # gravity mode --------------------------------------------------------------------------
+    def _gravity(self, slots: list[Slot]) -> dict[str, tuple[str, Any]]:
+        """record id -> ("ok", (chosen, rejected, scenario)) or ("rejected", (kind, reason))."""
+        outcome: dict[str, tuple[str, Any]] = {}
+        ready = []
+        for slot in slots:
+            if not slot.user.has_facet(slot.facet):
+                outcome[slot.record_id] = (
+                    "rejected",
+                    ("missing_facet", f"profile has no {slot.facet} facet"),
+                )
+            else:
+                ready.append(slot)
+        rows = [ScenarioRow(s.book, s.facet, render_profile(s.user, [s.facet])) for s in ready]
+        seeds = [slot_seed(self.cfg.seed, s.record_id, "scenario") for s in ready]
+        scenarios = self._run(
+            ScenarioTask(self.cfg.filters.on_truncation),
+            rows,
+            self._params(self.cfg.scenario_tokens, seeds),
+            "scenarios",
+        )
+        grounded = []
+        for slot, result in zip(ready, scenarios):
+            if isinstance(result, Reject):
+                outcome[slot.record_id] = ("rejected", (f"scenario_{result.kind}", result.reason))
+            else:
+                grounded.append((slot, result.value))
+        chosen_rows, rejected_rows = [], []
+        for slot, scenario in grounded:
+            facet_text = render_profile(slot.user, [slot.facet])
+            chosen_rows.append(DescriptionRow(slot.book, slot.facet, facet_text, scenario))
+            if self.cfg.rejected_strategy == "generic":
+                rejected_rows.append(DescriptionRow(slot.book))
+            else:
+                other = contrast_profile(slot.user, slot.facet, self.genre_pool)
+                rejected_rows.append(
+                    DescriptionRow(slot.book, slot.facet, render_profile(other, [slot.facet]))
+                )
+        seeds = [slot_seed(self.cfg.seed, s.record_id, "chosen") for s, _ in grounded] + [
+            slot_seed(self.cfg.seed, s.record_id, "rejected") for s, _ in grounded
+        ]
+        outs = self._descriptions(chosen_rows + rejected_rows, seeds, "pairs")
+        n = len(grounded)
+        for (slot, scenario), chosen, rejected in zip(grounded, outs[:n], outs[n:]):
+            outcome[slot.record_id] = _pair_outcome(chosen, rejected, scenario)
+        return outcome
+
+    # naive mode ----------------------------------------------------------------------------
+    def _naive(self, slots: list[Slot]) -> dict[str, tuple[str, Any]]:
+        outcome: dict[str, tuple[str, Any]] = {}
+        rows = [DescriptionRow(s.book) for s in slots] * 2
+        seeds = [slot_seed(self.cfg.seed, s.record_id, "a") for s in slots] + [
+            slot_seed(self.cfg.seed, s.record_id, "b") for s in slots
+        ]
+        outs = self._descriptions(rows, seeds, "candidates")
+        n = len(slots)
+        to_judge = []
+        for slot, a, b in zip(slots, outs[:n], outs[n:]):
+            bad = next((r for r in (a, b) if isinstance(r, Reject)), None)
+            if bad is not None:
+                outcome[slot.record_id] = ("rejected", (bad.kind, bad.reason))
+            else:
+                to_judge.append((slot, a.value, b.value))
+        rows_j = [JudgeRow(slot.book, a, b) for slot, a, b in to_judge]
+        seeds = [slot_seed(self.cfg.seed, s.record_id, "judge") for s, _, _ in to_judge]
+        verdicts = self._run(
+            QualityJudgeTask(),
+            rows_j,
+            self._params(8, seeds, temperature=0.0),
+            "quality judgments",
+            max_attempts=1,
+        )
+        for (slot, a, b), verdict in zip(to_judge, verdicts):
+            if isinstance(verdict, Reject):
+                outcome[slot.record_id] = ("rejected", (verdict.kind, verdict.reason))
+            else:
+                chosen, rejected = (a, b) if verdict.value == "A" else (b, a)
+                outcome[slot.record_id] = _texts_outcome(chosen, rejected, None)
+        return outcome
+
+    # both ----------------------------------------------------------------------------------
+    def run(self, profiles: list[UserProfile], catalog: list[Book]) -> SynthResult:
+        """Synthesize, filter and count every slot; nothing is written here."""
+        start = time.monotonic()
+        slots = build_slots(profiles, catalog, self.cfg)
+        outcome = self._gravity(slots) if self.cfg.mode == "gravity" else self._naive(slots)
+        _dedupe(slots, outcome, self.cfg.filters.near_duplicate_threshold)
+        templates = template_hashes(*self._templates())
+        fingerprint = self.engine.fingerprint
+        result = SynthResult()
+        for slot in slots:
+            status, value = outcome[slot.record_id]
+            meta = {
+                "record_id": slot.record_id,
+                "user_id": slot.user.id,
+                "book_id": slot.book.id,
+                "country": slot.user.country,
+                "facet": slot.facet,
+                "mode": self.cfg.mode,
+            }
+            if status == "rejected":
+                kind, reason = value
+                result.rejects.append({**meta, "reason": kind, "detail": reason})
+                continue
+            chosen, rejected, scenario = value
+            result.records.append(
+                {
+                    "prompt": deployed_messages(slot.user, slot.book),
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                    **meta,
+                    "scenario": scenario,
+                    "strategy": self.cfg.rejected_strategy
+                    if self.cfg.mode == "gravity"
+                    else "quality_judgment",
+                    "generator_model": f"{fingerprint['backend']}:{fingerprint['model']}",
+                    "generator_fingerprint": json.dumps(fingerprint, sort_keys=True),
+                    "template_hashes": json.dumps(templates, sort_keys=True),
+                    "seed": self.cfg.seed,
+                }
+            )
+        result.summary = _summary(
+            self.cfg, slots, result, self.engine, self.trimmed, time.monotonic() - start
+        )
+        return result
+
+    def _templates(self) -> list[str]:
+        names = ["system.j2", "describe.j2", "generic.j2"]
+        if self.cfg.mode == "gravity":
+            names += ["scenario.j2", "chosen.j2"]
+        else:
+            names.append("judge_quality.j2")
+        return names
+
+
+def _texts_outcome(chosen: str, rejected: str, scenario: str | None) -> tuple[str, Any]:
+    if " ".join(chosen.split()) == " ".join(rejected.split()):
+        return ("rejected", ("identical", "chosen and rejected are the same text"))
+    return ("ok", (chosen, rejected, scenario))
+
+
+def _pair_outcome(
+    chosen: Parsed | Reject, rejected: Parsed | Reject, scenario: str
+) -> tuple[str, Any]:
+    if isinstance(chosen, Reject):
+        return ("rejected", (f"chosen_{chosen.kind}", chosen.reason))
+    if isinstance(rejected, Reject):
+        return ("rejected", (f"rejected_{rejected.kind}", rejected.reason))
+    return _texts_outcome(chosen.value, rejected.value, scenario)
+
+
+def _dedupe(
+    slots: list[Slot], outcome: dict[str, tuple[str, Any]], threshold: float | None
+) -> None:
+    """Near-duplicate chosen/rejected (embeddings) and duplicate pairs across the dataset."""
+    ok = [s.record_id for s in slots if outcome[s.record_id][0] == "ok"]
+    if threshold is not None and ok:
+        from gravity.embed import pairwise_cosine
+
+        sims = pairwise_cosine([outcome[r][1][0] for r in ok], [outcome[r][1][1] for r in ok])
+        for rid, sim in zip(ok, sims):
+            if sim > threshold:
+                outcome[rid] = (
+                    "rejected",
+                    ("near_duplicate", f"chosen/rejected cosine {sim:.3f} > {threshold}"),
+                )
+    seen: dict[tuple[str, str], str] = {}
+    for slot in slots:  # record-id order: the first occurrence is kept
+        status, value = outcome[slot.record_id]
+        if status != "ok":
+            continue
+        key = (value[0], value[1])
+        if key in seen:
+            outcome[slot.record_id] = ("rejected", ("duplicate_pair", f"same texts as {seen[key]}"))
+        else:
+            seen[key] = slot.record_id
+
+
+def _summary(
+    cfg: GenerateConfig,
+    slots: list[Slot],
+    result: SynthResult,
+    engine: Engine,
+    trimmed: int,
+    wall: float,
+) -> dict[str, Any]:
+    by: dict[str, dict[str, Counter]] = {
+        "facet": defaultdict(Counter),
+        "country": defaultdict(Counter),
+    }
+    for rec, status in [(r, "written") for r in result.records] + [
+        (r, "rejected") for r in result.rejects
+    ]:
+        by["facet"][rec["facet"]][status] += 1
+        by["country"][rec["country"]][status] += 1
+    summary = {
+        "mode": cfg.mode,
+        "rows_in": len(slots),
+        "written": len(result.records),
+        "rejected": len(result.rejects),
+        "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in result.rejects).items())),
+        "by_facet": {k: dict(v) for k, v in sorted(by["facet"].items())},
+        "by_country": {k: dict(v) for k, v in sorted(by["country"].items())},
+        "outputs_trimmed_at_sentence": trimmed,
+        "tokens_generated": dict(engine.tokens),
+        "llm_calls": engine.calls,
+        "wall_time_s": round(wall, 2),
+        "model": engine.fingerprint,
+    }
+    if summary["rows_in"] != summary["written"] + summary["rejected"]:  # never lose a row
+        raise RuntimeError(f"count mismatch: {summary}")
+    return summary
+
+
+def write_run(out_dir: Path, cfg: GenerateConfig, result: SynthResult) -> None:
+    """pairs.jsonl, rejects.jsonl, summary.json and the resolved config, each atomically."""
+
+    def jsonl(rows: list[dict[str, Any]]) -> str:
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+    atomic_write_text(
+        out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    )
+    atomic_write_text(out_dir / "pairs.jsonl", jsonl(result.records))
+    atomic_write_text(out_dir / "rejects.jsonl", jsonl(result.rejects))
+    atomic_write_text(out_dir / "summary.json", json.dumps(result.summary, indent=2) + "\n")

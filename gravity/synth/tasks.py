@@ -1,0 +1,161 @@
+"""Generation tasks of the synthesis stage, each with ``build_messages(row)`` and
+``parse(completion, row) -> value | Reject``. Parsing never raises.
+
+- ``ScenarioTask``: input (reader, book, facet); output column ``scenario`` (text).
+- ``DescriptionTask``: input (book, and for grounded descriptions the facet text and scenario);
+  output a description (text) that passed the length and language filters.
+- ``QualityJudgeTask``: input (book, description A, description B); output "A" or "B".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from gravity.books import Book
+from gravity.llm.base import ChatRequest, Completion
+from gravity.llm.engine import Reject
+from gravity.prompts import render, template_hash
+from gravity.synth.config import FilterConfig
+
+_LABEL = re.compile(r"^\s*(?:situation|scenario|description)\s*:\s*", re.IGNORECASE)
+
+
+def clean_text(text: str) -> str:
+    """Strip whitespace, a leading label and wrapping quotes."""
+    text = _LABEL.sub("", text.strip())
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    return text
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]?(?=\s|$)")
+
+
+def finished_text(completion: Completion, on_truncation: str) -> str | Reject:
+    """The usable text of a completion: cleaned; a truncated one is trimmed to its last full
+    sentence (``on_truncation="trim"``) or rejected (``"reject"``, or nothing left to keep)."""
+    text = clean_text(completion.text)
+    if not text:
+        return Reject("empty output", completion.text, "empty")
+    if completion.finish_reason != "length":
+        return text
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    if on_truncation == "trim" and ends:
+        return text[: ends[-1]].strip()
+    return Reject("output hit the token limit (truncated)", completion.text, "truncated")
+
+
+def detect_language(text: str) -> str:
+    """ISO 639-1 code of ``text`` (py3langid, offline)."""
+    import py3langid
+
+    return py3langid.classify(text)[0]
+
+
+@dataclass(frozen=True)
+class ScenarioRow:
+    book: Book
+    facet: str
+    facet_text: str
+
+
+class ScenarioTask:
+    """A short situation in which one facet of the reader shapes what they want to hear."""
+
+    template = "scenario.j2"
+
+    def __init__(self, on_truncation: str = "trim") -> None:
+        self.on_truncation = on_truncation
+
+    def build_messages(self, row: ScenarioRow) -> ChatRequest:
+        prompt = render(self.template, facet=row.facet, facet_text=row.facet_text, book=row.book)
+        return ChatRequest.from_prompt(prompt)
+
+    def parse(self, completion: Completion, row: ScenarioRow) -> str | Reject:
+        text = finished_text(completion, self.on_truncation)
+        if isinstance(text, Reject):
+            return text
+        text = " ".join(text.split())
+        if len(text.split()) < 5:
+            return Reject("scenario shorter than 5 words", completion.text, "too_short")
+        return text
+
+
+@dataclass(frozen=True)
+class DescriptionRow:
+    book: Book
+    facet: str | None = None  # None: a generic description (no reader)
+    facet_text: str | None = None
+    scenario: str | None = None
+
+
+class DescriptionTask:
+    """A book description: grounded in a reader's facet (``chosen.j2``) or generic."""
+
+    def __init__(self, filters: FilterConfig) -> None:
+        self.filters = filters
+
+    @staticmethod
+    def template_for(row: DescriptionRow) -> str:
+        return "generic.j2" if row.facet is None else "chosen.j2"
+
+    def build_messages(self, row: DescriptionRow) -> ChatRequest:
+        variables: dict[str, Any] = {
+            "book": row.book,
+            "min_words": self.filters.min_words,
+            "max_words": self.filters.max_words,
+        }
+        if row.facet is not None:
+            variables.update(facet=row.facet, facet_text=row.facet_text, scenario=row.scenario)
+        return ChatRequest.from_prompt(render(self.template_for(row), **variables))
+
+    def parse(self, completion: Completion, row: DescriptionRow) -> str | Reject:
+        text = finished_text(completion, self.filters.on_truncation)
+        if isinstance(text, Reject):
+            return text
+        words = len(text.split())
+        if words < self.filters.min_words:
+            return Reject(f"{words} words < {self.filters.min_words}", text, "too_short")
+        if words > self.filters.max_words:
+            return Reject(f"{words} words > {self.filters.max_words}", text, "too_long")
+        if self.filters.language:
+            found = detect_language(text)
+            if found != self.filters.language:
+                return Reject(
+                    f"language '{found}', expected '{self.filters.language}'",
+                    text,
+                    "wrong_language",
+                )
+        return text
+
+
+@dataclass(frozen=True)
+class JudgeRow:
+    book: Book
+    a: str
+    b: str
+
+
+_VERDICT = re.compile(r"\b([AB])\b")
+
+
+class QualityJudgeTask:
+    """The naive mode's generic judgment: which of two descriptions is better (no reader)."""
+
+    template = "judge_quality.j2"
+
+    def build_messages(self, row: JudgeRow) -> ChatRequest:
+        return ChatRequest.from_prompt(render(self.template, book=row.book, a=row.a, b=row.b))
+
+    def parse(self, completion: Completion, row: JudgeRow) -> str | Reject:
+        match = _VERDICT.search(completion.text)
+        if match is None:
+            return Reject("no verdict A or B in judge output", completion.text, "judge_unparsable")
+        return match.group(1)
+
+
+def template_hashes(*names: str) -> dict[str, str]:
+    """Template name -> content hash, for record metadata."""
+    return {name: template_hash(name) for name in names}
