@@ -42,6 +42,8 @@ app = typer.Typer(
 )
 profiles_app = typer.Typer(help="Build, check and show reader profiles.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
+train_app = typer.Typer(help="DPO and SFT training (TRL).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 llm_app = typer.Typer(help="Talk to a model through any backend.", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
 
@@ -291,13 +293,14 @@ def generate(
     _print_summary(result.summary, out)
 
 
-def _with_overrides(cfg, overrides: dict, backend_overrides: dict):
+def _with_overrides(cfg, overrides: dict, backend_overrides: dict | None):
     """Apply the CLI flags that were given, validating them as config fields."""
     from pydantic import ValidationError
 
     data = cfg.model_dump()
     data.update({k: v for k, v in overrides.items() if v is not None})
-    data["backend"].update({k: v for k, v in backend_overrides.items() if v is not None})
+    if backend_overrides:
+        data["backend"].update({k: v for k, v in backend_overrides.items() if v is not None})
     try:
         return type(cfg).model_validate(data)
     except ValidationError as exc:
@@ -342,6 +345,64 @@ def export(
     for name, st in stats.items():
         typer.echo(f"{name}: {st['pairs']} pairs, {st['users']} readers")
     typer.echo(f"wrote {out}")
+
+
+def _train(kind: str, data: Path, out: Path, config: Path | None, flags: dict) -> None:
+    from gravity.config import load_yaml_model
+    from gravity.train import TrainConfig, train
+
+    cfg = load_yaml_model(config, TrainConfig) if config else TrainConfig()
+    cfg = _with_overrides(cfg, flags, None)
+    summary = train(kind, data, out, cfg)  # type: ignore[arg-type]
+    typer.echo(
+        f"{kind}: {summary['steps']} steps on {summary['train_pairs']} examples in "
+        f"{summary['train_runtime_s']} s, train loss {summary['train_loss']:.4f}; wrote {out}"
+    )
+
+
+_DATA = typer.Option(help="Export folder (hf/parquet/jsonl) or a .parquet/.jsonl file.")
+_OUT = typer.Option(help="Output folder for the model or adapter.")
+
+
+@train_app.command("dpo")
+def train_dpo(
+    data: Annotated[Path, _DATA],
+    out: Annotated[Path, _OUT],
+    config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig fields.")] = None,
+    model: Annotated[str | None, typer.Option(help="Base model (default: smollm2).")] = None,
+    full: Annotated[bool | None, typer.Option("--full", help="Full fine-tuning, not LoRA.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cap on training steps.")] = None,
+    beta: Annotated[float | None, typer.Option(help="DPO beta.")] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    num_train_epochs: Annotated[float | None, typer.Option()] = None,
+    per_device_train_batch_size: Annotated[int | None, typer.Option()] = None,
+    max_length: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    merge: Annotated[bool | None, typer.Option("--merge", help="Also save a merged model.")] = None,
+) -> None:
+    """DPO on preference pairs (LoRA by default)."""
+    flags = {k: v for k, v in locals().items() if k not in ("data", "out", "config")}
+    _train("dpo", data, out, config, flags)
+
+
+@train_app.command("sft")
+def train_sft(
+    data: Annotated[Path, _DATA],
+    out: Annotated[Path, _OUT],
+    config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig fields.")] = None,
+    model: Annotated[str | None, typer.Option(help="Base model (default: smollm2).")] = None,
+    full: Annotated[bool | None, typer.Option("--full", help="Full fine-tuning, not LoRA.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cap on training steps.")] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    num_train_epochs: Annotated[float | None, typer.Option()] = None,
+    per_device_train_batch_size: Annotated[int | None, typer.Option()] = None,
+    max_length: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    merge: Annotated[bool | None, typer.Option("--merge", help="Also save a merged model.")] = None,
+) -> None:
+    """The SFT baseline: fine-tune on the prompts with their chosen responses."""
+    flags = {k: v for k, v in locals().items() if k not in ("data", "out", "config")}
+    _train("sft", data, out, config, flags)
 
 
 @app.command("run")

@@ -61,3 +61,43 @@ class ScriptedBackend(Backend):
                 )
             )
         return out
+
+
+WORDS = ["river", "lantern", "harvest", "quiet", "journey", "letters", "courage", "winter", "market", "garden", "voices", "history", "family", "mountain", "promise", "stranger", "music", "honour", "silence", "dream"]
+
+
+class WriterBackend(ScriptedBackend):
+    """Plausible outputs for the synthesis prompts: a scenario, a description whose words depend
+    on the prompt (so chosen and rejected differ), or a verdict for the quality judge."""
+
+    def __init__(self, delay_s: float = 0.0, overrides: dict[str, str] | None = None) -> None:
+        super().__init__(delay_s=delay_s)
+        self.overrides = overrides or {}  # substring of the prompt -> forced output
+
+    def generate(self, requests, params, seeds=None):
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self.batches.append(len(requests))
+        self.seen.extend(requests)
+        out = []
+        for request, seed in zip(requests, seeds or [params.seed] * len(requests)):
+            prompt = request.messages[-1].content
+            digest = hashlib.sha256(f"{prompt}|{seed}".encode()).digest()
+            forced = next((v for k, v in self.overrides.items() if k in prompt), None)
+            if forced is not None:
+                text = forced
+            elif "Which description is better" in prompt:
+                text = "A" if digest[0] % 2 else "B"
+            elif "describe a concrete situation" in prompt:
+                text = "The reader is choosing a gift and wonders whether the story fits them."
+            else:
+                words = [WORDS[b % len(WORDS)] for b in digest[:24]]
+                text = " ".join(words).capitalize() + "."
+            out.append(
+                Completion(
+                    text=text,
+                    prompt_tokens=len(prompt.split()),
+                    completion_tokens=len(text.split()),
+                )
+            )
+        return out

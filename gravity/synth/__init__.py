@@ -32,13 +32,16 @@ def synthesize(
         from gravity.errors import GravityError
 
         raise GravityError("no profiles to generate pairs for")
-    out_dir.mkdir(parents=True, exist_ok=True)
     if engine is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
         result = Synthesizer(cfg, engine).run(profiles, catalog)
     else:
-        with Store(out_dir / STORE_NAME) as store, make_backend(cfg.backend) as backend:
-            engine = Engine(backend, store, use_cache=use_cache, progress=progress)
-            result = Synthesizer(cfg, engine).run(profiles, catalog)
+        # Loading the model first: a bad backend or model name fails before anything is written.
+        with make_backend(cfg.backend) as backend:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with Store(out_dir / STORE_NAME) as store:
+                engine = Engine(backend, store, use_cache=use_cache, progress=progress)
+                result = Synthesizer(cfg, engine).run(profiles, catalog)
     write_run(out_dir, cfg, result)
     return result
 

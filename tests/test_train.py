@@ -1,0 +1,296 @@
+"""Training with real TRL trainers on a tiny random model (fast) and on the embedded model
+(slow marker): parameters change, DPO reward margins grow, outputs reload and generate."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gravity.errors import GravityError
+from gravity.llm import BackendConfig, ChatRequest, SamplingParams, make_backend
+from gravity.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pairs(path: Path, n: int = 4) -> Path:
+    """A tiny preference set with short prompts: the chosen answer is always the same style."""
+    rows = []
+    for i in range(n):
+        prompt = [{"role": "user", "content": f"Describe book {i} for a reader who loves the sea."}]
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": [
+                    {
+                        "role": "assistant",
+                        "content": "Waves, salt and a ship: a voyage for sea lovers.",
+                    }
+                ],
+                "rejected": [
+                    {"role": "assistant", "content": "A book. It has pages and words in it."}
+                ],
+                "user_id": f"u{i}",
+            }
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _margins(summary: dict) -> list[float]:
+    return [h["rewards/margins"] for h in summary["log_history"] if "rewards/margins" in h]
+
+
+def test_dpo_full_changes_weights_and_margin_grows(tiny_model, tmp_path):
+    data = _pairs(tmp_path / "pairs.jsonl")
+    cfg = TrainConfig(
+        model=str(tiny_model),
+        full=True,
+        learning_rate=2e-3,
+        num_train_epochs=6,
+        per_device_train_batch_size=2,
+        max_length=128,
+    )
+    summary = train("dpo", data, tmp_path / "out", cfg)
+    margins = _margins(summary)
+    assert len(margins) == summary["steps"] == 12
+    assert margins[-1] > margins[0] and margins[-1] > 0
+    before = load_file(tiny_model / "model.safetensors")
+    after = load_file(tmp_path / "out" / "model.safetensors")
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) > len(before) // 2
+    out = tmp_path / "out"
+    for name in ("metrics.json", "train_config.yaml", "README.md", "tokenizer.json"):
+        assert (out / name).is_file(), name
+    card = (out / "README.md").read_text()
+    assert "DPO (TRL DPOTrainer)" in card and "full fine-tuning" in card
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 12
+
+
+def test_dpo_lora_changes_adapter_and_reloads_through_engine(tiny_model, tmp_path):
+    data = _pairs(tmp_path / "pairs.jsonl")
+    cfg = TrainConfig(
+        model=str(tiny_model), learning_rate=5e-3, num_train_epochs=4, max_length=128, merge=True
+    )
+    summary = train("dpo", data, tmp_path / "lora", cfg)
+    margins = _margins(summary)
+    assert margins[-1] > margins[0]
+    adapter = load_file(tmp_path / "lora" / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero in LoRA
+    assert (tmp_path / "lora" / "merged" / "model.safetensors").is_file()
+    # The adapter folder is a model name anywhere: base + adapter load transparently.
+    with make_backend(BackendConfig(model=str(tmp_path / "lora"), dtype="float32")) as backend:
+        (out,) = backend.generate(
+            [ChatRequest.from_prompt("Describe a book.")],
+            SamplingParams(max_new_tokens=8, temperature=0),
+        )
+        assert out.completion_tokens > 0
+    merged = make_backend(BackendConfig(model=str(tmp_path / "lora" / "merged"), dtype="float32"))
+    with merged:
+        (m,) = merged.generate(
+            [ChatRequest.from_prompt("Describe a book.")],
+            SamplingParams(max_new_tokens=8, temperature=0),
+        )
+    assert m.text == out.text  # merged weights = base + adapter
+
+
+def test_sft_trains_on_chosen(tiny_model, tmp_path):
+    data = _pairs(tmp_path / "pairs.jsonl")
+    cfg = TrainConfig(model=str(tiny_model), learning_rate=5e-3, num_train_epochs=4, max_length=128)
+    summary = train("sft", data, tmp_path / "sft", cfg)
+    losses = [h["loss"] for h in summary["log_history"] if "loss" in h]
+    assert losses[-1] < losses[0]
+    adapter = load_file(tmp_path / "sft" / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in adapter.items())
+    assert "SFT on chosen responses" in (tmp_path / "sft" / "README.md").read_text()
+
+
+def test_trains_on_exported_dataset_as_is(tiny_model, pair_export, tmp_path):
+    """The export's train split (with its metadata columns) feeds both trainers."""
+    from datasets import load_from_disk
+    from trl import DPOConfig, DPOTrainer
+
+    ds = load_from_disk(str(pair_export))["train"]
+    assert {"prompt", "chosen", "rejected", "record_id", "country", "facet"} <= set(ds.column_names)
+    trainer = DPOTrainer(
+        model=str(tiny_model),
+        args=DPOConfig(
+            output_dir=str(tmp_path / "raw"),
+            max_steps=1,
+            per_device_train_batch_size=2,
+            report_to="none",
+            save_strategy="no",
+            bf16=False,
+        ),
+        train_dataset=ds,
+    )
+    trainer.train()
+    assert trainer.state.global_step == 1
+    summary = train(
+        "sft", pair_export, tmp_path / "sft", TrainConfig(model=str(tiny_model), max_steps=1)
+    )
+    assert summary["steps"] == 1
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda d: (d / "x.jsonl").write_text('{"prompt": "a", "chosen": "b"}\n'),
+            "missing column(s) rejected",
+        ),
+        (lambda d: None, "no such dataset"),
+        (lambda d: (d / "x.csv").write_text("a,b\n"), "unsupported data file"),
+    ],
+)
+def test_bad_data_is_a_clear_error(tiny_model, tmp_path, make, message):
+    make(tmp_path)
+    target = next(iter(tmp_path.iterdir()), tmp_path / "missing.jsonl")
+    with pytest.raises(GravityError, match=re.escape(message)):
+        train("dpo", target, tmp_path / "out", TrainConfig(model=str(tiny_model), max_steps=1))
+
+
+def test_bad_overrides_and_lengths(tiny_model, tmp_path):
+    data = _pairs(tmp_path / "pairs.jsonl")
+    with pytest.raises(GravityError, match="'betta' is not a DPOConfig field; did you mean beta"):
+        train(
+            "dpo",
+            data,
+            tmp_path / "o",
+            TrainConfig(model=str(tiny_model), trl_overrides={"betta": 1}),
+        )
+    with pytest.raises(GravityError, match="no example fits max_length=32"):
+        train(
+            "sft",
+            data,
+            tmp_path / "o",
+            TrainConfig(
+                model=str(tiny_model),
+                max_length=32,
+                trl_overrides={"truncation_mode": "keep_start"},
+            ),
+        )
+
+
+def test_cli_train_and_flags(tiny_model, tmp_path):
+    data = _pairs(tmp_path / "pairs.jsonl")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gravity",
+            "train",
+            "dpo",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            str(tiny_model),
+            "--max-steps",
+            "1",
+            "--max-length",
+            "128",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "dpo: 1 steps on 4 examples" in run.stdout
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gravity",
+            "train",
+            "dpo",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "o2"),
+            "--model",
+            str(tiny_model),
+            "--max-length",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (
+        bad.returncode == 2
+        and "--max-length: Input should be greater than or equal to 32" in bad.stderr
+    )
+
+
+def test_two_process_accelerate_launch(tiny_model, tmp_path):
+    data = _pairs(tmp_path / "pairs.jsonl")
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "gravity",
+        "train",
+        "dpo",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model),
+        "--max-steps",
+        "1",
+        "--max-length",
+        "128",
+        "--per-device-train-batch-size",
+        "1",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("dpo: 1 steps on 4 examples") == 2  # both processes finished
+    assert (out / "adapter_model.safetensors").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 1
+
+
+@pytest.mark.slow
+def test_embedded_model_dpo_and_sft(tmp_path):
+    data = _pairs(tmp_path / "pairs.jsonl", n=8)
+    summary = train(
+        "dpo",
+        data,
+        tmp_path / "dpo",
+        TrainConfig(num_train_epochs=2, learning_rate=5e-4, max_length=128),
+    )
+    margins = _margins(summary)
+    assert margins[-1] > margins[0]
+    summary = train("sft", data, tmp_path / "sft", TrainConfig(max_steps=4, max_length=128))
+    assert summary["steps"] == 4
+    with make_backend(BackendConfig(model=str(tmp_path / "dpo"))) as backend:
+        (out,) = backend.generate(
+            [ChatRequest.from_prompt("Describe Moby-Dick.")], SamplingParams(max_new_tokens=16)
+        )
+        assert out.text.strip()
