@@ -397,3 +397,68 @@ def test_kill9_then_resume_gives_identical_records(tmp_path, example_files, kill
     assert _ids(run) == _ids(ref) and len(set(_ids(run))) == len(_ids(run))
     assert (run / "pairs.jsonl").read_text() == (ref / "pairs.jsonl").read_text()
     assert (run / "summary.json").exists()
+
+
+# --- the real thing: the embedded model through the CLI ---------------------------------------
+
+def _facet_similarity_gap(pairs: list[dict], profiles: dict) -> tuple[float, float]:
+    from gravity.embed import embed
+    from gravity.profiles.render import render_profile
+
+    facet_texts = [render_profile(profiles[r["user_id"]], [r["facet"]]) for r in pairs]
+    f = embed(facet_texts)
+    c = embed([r["chosen"][0]["content"] for r in pairs])
+    j = embed([r["rejected"][0]["content"] for r in pairs])
+    return float((c * f).sum(1).mean()), float((j * f).sum(1).mean())
+
+
+def _generate_on_embedded(tmp_path, example_files, facets: str) -> tuple[Path, dict]:
+    run = tmp_path / "run"
+    args = ["generate", "--out", str(run), "--max-books", "3", "--facets", facets]
+    for f in example_files:
+        args += ["--profiles", str(f)]
+    result = _cli(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rows_in"] == 4 * 3 * len(facets.split(",")) == summary["written"] + summary["rejected"]
+    assert f"{summary['rows_in']} rows in = {summary['written']} written" in result.stdout
+    return run, summary
+
+
+def _check_dataset(tmp_path, run, example_profiles, tiny_model):
+    from datasets import load_from_disk
+    from trl import DPOConfig, DPOTrainer
+
+    assert _cli("export", str(run), "--out", str(tmp_path / "data"), "--test-size", "0.25").returncode == 0
+    dd = load_from_disk(str(tmp_path / "data"))
+    cols = {"prompt", "chosen", "rejected", "record_id", "user_id", "book_id", "country", "facet",
+            "scenario", "strategy", "mode", "generator_model", "template_hashes", "seed"}
+    assert cols <= set(dd["train"].column_names)
+    assert set(dd["train"]["user_id"]).isdisjoint(dd["test"]["user_id"])
+    DPOTrainer(
+        model=str(tiny_model),
+        args=DPOConfig(output_dir=str(tmp_path / "t"), max_steps=1, report_to="none",
+                       save_strategy="no", bf16=False, per_device_train_batch_size=2),
+        train_dataset=dd["train"],
+    ).train()
+    pairs = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
+    chosen_sim, rejected_sim = _facet_similarity_gap(pairs, {p.id: p for p in example_profiles})
+    assert chosen_sim > rejected_sim, (chosen_sim, rejected_sim)
+    return chosen_sim, rejected_sim
+
+
+def test_generate_on_embedded_model(tmp_path, example_files, example_profiles, tiny_model):
+    """4 readers x 3 books on the embedded model (values facet): a dataset TRL accepts, whose
+    chosen texts are closer to the reader's facet text than the rejected ones."""
+    run, summary = _generate_on_embedded(tmp_path, example_files, "values")
+    assert summary["written"] >= 6
+    _check_dataset(tmp_path, run, example_profiles, tiny_model)
+
+
+@pytest.mark.slow
+def test_generate_on_embedded_model_all_facets(tmp_path, example_files, example_profiles, tiny_model):
+    run, summary = _generate_on_embedded(tmp_path, example_files, "interests,values,personality,culture")
+    _check_dataset(tmp_path, run, example_profiles, tiny_model)
+    naive = _cli("generate", "--out", str(tmp_path / "naive"), "--max-books", "1", "--mode", "naive",
+                 "--profiles", str(example_files[0]))
+    assert naive.returncode == 0, naive.stderr[-2000:]
