@@ -44,6 +44,8 @@ profiles_app = typer.Typer(help="Build, check and show reader profiles.", no_arg
 app.add_typer(profiles_app, name="profiles")
 train_app = typer.Typer(help="DPO and SFT training (TRL).", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+human_app = typer.Typer(help="Human evaluation sheets: export, import.", no_args_is_help=True)
+app.add_typer(human_app, name="human")
 llm_app = typer.Typer(help="Talk to a model through any backend.", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
 
@@ -403,6 +405,93 @@ def train_sft(
     """The SFT baseline: fine-tune on the prompts with their chosen responses."""
     flags = {k: v for k, v in locals().items() if k not in ("data", "out", "config")}
     _train("sft", data, out, config, flags)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    profiles: Annotated[list[Path], typer.Option(help="Held-out reader profile file(s).")],
+    out: Annotated[Path, typer.Option(help="Output folder: report.md, metrics.json, plots.")],
+    config: Annotated[Path | None, typer.Option(help="YAML with EvalConfig fields.")] = None,
+    sft: Annotated[
+        Path | None, typer.Option(help="The SFT baseline model (adds system 'sft').")
+    ] = None,
+    naive: Annotated[Path | None, typer.Option(help="DPO on naive pairs (adds 'naive').")] = None,
+    gravity_model: Annotated[
+        Path | None, typer.Option("--gravity", help="DPO on GRAVITY pairs (adds 'gravity').")
+    ] = None,
+    extra_model: Annotated[
+        list[str] | None,
+        typer.Option(help="Any other model dir or hub id (system named after it)."),
+    ] = None,
+    train_data: Annotated[
+        list[Path] | None, typer.Option(help="Training runs/exports to check for leakage.")
+    ] = None,
+    books: Annotated[Path | None, typer.Option(help="Held-out book catalog.")] = None,
+    judge_backend: Annotated[str | None, typer.Option(help="Backend of the persona judge.")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Model of the persona judge.")] = None,
+) -> None:
+    """Compare systems on held-out readers and books: judge, alignment, per country."""
+    from gravity.config import load_yaml_model
+    from gravity.evaluate import EvalConfig, SystemSpec, evaluate
+    from gravity.profiles import load_many
+
+    cfg = load_yaml_model(config, EvalConfig) if config else EvalConfig()
+    systems = list(cfg.systems)
+    for name, path in (("sft", sft), ("naive", naive), ("gravity", gravity_model)):
+        if path is not None:
+            systems.append(SystemSpec(name=name, kind="model", model=str(path)))
+    for model in extra_model or []:
+        name = Path(model).name.replace("/", "-")[:40] or "model"
+        systems.append(SystemSpec(name=name, kind="model", model=model))
+    data = cfg.model_dump()
+    data["systems"] = [s.model_dump() for s in systems]
+    for key, value in (("books", books), ("train_data", train_data or None)):
+        if value is not None:
+            data[key] = value
+    for key, value in (("backend", judge_backend), ("model", judge_model)):
+        if value is not None:
+            data["judge"][key] = value
+    try:
+        cfg = EvalConfig.model_validate(data)
+    except ValueError as exc:
+        raise GravityError(f"evaluate: {str(exc).splitlines()[-1].strip()}") from None
+    metrics = evaluate(load_many(profiles), cfg, out)
+    _print_eval(metrics, out)
+
+
+def _print_eval(metrics: dict, out: Path) -> None:
+    overall = metrics["overall"]
+    for system in metrics["systems"]:
+        top1 = overall["top1"][system]["value"]
+        align = overall["alignment"][system]["value"]
+        typer.echo(f"{system:>12}: top-1 {top1:.1%}  alignment {align:+.3f}")
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+@human_app.command("export")
+def human_export(
+    evaluation: Annotated[Path, typer.Argument(help="A `gravity evaluate` output folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for sheets.csv, key.json, HTML forms.")],
+) -> None:
+    """Write ranking sheets (CSV + one HTML form per reader) for human raters."""
+    from gravity.evaluate.human import export_sheets
+
+    n = export_sheets(evaluation, out)
+    typer.echo(f"{n} cases -> {out / 'sheets.csv'} and {out}/reader-*.html (keep key.json private)")
+
+
+@human_app.command("import")
+def human_import(
+    evaluation: Annotated[Path, typer.Argument(help="The evaluation folder the sheets came from.")],
+    filled: Annotated[list[Path], typer.Argument(help="Filled CSV sheet(s).")],
+    sheets: Annotated[Path, typer.Option(help="The folder `gravity human export` wrote.")],
+    out: Annotated[Path, typer.Option(help="Where human-metrics.json goes.")],
+) -> None:
+    """Compute the evaluation metrics from human rankings."""
+    from gravity.evaluate.human import import_rankings
+
+    metrics = import_rankings(evaluation, sheets, filled, out)
+    _print_eval(metrics, out)
 
 
 @app.command("run")

@@ -7,14 +7,17 @@ A field has the same name in Python, in YAML and (where a CLI flag exists) as ``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gravity.errors import GravityError
+from gravity.evaluate.config import EvalConfig
 from gravity.profiles.countries import normalize_country
 from gravity.profiles.sampler import SamplerConfig
+from gravity.synth.config import GenerateConfig
+from gravity.train import TrainConfig
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -68,8 +71,37 @@ class ProfilesStage(_Config):
         return [normalize_country(c) for c in value]
 
 
+def _heldout_default() -> ProfilesStage:
+    return ProfilesStage(n_per_country=1, seed=1)
+
+
 class RunConfig(_Config):
-    """Everything ``gravity run`` needs; each stage section has its own defaults."""
+    """Everything ``gravity run`` needs; each stage section has its own defaults.
+
+    Stages: training readers (``profiles``) and held-out readers (``heldout``); a seeded split of
+    the catalog into training books and ``heldout_books`` evaluation books; pair synthesis in each
+    of ``modes``; export; training of ``train_systems``; evaluation of base, prompt and the
+    trained systems on held-out readers and books.
+    """
 
     out_dir: Path = Field(default=Path("runs/demo"), description="Where every stage writes.")
     profiles: ProfilesStage = Field(default_factory=ProfilesStage)
+    heldout: ProfilesStage = Field(default_factory=_heldout_default)
+    heldout_books: int = Field(default=12, ge=1, description="Catalog books kept for evaluation.")
+    books: Path | None = Field(default=None, description="Catalog; default: the starter one.")
+    modes: list[Literal["gravity", "naive"]] = Field(default_factory=lambda: ["gravity", "naive"])
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    test_size: float = Field(default=0.0, ge=0, lt=1, description="Export test split (readers).")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    train_systems: list[Literal["sft", "naive", "gravity"]] = Field(
+        default_factory=lambda: ["sft", "naive", "gravity"]
+    )
+    evaluate: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if "naive" in self.train_systems and "naive" not in self.modes:
+            raise ValueError("train_systems has 'naive' but modes does not generate naive pairs")
+        if {"sft", "gravity"} & set(self.train_systems) and "gravity" not in self.modes:
+            raise ValueError("sft and gravity train on gravity pairs: add 'gravity' to modes")
+        return self

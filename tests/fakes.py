@@ -63,7 +63,28 @@ class ScriptedBackend(Backend):
         return out
 
 
-WORDS = ["river", "lantern", "harvest", "quiet", "journey", "letters", "courage", "winter", "market", "garden", "voices", "history", "family", "mountain", "promise", "stranger", "music", "honour", "silence", "dream"]
+WORDS = [
+    "river",
+    "lantern",
+    "harvest",
+    "quiet",
+    "journey",
+    "letters",
+    "courage",
+    "winter",
+    "market",
+    "garden",
+    "voices",
+    "history",
+    "family",
+    "mountain",
+    "promise",
+    "stranger",
+    "music",
+    "honour",
+    "silence",
+    "dream",
+]
 
 
 class WriterBackend(ScriptedBackend):

@@ -401,6 +401,7 @@ def test_kill9_then_resume_gives_identical_records(tmp_path, example_files, kill
 
 # --- the real thing: the embedded model through the CLI ---------------------------------------
 
+
 def _facet_similarity_gap(pairs: list[dict], profiles: dict) -> tuple[float, float]:
     from gravity.embed import embed
     from gravity.profiles.render import render_profile
@@ -420,7 +421,11 @@ def _generate_on_embedded(tmp_path, example_files, facets: str) -> tuple[Path, d
     result = _cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["rows_in"] == 4 * 3 * len(facets.split(",")) == summary["written"] + summary["rejected"]
+    assert (
+        summary["rows_in"]
+        == 4 * 3 * len(facets.split(","))
+        == summary["written"] + summary["rejected"]
+    )
     assert f"{summary['rows_in']} rows in = {summary['written']} written" in result.stdout
     return run, summary
 
@@ -429,16 +434,39 @@ def _check_dataset(tmp_path, run, example_profiles, tiny_model):
     from datasets import load_from_disk
     from trl import DPOConfig, DPOTrainer
 
-    assert _cli("export", str(run), "--out", str(tmp_path / "data"), "--test-size", "0.25").returncode == 0
+    assert (
+        _cli("export", str(run), "--out", str(tmp_path / "data"), "--test-size", "0.25").returncode
+        == 0
+    )
     dd = load_from_disk(str(tmp_path / "data"))
-    cols = {"prompt", "chosen", "rejected", "record_id", "user_id", "book_id", "country", "facet",
-            "scenario", "strategy", "mode", "generator_model", "template_hashes", "seed"}
+    cols = {
+        "prompt",
+        "chosen",
+        "rejected",
+        "record_id",
+        "user_id",
+        "book_id",
+        "country",
+        "facet",
+        "scenario",
+        "strategy",
+        "mode",
+        "generator_model",
+        "template_hashes",
+        "seed",
+    }
     assert cols <= set(dd["train"].column_names)
     assert set(dd["train"]["user_id"]).isdisjoint(dd["test"]["user_id"])
     DPOTrainer(
         model=str(tiny_model),
-        args=DPOConfig(output_dir=str(tmp_path / "t"), max_steps=1, report_to="none",
-                       save_strategy="no", bf16=False, per_device_train_batch_size=2),
+        args=DPOConfig(
+            output_dir=str(tmp_path / "t"),
+            max_steps=1,
+            report_to="none",
+            save_strategy="no",
+            bf16=False,
+            per_device_train_batch_size=2,
+        ),
         train_dataset=dd["train"],
     ).train()
     pairs = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
@@ -456,9 +484,20 @@ def test_generate_on_embedded_model(tmp_path, example_files, example_profiles, t
 
 
 @pytest.mark.slow
-def test_generate_on_embedded_model_all_facets(tmp_path, example_files, example_profiles, tiny_model):
-    run, summary = _generate_on_embedded(tmp_path, example_files, "interests,values,personality,culture")
+def test_generate_on_embedded_model_all_facets(
+    tmp_path, example_files, example_profiles, tiny_model
+):
+    run, _ = _generate_on_embedded(tmp_path, example_files, "interests,values,personality,culture")
     _check_dataset(tmp_path, run, example_profiles, tiny_model)
-    naive = _cli("generate", "--out", str(tmp_path / "naive"), "--max-books", "1", "--mode", "naive",
-                 "--profiles", str(example_files[0]))
+    naive = _cli(
+        "generate",
+        "--out",
+        str(tmp_path / "naive"),
+        "--max-books",
+        "1",
+        "--mode",
+        "naive",
+        "--profiles",
+        str(example_files[0]),
+    )
     assert naive.returncode == 0, naive.stderr[-2000:]

@@ -1,0 +1,76 @@
+"""Configuration of ``gravity evaluate`` (and the ``evaluate`` section of a run config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gravity.llm.config import BackendConfig
+
+
+class SystemSpec(BaseModel):
+    """One system under comparison.
+
+    kind ``base``: the base model, no profile in the prompt; ``prompt``: the base model with the
+    reader's profile in the prompt; ``model``: any model directory, hub id or trained output
+    (``sft``, ``naive``, ``gravity``), prompted with the profile as in training.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+    kind: Literal["base", "prompt", "model"] = "model"
+    model: str | None = Field(default=None, description="Model for kind 'model'.")
+
+    @model_validator(mode="after")
+    def _model(self) -> SystemSpec:
+        if self.kind == "model" and not self.model:
+            raise ValueError(f"system '{self.name}': kind 'model' needs a model")
+        return self
+
+
+class EvalConfig(BaseModel):
+    """How systems are compared on held-out readers and books."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    systems: list[SystemSpec] = Field(
+        default_factory=lambda: [
+            SystemSpec(name="base", kind="base"),
+            SystemSpec(name="prompt", kind="prompt"),
+        ],
+    )
+    base_model: str = Field(default="smollm2", description="Model of the base/prompt systems.")
+    generation: BackendConfig = Field(
+        default_factory=BackendConfig,
+        description="Backend settings for the systems ('model' is set per system).",
+    )
+    judge: BackendConfig = Field(default_factory=BackendConfig, description="The persona judge.")
+    permutations: int | None = Field(
+        default=None,
+        ge=1,
+        description="Judge calls per case, candidates rotated each time; "
+        "default: one per system (every system in every position once).",
+    )
+    books: Path | None = Field(default=None, description="Held-out catalog; default: starter.")
+    books_per_reader: int = Field(default=2, ge=1)
+    max_new_tokens: int = Field(default=160, ge=8)
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    judge_max_new_tokens: int = Field(default=96, ge=8)
+    bootstrap: int = Field(default=1000, ge=10, description="Bootstrap resamples (readers).")
+    seed: int = 0
+    train_data: list[Path] = Field(
+        default_factory=list,
+        description="Training runs/exports: evaluation refuses readers or books found in them.",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> EvalConfig:
+        names = [s.name for s in self.systems]
+        if len(set(names)) != len(names):
+            raise ValueError(f"system names must be unique: {names}")
+        if len(names) < 2:
+            raise ValueError("compare at least two systems")
+        return self
