@@ -380,6 +380,7 @@ def train_dpo(
     per_device_train_batch_size: Annotated[int | None, typer.Option()] = None,
     max_length: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16")] = None,
     merge: Annotated[bool | None, typer.Option("--merge", help="Also save a merged model.")] = None,
 ) -> None:
     """DPO on preference pairs (LoRA by default)."""
@@ -400,6 +401,7 @@ def train_sft(
     per_device_train_batch_size: Annotated[int | None, typer.Option()] = None,
     max_length: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16")] = None,
     merge: Annotated[bool | None, typer.Option("--merge", help="Also save a merged model.")] = None,
 ) -> None:
     """The SFT baseline: fine-tune on the prompts with their chosen responses."""

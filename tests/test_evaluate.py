@@ -308,17 +308,28 @@ def test_gravity_run_end_to_end_and_resume(tmp_path, tiny_model):
         "profiles": {"countries": ["US", "BR"], "n_per_country": 1, "seed": 0},
         "heldout": {"countries": ["US", "BR"], "n_per_country": 1, "seed": 1},
         "heldout_books": 10,
-        "generate": {"facets": ["values"], "max_books": 1, "description_tokens": 96,
-                     "scenario_tokens": 48, "filters": {"min_words": 5}},
+        "generate": {
+            "facets": ["values"],
+            "max_books": 1,
+            "description_tokens": 96,
+            "scenario_tokens": 48,
+            "filters": {"min_words": 5},
+        },
         "train": {"model": str(tiny_model), "max_steps": 1, "max_length": 640},
-        "evaluate": {"books_per_reader": 1, "permutations": 1, "max_new_tokens": 24,
-                     "judge_max_new_tokens": 32, "bootstrap": 50},
+        "evaluate": {
+            "books_per_reader": 1,
+            "permutations": 1,
+            "max_new_tokens": 24,
+            "judge_max_new_tokens": 32,
+            "bootstrap": 50,
+        },
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    first = subprocess.run([sys.executable, "-m", "gravity", "run", str(path)], capture_output=True,
-                           text=True, env=env)
+    first = subprocess.run(
+        [sys.executable, "-m", "gravity", "run", str(path)], capture_output=True, text=True, env=env
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     for name in ("report.md", "metrics.json", "winrates.png", "alignment.png", "cases.jsonl"):
         assert (out / "eval" / name).is_file(), name
@@ -330,10 +341,14 @@ def test_gravity_run_end_to_end_and_resume(tmp_path, tiny_model):
     report = (out / "eval" / "report.md").read_text()
     assert "close to random" in report and "## Per country" in report
     heldout = {json.loads(x)["id"] for x in (out / "heldout.jsonl").read_text().splitlines()}
-    trained = {json.loads(x)["user_id"] for x in (out / "pairs-gravity" / "pairs.jsonl").read_text().splitlines()}
+    trained = {
+        json.loads(x)["user_id"]
+        for x in (out / "pairs-gravity" / "pairs.jsonl").read_text().splitlines()
+    }
     assert heldout and trained and heldout.isdisjoint(trained)
-    second = subprocess.run([sys.executable, "-m", "gravity", "run", str(path)], capture_output=True,
-                            text=True, env=env)
+    second = subprocess.run(
+        [sys.executable, "-m", "gravity", "run", str(path)], capture_output=True, text=True, env=env
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("already trained") == 3
     assert json.loads((out / "eval" / "metrics.json").read_text())["overall"] == metrics["overall"]

@@ -271,7 +271,7 @@ def plots(out: Path, metrics: dict[str, Any], systems: list[str]) -> None:
             capsize=3,
         )
     ax.axhline(1 / len(systems), color="grey", linestyle="--", linewidth=1, label="chance")
-    ax.set_xticks(x, list(scopes))
+    ax.set_xticks(x, [f"{k}\n(n={scopes[k]['cases']} judged)" for k in scopes])
     ax.set_ylabel("Top-1 win rate")
     ax.set_ylim(0, 1)
     ax.set_title("Top-1 win rate by country (persona judge, 95% CI)")
