@@ -42,8 +42,6 @@ app = typer.Typer(
 )
 profiles_app = typer.Typer(help="Build, check and show reader profiles.", no_args_is_help=True)
 app.add_typer(profiles_app, name="profiles")
-train_app = typer.Typer(help="DPO and SFT training (TRL).", no_args_is_help=True)
-app.add_typer(train_app, name="train")
 human_app = typer.Typer(help="Human evaluation sheets: export, import.", no_args_is_help=True)
 app.add_typer(human_app, name="human")
 llm_app = typer.Typer(help="Talk to a model through any backend.", no_args_is_help=True)
@@ -366,8 +364,9 @@ _DATA = typer.Option(help="Export folder (hf/parquet/jsonl) or a .parquet/.jsonl
 _OUT = typer.Option(help="Output folder for the model or adapter.")
 
 
-@train_app.command("dpo")
-def train_dpo(
+@app.command("train")
+def train_cmd(
+    kind: Annotated[str, typer.Argument(help="dpo (preference pairs) | sft (chosen responses)")],
     data: Annotated[Path, _DATA],
     out: Annotated[Path, _OUT],
     config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig fields.")] = None,
@@ -383,30 +382,11 @@ def train_dpo(
     precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16")] = None,
     merge: Annotated[bool | None, typer.Option("--merge", help="Also save a merged model.")] = None,
 ) -> None:
-    """DPO on preference pairs (LoRA by default)."""
-    flags = {k: v for k, v in locals().items() if k not in ("data", "out", "config")}
-    _train("dpo", data, out, config, flags)
-
-
-@train_app.command("sft")
-def train_sft(
-    data: Annotated[Path, _DATA],
-    out: Annotated[Path, _OUT],
-    config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig fields.")] = None,
-    model: Annotated[str | None, typer.Option(help="Base model (default: smollm2).")] = None,
-    full: Annotated[bool | None, typer.Option("--full", help="Full fine-tuning, not LoRA.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Cap on training steps.")] = None,
-    learning_rate: Annotated[float | None, typer.Option()] = None,
-    num_train_epochs: Annotated[float | None, typer.Option()] = None,
-    per_device_train_batch_size: Annotated[int | None, typer.Option()] = None,
-    max_length: Annotated[int | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16")] = None,
-    merge: Annotated[bool | None, typer.Option("--merge", help="Also save a merged model.")] = None,
-) -> None:
-    """The SFT baseline: fine-tune on the prompts with their chosen responses."""
-    flags = {k: v for k, v in locals().items() if k not in ("data", "out", "config")}
-    _train("sft", data, out, config, flags)
+    """Train with TRL: `dpo` on preference pairs, or the `sft` baseline (LoRA by default)."""
+    if kind not in ("dpo", "sft"):
+        raise GravityError(f"train: unknown kind '{kind}'; valid: dpo, sft")
+    flags = {k: v for k, v in locals().items() if k not in ("kind", "data", "out", "config")}
+    _train(kind, data, out, config, flags)
 
 
 @app.command("evaluate")
