@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ def build_profiles(stage: ProfilesStage) -> list[UserProfile]:
             profiles.extend(
                 sample_profiles(country, stage.n_per_country, stage.seed, stage.sampler)
             )
-    ids = [p.id for p in profiles]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    counts = Counter(p.id for p in profiles)
+    duplicates = sorted(i for i, n in counts.items() if n > 1)
     if duplicates:
         raise GravityError(f"profiles: duplicate reader ids across sources: {duplicates}")
     return profiles

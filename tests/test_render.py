@@ -66,3 +66,66 @@ def test_unknown_template_lists_available():
 
     with pytest.raises(GravityError, match="profile.j2"):
         render("nope.j2")
+
+
+def _variables(name: str, profile) -> dict:
+    from gravity.books import load_catalog
+    from gravity.profiles.render import render_profile
+
+    book = load_catalog()[0]
+    text = render_profile(profile)
+    facet_text = render_profile(profile, ["values"])
+    return {
+        "profile.j2": {"profile": profile, "facets": ["values"], "country_name": "Japan"},
+        "system.j2": {},
+        "describe.j2": {"profile_text": text, "book": book},
+        "scenario.j2": {"facet": "values", "facet_text": facet_text, "book": book},
+        "chosen.j2": {
+            "facet": "values",
+            "facet_text": facet_text,
+            "scenario": "At a fair.",
+            "book": book,
+            "min_words": 10,
+            "max_words": 90,
+        },
+        "generic.j2": {"book": book, "min_words": 10, "max_words": 90},
+        "judge_quality.j2": {"book": book, "a": "first", "b": "second"},
+        "judge_persona.j2": {
+            "profile_text": text,
+            "book": book,
+            "labels": ["A", "B"],
+            "candidates": [{"label": "A", "text": "one"}, {"label": "B", "text": "two"}],
+        },
+        "json_instruction.j2": {"schema": '{"type": "object"}'},
+    }[name]
+
+
+def test_every_template_renders_with_every_example_profile(example_profiles):
+    names = template_names()
+    assert len(names) >= 9
+    for name in names:
+        for profile in example_profiles:
+            text = render(name, **_variables(name, profile))
+            assert text.strip(), (name, profile.id)
+
+
+def test_every_template_rejects_missing_variables():
+    for name in template_names():
+        if name == "system.j2":
+            continue
+        with pytest.raises(UndefinedError):
+            render(name)
+
+
+def test_book_text_is_data_in_task_prompts(example_profiles):
+    from gravity.books import Book
+    from gravity.synth.pipeline import deployed_messages
+
+    book = Book(
+        id="b1",
+        title="{{ 7*7 }}",
+        author="{% raw %}x",
+        description="A {{ config }} story about ten words.",
+    )
+    user = deployed_messages(example_profiles[0], book)[1]["content"]
+    assert "Book: {{ 7*7 }} by {% raw %}x." in user and "{{ config }}" in user
