@@ -1,0 +1,115 @@
+"""Export formats round-trip, the split is by reader, the card is complete, the swap is atomic,
+and the hub upload gets the token from the environment only (the upload itself needs a network)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from datasets import load_dataset, load_from_disk
+
+from gravity.errors import GravityError
+from gravity.export import export_run, load_preference_data, read_pairs
+
+
+@pytest.fixture(scope="module")
+def run_dir(pair_export):
+    return pair_export.parent / "run"
+
+
+@pytest.mark.parametrize("fmt", ["hf", "parquet", "jsonl"])
+def test_formats_round_trip(run_dir, tmp_path, fmt):
+    out = tmp_path / fmt
+    stats = export_run(run_dir, out, fmt, test_size=0.25, seed=3)
+    rows = read_pairs(run_dir)
+    if fmt == "hf":
+        dd = load_from_disk(str(out))
+        splits = {k: dd[k].to_list() for k in dd}
+    else:
+        ext = "parquet" if fmt == "parquet" else "json"
+        files = {k: str(out / f"{k}.{'parquet' if fmt == 'parquet' else 'jsonl'}") for k in stats}
+        splits = {
+            k: load_dataset(ext, data_files=f, split="train").to_list() for k, f in files.items()
+        }
+    got = sorted(
+        (r["record_id"], r["chosen"][0]["content"]) for part in splits.values() for r in part
+    )
+    assert got == sorted((r["record_id"], r["chosen"][0]["content"]) for r in rows)
+    train_users = {r["user_id"] for r in splits["train"]}
+    test_users = {r["user_id"] for r in splits["test"]}
+    assert train_users and test_users and train_users.isdisjoint(test_users)
+    assert load_preference_data(out).num_rows == stats["train"]["pairs"]
+
+
+def test_card_and_seeded_split(run_dir, tmp_path):
+    a = export_run(run_dir, tmp_path / "a", "jsonl", test_size=0.5, seed=1)
+    b = export_run(run_dir, tmp_path / "b", "jsonl", test_size=0.5, seed=1)
+    assert a == b
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n")
+    for text in (
+        "## Pairs per country",
+        "## Pairs per facet",
+        "## Generation config",
+        "- `scripted:fake`",
+        "rows in =",
+    ):
+        assert text in card, text
+
+
+def test_export_is_atomic(run_dir, tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    export_run(run_dir, out, "jsonl")
+    before = (out / "train.jsonl").read_text()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("gravity.export.dataset_card", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_run(run_dir, out, "jsonl", seed=9)
+    assert (out / "train.jsonl").read_text() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_bad_runs(tmp_path):
+    with pytest.raises(GravityError, match="no pairs.jsonl"):
+        export_run(tmp_path, tmp_path / "o")
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"prompt": []}) + "\n")
+    with pytest.raises(GravityError, match="missing field"):
+        export_run(tmp_path, tmp_path / "o")
+    with pytest.raises(GravityError, match="unknown format 'csv'"):
+        export_run(tmp_path, tmp_path / "o", "csv")
+
+
+def test_push_to_hub_uses_env_token_only(run_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+    from datasets import DatasetDict
+
+    calls = {}
+    monkeypatch.setattr(
+        DatasetDict,
+        "push_to_hub",
+        lambda self, repo, private, token: calls.update(repo=repo, private=private, token=token),
+    )
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "upload_file",
+        lambda self, **kw: calls.update(upload=kw, api_token=self.token),
+    )
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(GravityError, match="HF_TOKEN"):
+        export_run(run_dir, tmp_path / "o", push_to_hub="me/pairs")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_123")
+    export_run(run_dir, tmp_path / "o", push_to_hub="me/pairs", private=True)
+    assert (
+        calls["repo"] == "me/pairs"
+        and calls["private"] is True
+        and calls["token"] == "hf_secret_123"
+    )
+    assert calls["upload"]["path_in_repo"] == "README.md" and calls["api_token"] == "hf_secret_123"
+    assert all(
+        "hf_secret" not in p.read_text(errors="ignore")
+        for p in (tmp_path / "o").rglob("*")
+        if p.is_file()
+    )
