@@ -352,3 +352,30 @@ def test_gravity_run_end_to_end_and_resume(tmp_path, tiny_model):
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("already trained") == 3
     assert json.loads((out / "eval" / "metrics.json").read_text())["overall"] == metrics["overall"]
+
+
+def test_report_reading_is_honest_about_the_judge():
+    from types import SimpleNamespace
+
+    from gravity.evaluate.report import _reading, compute_metrics
+
+    systems = ["base", "gravity"]
+    cases = [
+        SimpleNamespace(id=f"r{i}:b", reader=SimpleNamespace(id=f"r{i}", country="US"))
+        for i in range(4)
+    ]
+    alignment = {"base": [0.0] * 4, "gravity": [0.1] * 4}
+
+    def metrics(rankings):
+        js = [Judgment(c.id, c.reader.id, "US", r) for c, r in zip(cases, rankings)]
+        return compute_metrics(js, cases, systems, alignment, 50, 0)
+
+    few = metrics([("gravity", "base")])  # one judged reader
+    assert "usable rankings for 1 reader(s) only" in _reading(few, systems)[0]
+    tied = metrics([("gravity", "base"), ("base", "gravity")] * 2)
+    assert "ranks no system first more often" in _reading(tied, systems)[0]
+    clear = metrics([("gravity", "base")] * 4)
+    text = "\n".join(_reading(clear, systems))
+    assert "`gravity` is ranked first most often (100.0% of cases)" in text
+    assert "`gravity` vs `base`: preference gain +50.0 points [+50.0, +50.0]: better than" in text
+    assert "`gravity` writes the most reader-specific texts (0.100)" in text

@@ -108,41 +108,41 @@ def _num(x: float, digits: int = 3) -> str:
 MIN_JUDGED_READERS = 3
 
 
+def _alignment_line(overall: dict[str, Any], systems: list[str]) -> list[str]:
+    aligned = [s for s in systems if not math.isnan(overall["alignment"][s]["value"])]
+    if not aligned:
+        return []
+    best = max(aligned, key=lambda s: overall["alignment"][s]["value"])
+    return [
+        f"- By the alignment score, `{best}` writes the most reader-specific texts "
+        f"({_num(overall['alignment'][best]['value'])})."
+    ]
+
+
 def _reading(metrics: dict[str, Any], systems: list[str]) -> list[str]:
     overall = metrics["overall"]
-    lines = []
     judged = metrics.get("judged_readers", 0)
     if judged < MIN_JUDGED_READERS:
-        lines.append(
+        return [
             f"- The judge produced usable rankings for {judged} reader(s) only "
             f"({overall['cases']} case(s)): too few to read the judge's win rates or gains; "
-            "they are listed below for completeness."
-        )
-        aligned = [s for s in systems if not math.isnan(overall["alignment"][s]["value"])]
-        if aligned:
-            best = max(aligned, key=lambda s: overall["alignment"][s]["value"])
-            lines.append(
-                f"- By the alignment score, `{best}` writes the most reader-specific "
-                f"texts ({_num(overall['alignment'][best]['value'])})."
-            )
-        return lines
-    ranked = sorted(
-        systems,
-        key=lambda s: (
-            -(overall["top1"][s]["value"] if not math.isnan(overall["top1"][s]["value"]) else -1)
-        ),
-    )
-    lines.append(
+            "they are listed below for completeness.",
+            *_alignment_line(overall, systems),
+        ]
+    top1 = {s: overall["top1"][s]["value"] for s in systems}
+    if len({round(v, 9) for v in top1.values()}) == 1:
+        return [
+            f"- The judge ranks no system first more often than another (each "
+            f"{_pct(next(iter(top1.values())))}): with rotated candidates, this is what a judge "
+            "that always prefers the same position produces.",
+            *_alignment_line(overall, systems),
+        ]
+    ranked = sorted(systems, key=lambda s: -(top1[s] if not math.isnan(top1[s]) else -1))
+    lines = [
         f"- By the judge, `{ranked[0]}` is ranked first most often "
-        f"({_pct(overall['top1'][ranked[0]]['value'])} of cases)."
-    )
-    aligned = [s for s in systems if not math.isnan(overall["alignment"][s]["value"])]
-    if aligned:
-        best = max(aligned, key=lambda s: overall["alignment"][s]["value"])
-        lines.append(
-            f"- By the alignment score, `{best}` writes the most reader-specific texts "
-            f"({_num(overall['alignment'][best]['value'])})."
-        )
+        f"({_pct(top1[ranked[0]])} of cases).",
+        *_alignment_line(overall, systems),
+    ]
     if "gravity" in systems:
         for b in systems:
             if b == "gravity":
