@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import signal
@@ -265,4 +264,3 @@ def test_progress_plain_lines_when_not_a_tty(capsys):
             bar.advance(1, tokens=10)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and err[-1].startswith("demo: 3/3 requests,") and "tok/s" in err[-1]
-    assert json.dumps({"ok": True})

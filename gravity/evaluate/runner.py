@@ -25,7 +25,7 @@ from gravity.evaluate.judge import (
 )
 from gravity.evaluate.judge import permutation as judge_permutation
 from gravity.evaluate.metrics import Judgment
-from gravity.llm import SamplingParams, make_backend
+from gravity.llm import ChatRequest, Message, SamplingParams, make_backend
 from gravity.llm.engine import Engine, Reject
 from gravity.profiles.io import atomic_write_text
 from gravity.profiles.models import UserProfile
@@ -110,8 +110,6 @@ def describe(
     """One description per case from system ``spec`` (empty string if it produced nothing)."""
     backend_cfg = cfg.generation.model_copy(update={"model": system_model(spec, cfg)})
     requests = []
-    from gravity.llm.base import ChatRequest, Message
-
     for case in cases:
         profile = None if spec.kind == "base" else case.reader
         messages = [Message(**m) for m in deployed_messages(profile, case.book)]
