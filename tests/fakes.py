@@ -46,21 +46,23 @@ class ScriptedBackend(Backend):
         self.seen.extend(requests)
         out = []
         for request, seed in zip(requests, seeds or [params.seed] * len(requests)):
-            if self.script:
-                text = self.script.pop(0)
-            else:
-                digest = hashlib.sha256(
-                    f"{request.messages[-1].content}|{seed}".encode()
-                ).hexdigest()[:8]
-                text = f"echo:{request.messages[-1].content[:40]}:{digest}"
+            text = (
+                self.script.pop(0)
+                if self.script
+                else self._text(request.messages[-1].content, seed)
+            )
             out.append(
                 Completion(
                     text=text,
-                    prompt_tokens=len(request.messages[-1].content),
+                    prompt_tokens=len(request.messages[-1].content.split()),
                     completion_tokens=len(text.split()),
                 )
             )
         return out
+
+    def _text(self, prompt: str, seed: int) -> str:
+        digest = hashlib.sha256(f"{prompt}|{seed}".encode()).hexdigest()[:8]
+        return f"echo:{prompt[:40]}:{digest}"
 
 
 WORDS = [
@@ -95,30 +97,14 @@ class WriterBackend(ScriptedBackend):
         super().__init__(delay_s=delay_s)
         self.overrides = overrides or {}  # substring of the prompt -> forced output
 
-    def generate(self, requests, params, seeds=None):
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        self.batches.append(len(requests))
-        self.seen.extend(requests)
-        out = []
-        for request, seed in zip(requests, seeds or [params.seed] * len(requests)):
-            prompt = request.messages[-1].content
-            digest = hashlib.sha256(f"{prompt}|{seed}".encode()).digest()
-            forced = next((v for k, v in self.overrides.items() if k in prompt), None)
-            if forced is not None:
-                text = forced
-            elif "Which description is better" in prompt:
-                text = "A" if digest[0] % 2 else "B"
-            elif "describe a concrete situation" in prompt:
-                text = "The reader is choosing a gift and wonders whether the story fits them."
-            else:
-                words = [WORDS[b % len(WORDS)] for b in digest[:24]]
-                text = " ".join(words).capitalize() + "."
-            out.append(
-                Completion(
-                    text=text,
-                    prompt_tokens=len(prompt.split()),
-                    completion_tokens=len(text.split()),
-                )
-            )
-        return out
+    def _text(self, prompt: str, seed: int) -> str:
+        digest = hashlib.sha256(f"{prompt}|{seed}".encode()).digest()
+        forced = next((v for k, v in self.overrides.items() if k in prompt), None)
+        if forced is not None:
+            return forced
+        if "Which description is better" in prompt:
+            return "A" if digest[0] % 2 else "B"
+        if "describe a concrete situation" in prompt:
+            return "The reader is choosing a gift and wonders whether the story fits them."
+        words = [WORDS[b % len(WORDS)] for b in digest[:24]]
+        return " ".join(words).capitalize() + "."

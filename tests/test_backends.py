@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from gravity.errors import GravityError
 from gravity.llm import BACKENDS, BackendConfig, ChatRequest, SamplingParams, make_backend
 from gravity.llm.embedded import embedded_gguf
-from gravity.llm.engine import Engine, Structured
+from gravity.llm.engine import Engine, Parsed
 from gravity.store import Store
 
 HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
@@ -110,7 +110,7 @@ def test_llamacpp_generates_repeats_and_constrains_json():
         )
         # Grammar-constrained: the raw text is pure JSON (a 135M model may still run out of
         # tokens inside a string, which the engine's retry absorbs).
-        assert isinstance(out, Structured) and out.value.title
+        assert isinstance(out, Parsed) and out.value.title
         assert json.loads(out.completion.text)["title"] == out.value.title
 
 
@@ -170,7 +170,7 @@ def test_openai_structured_output(servers):
         SamplingParams(max_new_tokens=60),
         Book,
     )
-    assert isinstance(out, Structured) and out.value.genre
+    assert isinstance(out, Parsed) and out.value.genre
 
 
 @pytest.mark.server
@@ -225,4 +225,4 @@ def test_vllm_backend_generates():
         (out,) = engine.generate_structured(
             _reqs(["Title and genre of Emma?"]), SamplingParams(max_new_tokens=60), Book
         )
-        assert isinstance(out, Structured)
+        assert isinstance(out, Parsed)

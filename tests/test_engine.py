@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from gravity.llm import ChatRequest, SamplingParams
-from gravity.llm.engine import Engine, Reject, Structured, extract_json, parse_structured
+from gravity.llm.engine import Engine, Parsed, Reject, extract_json, parse_structured
 from gravity.store import Store
 from tests.fakes import ScriptedBackend
 
@@ -128,7 +128,7 @@ def test_malformed_json_is_retried_with_new_seed_then_rejected(tmp_path):
     results = engine.generate_structured(reqs, PARAMS, Title, max_attempts=3)
     # attempt 1: first -> "not json", second -> valid; attempt 2: first -> "still bad";
     # attempt 3: first -> "nope"; the last scripted text is never needed.
-    assert isinstance(results[1], Structured) and results[1].value.year == 1
+    assert isinstance(results[1], Parsed) and results[1].value.year == 1
     assert results[1].attempts == 1
     assert isinstance(results[0], Reject)
     assert results[0].reason == "no JSON object in output (after 3 attempts)"
@@ -146,7 +146,7 @@ def test_structured_success_after_retry(tmp_path):
     backend = ScriptedBackend(script=["oops", '{"title": "B", "year": 2}'])
     engine = Engine(backend, None, progress=False)
     (result,) = engine.generate_structured([ChatRequest.from_prompt("q")], PARAMS, Title)
-    assert isinstance(result, Structured) and result.attempts == 2 and result.value.title == "B"
+    assert isinstance(result, Parsed) and result.attempts == 2 and result.value.title == "B"
 
 
 def test_json_instruction_only_for_unconstrained_backends():

@@ -381,3 +381,17 @@ def test_report_reading_is_honest_about_the_judge():
     assert "`gravity` is ranked first most often (100.0% of cases)" in text
     assert "`gravity` vs `base`: preference gain +50.0 points [+50.0, +50.0]: better than" in text
     assert "`gravity` writes the most reader-specific texts (0.100)" in text
+
+
+def test_training_ids_read_every_split_of_an_export(pair_export, tmp_path):
+    from gravity.evaluate.runner import training_ids
+    from gravity.export import export_run
+
+    rows = [
+        json.loads(x) for x in (pair_export.parent / "run" / "pairs.jsonl").read_text().splitlines()
+    ]
+    all_users = {r["user_id"] for r in rows}
+    export_run(pair_export.parent / "run", tmp_path / "pq", "parquet", test_size=0.25)
+    for path in (pair_export, tmp_path / "pq"):
+        users, books = training_ids([path])
+        assert users == all_users and books == {r["book_id"] for r in rows}

@@ -57,14 +57,19 @@ def training_ids(paths: list[Path]) -> tuple[set[str], set[str]]:
         if (path / "pairs.jsonl").is_file():
             rows = [json.loads(x) for x in (path / "pairs.jsonl").read_text().splitlines() if x]
         else:
-            ds = load_preference_data(path)
-            cols = [c for c in ("user_id", "book_id") if c in ds.column_names]
-            rows = ds.select_columns(cols).to_list() if cols else []
-            if (path / "dataset_dict.json").is_file():  # the test split is training data too
+            if (path / "dataset_dict.json").is_file():  # every split of an export was seen
                 from datasets import load_from_disk
 
-                for split in load_from_disk(str(path)).values():
-                    rows += split.select_columns(cols).to_list() if cols else []
+                splits = list(load_from_disk(str(path)).values())
+            elif path.is_dir():
+                names = [n for n in ("train", "test") if any(path.glob(f"{n}.*"))]
+                splits = [load_preference_data(path, n) for n in names or ["train"]]
+            else:
+                splits = [load_preference_data(path)]
+            rows = []
+            for split in splits:
+                cols = [c for c in ("user_id", "book_id") if c in split.column_names]
+                rows += split.select_columns(cols).to_list() if cols else []
         users |= {r["user_id"] for r in rows if r.get("user_id")}
         books |= {r["book_id"] for r in rows if r.get("book_id")}
     return users, books

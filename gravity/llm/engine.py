@@ -47,9 +47,6 @@ class Parsed(Generic[R]):
     attempts: int
 
 
-Structured = Parsed  # the name used for JSON outputs
-
-
 def extract_json(text: str) -> Any:
     """The first JSON object in ``text`` (code fences and chatter around it are ignored).
 
