@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gravity.errors import GravityError
+from gravity.errors import MAX_PROBLEMS, InputError, Problem, validation_problems
+from gravity.io import (
+    Record,
+    csv_records,
+    file_error,
+    jsonl_records,
+    parquet_rows,
+    read_text,
+    reading,
+)
 from gravity.resources import catalog_dir
 
 REQUIRED_COLUMNS = ("id", "title", "author", "description")
+MIN_DESCRIPTION = 10
+MAX_DESCRIPTION = 4000
 
 
 class Book(BaseModel):
-    """One book: ``description`` is a neutral base description (not personalized)."""
+    """One book: ``description`` is a neutral base description (not personalized) of 10 to
+    4000 characters; ``genres`` is a list (in a CSV: one cell, separated by ``;``)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -25,7 +35,14 @@ class Book(BaseModel):
     author: Annotated[str, Field(min_length=1, max_length=200)]
     year: int | None = None
     genres: tuple[str, ...] = ()
-    description: Annotated[str, Field(min_length=10, max_length=4000)]
+    description: Annotated[
+        str,
+        Field(
+            min_length=MIN_DESCRIPTION,
+            max_length=MAX_DESCRIPTION,
+            description="Neutral base description, 10-4000 characters.",
+        ),
+    ]
 
     @field_validator("genres", mode="before")
     @classmethod
@@ -34,7 +51,7 @@ class Book(BaseModel):
             return tuple(g.strip() for g in value.split(";") if g.strip())
         if value is None:
             return ()
-        return tuple(value)
+        return tuple(value) if isinstance(value, (list, tuple)) else value
 
     @field_validator("year", mode="before")
     @classmethod
@@ -47,57 +64,55 @@ def default_catalog_path() -> Path:
     return catalog_dir() / "books.jsonl"
 
 
-def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def _rows(path: Path) -> list[Record]:
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            rows = []
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append((number, json.loads(line)))
-                    except json.JSONDecodeError as exc:
-                        raise GravityError(f"{path}:{number}: <json>: {exc.msg}") from None
-            return rows
-        if suffix == ".csv":
-            with open(path, encoding="utf-8", newline="") as f:
-                reader = csv.DictReader(f)
-                return [(number, row) for number, row in enumerate(reader, start=2)]
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path).to_pylist()
-            return [(number, row) for number, row in enumerate(table, start=1)]
-    except OSError as exc:
-        raise GravityError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    raise GravityError(f"{path}: unknown catalog format; use .csv, .jsonl or .parquet")
+    if suffix == ".jsonl":
+        return list(jsonl_records(read_text(path), path))
+    if suffix == ".csv":
+        return csv_records(read_text(path), path)[1]
+    if suffix == ".parquet":
+        return parquet_rows(path)
+    raise file_error(path, "unknown catalog format; use .csv, .jsonl or .parquet")
 
 
 def load_catalog(path: str | Path | None = None) -> list[Book]:
-    """Books from ``path`` (default: the starter catalog); errors name the file, row and field."""
+    """Books from ``path`` (default: the starter catalog); every problem (bounded) names the
+    file, the line (row) and the field."""
     path = Path(path) if path is not None else default_catalog_path()
-    rows = _rows(path)
-    if not rows:
-        raise GravityError(f"{path}: no books in catalog")
-    missing = [c for c in REQUIRED_COLUMNS if c not in rows[0][1]]
-    if missing:
-        raise GravityError(
-            f"{path}: missing column(s) {', '.join(missing)}; "
-            f"required: {', '.join(REQUIRED_COLUMNS)}"
-        )
-    books: list[Book] = []
-    seen: set[str] = set()
-    for number, row in rows:
-        if not isinstance(row, dict):
-            raise GravityError(f"{path}:{number}: <record>: a book must be a mapping")
-        try:
-            book = Book.model_validate(row)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "<record>"
-            raise GravityError(f"{path}:{number}: {field}: {err['msg']}") from None
-        if book.id in seen:
-            raise GravityError(f"{path}:{number}: id: duplicate book id '{book.id}'")
-        seen.add(book.id)
-        books.append(book)
-    return books
+    with reading(path):
+        rows = _rows(path)
+        if not rows:
+            raise file_error(path, "no books in catalog")
+        first = next((r.data for r in rows if isinstance(r.data, dict)), None)
+        missing = [c for c in REQUIRED_COLUMNS if first is not None and c not in first]
+        if missing:
+            raise file_error(
+                path,
+                f"missing column(s) {', '.join(missing)}; required: {', '.join(REQUIRED_COLUMNS)}",
+            )
+        books: list[Book] = []
+        problems: list[Problem] = []
+        seen: dict[str, int] = {}
+        for record in rows:
+            if len(problems) > MAX_PROBLEMS:
+                break
+            if record.problem is not None:
+                problems += record.problem.problems
+                continue
+            if not isinstance(record.data, dict):
+                problems.append(Problem(path, "a book must be a mapping", "<record>", record.line))
+                continue
+            try:
+                book = Book.model_validate(record.data)
+            except ValidationError as exc:
+                problems += validation_problems(exc, path, Book, line=record.line)
+                continue
+            if book.id in seen:
+                reason = f"duplicate book id '{book.id}' (first on line {seen[book.id]})"
+                problems.append(Problem(path, reason, "id", record.line))
+                continue
+            seen[book.id] = record.line
+            books.append(book)
+        if problems:
+            raise InputError(problems)
+        return books

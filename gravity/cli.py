@@ -18,18 +18,31 @@ import typer
 from typer.core import TyperGroup
 
 from gravity import __version__
-from gravity.errors import GravityError
+from gravity.errors import GravityError, printable
 
 
 class _Group(TyperGroup):
-    """Turns a ``GravityError`` anywhere below into one line on stderr and exit code 2."""
+    """Turns a ``GravityError`` anywhere below into one line per problem on stderr, exit 2."""
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
             return super().invoke(ctx)
         except GravityError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            # Messages may quote a user's bytes: print them escaped, one problem per line.
+            lines = [printable(line, 2000) for line in str(exc).splitlines() if line.strip()]
+            for line in lines or [type(exc).__name__]:
+                typer.echo(f"error: {line}", err=True)
             raise typer.Exit(2) from None
+
+
+def _country_flag(value: str, flag: str = "--country") -> str:
+    """The ISO code of a country given as a flag; an unknown one is blamed on the flag."""
+    from gravity.profiles.countries import UnknownCountryError, normalize_country
+
+    try:
+        return normalize_country(value)
+    except UnknownCountryError as exc:
+        raise GravityError(f"{flag}: {exc}") from None
 
 
 app = typer.Typer(
@@ -82,8 +95,9 @@ def profiles_sample(
     from gravity.profiles import SamplerConfig, dump_profiles, sample_profiles
     from gravity.profiles.io import profile_to_dict
 
+    code = _country_flag(country)
     sampler = load_yaml_model(config, SamplerConfig) if config else SamplerConfig()
-    profiles = sample_profiles(country, n, seed=seed, config=sampler)
+    profiles = sample_profiles(code, n, seed=seed, config=sampler)
     if output is None:
         for p in profiles:
             sys.stdout.write(json.dumps(profile_to_dict(p), ensure_ascii=False) + "\n")
@@ -96,17 +110,21 @@ def profiles_sample(
 def profiles_validate(
     files: Annotated[list[Path], typer.Argument(help="JSON, JSONL or YAML profile files.")],
 ) -> None:
-    """Check profile files; print FILE:LINE: field: reason for each problem, exit 2 if any."""
-    from gravity.profiles.io import ProfileFileError, load_profiles
+    """Check profile files; print FILE:LINE: field: reason for each problem (the first 50 of a
+    file), exit 2 if any."""
+    from gravity.errors import MAX_PROBLEMS
+    from gravity.profiles.io import check_profiles
 
     bad = 0
     for path in files:
-        try:
-            profiles = load_profiles(path, fill_priors=False)
-        except ProfileFileError as exc:
+        profiles, problems = check_profiles(path, fill_priors=False)
+        if problems:
             bad += 1
-            for problem in exc.problems:
+            for problem in problems[:MAX_PROBLEMS]:
                 typer.echo(str(problem), err=True)
+            if len(problems) > MAX_PROBLEMS:
+                more = f"{path}: more problems not shown (stopped after {MAX_PROBLEMS})"
+                typer.echo(more, err=True)
             continue
         typer.echo(f"{path}: {len(profiles)} valid profile(s)")
     if bad:
@@ -124,10 +142,16 @@ def profiles_show(
         ),
     ] = None,
 ) -> None:
-    """Print the rendered summary that prompts see."""
+    """Print the rendered summary that prompts see, with a note where culture values are
+    missing."""
     from gravity.profiles import load_profiles
-    from gravity.profiles.render import render_profile
+    from gravity.profiles.culture import culture_gaps
+    from gravity.profiles.render import check_facets, render_profile
 
+    try:  # before any output: a bad flag prints nothing but the error
+        check_facets(facet or None)
+    except ValueError as exc:
+        raise GravityError(f"--facet: {exc}") from None
     profiles = load_profiles(file)
     if id is not None:
         profiles = [p for p in profiles if p.id == id]
@@ -137,10 +161,10 @@ def profiles_show(
         if index:
             typer.echo("")
         typer.echo(f"# {profile.id}")
-        try:
-            typer.echo(render_profile(profile, facet or None))
-        except ValueError as exc:
-            raise GravityError(f"--facet: {exc}") from None
+        typer.echo(render_profile(profile, facet or None))
+        if facet is None or "culture" in facet:
+            for note in culture_gaps(profile):
+                typer.echo(f"(note: {note}; its prompts carry none)")
 
 
 @profiles_app.command("from-answers")
@@ -160,7 +184,8 @@ def profiles_from_answers(
     from gravity.profiles.builders import profile_from_answers_file
     from gravity.profiles.io import profile_to_dict
 
-    profile = profile_from_answers_file(answers, country=country)
+    code = _country_flag(country) if country is not None else None
+    profile = profile_from_answers_file(answers, country=code)
     if output is None:
         typer.echo(yaml.safe_dump(profile_to_dict(profile), sort_keys=False, allow_unicode=True))
         return
@@ -169,25 +194,20 @@ def profiles_from_answers(
 
 
 def _read_prompts(prompt: str | None, prompt_file: Path | None) -> list:
+    from gravity.io import jsonl_records, read_text, reading, validate
     from gravity.llm import ChatRequest
 
     requests = [ChatRequest.from_prompt(prompt)] if prompt else []
     if prompt_file is not None:
-        try:
-            lines = prompt_file.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise GravityError(f"{prompt_file}: cannot read: {exc.strerror}") from None
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+        text = read_text(prompt_file)
+        with reading(prompt_file):
             if prompt_file.suffix == ".jsonl":
-                try:
-                    requests.append(ChatRequest.model_validate_json(line))
-                except ValueError as exc:
-                    first = str(exc).splitlines()[1:2] or [str(exc)]
-                    raise GravityError(f"{prompt_file}:{number}: {first[0].strip()}") from None
+                for record in jsonl_records(text, prompt_file):
+                    if record.problem is not None:
+                        raise record.problem
+                    requests.append(validate(ChatRequest, record.data, prompt_file, record.line))
             else:
-                requests.append(ChatRequest.from_prompt(line))
+                requests += [ChatRequest.from_prompt(x) for x in text.splitlines() if x.strip()]
     if not requests:
         raise GravityError("give a PROMPT or --prompt-file")
     return requests
@@ -259,7 +279,13 @@ def generate(
     ],
     out: Annotated[Path, typer.Option(help="Run folder: pairs, rejects, summary, store.")],
     config: Annotated[Path | None, typer.Option(help="YAML with GenerateConfig fields.")] = None,
-    books: Annotated[Path | None, typer.Option(help="Book catalog (CSV, JSONL, parquet).")] = None,
+    books: Annotated[
+        Path | None,
+        typer.Option(
+            help="Book catalog (CSV, JSONL, parquet): id, title, author, description "
+            "(10-4000 characters); optional year, genres."
+        ),
+    ] = None,
     mode: Annotated[str | None, typer.Option(help="gravity | naive")] = None,
     facets: Annotated[
         str | None, typer.Option(help="Comma-separated: interests,values,personality,culture")
@@ -297,6 +323,8 @@ def _with_overrides(cfg, overrides: dict, backend_overrides: dict | None):
     """Apply the CLI flags that were given, validating them as config fields."""
     from pydantic import ValidationError
 
+    from gravity.errors import flag_problem
+
     data = cfg.model_dump()
     data.update({k: v for k, v in overrides.items() if v is not None})
     if backend_overrides:
@@ -304,9 +332,7 @@ def _with_overrides(cfg, overrides: dict, backend_overrides: dict | None):
     try:
         return type(cfg).model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        flag = "--" + str(err["loc"][-1]).replace("_", "-")
-        raise GravityError(f"{flag}: {err['msg'].removeprefix('Value error, ')}") from None
+        raise GravityError(flag_problem(exc, type(cfg))) from None
 
 
 def _print_summary(summary: dict, out: Path) -> None:
@@ -433,10 +459,14 @@ def evaluate_cmd(
     for key, value in (("backend", judge_backend), ("model", judge_model)):
         if value is not None:
             data["judge"][key] = value
+    from pydantic import ValidationError
+
+    from gravity.errors import flag_problem
+
     try:
         cfg = EvalConfig.model_validate(data)
-    except ValueError as exc:
-        raise GravityError(f"evaluate: {str(exc).splitlines()[-1].strip()}") from None
+    except ValidationError as exc:
+        raise GravityError(f"evaluate: {flag_problem(exc, EvalConfig)}") from None
     metrics = evaluate(load_many(profiles), cfg, out)
     _print_eval(metrics, out)
 

@@ -7,44 +7,18 @@ A field has the same name in Python, in YAML and (where a CLI flag exists) as ``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gravity.errors import GravityError
 from gravity.evaluate.config import EvalConfig
+from gravity.io import load_yaml_model
 from gravity.profiles.countries import normalize_country
 from gravity.profiles.sampler import SamplerConfig
 from gravity.synth.config import GenerateConfig
 from gravity.train import TrainConfig
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def load_yaml_model(path: str | Path, model: type[M]) -> M:
-    """Validate a YAML file into ``model``; errors name the file and the field."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise GravityError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise GravityError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise GravityError(f"{path}: <file>: expected a mapping of config fields")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "<file>"
-            lines.append(f"{path}: {field}: {err['msg'].removeprefix('Value error, ')}")
-        raise GravityError("\n".join(lines)) from None
+__all__ = ["ProfilesStage", "RunConfig", "load_yaml_model"]
 
 
 class _Config(BaseModel):

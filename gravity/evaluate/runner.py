@@ -25,6 +25,7 @@ from gravity.evaluate.judge import (
 )
 from gravity.evaluate.judge import permutation as judge_permutation
 from gravity.evaluate.metrics import Judgment
+from gravity.io import reading
 from gravity.llm import ChatRequest, Message, SamplingParams, make_backend
 from gravity.llm.engine import Engine, Reject
 from gravity.profiles.io import atomic_write_text
@@ -49,30 +50,35 @@ class Case:
 
 def training_ids(paths: list[Path]) -> tuple[set[str], set[str]]:
     """Reader ids and book ids found in training runs (pairs.jsonl) or exports."""
-    from gravity.export import load_preference_data
-
     users: set[str] = set()
     books: set[str] = set()
     for path in paths:
-        if (path / "pairs.jsonl").is_file():
-            rows = [json.loads(x) for x in (path / "pairs.jsonl").read_text().splitlines() if x]
-        else:
-            if (path / "dataset_dict.json").is_file():  # every split of an export was seen
-                from datasets import load_from_disk
-
-                splits = list(load_from_disk(str(path)).values())
-            elif path.is_dir():
-                names = [n for n in ("train", "test") if any(path.glob(f"{n}.*"))]
-                splits = [load_preference_data(path, n) for n in names or ["train"]]
-            else:
-                splits = [load_preference_data(path)]
-            rows = []
-            for split in splits:
-                cols = [c for c in ("user_id", "book_id") if c in split.column_names]
-                rows += split.select_columns(cols).to_list() if cols else []
-        users |= {r["user_id"] for r in rows if r.get("user_id")}
-        books |= {r["book_id"] for r in rows if r.get("book_id")}
+        with reading(path):  # any failure reading a training folder is one line naming it
+            rows = _training_rows(path)
+            users |= {r["user_id"] for r in rows if r.get("user_id")}
+            books |= {r["book_id"] for r in rows if r.get("book_id")}
     return users, books
+
+
+def _training_rows(path: Path) -> list[dict]:
+    from gravity.export import load_preference_data
+
+    if (path / "pairs.jsonl").is_file():
+        return [json.loads(x) for x in (path / "pairs.jsonl").read_text().splitlines() if x]
+    if (path / "dataset_dict.json").is_file():  # every split of an export was seen
+        from datasets import load_from_disk
+
+        splits = list(load_from_disk(str(path)).values())
+    elif path.is_dir():
+        names = [n for n in ("train", "test") if any(path.glob(f"{n}.*"))]
+        splits = [load_preference_data(path, n) for n in names or ["train"]]
+    else:
+        splits = [load_preference_data(path)]
+    rows = []
+    for split in splits:
+        cols = [c for c in ("user_id", "book_id") if c in split.column_names]
+        rows += split.select_columns(cols).to_list() if cols else []
+    return rows
 
 
 def check_held_out(cases: list[Case], train_paths: list[Path]) -> None:

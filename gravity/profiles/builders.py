@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gravity.errors import GravityError
+from gravity.errors import GravityError, InputError, validation_problems
+from gravity.io import load_yaml_model, reading
 from gravity.profiles.io import with_country_priors
-from gravity.profiles.models import WVS, Interests, UserProfile
+from gravity.profiles.models import WVS, Demographics, Interests, UserProfile
 from gravity.profiles.questionnaires import AnswerError, score_bfi10, score_pvq21
 
 Answers = list[float] | dict[int, float]
@@ -43,6 +45,12 @@ def profile_from_answers(answers: AnswersFile, country: str | None = None) -> Us
         demographics["country"] = country
     if "country" not in demographics:
         raise AnswerError("demographics.country: missing (or pass --country)")
+    try:  # checked before the id digest below serializes the answers
+        checked = Demographics.model_validate(demographics)
+    except ValidationError as exc:
+        raise InputError(
+            validation_problems(exc, "answers", Demographics, prefix=("demographics",))
+        ) from None
     big_five = score_bfi10(answers.bfi10) if answers.bfi10 is not None else None
     schwartz = (
         score_pvq21(answers.pvq21, pvq_reversed=answers.pvq_reversed)
@@ -55,7 +63,7 @@ def profile_from_answers(answers: AnswersFile, country: str | None = None) -> Us
     profile = UserProfile(
         id=answers.id or f"q-{digest}",
         source="questionnaire",
-        demographics=demographics,  # type: ignore[arg-type]
+        demographics=checked,
         wvs=answers.wvs,
         schwartz=schwartz,
         big_five=big_five,
@@ -65,16 +73,19 @@ def profile_from_answers(answers: AnswersFile, country: str | None = None) -> Us
 
 
 def profile_from_answers_file(path: str | Path, country: str | None = None) -> UserProfile:
-    """Read an answers file and build its profile; errors name the file and field."""
-    from gravity.config import load_yaml_model
+    """Read an answers file and build its profile; errors name the file and field.
 
+    A ``country`` given here (the ``--country`` flag) must be checked by the caller: errors
+    about the country are reported against the file.
+    """
     path = Path(path)
-    answers = load_yaml_model(path, AnswersFile)
-    try:
-        return profile_from_answers(answers, country=country)
-    except AnswerError as exc:
-        raise GravityError(f"{path}: {exc}") from None
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        raise GravityError(f"{path}: {field}: {err['msg'].removeprefix('Value error, ')}") from None
+    with reading(path):
+        answers = load_yaml_model(path, AnswersFile)
+        try:
+            return profile_from_answers(answers, country=country)
+        except AnswerError as exc:
+            raise GravityError(f"{path}: {exc}") from None
+        except InputError as exc:
+            raise InputError([replace(p, source=path) for p in exc.problems]) from None
+        except ValidationError as exc:
+            raise InputError(validation_problems(exc, path, UserProfile)) from None

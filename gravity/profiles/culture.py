@@ -8,14 +8,28 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from gravity.profiles.countries import normalize_country
+from gravity.profiles.countries import country_name, normalize_country
 from gravity.profiles.models import WVS, Hofstede
+
+if TYPE_CHECKING:
+    from gravity.profiles.models import UserProfile
 from gravity.resources import reference_dir
 
 HOFSTEDE_FILE = "hofstede-6d-2015-08-16.csv"
 WVS_FILE = "wvs-cultural-map-latest-wave.csv"
 KEYS_FILE = "country-keys.csv"
+UNMAPPED_FILE = "unmapped-rows.csv"
+
+HOFSTEDE_LABELS = {
+    "pdi": "power distance",
+    "idv": "individualism",
+    "mas": "masculinity",
+    "uai": "uncertainty avoidance",
+    "lto": "long-term orientation",
+    "ivr": "indulgence",
+}
 
 # Table column -> Hofstede model field.
 _HOFSTEDE_COLUMNS = {
@@ -75,3 +89,33 @@ def country_priors(country: str) -> CountryPriors:
 def countries_with_priors() -> list[str]:
     """ISO alpha-2 codes that have at least one reference table row."""
     return sorted(_tables()[2])
+
+
+def unmapped_rows() -> list[dict[str, str]]:
+    """Table rows deliberately reachable from no ISO code (regional aggregates, sub-national or
+    older duplicate rows), each with its reason (``table``, ``key``, ``country``, ``reason``)."""
+    with open(reference_dir() / UNMAPPED_FILE, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def culture_gaps(profile: UserProfile) -> list[str]:
+    """Notes on the culture values a profile lacks (none, or only some Hofstede dimensions; no
+    WVS map position): its prompts carry none of them. Empty when nothing is missing."""
+    name = country_name(profile.country)
+    notes = []
+    if profile.hofstede is None:
+        notes.append(f"no Hofstede scores for {name} (not in the file nor the reference table)")
+    else:
+        missing = [
+            label
+            for field, label in HOFSTEDE_LABELS.items()
+            if getattr(profile.hofstede, field) is None
+        ]
+        if missing:
+            notes.append(f"no Hofstede {', '.join(missing)} score for {name} (partial table row)")
+    if profile.wvs is None:
+        notes.append(
+            f"no World Values Survey map position for {name} "
+            "(not in the file nor the reference table)"
+        )
+    return notes

@@ -1,135 +1,95 @@
-"""Read, validate and write profile files (JSON, JSONL, YAML) with line-precise errors."""
+"""Read, validate and write profile files (JSON, JSONL, YAML) with line-precise errors.
+
+Reading goes through the guarded layer of ``gravity.io``; ``atomic_write_text`` is re-exported
+from there for the stages that import it from here.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+import logging
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from gravity.errors import GravityError
-from gravity.profiles.culture import country_priors
+from gravity.errors import MAX_PROBLEMS, GravityError, InputError, Problem, validation_problems
+from gravity.io import (
+    Record,
+    atomic_write_text,
+    jsonl_records,
+    node_line,
+    parse_json,
+    read_text,
+    reading,
+    yaml_documents,
+)
+from gravity.profiles.culture import country_priors, culture_gaps
 from gravity.profiles.models import UserProfile
+
+__all__ = [
+    "SUFFIXES",
+    "Problem",
+    "ProfileFileError",
+    "atomic_write_text",
+    "check_profiles",
+    "dump_profiles",
+    "load_many",
+    "load_profiles",
+    "profile_to_dict",
+    "with_country_priors",
+]
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".yaml": "yaml", ".yml": "yaml"}
 
 
-@dataclass
-class Problem:
-    """One validation problem, printed as ``FILE:LINE: field.path: reason``."""
-
-    path: Path
-    line: int
-    field: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.field}: {self.reason}"
-
-
-class ProfileFileError(GravityError):
-    """A profile file that cannot be read or holds invalid records."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
-
-
-@dataclass
-class _Record:
-    line: int
-    data: Any
-    node: yaml.Node | None  # for field line numbers, where the format gives them
+class ProfileFileError(InputError):
+    """A profile file that cannot be read or holds invalid records (``.problems`` lists them)."""
 
 
 def _file_format(path: Path) -> str:
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise ProfileFileError(
-            [Problem(path, 1, "<file>", f"unknown extension; use one of {', '.join(SUFFIXES)}")]
+            [Problem(path, f"unknown extension; use one of {', '.join(SUFFIXES)}", "<file>", 1)]
         )
     return fmt
 
 
-def _records(path: Path) -> Iterator[_Record]:
+def _records(path: Path) -> list[Record]:
     fmt = _file_format(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileFileError([Problem(path, 1, "<file>", f"cannot read: {exc}")]) from None
+    text = read_text(path)
     if fmt == "jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                yield _Record(number, json.loads(line), None)
-            except json.JSONDecodeError as exc:
-                raise ProfileFileError(
-                    [Problem(path, number, "<json>", f"invalid JSON: {exc.msg}")]
-                ) from None
-        return
-    try:
-        data = json.loads(text) if fmt == "json" else list(yaml.safe_load_all(text))
-    except json.JSONDecodeError as exc:
-        raise ProfileFileError([Problem(path, exc.lineno, "<json>", exc.msg)]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ProfileFileError([Problem(path, line, "<yaml>", f"invalid YAML: {reason}")]) from None
-    try:  # JSON is (nearly) YAML: compose once more for node positions.
-        nodes = list(yaml.compose_all(text))
-    except yaml.YAMLError:
-        nodes = []
+        return list(jsonl_records(text, path))
     if fmt == "json":
-        data = [data]
-    items: list[tuple[Any, yaml.Node | None]] = []
-    for index, doc in enumerate(data):
-        node = nodes[index] if index < len(nodes) else None
-        if isinstance(doc, list):
-            children = node.value if isinstance(node, yaml.SequenceNode) else [None] * len(doc)
-            items.extend(zip(doc, children, strict=False))
-        elif doc is not None:
-            items.append((doc, node))
-    if not items:
-        raise ProfileFileError([Problem(path, 1, "<file>", "no profiles in file")])
-    for doc, node in items:
-        line = node.start_mark.line + 1 if node is not None else 1
-        yield _Record(line, doc, node)
-
-
-def _line_of(record: _Record, loc: tuple[Any, ...]) -> int:
-    node, line = record.node, record.line
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = [v for k, v in node.value if k.value == key]
-            if not match:
-                # The key itself may be the problem (extra field): point at it.
-                keys = [k for k, _ in node.value if k.value == key]
-                return keys[0].start_mark.line + 1 if keys else line
-            node = match[0]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            break
-        line = node.start_mark.line + 1
-    return line
-
-
-def _problems(path: Path, record: _Record, exc: ValidationError) -> list[Problem]:
-    problems = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        field = ".".join(str(part) for part in loc) or "<record>"
-        reason = err["msg"].removeprefix("Value error, ")
-        problems.append(Problem(path, _line_of(record, loc), field, reason))
-    return problems
+        data = parse_json(text, path)
+        try:  # JSON is (nearly) YAML: compose it for the line numbers of fields.
+            node = yaml.compose(text)
+        except Exception:
+            node = None
+        docs = [Record(1, data, node=node)]
+    else:
+        docs = yaml_documents(text, path)
+    records: list[Record] = []
+    for doc in docs:
+        if isinstance(doc.data, list):
+            children = (
+                doc.node.value
+                if isinstance(doc.node, yaml.SequenceNode)
+                else [None] * len(doc.data)
+            )
+            for item, child in zip(doc.data, children, strict=False):
+                line = child.start_mark.line + 1 if child is not None else doc.line
+                records.append(Record(line, item, node=child))
+        elif doc.data is not None:
+            records.append(doc)
+    if not records:
+        raise ProfileFileError([Problem(path, "no profiles in file", "<file>", 1)])
+    return records
 
 
 def with_country_priors(profile: UserProfile) -> UserProfile:
@@ -145,37 +105,72 @@ def with_country_priors(profile: UserProfile) -> UserProfile:
     )
 
 
-def load_profiles(path: str | Path, fill_priors: bool = True) -> list[UserProfile]:
-    """Load every profile in a JSON, JSONL or YAML file; raise on the first invalid record.
-
-    Missing culture facets are filled from the country priors unless ``fill_priors`` is False.
-    Duplicate ids within the file are an error.
-    """
+def check_profiles(
+    path: str | Path, fill_priors: bool = True, limit: int = MAX_PROBLEMS
+) -> tuple[list[UserProfile], list[Problem]]:
+    """The valid profiles of a file and the problems of the others (at most ``limit`` + 1:
+    reading stops once more than ``limit`` are found). Never raises for bad content."""
     path = Path(path)
     profiles: list[UserProfile] = []
+    problems: list[Problem] = []
     seen: dict[str, int] = {}
-    for record in _records(path):
-        if not isinstance(record.data, dict):
-            raise ProfileFileError(
-                [Problem(path, record.line, "<record>", "a profile must be a mapping")]
-            )
-        try:
-            profile = UserProfile.model_validate(record.data)
-        except ValidationError as exc:
-            raise ProfileFileError(_problems(path, record, exc)) from None
-        if profile.id in seen:
-            raise ProfileFileError(
-                [
-                    Problem(
-                        path,
-                        record.line,
-                        "id",
-                        f"duplicate id '{profile.id}' (first on line {seen[profile.id]})",
+    try:
+        with reading(path):
+            for record in _records(path):
+                if len(problems) > limit:
+                    break
+                if record.problem is not None:
+                    problems += record.problem.problems
+                    continue
+                if not isinstance(record.data, dict):
+                    problems.append(
+                        Problem(path, "a profile must be a mapping", "<record>", record.line)
                     )
-                ]
-            )
-        seen[profile.id] = record.line
-        profiles.append(with_country_priors(profile) if fill_priors else profile)
+                    continue
+                try:
+                    profile = UserProfile.model_validate(record.data)
+                except ValidationError as exc:
+                    problems += validation_problems(
+                        exc,
+                        path,
+                        UserProfile,
+                        line_of=lambda loc, r=record: node_line(r.node, loc, r.line),
+                    )
+                    continue
+                if profile.id in seen:
+                    reason = f"duplicate id '{profile.id}' (first on line {seen[profile.id]})"
+                    problems.append(Problem(path, reason, "id", record.line))
+                    continue
+                seen[profile.id] = record.line
+                profiles.append(with_country_priors(profile) if fill_priors else profile)
+    except InputError as exc:
+        problems += exc.problems
+    return profiles, problems
+
+
+def _warn_culture_gaps(path: Path, profiles: list[UserProfile]) -> None:
+    """One warning per country whose readers lack (some) culture values: prompts will too."""
+    by_note: dict[str, list[str]] = defaultdict(list)
+    for profile in profiles:
+        for note in culture_gaps(profile):
+            by_note[note].append(profile.id)
+    for note, ids in by_note.items():
+        log.warning("%s: %d reader(s) (e.g. %s): %s", path, len(ids), ids[0], note)
+
+
+def load_profiles(path: str | Path, fill_priors: bool = True) -> list[UserProfile]:
+    """Load every profile in a JSON, JSONL or YAML file; raise with every problem (bounded).
+
+    Missing culture facets are filled from the country priors unless ``fill_priors`` is False;
+    readers left with no or partial culture values are logged as a warning. Duplicate ids
+    within the file are an error.
+    """
+    path = Path(path)
+    profiles, problems = check_profiles(path, fill_priors)
+    if problems:
+        raise ProfileFileError(problems)
+    if fill_priors:
+        _warn_culture_gaps(path, profiles)
     return profiles
 
 
@@ -197,19 +192,6 @@ def load_many(paths: list[Path], fill_priors: bool = True) -> list[UserProfile]:
 def profile_to_dict(profile: UserProfile) -> dict[str, Any]:
     """A profile as plain JSON-ready data, without unset optional facets."""
     return profile.model_dump(mode="json", exclude_none=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dump_profiles(profiles: list[UserProfile], path: str | Path) -> None:

@@ -1,0 +1,364 @@
+"""Shared file I/O, free of stage imports: the one guarded reading layer every user file goes
+through, parsers for JSON, JSONL, YAML, CSV and parquet, validation into pydantic models, and
+atomic writes that keep the user's umask.
+
+Reading a user file can fail in more ways than any list of exceptions names (syntax, encoding,
+size, nesting depth, YAML alias bombs, numbers too large to print, whatever a parser raises).
+``reading(path)`` turns every failure inside it into one ``InputError`` line naming the file, so
+no input can produce a traceback; the parsers below add the line and the reason where they can.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gravity.errors import GravityError, InputError, Problem, validation_problems
+
+log = logging.getLogger(__name__)
+
+MAX_FILE_BYTES = 512 * 2**20
+"""Largest user file read into memory."""
+MAX_DEPTH = 32
+"""Deepest nesting of lists and mappings accepted in one record or document."""
+MAX_INT = 2**63
+"""Largest integer magnitude accepted (larger ones cannot be stored, hashed or printed safely)."""
+MIN_NODE_BUDGET = 100_000
+"""Values one document may expand to at least (YAML aliases count once per use)."""
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def file_error(
+    path: Any, reason: str, line: int | None = None, field: str | None = None
+) -> InputError:
+    """An ``InputError`` with one problem in ``path``."""
+    return InputError([Problem(path, reason, field, line)])
+
+
+def describe(exc: BaseException) -> tuple[int | None, str, str]:
+    """(line or None, field, one-line reason) for any exception raised while reading a file;
+    the field is ``<json>``, ``<yaml>``, ``<csv>`` for syntax errors, else ``<file>``."""
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.lineno, "<json>", f"{exc.msg} (column {exc.colno})"
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        reason = exc.problem or exc.context or "syntax error"
+        return (mark.line + 1 if mark else None), "<yaml>", f"invalid YAML: {reason}"
+    if isinstance(exc, yaml.YAMLError):
+        return None, "<yaml>", f"invalid YAML: {exc}"
+    if isinstance(exc, csv.Error):
+        return None, "<csv>", f"invalid CSV: {exc}"
+    if isinstance(exc, RecursionError):
+        reason = "nested too deeply to read"
+    elif isinstance(exc, MemoryError):
+        reason = "too large to load into memory"
+    elif isinstance(exc, UnicodeDecodeError):
+        bad = exc.object[exc.start : exc.start + 1]
+        byte = f" 0x{bad[0]:02x}" if bad else ""
+        reason = f"not UTF-8 text (invalid byte{byte} at offset {exc.start})"
+    elif isinstance(exc, IsADirectoryError):
+        reason = "cannot read: is a folder, not a file"
+    elif isinstance(exc, FileNotFoundError):
+        reason = "cannot read: no such file"
+    elif isinstance(exc, OSError):
+        reason = f"cannot read: {exc.strerror or exc}"
+    else:
+        text = str(exc).strip().splitlines()
+        reason = f"cannot read ({type(exc).__name__}): {text[0] if text else 'no detail'}"
+    return None, "<file>", reason
+
+
+@contextmanager
+def reading(path: Any) -> Iterator[None]:
+    """Any failure inside becomes one ``InputError`` naming ``path`` (a ``GravityError`` passes
+    through as it is: it already names what is wrong)."""
+    try:
+        yield
+    except GravityError:
+        raise
+    except Exception as exc:
+        log.debug("reading %s failed", path, exc_info=True)
+        line, field, reason = describe(exc)
+        raise file_error(path, reason, line, field) from None
+
+
+def read_text(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """A user's text file: UTF-8 (a byte-order mark is dropped), no NUL bytes, size-bounded."""
+    path = Path(path)
+    with reading(path):
+        if path.is_dir():
+            raise file_error(path, "cannot read: is a folder, not a file", field="<file>")
+        size = path.stat().st_size
+        if size > max_bytes:
+            reason = f"file is {size:,} bytes; the limit is {max_bytes:,}"
+            raise file_error(path, reason, field="<file>")
+        text = path.read_bytes().decode("utf-8-sig")
+        nul = text.find("\x00")
+        if nul >= 0:
+            line = text.count("\n", 0, nul) + 1
+            raise file_error(path, "holds a NUL byte: not a text file", line, "<file>")
+        return text
+
+
+def _check_scalar(value: Any) -> str | None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "text holds an unpaired surrogate (not valid Unicode)"
+    elif isinstance(value, bool):
+        return None
+    elif isinstance(value, int):
+        if abs(value) >= MAX_INT:
+            return "number too large"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return f"number must be finite, got {value}"
+    return None
+
+
+def check_tree(data: Any, path: Any, line: int | None = None, budget: int | None = None) -> None:
+    """Refuse parsed data no later stage can handle: nesting deeper than ``MAX_DEPTH``,
+    self-referencing YAML aliases, alias expansion past ``budget`` values, non-finite or huge
+    numbers, text that is not valid Unicode. Raises ``InputError`` naming the field."""
+    budget = max(MIN_NODE_BUDGET, budget or 0)
+    seen = 0
+    on_path: set[int] = set()
+    stack: list[tuple[Any, tuple[Any, ...], bool]] = [(data, (), False)]
+    while stack:
+        value, loc, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(value))
+            continue
+        seen += 1
+        if seen > budget:
+            raise file_error(path, f"expands to more than {budget:,} values (YAML aliases?)", line)
+        where = ".".join(str(p) for p in loc) or None
+        if isinstance(value, (dict, list, tuple, set, frozenset)):
+            if id(value) in on_path:
+                raise file_error(path, "refers to itself (recursive YAML alias)", line, where)
+            if len(loc) >= MAX_DEPTH:
+                raise file_error(path, f"nested deeper than {MAX_DEPTH} levels", line, where)
+            on_path.add(id(value))
+            stack.append((value, loc, True))
+            if isinstance(value, dict):
+                for key, child in value.items():
+                    problem = _check_scalar(key)
+                    if problem:
+                        raise file_error(path, f"key: {problem}", line, where)
+                    stack.append((child, (*loc, key), False))
+            else:
+                stack.extend((child, (*loc, i), False) for i, child in enumerate(value))
+        else:
+            problem = _check_scalar(value)
+            if problem:
+                raise file_error(path, problem, line, where)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def parse_json(text: str, path: Any, line: int | None = None) -> Any:
+    """One JSON value, checked by ``check_tree`` (NaN and Infinity are refused)."""
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        at = exc.lineno if line is None else line
+        raise file_error(path, f"{exc.msg} (column {exc.colno})", at, "<json>") from None
+    except RecursionError:
+        raise file_error(path, "nested too deeply to read", line, "<json>") from None
+    except ValueError as exc:  # NaN/Infinity, integers with too many digits
+        raise file_error(path, str(exc), line, "<json>") from None
+    check_tree(data, path, line, budget=2 * len(text))
+    return data
+
+
+@dataclass
+class Record:
+    """One record of a file: its first line, the parsed data (or the problem that stopped it),
+    and for YAML the node, to find the line of a field."""
+
+    line: int
+    data: Any = None
+    problem: InputError | None = None
+    node: yaml.Node | None = None
+
+
+def jsonl_records(text: str, path: Any) -> Iterator[Record]:
+    """The records of a JSON Lines text; a bad line yields a ``Record`` with its problem, so a
+    caller may report every bad line, not only the first."""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield Record(number, parse_json(raw, path, line=number))
+        except InputError as exc:
+            yield Record(number, problem=exc)
+
+
+def yaml_documents(text: str, path: Any) -> list[Record]:
+    """Every document of a YAML (or JSON) text, with its node for field line numbers."""
+    with reading(path):
+        data = list(yaml.safe_load_all(text))
+        nodes = list(yaml.compose_all(text))
+    records = []
+    for index, doc in enumerate(data):
+        node = nodes[index] if index < len(nodes) else None
+        line = node.start_mark.line + 1 if node is not None else 1
+        check_tree(doc, path, line, budget=2 * len(text))
+        records.append(Record(line, doc, node=node))
+    return records
+
+
+def node_line(node: yaml.Node | None, loc: tuple[Any, ...], default: int | None) -> int | None:
+    """The line of the field at ``loc`` below a YAML ``node`` (the closest known one)."""
+    line = default
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            pairs = [(k, v) for k, v in node.value if str(getattr(k, "value", None)) == str(key)]
+            if not pairs:
+                return line
+            key_node, node = pairs[0]
+            if node is None:
+                return key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+def csv_records(text: str, path: Any) -> tuple[list[str], list[Record]]:
+    """The header and the rows of a CSV text (as mappings), each with its first line; a row
+    with another number of columns than the header is a problem of that row."""
+    rows: list[Record] = []
+    with reading(path):
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header: list[str] | None = None
+        start = 1
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if header is None:
+                header = [name.strip() for name in row]
+                dupes = sorted({n for n in header if header.count(n) > 1})
+                if dupes:
+                    raise file_error(path, f"duplicate column(s) {', '.join(dupes)}", line)
+                continue
+            if len(row) != len(header):
+                reason = f"row has {len(row)} columns, the header has {len(header)}" + (
+                    " (an unquoted comma?)" if len(row) > len(header) else ""
+                )
+                rows.append(Record(line, problem=file_error(path, reason, line)))
+                continue
+            rows.append(Record(line, dict(zip(header, row))))
+    return header or [], rows
+
+
+def parquet_rows(path: Path, max_bytes: int = MAX_FILE_BYTES) -> list[Record]:
+    """The rows of a parquet file as mappings (row numbers from 1), size-bounded uncompressed."""
+    with reading(path):
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path).metadata
+        size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if size > max_bytes:
+            raise file_error(path, f"holds {size:,} bytes of data; the limit is {max_bytes:,}")
+        rows = pq.read_table(path).to_pylist()
+        records = []
+        for number, row in enumerate(rows, start=1):
+            check_tree(row, path, number)
+            records.append(Record(number, row))
+        return records
+
+
+def validate(
+    model: type[M],
+    data: Any,
+    path: Any,
+    line: int | None = None,
+    node: yaml.Node | None = None,
+    empty: str = "<file>",
+) -> M:
+    """``model`` validated from ``data``; every error becomes a line naming the file and field
+    (the closest valid name is suggested for an unknown field)."""
+    if not isinstance(data, dict):
+        kind = type(data).__name__ if data is not None else "nothing"
+        raise file_error(path, f"expected a mapping of {model.__name__} fields, got {kind}", line)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(
+            validation_problems(
+                exc, path, model, line_of=lambda loc: node_line(node, loc, line), empty=empty
+            )
+        ) from None
+
+
+def load_yaml_model(path: str | Path, model: type[M]) -> M:
+    """Validate a YAML (or JSON) file holding one mapping into ``model``; errors name the file,
+    the line and the field."""
+    path = Path(path)
+    with reading(path):
+        docs = [d for d in yaml_documents(read_text(path), path) if d.data is not None]
+        if len(docs) > 1:
+            raise file_error(path, "expected one YAML document, found several", docs[1].line)
+        data = docs[0].data if docs else {}
+        if not isinstance(data, dict):
+            reason = f"expected a mapping of config fields, got {type(data).__name__}"
+            raise file_error(path, reason, None, "<file>")
+        return validate(model, data, path)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # read it (no getter exists), then put it back at once
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file and rename: never half-written.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it: the existing file's mode,
+    or 0666 less the user's umask (a temp file alone would be 0600).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, with the user's umask."""
+    atomic_write_bytes(path, text.encode("utf-8"))
