@@ -208,6 +208,8 @@ def _read_prompts(prompt: str | None, prompt_file: Path | None) -> list:
                     requests.append(validate(ChatRequest, record.data, prompt_file, record.line))
             else:
                 requests += [ChatRequest.from_prompt(x) for x in text.splitlines() if x.strip()]
+        if len(requests) == (1 if prompt else 0):
+            raise GravityError(f"{prompt_file}: no prompts in file")
     if not requests:
         raise GravityError("give a PROMPT or --prompt-file")
     return requests

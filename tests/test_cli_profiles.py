@@ -301,3 +301,90 @@ def test_from_answers_errors(tmp_path, data, message):
     assert message in result.output and str(answers) in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_validate_reports_every_bad_line_bounded(tmp_path):
+    path = tmp_path / "many.jsonl"
+    lines = [json.dumps(GOOD), "{nope", json.dumps({**GOOD, "id": "u2", "hobby": 1}), "[1]"]
+    lines.append(json.dumps({**GOOD, "id": "u3", "demographics": {"country": "US", "age": 5}}))
+    path.write_text("\n".join(lines) + "\n")
+    result = invoke("profiles", "validate", str(path))
+    assert result.exit_code == 2
+    out = result.output.strip().splitlines()
+    assert [line.split(": ")[0].rsplit(":", 1)[1] for line in out] == ["2", "3", "4", "5"], out
+    assert "<json>" in out[0] and "hobby" in out[1] and "mapping" in out[2] and "age" in out[3]
+    # A file of 500 bad lines: the first 50 problems and a note, not 500 lines (and not 1).
+    path.write_text("{nope\n" * 500)
+    result = invoke("profiles", "validate", str(path))
+    out = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(out) == 51
+    assert out[-1] == f"{path}: more problems not shown (stopped after 50)"
+
+
+def test_unknown_fields_suggest_the_closest_name(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(_yaml({**GOOD, "big_five": {**GOOD["big_five"], "opennes": 4}}))
+    result = invoke("profiles", "validate", str(path))
+    assert "big_five.opennes: unknown field 'opennes'; did you mean 'openness'?" in result.output
+    config = tmp_path / "sampler.yaml"
+    config.write_text("big_five_sdd: 0.5\n")
+    result = invoke("profiles", "sample", "--country", "JP", "--config", str(config))
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: {config}: big_five_sdd: unknown field 'big_five_sdd'; did you mean 'big_five_sd'?"
+    )
+
+
+def test_show_bad_facet_prints_only_the_error(example_files):
+    result = invoke("profiles", "show", str(example_files[0]), "--facet", "value")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: --facet: unknown facet 'value'; did you mean 'values'? "
+        "valid: demographics, culture, values, personality, interests"
+    )
+
+
+def test_show_notes_missing_culture_values(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(_yaml({"id": "al1", "demographics": {"country": "Albania"}}))
+    result = invoke("profiles", "show", str(path))
+    assert result.exit_code == 0
+    assert "long-term orientation" in result.output  # the scores the table has are shown
+    assert "(note: no Hofstede power distance, individualism" in result.output
+    result = invoke("profiles", "show", str(example_files_dir() / "japan.yaml"))
+    assert "note:" not in result.output
+
+
+def example_files_dir():
+    from gravity.resources import profiles_dir
+
+    return profiles_dir() / "examples"
+
+
+def test_from_answers_unknown_country_flag_blames_the_flag(tmp_path):
+    answers = tmp_path / "answers.yaml"
+    answers.write_text(_yaml({"bfi10": [3] * 10, "demographics": {"country": "JP"}}))
+    out = tmp_path / "p.yaml"
+    result = invoke("profiles", "from-answers", str(answers), "--country", "Brasil", "-o", str(out))
+    assert result.exit_code == 2 and not out.exists()
+    assert result.output.strip().startswith("error: --country: unknown country 'Brasil'")
+    assert "Brazil" in result.output and "demographics" not in result.output
+    # The same name in the file is the file's fault.
+    answers.write_text(_yaml({"bfi10": [3] * 10, "demographics": {"country": "Brasil"}}))
+    result = invoke("profiles", "from-answers", str(answers))
+    assert f"{answers}: demographics.country: unknown country 'Brasil'" in result.output
+
+
+def test_written_files_keep_the_umask(tmp_path):
+    import os
+
+    out = tmp_path / "p.jsonl"
+    old = os.umask(0o022)
+    try:
+        assert (
+            invoke("profiles", "sample", "--country", "BR", "--n", "2", "-o", str(out)).exit_code
+            == 0
+        )
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644

@@ -129,3 +129,22 @@ def test_book_text_is_data_in_task_prompts(example_profiles):
     )
     user = deployed_messages(example_profiles[0], book)[1]["content"]
     assert "Book: {{ 7*7 }} by {% raw %}x." in user and "{{ config }}" in user
+
+
+def test_hofstede_scores_above_100_show_no_smaller_denominator():
+    """Greece's UAI is 112: no score is printed over a scale it exceeds, in any country."""
+    import re
+
+    from gravity.profiles import UserProfile, with_country_priors
+    from gravity.profiles.culture import countries_with_priors
+    from gravity.profiles.render import render_profile
+
+    greece = with_country_priors(UserProfile(id="gr", demographics={"country": "GR"}))
+    text = render_profile(greece, ["culture"])
+    assert "uncertainty avoidance: very high (112)" in text
+    assert "Hofstede index scores, mostly 0-100" in text
+    for code in countries_with_priors():
+        reader = with_country_priors(UserProfile(id="r", demographics={"country": code}))
+        text = render_profile(reader)
+        for score, scale in re.findall(r"(\d+(?:\.\d+)?)\s*/\s*(\d+)", text):
+            assert float(score) <= float(scale), (code, score, scale)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from gravity.errors import MAX_PROBLEMS, GravityError, InputError, Problem, validation_problems
 from gravity.io import (
+    YAML_LOADER,
     Record,
     atomic_write_text,
     jsonl_records,
@@ -64,11 +65,11 @@ def _records(path: Path) -> list[Record]:
     fmt = _file_format(path)
     text = read_text(path)
     if fmt == "jsonl":
-        return list(jsonl_records(text, path))
+        return _nonempty(path, list(jsonl_records(text, path)))
     if fmt == "json":
         data = parse_json(text, path)
         try:  # JSON is (nearly) YAML: compose it for the line numbers of fields.
-            node = yaml.compose(text)
+            node = yaml.compose(text, Loader=YAML_LOADER)
         except Exception:
             node = None
         docs = [Record(1, data, node=node)]
@@ -87,6 +88,10 @@ def _records(path: Path) -> list[Record]:
                 records.append(Record(line, item, node=child))
         elif doc.data is not None:
             records.append(doc)
+    return _nonempty(path, records)
+
+
+def _nonempty(path: Path, records: list[Record]) -> list[Record]:
     if not records:
         raise ProfileFileError([Problem(path, "no profiles in file", "<file>", 1)])
     return records

@@ -19,6 +19,7 @@ Same config + seed -> byte-identical output.
 from __future__ import annotations
 
 import random
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,17 +73,30 @@ DEFAULT_LANGUAGES: dict[str, str] = {
 }
 
 
+Word = Annotated[str, Field(min_length=1, max_length=80)]
+Phrase = Annotated[str, Field(min_length=1, max_length=200)]
+Words = Annotated[list[Word], Field(min_length=1, max_length=1000)]
+Phrases = Annotated[list[Phrase], Field(min_length=1, max_length=1000)]
+Education = Literal[
+    "primary", "secondary", "vocational", "bachelor", "master", "doctorate", "other"
+]
+
+
 class SamplerConfig(BaseModel):
-    """Distributions the sampler draws individual-level facets from."""
+    """Distributions the sampler draws individual-level facets from.
+
+    Every config that validates samples valid profiles: ages within 13-120, non-empty lists of
+    short words, weights that are not all zero.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    big_five_mean: dict[str, float] = Field(
+    big_five_mean: dict[str, Annotated[float, Field(ge=1, le=5)]] = Field(
         default_factory=lambda: {t: 3.0 for t in BIG_FIVE_TRAITS},
         description="Mean of each Big Five trait (1-5).",
     )
     big_five_sd: float = Field(default=0.7, gt=0, le=2)
-    schwartz_mean: dict[str, float] = Field(
+    schwartz_mean: dict[str, Annotated[float, Field(ge=1, le=6)]] = Field(
         default_factory=lambda: {
             "benevolence": 4.9,
             "universalism": 4.6,
@@ -101,13 +115,19 @@ class SamplerConfig(BaseModel):
     culture_shift: float = Field(
         default=0.25, ge=0, le=1, description="How far the WVS position moves value means."
     )
-    age_range: tuple[int, int] = (18, 75)
-    genders: list[str] = Field(default_factory=lambda: ["female", "male", "non-binary"])
-    gender_weights: list[float] = Field(default_factory=lambda: [0.49, 0.49, 0.02])
-    educations: list[str] = Field(
+    age_range: tuple[Annotated[int, Field(ge=13, le=120)], Annotated[int, Field(ge=13, le=120)]] = (
+        Field(default=(18, 75), description="Youngest and oldest age, within 13-120.")
+    )
+    genders: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=40)]], Field(min_length=1)
+    ] = Field(default_factory=lambda: ["female", "male", "non-binary"])
+    gender_weights: list[Annotated[float, Field(ge=0, le=1e6)]] = Field(
+        default_factory=lambda: [0.49, 0.49, 0.02]
+    )
+    educations: Annotated[list[Education], Field(min_length=1)] = Field(
         default_factory=lambda: ["secondary", "vocational", "bachelor", "master", "doctorate"]
     )
-    occupations: list[str] = Field(
+    occupations: Words = Field(
         default_factory=lambda: [
             "teacher",
             "nurse",
@@ -127,7 +147,7 @@ class SamplerConfig(BaseModel):
             "homemaker",
         ]
     )
-    genres: list[str] = Field(
+    genres: Phrases = Field(
         default_factory=lambda: [
             "literary fiction",
             "mystery",
@@ -146,7 +166,7 @@ class SamplerConfig(BaseModel):
             "travel writing",
         ]
     )
-    themes: list[str] = Field(
+    themes: Phrases = Field(
         default_factory=lambda: [
             "family",
             "justice",
@@ -166,7 +186,7 @@ class SamplerConfig(BaseModel):
             "rebellion",
         ]
     )
-    reading_goals: list[str] = Field(
+    reading_goals: Phrases = Field(
         default_factory=lambda: [
             "relax after work",
             "learn about other cultures",
@@ -186,8 +206,18 @@ class SamplerConfig(BaseModel):
         missing = set(SCHWARTZ_VALUES) - set(self.schwartz_mean)
         if missing:
             raise ValueError(f"schwartz_mean lacks {sorted(missing)}")
+        unknown = sorted(set(self.big_five_mean) - set(BIG_FIVE_TRAITS))
+        if unknown:
+            raise ValueError(f"big_five_mean: unknown trait(s) {unknown}")
+        unknown = sorted(set(self.schwartz_mean) - set(SCHWARTZ_VALUES))
+        if unknown:
+            raise ValueError(f"schwartz_mean: unknown value(s) {unknown}")
         if len(self.genders) != len(self.gender_weights):
             raise ValueError("genders and gender_weights differ in length")
+        if sum(self.gender_weights) <= 0:
+            raise ValueError("gender_weights: at least one weight must be above 0")
+        if self.age_range[0] > self.age_range[1]:
+            raise ValueError("age_range: the first age must not exceed the second")
 
 
 def _clip(value: float, low: float, high: float) -> float:
