@@ -164,7 +164,7 @@ def profiles_show(
         typer.echo(render_profile(profile, facet or None))
         if facet is None or "culture" in facet:
             for note in culture_gaps(profile):
-                typer.echo(f"(note: {note}; its prompts carry none)")
+                typer.echo(f"(note: {note}; this reader's prompts carry none of it)")
 
 
 @profiles_app.command("from-answers")

@@ -50,26 +50,73 @@ class PreferenceRow(BaseModel):
     rejected: Turns
 
 
+class PairRow(PreferenceRow):
+    """A record of a run's ``pairs.jsonl``: the TRL columns and the reader it was made for."""
+
+    user_id: Annotated[str, Field(min_length=1)]
+    book_id: str | None = None
+
+
 def read_pairs(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of a run folder (``pairs.jsonl``)."""
+    """The records of a run folder (``pairs.jsonl``); any failure reading it names the file."""
+    from gravity.io import file_error, jsonl_records, read_text, validate
+
     path = run_dir / "pairs.jsonl"
     if not path.is_file():
         raise GravityError(f"{run_dir}: no pairs.jsonl; is this a `gravity generate` run folder?")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise GravityError(f"{path}:{number}: <json>: {exc.msg}") from None
+    kinds: dict[str, tuple[str, int]] = {}  # column -> (JSON kind, first line): Arrow needs one
+    for record in jsonl_records(read_text(path), path):
+        if record.problem is not None:
+            raise record.problem
+        row = record.data
+        if not isinstance(row, dict):
+            raise file_error(path, "a pair must be a mapping", record.line, "<record>")
         missing = [c for c in (*PREFERENCE_COLUMNS, "user_id") if c not in row]
         if missing:
-            raise GravityError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
+            raise GravityError(f"{path}:{record.line}: missing field(s) {', '.join(missing)}")
+        validate(PairRow, row, path, record.line, empty="<record>")
+        for key, value in row.items():
+            kind = _json_kind(value)
+            first = kinds.setdefault(key, (kind, record.line))
+            if first[0] in _VAGUE:
+                kinds[key] = (kind, record.line)
+            elif not _same_kind(kind, first[0]):
+                raise file_error(
+                    path, f"{kind} here, {first[0]} on line {first[1]}", record.line, key
+                )
         rows.append(row)
     if not rows:
         raise GravityError(f"{path}: no pairs to export (every row was rejected?)")
     return rows
+
+
+_VAGUE = ("null", "a list of nothing")
+
+
+def _same_kind(a: str, b: str) -> bool:
+    """Whether Arrow can hold both in one column: null fits any, an empty list any list."""
+    if a == b or "null" in (a, b):
+        return True
+    return "a list of nothing" in (a, b) and a.startswith("a list") and b.startswith("a list")
+
+
+def _json_kind(value: Any, depth: int = 0) -> str:
+    """A column's JSON kind, one list level deep ('text', 'a list of a mapping', ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        if depth:
+            return "a list"
+        inner = sorted({_json_kind(v, depth + 1) for v in value} - {"null"})
+        return f"a list of {' and '.join(inner) or 'nothing'}"
+    return "a mapping"
 
 
 def split_by_user(

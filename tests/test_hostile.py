@@ -398,6 +398,13 @@ CASES: list[Case] = [
         ("eval",),
     ),
     Case(
+        "export-run",
+        "runs/pairs.jsonl",
+        Path("train.jsonl"),
+        lambda d: ["export", str(d / "runs"), "--out", str(d / "exp"), "--format", "jsonl"],
+        ("exp",),
+    ),
+    Case(
         "prompt-file",
         "prompts.jsonl",
         Path("prompts.jsonl"),
@@ -479,7 +486,7 @@ LOADERS = [
     c
     for c in CASES
     if c.name.startswith(("validate-", "from-answers-yaml", "catalog-", "config-", "data-"))
-    or c.name in ("train-data-eval", "prompt-file")
+    or c.name in ("train-data-eval", "prompt-file", "export-run")
 ]
 
 

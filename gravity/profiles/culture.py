@@ -104,7 +104,7 @@ def culture_gaps(profile: UserProfile) -> list[str]:
     name = country_name(profile.country)
     notes = []
     if profile.hofstede is None:
-        notes.append(f"no Hofstede scores for {name} (not in the file nor the reference table)")
+        notes.append(f"no Hofstede scores for {name} (neither in the file nor the reference table)")
     else:
         missing = [
             label
@@ -112,10 +112,16 @@ def culture_gaps(profile: UserProfile) -> list[str]:
             if getattr(profile.hofstede, field) is None
         ]
         if missing:
-            notes.append(f"no Hofstede {', '.join(missing)} score for {name} (partial table row)")
+            listed = (
+                ", ".join(missing[:-1]) + " or " + missing[-1] if len(missing) > 1 else missing[0]
+            )
+            notes.append(
+                f"no Hofstede {listed} score for {name} "
+                "(not in the file; the reference table's row is partial)"
+            )
     if profile.wvs is None:
         notes.append(
             f"no World Values Survey map position for {name} "
-            "(not in the file nor the reference table)"
+            "(neither in the file nor the reference table)"
         )
     return notes
