@@ -18,6 +18,7 @@ import math
 import os
 import stat
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -217,7 +218,9 @@ class Record:
 def jsonl_records(text: str, path: Any) -> Iterator[Record]:
     """The records of a JSON Lines text; a bad line yields a ``Record`` with its problem, so a
     caller may report every bad line, not only the first."""
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() would also split inside strings at U+2028 and others.
+    for number, raw in enumerate(text.split("\n"), start=1):
+        raw = raw.removesuffix("\r")
         if not raw.strip():
             continue
         try:
@@ -273,7 +276,7 @@ def csv_records(text: str, path: Any) -> tuple[list[str], list[Record]]:
                 continue
             if header is None:
                 header = [name.strip() for name in row]
-                dupes = sorted({n for n in header if header.count(n) > 1})
+                dupes = sorted(n for n, count in Counter(header).items() if count > 1)
                 if dupes:
                     raise file_error(path, f"duplicate column(s) {', '.join(dupes)}", line)
                 continue
@@ -372,6 +375,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A new folder in ``parent`` to build an output in before it is renamed into place, with
+    the mode ``mkdir`` would give it (0777 less the umask; ``tempfile.mkdtemp`` gives 0700)."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    path.chmod(0o777 & ~_umask())
+    return path
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -67,6 +67,16 @@ def test_umask_is_kept(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_temp_dir_keeps_the_umask(tmp_path):
+    from gravity.io import temp_dir
+
+    old = os.umask(0o027)
+    try:
+        assert stat.S_IMODE(temp_dir(tmp_path, ".out.").stat().st_mode) == 0o750
+    finally:
+        os.umask(old)
+
+
 @pytest.mark.parametrize(
     "data, message",
     [
