@@ -67,6 +67,13 @@ def test_umask_is_kept(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_unwritable_output_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(GravityError, match=r"/file/out\.json: cannot write: "):
+        atomic_write_text(blocker / "out.json", "{}")
+
+
 def test_temp_dir_keeps_the_umask(tmp_path):
     from gravity.io import temp_dir
 
