@@ -73,8 +73,20 @@ def _root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Also show third-party warnings, logs and progress bars (transformers, "
+            "datasets, TRL, torch).",
+        ),
+    ] = False,
 ) -> None:
     """gravity: profiles -> synthetic preference pairs -> DPO -> per-country evaluation."""
+    if not verbose:
+        from gravity.quiet import quiet_third_party
+
+        quiet_third_party()
 
 
 @profiles_app.command("sample")
@@ -199,7 +211,7 @@ def _read_prompts(prompt: str | None, prompt_file: Path | None) -> list:
 
     requests = [ChatRequest.from_prompt(prompt)] if prompt else []
     if prompt_file is not None:
-        text = read_text(prompt_file)
+        text = sys.stdin.read() if str(prompt_file) == "-" else read_text(prompt_file)
         with reading(prompt_file):
             if prompt_file.suffix == ".jsonl":
                 for record in jsonl_records(text, prompt_file):
@@ -220,7 +232,10 @@ def llm_generate(
     prompt: Annotated[str | None, typer.Argument(help="One user prompt.")] = None,
     prompt_file: Annotated[
         Path | None,
-        typer.Option(help='Prompts, one per line (.txt) or {"messages": [...]} per line (.jsonl).'),
+        typer.Option(
+            help='Prompts, one per line (.txt) or {"messages": [...]} per line (.jsonl); '
+            "'-' reads plain prompts, one per line, from standard input."
+        ),
     ] = None,
     backend: Annotated[
         str, typer.Option(help="transformers | llamacpp | openai | vllm")
@@ -272,6 +287,56 @@ def llm_generate(
             typer.echo(
                 out.text if len(outs) == 1 else f"--- [{index // n}.{index % n}]\n{out.text}"
             )
+
+
+@app.command("prompt")
+def prompt_cmd(
+    book: Annotated[str, typer.Option(help="Book id in the catalog.")],
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="Profile file (JSON, JSONL, YAML); absent: the base prompt, no reader."),
+    ] = None,
+    id: Annotated[
+        str | None, typer.Option("--id", help="The profile with this id (files with several).")
+    ] = None,
+    books: Annotated[
+        Path | None, typer.Option(help="Book catalog (CSV, JSONL, parquet); default: starter.")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the messages as one JSON list.")
+    ] = False,
+) -> None:
+    """Print the prompt a deployed model gets for a reader and a book (what `prompt`, `sft`,
+    `naive` and `gravity` see; without --profile, what `base` sees)."""
+    from gravity.books import load_catalog
+    from gravity.profiles import load_profiles
+    from gravity.synth.pipeline import deployed_messages
+
+    reader = None
+    if profile is not None:
+        readers = load_profiles(profile)
+        if id is not None:
+            readers = [p for p in readers if p.id == id]
+            if not readers:
+                raise GravityError(f"{profile}: id: no profile with id '{id}'")
+        if len(readers) != 1:
+            ids = ", ".join(p.id for p in readers[:5])
+            raise GravityError(f"{profile}: holds {len(readers)} profiles ({ids}, ...); pick --id")
+        reader = readers[0]
+    elif id is not None:
+        raise GravityError("--id: needs --profile")
+    catalog = load_catalog(books)
+    chosen = [b for b in catalog if b.id == book]
+    if not chosen:
+        known = ", ".join(b.id for b in catalog[:5])
+        where = books or "the starter catalog"
+        raise GravityError(f"--book: no book '{book}' in {where} (ids like {known}, ...)")
+    messages = deployed_messages(reader, chosen[0])
+    if json_output:
+        typer.echo(json.dumps(messages, ensure_ascii=False, indent=2))
+        return
+    for message in messages:
+        typer.echo(f"--- {message['role']}\n{message['content']}")
 
 
 @app.command("generate")
