@@ -373,3 +373,50 @@ def test_killed_training_resumes_from_its_checkpoint_to_the_same_weights(tiny_mo
     changed = train("dpo", data, stale, cfg.model_copy(update={"max_steps": 2}))
     assert changed["resumed_from"] is None and changed["steps"] == 2
     assert not (stale / "checkpoints").exists()
+
+
+def test_portable_model_names(tiny_model):
+    from gravity.llm.embedded import embedded_checkpoint
+    from gravity.train import portable_model_name
+
+    assert portable_model_name("embedded") == portable_model_name("SmolLM2") == "smollm2"
+    assert portable_model_name(str(embedded_checkpoint())) == "smollm2"  # the cache path
+    assert portable_model_name("HuggingFaceTB/SmolLM2-360M-Instruct") == (
+        "HuggingFaceTB/SmolLM2-360M-Instruct"
+    )
+    assert portable_model_name(str(tiny_model)) == str(tiny_model.resolve())
+
+
+def test_adapter_on_embedded_model_records_no_path_and_loads_from_a_copy(tmp_path):
+    """The adapter names its base 'smollm2' (not the user's cache path), so a copy of the folder
+    in another place (another machine) loads and generates exactly as the original."""
+    from gravity.llm.embedded import cache_root, embedded_checkpoint
+
+    data = _pairs(tmp_path / "pairs.jsonl", n=2)
+    out = tmp_path / "trained"
+    train("sft", data, out, TrainConfig(max_steps=1, max_length=64, learning_rate=1e-2))
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "smollm2"
+    assert "base_model: smollm2" in (out / "README.md").read_text()
+    assert json.loads((out / "metrics.json").read_text())["base_model"] == "smollm2"
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".md", ".yaml", ".jinja"}:
+            text = path.read_text()
+            for local in (str(embedded_checkpoint()), str(cache_root())):
+                assert local not in text, path
+
+    moved = tmp_path / "elsewhere" / "shared-adapter"
+    shutil.copytree(out, moved)
+    shutil.rmtree(out)
+    from safetensors import safe_open
+
+    name = "model.layers.0.self_attn.q_proj.weight"
+    with make_backend(BackendConfig(model=str(moved), dtype="float32")) as backend:
+        (result,) = backend.generate(
+            [ChatRequest.from_prompt("Describe a book about the sea.")],
+            SamplingParams(max_new_tokens=4, temperature=0),
+        )
+        loaded = backend.model.state_dict()[name]
+    assert result.completion_tokens > 0
+    with safe_open(str(embedded_checkpoint() / "model.safetensors"), "pt") as base:
+        assert not torch.equal(loaded, base.get_tensor(name))  # the adapter was merged in
