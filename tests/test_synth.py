@@ -501,3 +501,57 @@ def test_generate_on_embedded_model_all_facets(
         str(example_files[0]),
     )
     assert naive.returncode == 0, naive.stderr[-2000:]
+
+
+# --- requirements, contrast genres, trimming counts -------------------------------------------
+
+
+def test_missing_embedding_model_fails_before_any_llm_call(tmp_path, example_profiles, monkeypatch):
+    """The default near-duplicate filter needs sentence-transformers: without it the run stops
+    before generating anything, naming the field and the fix."""
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import now fails
+    backend = WriterBackend()
+    cfg = _cfg(filters=FilterConfig(min_words=5))  # near_duplicate_threshold: default 0.95
+    with pytest.raises(GravityError, match=r"filters\.near_duplicate_threshold: .*gravity\[eval\]"):
+        _run(tmp_path, example_profiles, cfg, backend)
+    assert backend.seen == []
+    assert not (tmp_path / "run").exists()
+    # Disabling the check is the documented way out, and then the run goes ahead.
+    assert _run(tmp_path, example_profiles, _cfg(facets=["values"]), backend).summary["written"]
+
+
+def test_contrasting_readers_draw_from_the_configured_genres(tmp_path, example_profiles):
+    reader = next(p for p in example_profiles if p.interests and p.interests.genres)
+    pool = ["zz-cartography", "zz-beekeeping", "zz-opera", *reader.interests.genres]
+    backend = WriterBackend()
+    cfg = _cfg(facets=["interests"], rejected_strategy="contrasting", contrast_genres=pool)
+    _run(tmp_path, [reader], cfg, backend)
+    contrasting = [
+        r.messages[-1].content for r in backend.seen if "zz-cartography" in r.messages[-1].content
+    ]
+    assert len(contrasting) == 2  # one contrasting description per book (max_books=2)
+    assert all("zz-beekeeping" in text and "zz-opera" in text for text in contrasting)
+
+
+@pytest.mark.parametrize("cut", ["judge", "everything"])
+def test_trimmed_count_ignores_the_quality_judge(tmp_path, example_profiles, cut):
+    """Only descriptions and scenarios are trimmed at a sentence; a judge verdict that hits its
+    8-token limit is not a trimmed output."""
+
+    class CutBackend(WriterBackend):
+        def generate(self, requests, params, seeds=None):
+            outs = super().generate(requests, params, seeds)
+            hit = [
+                cut == "everything" or "Which description is better" in r.messages[-1].content
+                for r in requests
+            ]
+            return [
+                o.model_copy(update={"finish_reason": "length"}) if h else o
+                for o, h in zip(outs, hit)
+            ]
+
+    cfg = _cfg(mode="naive", facets=["values"])
+    s = _run(tmp_path, example_profiles[:2], cfg, CutBackend()).summary
+    assert s["rows_in"] == 4 and s["written"] > 0
+    # naive mode: two candidate descriptions per row, each ending at a full sentence.
+    assert s["outputs_trimmed_at_sentence"] == (0 if cut == "judge" else 2 * s["rows_in"])

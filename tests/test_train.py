@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -294,3 +295,128 @@ def test_embedded_model_dpo_and_sft(tmp_path):
             [ChatRequest.from_prompt("Describe Moby-Dick.")], SamplingParams(max_new_tokens=16)
         )
         assert out.text.strip()
+
+
+def _adapter(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def _repro_cfg(tiny_model: Path, **kw) -> TrainConfig:
+    # lora_dropout > 0 draws random masks every step: those must be seeded too.
+    base = {"model": str(tiny_model), "max_steps": 2, "max_length": 128, "lora_dropout": 0.1}
+    return TrainConfig(**{**base, "learning_rate": 5e-3, **kw})
+
+
+def test_same_seed_gives_bit_identical_adapter_and_another_seed_does_not(tiny_model, tmp_path):
+    data = _pairs(tmp_path / "pairs.jsonl")
+    first = train("dpo", data, tmp_path / "a", _repro_cfg(tiny_model))
+    torch.manual_seed(12345)  # the caller's generator state must not leak into training
+    second = train("dpo", data, tmp_path / "b", _repro_cfg(tiny_model))
+    other = train("dpo", data, tmp_path / "c", _repro_cfg(tiny_model, seed=1))
+    a, b, c = (_adapter(tmp_path / n) for n in "abc")
+    assert a.keys() == b.keys() == c.keys() and a
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    assert first["fingerprint"] == second["fingerprint"] != other["fingerprint"]
+    stamp = json.loads((tmp_path / "a" / "fingerprint.json").read_text())
+    assert stamp["id"] == first["fingerprint"] and stamp["config"]["seed"] == 0
+    # 2 steps < save_steps (50): no checkpoint was written, and no empty folder is left behind.
+    assert not (tmp_path / "a" / "checkpoints").exists()
+
+
+_KILL_AT_STEP_3 = """
+import os, signal, sys
+from transformers import TrainerCallback
+from gravity.train import TrainConfig, train
+
+class Kill(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind, as with kill -9
+
+cfg = TrainConfig.model_validate_json(sys.argv[3])
+train("dpo", sys.argv[1], sys.argv[2], cfg, callbacks=[Kill()])
+"""
+
+
+def test_killed_training_resumes_from_its_checkpoint_to_the_same_weights(tiny_model, tmp_path):
+    """kill -9 after step 3 with checkpoints every 2 steps: the rerun resumes from checkpoint-2
+    and ends with the weights of an uninterrupted run; a changed config never resumes."""
+    data = _pairs(tmp_path / "pairs.jsonl")
+    cfg = _repro_cfg(tiny_model, max_steps=4, save_steps=2)
+    straight = train("dpo", data, tmp_path / "straight", cfg)
+    assert straight["resumed_from"] is None and straight["steps"] == 4
+    out = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILL_AT_STEP_3, str(data), str(out), cfg.model_dump_json()],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    saved = sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*"))
+    assert saved == ["checkpoint-2"]
+    assert not (out / "fingerprint.json").exists()  # not a finished training
+    stale = tmp_path / "stale"
+    shutil.copytree(out, stale)
+
+    resumed = train("dpo", data, out, cfg)
+    assert resumed["resumed_from"] == "checkpoint-2" and resumed["steps"] == 4
+    assert [h["step"] for h in resumed["log_history"] if "loss" in h][-2:] == [3, 4]
+    a, b = _adapter(tmp_path / "straight"), _adapter(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (out / "checkpoints").exists()  # the finished model supersedes them
+
+    # Another config (here max_steps) is another training: its checkpoint is discarded.
+    changed = train("dpo", data, stale, cfg.model_copy(update={"max_steps": 2}))
+    assert changed["resumed_from"] is None and changed["steps"] == 2
+    assert not (stale / "checkpoints").exists()
+
+
+def test_portable_model_names(tiny_model):
+    from gravity.llm.embedded import embedded_checkpoint
+    from gravity.train import portable_model_name
+
+    assert portable_model_name("embedded") == portable_model_name("SmolLM2") == "smollm2"
+    assert portable_model_name(str(embedded_checkpoint())) == "smollm2"  # the cache path
+    assert portable_model_name("HuggingFaceTB/SmolLM2-360M-Instruct") == (
+        "HuggingFaceTB/SmolLM2-360M-Instruct"
+    )
+    assert portable_model_name(str(tiny_model)) == str(tiny_model.resolve())
+
+
+def test_adapter_on_embedded_model_records_no_path_and_loads_from_a_copy(tmp_path):
+    """The adapter names its base 'smollm2' (not the user's cache path), so a copy of the folder
+    in another place (another machine) loads and generates exactly as the original."""
+    from gravity.llm.embedded import cache_root, embedded_checkpoint
+
+    data = _pairs(tmp_path / "pairs.jsonl", n=2)
+    out = tmp_path / "trained"
+    train("sft", data, out, TrainConfig(max_steps=1, max_length=64, learning_rate=1e-2))
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "smollm2"
+    assert "base_model: smollm2" in (out / "README.md").read_text()
+    assert json.loads((out / "metrics.json").read_text())["base_model"] == "smollm2"
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".md", ".yaml", ".jinja"}:
+            text = path.read_text()
+            for local in (str(embedded_checkpoint()), str(cache_root())):
+                assert local not in text, path
+
+    moved = tmp_path / "elsewhere" / "shared-adapter"
+    shutil.copytree(out, moved)
+    shutil.rmtree(out)
+    from safetensors import safe_open
+
+    name = "model.layers.0.self_attn.q_proj.weight"
+    with make_backend(BackendConfig(model=str(moved), dtype="float32")) as backend:
+        (result,) = backend.generate(
+            [ChatRequest.from_prompt("Describe a book about the sea.")],
+            SamplingParams(max_new_tokens=4, temperature=0),
+        )
+        loaded = backend.model.state_dict()[name]
+    assert result.completion_tokens > 0
+    with safe_open(str(embedded_checkpoint() / "model.safetensors"), "pt") as base:
+        assert not torch.equal(loaded, base.get_tensor(name))  # the adapter was merged in

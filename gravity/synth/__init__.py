@@ -7,10 +7,11 @@ from pathlib import Path
 from gravity.books import load_catalog
 from gravity.llm import make_backend
 from gravity.llm.engine import Engine
+from gravity.lock import folder_lock
 from gravity.profiles.models import UserProfile
 from gravity.store import Store
 from gravity.synth.config import FilterConfig, GenerateConfig
-from gravity.synth.pipeline import Synthesizer, SynthResult, write_run
+from gravity.synth.pipeline import Synthesizer, SynthResult, check_requirements, write_run
 
 STORE_NAME = "store.sqlite"
 
@@ -32,17 +33,18 @@ def synthesize(
         from gravity.errors import GravityError
 
         raise GravityError("no profiles to generate pairs for")
-    if engine is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        result = Synthesizer(cfg, engine).run(profiles, catalog)
-    else:
-        # Loading the model first: a bad backend or model name fails before anything is written.
-        with make_backend(cfg.backend) as backend:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            with Store(out_dir / STORE_NAME) as store:
+    check_requirements(cfg)
+    # One writer per folder; a folder this call creates is removed again if loading fails.
+    with folder_lock(out_dir, "output folder"):
+        if engine is not None:
+            result = Synthesizer(cfg, engine).run(profiles, catalog)
+        else:
+            # Loading the model first: a bad backend or model name fails before anything is
+            # written.
+            with make_backend(cfg.backend) as backend, Store(out_dir / STORE_NAME) as store:
                 engine = Engine(backend, store, use_cache=use_cache, progress=progress)
                 result = Synthesizer(cfg, engine).run(profiles, catalog)
-    write_run(out_dir, cfg, result)
+        write_run(out_dir, cfg, result)
     return result
 
 

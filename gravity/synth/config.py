@@ -64,6 +64,11 @@ class GenerateConfig(BaseModel):
         description="generic: written with no profile; contrasting: written for the opposite "
         "pole of the same facet.",
     )
+    contrast_genres: list[str] | None = Field(
+        default=None,
+        description="Genres a contrasting reader's favourites are drawn from; null: the "
+        "sampler's genres (in `gravity run`, those of the run's profiles.sampler).",
+    )
     seed: int = 0
     scenario_tokens: int = Field(default=80, ge=8)
     description_tokens: int = Field(default=160, ge=16)

