@@ -106,9 +106,9 @@ class Backend(abc.ABC):
     ) -> list[Completion]:
         """One completion per request, in input order (``params.n`` is handled by the engine).
 
-        ``seeds`` gives each request its own seed (default: ``params.seed`` for all). Backends
-        that sample each request separately honour it per request; ``transformers`` samples a
-        batch with one generator seeded from all the batch's seeds.
+        ``seeds`` gives each request its own seed (default: ``params.seed`` for all). Every
+        backend samples a request from a random stream seeded by its own seed alone, never by
+        its batch neighbours, the batch size or the order.
         """
 
     @abc.abstractmethod

@@ -1,9 +1,13 @@
 """``transformers`` backend (the default): any local checkpoint, hub id, LoRA adapter or the
-embedded model, batched generation with left padding, CPU or GPU."""
+embedded model, batched generation with left padding, CPU or GPU.
+
+Sampling is per request: each row of a batch draws its tokens from its own random stream, seeded
+by that request's seed alone (see ``RowSampler``), so a request's stream never depends on its
+batch neighbours, the batch size or the order of the batch.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -86,7 +90,8 @@ def load_model_and_tokenizer(model: str, dtype: str = "auto", device: str = "aut
 
 
 class TransformersBackend(Backend):
-    """Batched ``model.generate`` with left padding; JSON is prompted for, then validated."""
+    """Batched ``model.generate`` with left padding and a random stream per request; JSON is
+    prompted for, then validated."""
 
     name = "transformers"
     constrains_json = False
@@ -130,6 +135,7 @@ class TransformersBackend(Backend):
         seeds: Sequence[int] | None = None,
     ) -> list[Completion]:
         import torch
+        from transformers import LogitsProcessorList
 
         self.load()
         tok = self.tokenizer
@@ -139,20 +145,35 @@ class TransformersBackend(Backend):
         ]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(self.model.device)
+        prompt_len = enc["input_ids"].shape[1]
+        row_seeds = request_seeds(len(requests), params, seeds)
+        # Greedy decoding over the scores of ``RowSampler`` when sampling: it replaces each row's
+        # scores by a one-hot of the token drawn from that row's own stream, so the argmax is
+        # the sample and transformers keeps the KV cache, EOS handling and stop strings.
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": tok.pad_token_id,
+            "do_sample": False,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
         }
         if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [
+                    RowSampler(
+                        row_uniforms(row_seeds, params.max_new_tokens, self.model.device),
+                        prompt_len,
+                        params.temperature,
+                        params.top_p,
+                    )
+                ]
+            )
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
-        with torch.random.fork_rng(devices=[]), torch.inference_mode():
-            torch.manual_seed(_batch_seed(request_seeds(len(requests), params, seeds)))
+        with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
-        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        new_tokens = out[:, prompt_len:]
         eos_ids = set(_as_list(self.model.generation_config.eos_token_id)) | {tok.eos_token_id}
         results = []
         for row, mask in zip(new_tokens.tolist(), enc["attention_mask"].tolist()):
@@ -178,12 +199,94 @@ class TransformersBackend(Backend):
         return results
 
 
-def _batch_seed(seeds: list[int]) -> int:
-    """One generator seed for a batch: its single seed, or a hash of all of them."""
-    if len(set(seeds)) == 1:
-        return seeds[0]
-    digest = hashlib.sha256(",".join(map(str, seeds)).encode()).digest()
-    return int.from_bytes(digest[:4], "big")
+def row_uniforms(seeds: Sequence[int], steps: int, device: Any = "cpu") -> Any:
+    """One uniform draw in [0, 1) per request and decoding step, shape ``(len(seeds), steps)``.
+
+    Row ``i`` is the prefix of length ``steps`` of a stream seeded by ``seeds[i]`` alone (numpy's
+    PCG64, drawn on the CPU so every device gets the same numbers).
+    """
+    import numpy as np
+    import torch
+
+    rows = [np.random.default_rng(seed % 2**64).random(steps) for seed in seeds]
+    device = torch.device(device)
+    return torch.from_numpy(np.stack(rows)).to(device=device, dtype=_wide_float(device))
+
+
+def sample_rows(scores: Any, uniforms: Any, temperature: float, top_p: float) -> Any:
+    """The token each row samples from ``scores`` (batch x vocab) with its uniform draw.
+
+    Temperature, then nucleus filtering (the fewest most probable tokens whose mass reaches
+    ``top_p``, plus any token tied with the last of them), then inverse-CDF sampling over the
+    kept tokens in vocabulary order. A row's token is a function of its own scores and its own
+    draw only. Vocabulary order (not rank order) keeps the choice stable when near-equal
+    probabilities swap ranks under tiny changes of the logits.
+    """
+    import torch
+
+    # float64 (where the device has it): rounding in the sums below then moves a choice only
+    # when a draw lies within ~1e-16 of a boundary, whatever the batch's shape.
+    logits = scores.to(_wide_float(scores.device)) / temperature
+    log_total = torch.logsumexp(logits, dim=-1, keepdim=True)
+    vocab = logits.shape[-1]
+    if top_p >= 1.0:
+        # No nucleus: every token with a probability takes part, already in vocabulary order.
+        ids = torch.arange(vocab, device=logits.device).expand_as(logits)
+        kept = logits > float("-inf")
+        mass = torch.exp(logits - log_total)
+    else:
+        k = min(vocab, 64)
+        while True:
+            # The nucleus is usually small: look at the top k only, widening k until every
+            # row's nucleus (ties included) lies inside it.
+            values, index = logits.topk(k, dim=-1)
+            probs = torch.exp(values - log_total)
+            before = probs.cumsum(dim=-1) - probs  # mass ranked above each token
+            size = (before < top_p).sum(dim=-1, keepdim=True)  # >= 1: the top one is kept
+            edge = values.gather(-1, size - 1)
+            inside = (size < k) & (values[:, -1:] < edge)
+            if k == vocab or bool(inside.all()):
+                break
+            k = vocab if k >= 1024 else min(vocab, k * 16)  # 64, 1024, then all
+        # Kept tokens in vocabulary order (the others get the sentinel id ``vocab``: last).
+        ids, order = torch.where(values >= edge, index, vocab).sort(dim=-1)
+        kept = ids < vocab
+        mass = probs.gather(-1, order)
+    cdf = torch.where(kept, mass, 0.0).cumsum(dim=-1)
+    target = uniforms.to(cdf.dtype).unsqueeze(-1) * cdf[:, -1:]
+    pos = torch.searchsorted(cdf, target, right=True)
+    # Rounding may put a draw at the very top of the CDF: take the last kept token then.
+    last = (kept.shape[-1] - 1) - kept.flip(-1).to(torch.int8).argmax(dim=-1, keepdim=True)
+    pos = torch.minimum(pos, last)
+    return ids.gather(-1, pos).squeeze(-1)
+
+
+def _wide_float(device: Any) -> Any:
+    """float64 where the device has it (Apple's MPS does not)."""
+    import torch
+
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+class RowSampler:
+    """A transformers logits processor that samples each row with its own stream.
+
+    Returns a one-hot score (0 for the sampled token, -inf elsewhere) so that greedy decoding
+    emits exactly the sampled tokens. The decoding step is read from the sequence length, so
+    row ``i`` at step ``t`` always uses ``uniforms[i, t]``.
+    """
+
+    def __init__(self, uniforms: Any, prompt_len: int, temperature: float, top_p: float) -> None:
+        self.uniforms = uniforms
+        self.prompt_len = prompt_len
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        step = input_ids.shape[1] - self.prompt_len
+        tokens = sample_rows(scores, self.uniforms[:, step], self.temperature, self.top_p)
+        onehot = scores.new_full(scores.shape, float("-inf"))
+        return onehot.scatter_(-1, tokens.unsqueeze(-1), 0.0)
 
 
 def _as_list(value: Any) -> list[int]:

@@ -4,6 +4,10 @@ Prefix caching is on (prompts for one reader share a long profile prefix); JSON 
 through vLLM's structured outputs. vLLM cannot be installed on the CPU machines gravity is
 developed on, so this module is written against vLLM's public API (``LLM``, ``LLM.chat``,
 ``SamplingParams``, ``StructuredOutputsParams``) and its tests are marked ``gpu``.
+
+Each request gets its own ``SamplingParams(seed=...)``, so vLLM draws its tokens from a generator
+of its own, whatever else is scheduled with it. vLLM's arithmetic is not batch-invariant by
+default; its ``VLLM_BATCH_INVARIANT=1`` makes it so on recent NVIDIA GPUs (vLLM's documentation).
 """
 
 from __future__ import annotations
