@@ -98,6 +98,10 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             f"{mode}: {s['rows_in']} rows in = {s['written']} written + {s['rejected']} "
             f"rejected {s['rejects_by_reason']}"
         )
+        if s["written"] == 0:  # e.g. a judge whose every verdict flips with the order
+            print(f"{mode}: no pairs written; systems trained on {mode} pairs are skipped")
+            timings[f"generate_{mode}"] = time.monotonic() - start
+            continue
         data[mode] = out / f"data-{mode}"
         export_run(out / f"pairs-{mode}", data[mode], "hf", cfg.test_size, cfg.generate.seed)
         timings[f"generate_{mode}"] = time.monotonic() - start
@@ -105,6 +109,9 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     systems = list(cfg.evaluate.systems)
     for name in cfg.train_systems:
         model_dir = out / "models" / name
+        if ("naive" if name == "naive" else "gravity") not in data:
+            print(f"{name}: skipped (its training pairs are empty)")
+            continue
         start = _stage(f"train {name}")
         if (model_dir / "metrics.json").is_file():
             print(f"{name}: already trained ({model_dir})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -271,7 +272,7 @@ def test_human_sheets_round_trip_with_two_raters(tmp_path):
     report = (out / "report.md").read_text()
     assert "2 rater(s) (ana, ben)" in report and "Krippendorff's alpha" in report
     assert "too few readers (n=1)" in report  # per country BR has one reader
-    assert "nan" not in report.lower()
+    assert not re.search(r"\bnan\b", report, re.I)
 
 
 def test_human_form_can_show_the_profile(tmp_path):
@@ -472,7 +473,19 @@ def test_gravity_run_end_to_end_and_resume(tmp_path, tiny_model):
     for name in ("report.md", "metrics.json", "winrates.png", "alignment.png", "cases.jsonl"):
         assert (out / "eval" / name).is_file(), name
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
-    assert metrics["systems"] == ["base", "prompt", "sft", "naive", "gravity"]
+    # The embedded model judges by position: its naive quality labels may all flip with the
+    # order and be dropped; the run then goes on without the naive system and says so.
+    naive = json.loads((out / "pairs-naive" / "summary.json").read_text())
+    assert (
+        naive["naive_judge"]["pairs"]
+        == naive["naive_judge"]["consistent"]
+        + naive["naive_judge"]["inconsistent"]
+        + naive["naive_judge"]["unparsable"]
+    )
+    trained_systems = ["sft", "naive", "gravity"] if naive["written"] else ["sft", "gravity"]
+    assert metrics["systems"] == ["base", "prompt", *trained_systems]
+    if not naive["written"]:
+        assert "naive: no pairs written" in first.stdout
     assert metrics["cases"] == 2 and metrics["readers"] == 2
     judge = metrics["judge"]
     assert judge["method"] == "likelihood" and judge["parse_rate"] == 1.0
@@ -481,7 +494,7 @@ def test_gravity_run_end_to_end_and_resume(tmp_path, tiny_model):
     assert metrics["leakage"]["checked_against"]  # the run's own training pairs
     report = (out / "eval" / "report.md").read_text()
     assert "## Reading" in report and "## Per country" in report and "## Length" in report
-    assert "nan" not in report.lower() and "n/a" not in report
+    assert not re.search(r"\bnan\b", report, re.I) and "n/a" not in report
     assert "too few readers (n=1)" in report  # one reader per country
     heldout = {json.loads(x)["id"] for x in (out / "heldout.jsonl").read_text().splitlines()}
     trained = {
@@ -493,7 +506,7 @@ def test_gravity_run_end_to_end_and_resume(tmp_path, tiny_model):
         [sys.executable, "-m", "gravity", "run", str(path)], capture_output=True, text=True, env=env
     )
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("already trained") == 3
+    assert second.stdout.count("already trained") == len(trained_systems)
     assert json.loads((out / "eval" / "metrics.json").read_text())["overall"] == metrics["overall"]
 
 

@@ -267,8 +267,11 @@ def rater_agreement(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if len(raters) < 2 or not any(len(v) >= 2 for v in shared.values()):
         reason = "one rater" if len(raters) < 2 else "no description was ranked by two raters"
         return {"raters": len(raters), "alpha": None, "reason": reason}
-    import krippendorff
     import numpy as np
+
+    from gravity.evaluate.metrics import _require
+
+    krippendorff = _require("krippendorff", "krippendorff", "inter-rater agreement")
 
     index = {u: i for i, u in enumerate(units)}
     data = np.full((len(raters), len(units)), np.nan)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import random
 import string
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,17 +85,13 @@ def _reject_row(case_id: str, what: str, reject: Reject) -> dict[str, Any]:
     return {"case_id": case_id, "call": what, "reason": reject.kind, "detail": reject.reason}
 
 
-def judge_pairwise(
-    views: Sequence[CaseView],
-    texts: Sequence[dict[str, str]],
-    judge: LabelJudge,
-    seed: int,
-) -> JudgeResult:
-    """Every pair of every case in both orders. A pair whose two verdicts agree goes to the
-    winner; one that flips, or has an equal-probability verdict, is a tie (0.5)."""
-    result = JudgeResult()
+def _pair_requests(
+    views: Sequence[CaseView], texts: Sequence[dict[str, str]], answer: str, result: JudgeResult
+) -> tuple[list[ChatRequest], list[tuple[int, str, str]], int]:
+    """Both orders of every distinct pair; identical pairs are tied in ``result`` directly.
+    Returns (requests, slots as (case index, shown first, shown second), identical pairs)."""
     requests: list[ChatRequest] = []
-    slots: list[tuple[int, str, str]] = []  # (case index, system shown first, shown second)
+    slots: list[tuple[int, str, str]] = []
     identical = 0
     for k, (view, case_texts) in enumerate(zip(views, texts)):
         systems = sorted(case_texts)
@@ -106,43 +103,52 @@ def judge_pairwise(
                     identical += 1
                     continue
                 for first, second in ((s, b), (b, s)):
-                    requests.append(
-                        ChatRequest.from_prompt(
-                            render(
-                                "judge_pair.j2",
-                                profile_text=view.profile_text,
-                                book=view.book,
-                                first=case_texts[first] or EMPTY,
-                                second=case_texts[second] or EMPTY,
-                                answer=judge.answer,
-                            )
-                        )
+                    prompt = render(
+                        "judge_pair.j2",
+                        profile_text=view.profile_text,
+                        book=view.book,
+                        first=case_texts[first] or EMPTY,
+                        second=case_texts[second] or EMPTY,
+                        answer=answer,
                     )
+                    requests.append(ChatRequest.from_prompt(prompt))
                     slots.append((k, first, second))
+    return requests, slots, identical
+
+
+def judge_pairwise(
+    views: Sequence[CaseView],
+    texts: Sequence[dict[str, str]],
+    judge: LabelJudge,
+    seed: int,
+) -> JudgeResult:
+    """Every pair of every case in both orders. A pair whose two verdicts agree goes to the
+    winner; one that flips, or has an equal-probability verdict, is a tie (0.5). A case with an
+    unusable verdict is excluded (and counted)."""
+    result = JudgeResult()
+    requests, slots, identical = _pair_requests(views, texts, judge.answer, result)
     seeds = [_seed(seed, views[k].case_id, f"{a}>{b}") for k, a, b in slots]
     choices = judge.choose(requests, ["A", "B"], seeds, desc="judge pairs")
+    # The system each call picked (None: no preference), or the call's Reject.
     verdicts: dict[tuple[int, str, str], str | Reject | None] = {}
     for (k, first, second), choice in zip(slots, choices):
         if isinstance(choice, Reject):
             verdicts[(k, first, second)] = choice
             result.rejects.append(_reject_row(views[k].case_id, f"{first} vs {second}", choice))
         else:
-            best = choice.best
-            verdicts[(k, first, second)] = {"A": first, "B": second}.get(best or "")
+            verdicts[(k, first, second)] = {"A": first, "B": second}.get(choice.best or "")
     consistent = judged = first_wins = decided = 0
     failed: set[int] = set()
     for (k, s, b), v1 in verdicts.items():
+        v2 = verdicts[(k, b, s)]
         if s > b:
             continue
-        v2 = verdicts[(k, b, s)]
         if isinstance(v1, Reject) or isinstance(v2, Reject):
             failed.add(k)
             continue
         judged += 1
-        for v, first in ((v1, s), (v2, b)):
-            if v is not None:
-                decided += 1
-                first_wins += v == first
+        decided += (v1 is not None) + (v2 is not None)
+        first_wins += (v1 == s) + (v2 == b)
         consistent += v1 == v2  # the same verdict (a winner, or no preference) in both orders
         decisive = v1 is not None and v1 == v2
         result.pairs[views[k].case_id][(s, b)] = (1.0 if v1 == s else 0.0) if decisive else 0.5
@@ -162,6 +168,49 @@ def judge_pairwise(
     return result
 
 
+def _ranking_requests(
+    views: Sequence[CaseView], texts: Sequence[dict[str, str]], answer: str, seed: int
+) -> tuple[list[ChatRequest], list[tuple[int, list[str]]], list[list[list[str]]]]:
+    """One request per rotation of each case's distinct candidates. Returns (requests, slots
+    as (case index, representatives in shown order), each case's identical-text groups)."""
+    requests: list[ChatRequest] = []
+    slots: list[tuple[int, list[str]]] = []
+    plans: list[list[list[str]]] = []
+    for k, (view, case_texts) in enumerate(zip(views, texts)):
+        groups = candidate_groups(case_texts)
+        plans.append(groups)
+        reps = [g[0] for g in groups]
+        for r in range(len(reps) if len(reps) > 1 else 0):
+            order = permutation(reps, view.case_id, r, seed)
+            candidates = [
+                {"label": label, "text": case_texts[s] or EMPTY}
+                for label, s in zip(labels_for(len(order)), order)
+            ]
+            prompt = render(
+                "judge_persona.j2",
+                profile_text=view.profile_text,
+                book=view.book,
+                candidates=candidates,
+                answer=answer,
+            )
+            requests.append(ChatRequest.from_prompt(prompt))
+            slots.append((k, order))
+    return requests, slots, plans
+
+
+def _score_pairs(groups: list[list[str]], probs: dict[str, list[float]]) -> dict:
+    """Pairwise results from each group's mean probability of being picked."""
+    # Rounded: equal probabilities summed in another order must still tie.
+    score = {g[0]: round(sum(probs[g[0]]) / len(probs[g[0]]), 9) for g in groups if g[0] in probs}
+    expanded = {s: score.get(g[0], 0.0) for g in groups for s in g}
+    systems = sorted(expanded)
+    return {
+        (s, b): 1.0 if expanded[s] > expanded[b] else 0.5 if expanded[s] == expanded[b] else 0.0
+        for i, s in enumerate(systems)
+        for b in systems[i + 1 :]
+    }
+
+
 def judge_ranking(
     views: Sequence[CaseView],
     texts: Sequence[dict[str, str]],
@@ -172,67 +221,29 @@ def judge_ranking(
     the judge's mean probability for its description over the rotations; systems are compared
     by that score. Cases missing a rotation are excluded and counted."""
     result = JudgeResult()
-    requests: list[ChatRequest] = []
-    slots: list[tuple[int, list[str]]] = []  # (case index, group representatives in order)
-    plans: list[list[list[str]]] = []
-    for k, (view, case_texts) in enumerate(zip(views, texts)):
-        groups = candidate_groups(case_texts)
-        plans.append(groups)
-        reps = [g[0] for g in groups]
-        for r in range(len(reps) if len(reps) > 1 else 0):
-            order = permutation(reps, view.case_id, r, seed)
-            labels = labels_for(len(order))
-            candidates = [
-                {"label": label, "text": case_texts[s] or EMPTY} for label, s in zip(labels, order)
-            ]
-            requests.append(
-                ChatRequest.from_prompt(
-                    render(
-                        "judge_persona.j2",
-                        profile_text=view.profile_text,
-                        book=view.book,
-                        candidates=candidates,
-                        answer=judge.answer,
-                    )
-                )
-            )
-            slots.append((k, order))
-    # Requests of one size share labels: score each size together.
+    requests, slots, plans = _ranking_requests(views, texts, judge.answer, seed)
     choices: list[Choice | Reject | None] = [None] * len(requests)
-    for n in sorted({len(order) for _, order in slots}):
+    for n in sorted({len(order) for _, order in slots}):  # one label set per candidate count
         idx = [i for i, (_, order) in enumerate(slots) if len(order) == n]
         seeds = [_seed(seed, views[slots[i][0]].case_id, ">".join(slots[i][1])) for i in idx]
         for i, c in zip(idx, judge.choose([requests[i] for i in idx], labels_for(n), seeds)):
             choices[i] = c
-    probs: dict[int, dict[str, list[float]]] = {}
-    tops: dict[int, set[str | None]] = {}
+    probs: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    tops: dict[int, set[str | None]] = defaultdict(set)
     failed: set[int] = set()
     for (k, order), choice in zip(slots, choices):
-        if isinstance(choice, Reject) or choice is None:
+        if not isinstance(choice, Choice):
             failed.add(k)
             if isinstance(choice, Reject):
                 result.rejects.append(_reject_row(views[k].case_id, "ranking", choice))
             continue
         by_label = dict(zip(labels_for(len(order)), order))
         for label, p in choice.probs.items():
-            probs.setdefault(k, {}).setdefault(by_label[label], []).append(p)
-        tops.setdefault(k, set()).add(by_label.get(choice.best or ""))
+            probs[k][by_label[label]].append(p)
+        tops[k].add(by_label.get(choice.best or ""))
     for k, (view, groups) in enumerate(zip(views, plans)):
-        if k in failed:
-            continue
-        # Rounded: equal probabilities summed in another order must still tie.
-        score = (
-            {g[0]: round(sum(probs[k][g[0]]) / len(probs[k][g[0]]), 9) for g in groups}
-            if k in probs
-            else {}
-        )
-        expanded = {s: score.get(g[0], 0.0) for g in groups for s in g}
-        systems = sorted(expanded)
-        result.pairs[view.case_id] = {
-            (s, b): 1.0 if expanded[s] > expanded[b] else 0.5 if expanded[s] == expanded[b] else 0.0
-            for i, s in enumerate(systems)
-            for b in systems[i + 1 :]
-        }
+        if k not in failed:
+            result.pairs[view.case_id] = _score_pairs(groups, probs[k])
     multi = [k for k in tops if k not in failed]
     consistent = sum(1 for k in multi if len(tops[k]) == 1)
     result.stats = {

@@ -26,6 +26,18 @@ from typing import Any
 
 import numpy as np
 
+from gravity.errors import MissingDependencyError
+
+
+def _require(module: str, package: str, what: str) -> Any:
+    """Import an optional module of the ``eval`` extra, or say which package to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(what, "eval", package) from None
+
 
 @dataclass(frozen=True)
 class Judgment:
@@ -172,7 +184,7 @@ def bootstrap_mean(values: Sequence[float], settings: BootstrapSettings) -> dict
 
 
 def _scipy_ci(x: np.ndarray, settings: BootstrapSettings, method: str) -> list[float]:
-    from scipy.stats import bootstrap
+    bootstrap = _require("scipy.stats", "scipy", "bootstrap CIs").bootstrap
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate BCa is detected from the result instead
@@ -209,7 +221,8 @@ def length_controlled(
     rate at equal length. Returns ``{"raw", "lc", "gamma", "pairs"}`` (``raw``/``lc`` are
     ``S -> B -> rate``) or ``{"pairs": 0}`` without data.
     """
-    from sklearn.linear_model import LogisticRegression
+    linear = _require("sklearn.linear_model", "scikit-learn", "the length-controlled win rate")
+    LogisticRegression = linear.LogisticRegression
 
     index = {s: i for i, s in enumerate(systems)}
     rows, diffs = [], []
@@ -278,8 +291,7 @@ def agreement_with_alignment(
 def copy_rate(description: str, source: str) -> float | None:
     """ROUGE-L precision of ``description`` against ``source``: the share of the description's
     words that form a longest common subsequence with the source (1 = copied word for word)."""
-    from rouge_score import rouge_scorer
-
+    rouge_scorer = _require("rouge_score.rouge_scorer", "rouge-score", "the copy rate")
     if not description.strip() or not source.strip():
         return None
     scorer = _scorer(rouge_scorer)
