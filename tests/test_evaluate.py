@@ -565,6 +565,29 @@ def test_report_reading_is_computed_from_what_was_measured():
     assert "preference gain (points) too few readers (n=3)" in few and "(higher)" not in few
 
 
+def test_report_without_verdicts_says_why(tmp_path):
+    from gravity.evaluate.report import write_report
+
+    judge = {
+        "calls": 8,
+        "parsed": 0,
+        "parse_rate": 0.0,
+        "position_consistency": None,
+        "identical_pairs": 0,
+        "excluded_cases": 4,
+    }
+    m = _report_metrics([], judge)
+    m["overall"]["judged_cases"] = 0
+    m.update(cases=4, readers=4, leakage={"checked_against": [], "notes": []})
+    cfg = EvalConfig()
+    write_report(tmp_path, m, cfg)
+    report = (tmp_path / "report.md").read_text()
+    assert "answered 0 of 8 calls (0.0%): incomplete" in report
+    assert "No case has a complete set of verdicts" in report
+    assert "no `winrates.png`" in report and not (tmp_path / "winrates.png").exists()
+    assert not re.search(r"\bnan\b", report, re.I) and "n/a" not in report
+
+
 def test_training_ids_read_every_split_of_an_export(pair_export, tmp_path):
     from gravity.evaluate.runner import training_ids
     from gravity.export import export_run

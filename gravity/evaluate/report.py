@@ -198,6 +198,8 @@ def _paired_table(scope: dict[str, Any], focus: str) -> list[str]:
 
 
 def _gain_matrix(scope: dict[str, Any], systems: list[str]) -> list[str]:
+    if not scope["judged_cases"]:
+        return ["No case has a complete set of verdicts, so there is no preference gain to show."]
     lines = ["| system | " + " | ".join(systems) + " |", "|---|" + "---|" * len(systems)]
     for s in systems:
         cells = [
@@ -293,8 +295,13 @@ def _notes(metrics: dict[str, Any]) -> list[str]:
     lines = [
         "## Notes",
         "",
-        "Plots: `winrates.png` (Top-1 win rate per system, overall and per country, 95% CIs), "
-        "`alignment.png` (alignment score and copy rate per system).",
+        "Plots: "
+        + (
+            "`winrates.png` (Top-1 win rate per system, overall and per country, 95% CIs), "
+            if "winrates.png" in metrics.get("plots", [])
+            else "no `winrates.png` (no case has a complete set of verdicts), "
+        )
+        + "`alignment.png` (alignment score and copy rate per system).",
         "",
         "Definitions are in the README (section Evaluation). Alignment: embedding similarity "
         "(all-MiniLM-L6-v2) of a description to its reader's profile minus its mean similarity "
@@ -375,6 +382,13 @@ def plots(out: Path, metrics: dict[str, Any]) -> list[str]:
         fig.savefig(out / "winrates.png", dpi=120)
         plt.close(fig)
         written.append("winrates.png")
+    overall = metrics["overall"]["systems"]
+    if all(
+        overall[s].get(m, {}).get("value") is None
+        for s in systems
+        for m in ("alignment", "copy_rate")
+    ):
+        return written
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.4 * len(systems)), 3.8))
     for ax, metric, title in (
         (axes[0], "alignment", "Alignment (own profile vs others)"),
@@ -398,7 +412,9 @@ def _bars(ax: Any, scopes: dict[str, Any], systems: list[str], metric: str) -> N
     labelled: set[str] = set()
     for i, s in enumerate(systems):
         for x, scope in enumerate(scopes.values()):
-            est = scope["systems"][s][metric]
+            est = scope["systems"][s].get(metric)
+            if est is None:
+                continue
             pos = x + i * width - 0.4 + width / 2
             if est["value"] is None:
                 continue
