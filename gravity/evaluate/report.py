@@ -301,7 +301,11 @@ def _notes(metrics: dict[str, Any]) -> list[str]:
             if "winrates.png" in metrics.get("plots", [])
             else "no `winrates.png` (no case has a complete set of verdicts), "
         )
-        + "`alignment.png` (alignment score and copy rate per system).",
+        + (
+            "`alignment.png` (alignment score and copy rate per system)."
+            if "alignment.png" in metrics.get("plots", [])
+            else "no `alignment.png` (every description is empty)."
+        ),
         "",
         "Definitions are in the README (section Evaluation). Alignment: embedding similarity "
         "(all-MiniLM-L6-v2) of a description to its reader's profile minus its mean similarity "

@@ -37,7 +37,7 @@ from gravity.profiles.models import UserProfile
 from gravity.profiles.render import render_profile
 from gravity.store import Store
 from gravity.synth.pipeline import choose_books, deployed_messages, slot_seed
-from gravity.synth.tasks import finished_text
+from gravity.synth.tasks import clean_text, finished_text
 
 
 @dataclass(frozen=True)
@@ -161,8 +161,10 @@ def describe(
         )
     texts = []
     for out in outs:
+        # Cut at the last full sentence; a truncated text without one is kept as written (the
+        # judge sees what the system wrote); only an empty output counts as no description.
         text = finished_text(out, "trim")
-        texts.append("" if isinstance(text, Reject) else text)
+        texts.append(clean_text(out.text) if isinstance(text, Reject) else text)
     return texts
 
 
