@@ -243,7 +243,7 @@ def length_controlled(
                 x.append(feat)
                 y.append(label)
                 w.append(weight)
-    model = LogisticRegression(fit_intercept=False, C=1.0, max_iter=10_000)
+    model = LogisticRegression(fit_intercept=False, C=1.0, max_iter=10_000, tol=1e-10)
     model.fit(np.array(x), np.array(y), sample_weight=np.array(w))
     theta, gamma = model.coef_[0][:-1], float(model.coef_[0][-1]) * LENGTH_SCALE
     raw: dict[str, dict[str, float]] = {s: {} for s in systems}
