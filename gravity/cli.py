@@ -499,7 +499,11 @@ def evaluate_cmd(
         typer.Option(help="Any other model dir or hub id (system named after it)."),
     ] = None,
     train_data: Annotated[
-        list[Path] | None, typer.Option(help="Training runs/exports to check for leakage.")
+        list[Path] | None,
+        typer.Option(
+            help="Training runs/exports to check for leakage (default: the data each model "
+            "folder records)."
+        ),
     ] = None,
     books: Annotated[Path | None, typer.Option(help="Held-out book catalog.")] = None,
     judge_backend: Annotated[str | None, typer.Option(help="Backend of the persona judge.")] = None,
@@ -539,11 +543,23 @@ def evaluate_cmd(
 
 
 def _print_eval(metrics: dict, out: Path) -> None:
-    overall = metrics["overall"]
+    overall, judge = metrics["overall"], metrics["judge"]
+    for note in metrics["leakage"]["notes"]:
+        typer.echo(f"warning: {note}", err=True)
     for system in metrics["systems"]:
-        top1 = overall["top1"][system]["value"]
-        align = overall["alignment"][system]["value"]
-        typer.echo(f"{system:>12}: top-1 {top1:.1%}  alignment {align:+.3f}")
+        m = overall["systems"][system]
+        top1 = m["top1"]["value"]
+        align = m["alignment"]["value"]
+        top1_text = "no verdicts" if top1 is None else f"{top1:.1%}"
+        align_text = "none" if align is None else f"{align:+.3f}"
+        typer.echo(f"{system:>12}: top-1 {top1_text}  alignment {align_text}")
+    rate = judge["parse_rate"]
+    consistency = judge.get("position_consistency")
+    typer.echo(
+        f"judge: {judge['parsed']}/{judge['calls']} calls answered"
+        + (f" ({rate:.1%})" if rate is not None else "")
+        + (f", position consistency {consistency:.1%}" if consistency is not None else "")
+    )
     typer.echo(f"report: {out / 'report.md'}")
 
 
@@ -551,26 +567,48 @@ def _print_eval(metrics: dict, out: Path) -> None:
 def human_export(
     evaluation: Annotated[Path, typer.Argument(help="A `gravity evaluate` output folder.")],
     out: Annotated[Path, typer.Option(help="Folder for sheets.csv, key.json, HTML forms.")],
+    show_profile: Annotated[
+        bool,
+        typer.Option(
+            help="Show the reader's profile on the form, for raters judging on a reader's "
+            "behalf (default: the form is for the reader to fill in as themselves)."
+        ),
+    ] = False,
 ) -> None:
     """Write ranking sheets (CSV + one HTML form per reader) for human raters."""
     from gravity.evaluate.human import export_sheets
 
-    n = export_sheets(evaluation, out)
+    n = export_sheets(evaluation, out, show_profile=show_profile)
     typer.echo(f"{n} cases -> {out / 'sheets.csv'} and {out}/reader-*.html (keep key.json private)")
 
 
 @human_app.command("import")
 def human_import(
     evaluation: Annotated[Path, typer.Argument(help="The evaluation folder the sheets came from.")],
-    filled: Annotated[list[Path], typer.Argument(help="Filled CSV sheet(s).")],
+    filled: Annotated[list[Path], typer.Argument(help="Filled CSV sheet(s), one or more raters.")],
     sheets: Annotated[Path, typer.Option(help="The folder `gravity human export` wrote.")],
-    out: Annotated[Path, typer.Option(help="Where human-metrics.json goes.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for ratings/<rater>.csv, human-metrics.json, report.md.")
+    ],
 ) -> None:
-    """Compute the evaluation metrics from human rankings."""
+    """Compute the evaluation metrics from human rankings (all raters imported into OUT)."""
     from gravity.evaluate.human import import_rankings
 
     metrics = import_rankings(evaluation, sheets, filled, out)
-    _print_eval(metrics, out)
+    human = metrics["human"]
+    for system in metrics["systems"]:
+        top1 = metrics["overall"]["systems"][system]["top1"]["value"]
+        typer.echo(f"{system:>12}: human top-1 {'none' if top1 is None else f'{top1:.1%}'}")
+    alpha = human["agreement"]["alpha"]
+    typer.echo(
+        f"{len(human['raters'])} rater(s), {human['rankings']} rankings; "
+        + (
+            f"Krippendorff's alpha {alpha:.3f}"
+            if alpha is not None
+            else f"no agreement figure ({human['agreement']['reason']})"
+        )
+    )
+    typer.echo(f"report: {out / 'report.md'} (metrics: {out / 'human-metrics.json'})")
 
 
 @app.command("run")

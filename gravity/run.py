@@ -171,6 +171,10 @@ def _run_stages(
             f"{mode}: {s['rows_in']} rows in = {s['written']} written + {s['rejected']} "
             f"rejected {s['rejects_by_reason']}"
         )
+        if s["written"] == 0:  # e.g. a judge whose every verdict flips with the order
+            print(f"{mode}: no pairs written; systems trained on {mode} pairs are skipped")
+            timings[f"generate_{mode}"] = time.monotonic() - start
+            continue
         data[mode] = out / f"data-{mode}"
         export_run(out / f"pairs-{mode}", data[mode], "hf", cfg.test_size, cfg.generate.seed)
         timings[f"generate_{mode}"] = time.monotonic() - start
@@ -178,6 +182,9 @@ def _run_stages(
     systems = list(cfg.evaluate.systems)
     for name in cfg.train_systems:
         model_dir = out / "models" / name
+        if ("naive" if name == "naive" else "gravity") not in data:
+            print(f"{name}: skipped (its training pairs are empty)")
+            continue
         start = _stage(f"train {name}")
         _train_system(name, cfg, data["naive" if name == "naive" else "gravity"], model_dir)
         timings[f"train_{name}"] = time.monotonic() - start

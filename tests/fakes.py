@@ -4,6 +4,7 @@ real backends are tested in test_backends.py)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
@@ -103,7 +104,10 @@ class WriterBackend(ScriptedBackend):
         if forced is not None:
             return forced
         if "Which description is better" in prompt:
-            return "A" if digest[0] % 2 else "B"
+            # A consistent judge: prefers the description that sorts last, in either order.
+            a = prompt.split("Description A:")[1].split("Description B:")[0].strip()
+            b = prompt.split("Description B:")[1].split("Which description")[0].strip()
+            return json.dumps({"choice": "A" if a > b else "B"})
         if "describe a concrete situation" in prompt:
             return "The reader is choosing a gift and wonders whether the story fits them."
         words = [WORDS[b % len(WORDS)] for b in digest[:24]]

@@ -1,103 +1,31 @@
-"""Evaluation: metrics on hand-made rankings, bootstrap, judge parsing, shuffling undone, human
-sheets round trip, held-out leakage, the demo config, and `gravity run` end to end."""
+"""Evaluation: judges built to be biased (position, length) against the debiasing, shuffling
+undone, identical candidates, human sheets with several raters and hostile CSVs, held-out
+leakage, the report's reading, the demo config, and `gravity run` end to end."""
 
 from __future__ import annotations
 
 import csv
 import json
-import math
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gravity.books import load_catalog
 from gravity.config import RunConfig, load_yaml_model
 from gravity.errors import GravityError
 from gravity.evaluate.config import EvalConfig, SystemSpec
 from gravity.evaluate.human import export_sheets, import_rankings
-from gravity.evaluate.judge import Verdict, labels_for, parse_verdict, permutation
-from gravity.evaluate.metrics import (
-    Judgment,
-    bootstrap_ci,
-    mean_interest,
-    pairwise_win_rate,
-    preference_gain,
-    top1_rates,
-)
-from gravity.evaluate.runner import Case, check_held_out, judge_cases
-from gravity.llm.base import Completion
-from gravity.llm.engine import Engine, Reject
+from gravity.evaluate.judge import labels_for, permutation
+from gravity.evaluate.metrics import BootstrapSettings, compute_metrics, outcome_from_pairs
+from gravity.evaluate.runner import Case, check_held_out, recorded_training_data, run_judge
+from gravity.llm.engine import Engine
 from gravity.resources import _PKG
 from tests.fakes import ScriptedBackend
 
 ROOT = _PKG.parent
-S = ["X", "Y", "Z"]
-HAND = [
-    Judgment("c1", "r1", "US", ("X", "Y", "Z"), {"X": 4, "Y": 2}),
-    Judgment("c1", "r1", "US", ("Y", "X", "Z"), {"X": 5}),
-    Judgment("c2", "r2", "BR", ("Z", "X", "Y")),
-]
-
-
-def test_top1_with_ties_split():
-    assert top1_rates(HAND, S) == {"X": 0.25, "Y": 0.25, "Z": 0.5}
-
-
-def test_pairwise_and_gain():
-    assert pairwise_win_rate(HAND, "X", "Y") == 0.75  # c1 tie (0.5), c2 X above Y (1)
-    assert preference_gain(HAND, "X", "Y") == 25.0
-    assert preference_gain(HAND, "X", "Z") == 0.0  # c1 X wins, c2 Z wins
-    assert preference_gain(HAND, "Y", "X") == -25.0
-
-
-def test_interest_means():
-    got = mean_interest(HAND, S)
-    assert got["X"] == 4.5 and got["Y"] == 2.0 and math.isnan(got["Z"])
-
-
-def test_bootstrap_is_deterministic_and_brackets_the_estimate():
-    many = [
-        Judgment(f"c{i}", f"r{i}", "US", ("X", "Y", "Z") if i % 3 else ("Y", "X", "Z"))
-        for i in range(30)
-    ]
-    stat = lambda js: top1_rates(js, S)["X"]  # noqa: E731
-    a = bootstrap_ci(many, stat, n_boot=300, seed=7)
-    assert a == bootstrap_ci(many, stat, n_boot=300, seed=7)
-    assert a != bootstrap_ci(many, stat, n_boot=300, seed=8)
-    assert a[0] <= stat(many) <= a[1] and 0 < a[0] < a[1] < 1
-
-
-@pytest.mark.parametrize(
-    "text, expected",
-    [
-        (
-            '{"ranking": ["B", "A", "C"], "interest": {"A": 3, "B": 5, "C": 1}}',
-            Verdict(("B", "A", "C"), {"A": 3, "B": 5, "C": 1}),
-        ),
-        (
-            'Sure: {"ranking": ["[C]", "a", "B"], "interest": {"[A]": 9, "B": 2}}',
-            Verdict(("C", "A", "B"), {"B": 2}),
-        ),
-        ("My ranking: B > C > A", Verdict(("B", "C", "A"), {})),
-    ],
-)
-def test_parse_verdict(text, expected):
-    assert parse_verdict(Completion(text=text), ["A", "B", "C"]) == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "I like the first one",
-        '{"ranking": ["A"]}',
-        "A and B",
-        '{"ranking": ["A", "A", "B"]} so C, B, A',
-    ],
-)
-def test_parse_verdict_rejects(text):
-    result = parse_verdict(Completion(text=text), ["A", "B", "C"])
-    assert isinstance(result, Reject) and result.kind == "judge_unparsable"
 
 
 def test_permutations_rotate_every_system_through_every_position():
@@ -119,71 +47,161 @@ def _cases(n_readers=3):
     return [Case(r, book) for r in readers]
 
 
-class _LabelA(ScriptedBackend):
-    """A judge that always ranks the labels in order (prefers label A)."""
+class _Scorer(ScriptedBackend):
+    """A judge that can score labels, by a policy over the prompt: a judge built to be biased."""
 
-    def generate(self, requests, params, seeds=None):
-        out = []
-        for request in requests:
-            labels = [c for c in "ABCDE" if f"[{c}]" in request.messages[-1].content]
-            out.append(
-                Completion(
-                    text=json.dumps({"ranking": labels, "interest": dict.fromkeys(labels, 3)})
-                )
-            )
-        return out
+    def __init__(self, policy) -> None:
+        super().__init__(constrains_json=False)
+        self.policy = policy
+
+    def score_labels(self, requests, labels):
+        return [self.policy(r.messages[-1].content, labels) for r in requests]
 
 
-class _PrefersGood(ScriptedBackend):
-    """A judge that puts the candidate whose text says GOOD first."""
-
-    def generate(self, requests, params, seeds=None):
-        out = []
-        for request in requests:
-            content = request.messages[-1].content
-            labels = [c for c in "ABCDE" if f"[{c}]" in content]
-            good = next(c for c in labels if f"[{c}]\nGOOD" in content)
-            rest = [c for c in labels if c != good]
-            out.append(Completion(text=json.dumps({"ranking": [good, *rest]})))
-        return out
+def _candidates(prompt: str, labels: list[str]) -> dict[str, str]:
+    """label -> the text shown under it in a judge prompt."""
+    out = {}
+    for label in labels:
+        if f"[{label}]\n" not in prompt:
+            return {}
+        text = prompt.split(f"[{label}]\n", 1)[1]
+        out[label] = text.split("\n\n", 1)[0]
+    return out
 
 
-def test_fixed_position_judge_gives_equal_wins():
-    cases = _cases()
-    systems = ["base", "prompt", "sft", "naive", "gravity"]
-    descriptions = {s: [f"text by {s}"] * len(cases) for s in systems}
-    cfg = EvalConfig(systems=[SystemSpec(name=s, kind="base") for s in systems])
-    judgments, rejects = judge_cases(
-        cases, descriptions, cfg, Engine(_LabelA(), None, progress=False)
-    )
-    assert not rejects and len(judgments) == len(cases) * 5
-    assert top1_rates(judgments, systems) == {s: pytest.approx(0.2) for s in systems}
+def position_one(prompt, labels):
+    """Always the first position (and 3 for every rating)."""
+    if labels[0] == "1":
+        return {k: (0.0 if k == "3" else -5.0) for k in labels}
+    return {k: (0.0 if i == 0 else -4.0) for i, k in enumerate(labels)}
 
 
-def test_shuffling_is_undone():
-    cases = _cases()
+def prefers_good(prompt, labels):
+    texts = _candidates(prompt, labels)
+    if not texts:  # an interest rating: GOOD texts get 5, others 2
+        best = "5" if "GOOD" in prompt.split("A description of")[1] else "2"
+        return {k: (0.0 if k == best else -30.0) for k in labels}
+    return {k: (0.0 if "GOOD" in texts[k] else -4.0) for k in labels}
+
+
+def prefers_longer(prompt, labels):
+    texts = _candidates(prompt, labels)
+    if not texts:
+        return {k: 0.0 for k in labels}
+    longest = max(texts, key=lambda k: len(texts[k].split()))
+    return {k: (0.0 if k == longest else -4.0) for k in labels}
+
+
+SYSTEMS5 = ["base", "prompt", "sft", "naive", "gravity"]
+
+
+def _judge(cases, descriptions, policy, protocol="pairwise"):
+    systems = list(descriptions)
+    cfg = EvalConfig(systems=[SystemSpec(name=s, kind="base") for s in systems], protocol=protocol)
+    engine = Engine(_Scorer(policy), None, progress=False)
+    per_case, stats, _ = run_judge(cases, descriptions, cfg, engine)
+    meta = {c.id: (c.reader.id, c.reader.country) for c in cases}
+    outcomes = [
+        outcome_from_pairs(cid, *meta[cid], pairs, per_case["interest"].get(cid))
+        for cid, pairs in per_case["pairs"].items()
+    ]
+    settings_ = BootstrapSettings(resamples=200, method="percentile", min_readers=2)
+    metrics = compute_metrics(outcomes, meta, systems, "gravity", {}, settings_)
+    return metrics, stats, outcomes
+
+
+@pytest.mark.parametrize("protocol", ["pairwise", "ranking"])
+def test_position_bound_judge_puts_every_system_at_chance(protocol):
+    cases = _cases(4)
+    descriptions = {s: [f"text {i} by {s}" for i in range(4)] for s in SYSTEMS5}
+    metrics, stats, _ = _judge(cases, descriptions, position_one, protocol)
+    overall = metrics["overall"]
+    for s in SYSTEMS5:
+        assert overall["systems"][s]["top1"]["value"] == pytest.approx(0.2)
+        for b in SYSTEMS5:
+            if b != s:
+                assert overall["preference_gain"][s][b]["value"] == pytest.approx(0.0)
+    assert stats["position_consistency"] == 0.0 and stats["parse_rate"] == 1.0
+    assert stats["method"] == "likelihood" and stats["excluded_cases"] == 0
+
+
+@pytest.mark.parametrize("protocol", ["pairwise", "ranking"])
+def test_shuffling_is_undone(protocol):
+    cases = _cases(3)
     systems = ["base", "prompt", "gravity"]
-    descriptions = {s: [("GOOD " if s == "gravity" else "meh ") + s] * len(cases) for s in systems}
-    cfg = EvalConfig(systems=[SystemSpec(name=s, kind="base") for s in systems], permutations=3)
-    judgments, _ = judge_cases(
-        cases, descriptions, cfg, Engine(_PrefersGood(), None, progress=False)
-    )
-    assert top1_rates(judgments, systems)["gravity"] == 1.0
-    assert preference_gain(judgments, "gravity", "base") == 50.0
+    descriptions = {
+        s: [("GOOD " if s == "gravity" else "meh ") + f"{s} {i}" for i in range(3)] for s in systems
+    }
+    metrics, stats, _ = _judge(cases, descriptions, prefers_good, protocol)
+    overall = metrics["overall"]
+    assert overall["systems"]["gravity"]["top1"]["value"] == 1.0
+    assert overall["paired"]["base"]["preference_gain"]["value"] == 50.0
+    assert overall["paired"]["base"]["interest"]["value"] == pytest.approx(3.0)
+    assert stats["position_consistency"] == 1.0
 
 
-def test_judge_rejects_are_recorded():
+def test_longer_text_judge_is_length_controlled():
+    """A judge that always prefers the longer text: `gravity` writes longer on average and wins
+    most pairs as judged; the length-controlled win rate puts it back near 50%."""
+    import random
+
+    from gravity.evaluate.metrics import length_controlled
+
+    rng = random.Random(1)
+    books = load_catalog()
+    cases = [Case(c.reader, books[k]) for c in _cases(5) for k in range(8)]
+    lows = {"gravity": 40, "base": 20, "prompt": 20}
+    descriptions = {
+        s: [" ".join(["word"] * rng.randint(lo, lo + 60)) + f" {s}{k}" for k in range(len(cases))]
+        for s, lo in lows.items()
+    }
+    _, _, outcomes = _judge(cases, descriptions, prefers_longer)
+    words = {
+        c.id: {s: len(descriptions[s][k].split()) for s in descriptions}
+        for k, c in enumerate(cases)
+    }
+    lc = length_controlled(outcomes, words, list(lows))
+    assert lc["raw"]["gravity"]["base"] > 0.7 and lc["raw"]["gravity"]["prompt"] > 0.7
+    assert abs(lc["lc"]["gravity"]["base"] - 0.5) < 0.1
+    assert abs(lc["lc"]["gravity"]["prompt"] - 0.5) < 0.1 and lc["gamma"] > 1
+
+
+def test_identical_candidates_tie_and_are_not_judged():
     cases = _cases(2)
-    systems = ["base", "prompt"]
-    cfg = EvalConfig(systems=[SystemSpec(name=s, kind="base") for s in systems])
-    engine = Engine(ScriptedBackend(script=["no idea"] * 10), None, progress=False)
-    judgments, rejects = judge_cases(cases, {s: ["t", "t"] for s in systems}, cfg, engine)
-    assert judgments == [] and len(rejects) == 4 and rejects[0]["reason"] == "judge_unparsable"
+    descriptions = {
+        "base": ["same text", "x"],
+        "prompt": ["same  text", "y"],
+        "gravity": ["GOOD", "GOOD z"],
+    }
+    _, stats, outcomes = _judge(cases, descriptions, prefers_good)
+    assert stats["identical_pairs"] == 1
+    assert stats["calls"] - stats["interest_calls"] == 2 * 2 + 2 * 3  # 2 pairs + 3 pairs, 2 orders
+    first = next(o for o in outcomes if o.case_id == cases[0].id)
+    assert first.wins[("base", "prompt")] == 0.5
+
+
+def test_unusable_constrained_answers_exclude_and_count_cases():
+    """A judge that answers in free text (no constraining backend): every answer is rejected,
+    the case missing its rotations is excluded and counted, and nothing is guessed."""
+    cases = _cases(2)
+    systems = ["base", "prompt", "gravity"]
+    cfg = EvalConfig(systems=[SystemSpec(name=s, kind="base") for s in systems], protocol="ranking")
+    engine = Engine(
+        ScriptedBackend(script=["A great read. I prefer C, then B."] * 9, constrains_json=False),
+        None,
+        progress=False,
+    )
+    texts = {"base": ["t1", "t2"], "prompt": ["t1", "t2"], "gravity": ["g1", "t2"]}
+    per_case, stats, rejects = run_judge(cases, texts, cfg, engine)
+    assert stats["method"] == "constrained" and stats["excluded_cases"] == 1
+    assert list(per_case["pairs"]) == [cases[1].id]  # all three identical: ties, no call needed
+    assert stats["calls"] == 2 + 3 and stats["parsed"] == 0 and stats["parse_rate"] == 0.0
+    assert {r["reason"] for r in rejects} == {"judge_unparsable"} and len(rejects) == 5
 
 
 def _eval_dir(tmp_path: Path) -> Path:
     d = tmp_path / "eval"
-    d.mkdir()
+    d.mkdir(exist_ok=True)
     rows = []
     for i, country in enumerate(["US", "US", "BR"]):
         rows.append(
@@ -193,10 +211,11 @@ def _eval_dir(tmp_path: Path) -> Path:
                 "country": country,
                 "book_id": "b",
                 "book_title": "Emma, or <Love>",
+                "profile_text": f"Reader r{i} <likes> history.",
                 "descriptions": {
                     "base": f"plain {i}",
                     "gravity": f'for you, "{i}"',
-                    "prompt": f"p {i}",
+                    "prompt": f"p {i}" if i else "plain  0",  # case 0: identical to base
                 },
                 "alignment": {"base": 0.0, "gravity": 0.1, "prompt": None},
             }
@@ -205,59 +224,150 @@ def _eval_dir(tmp_path: Path) -> Path:
     return d
 
 
-def test_human_sheets_round_trip(tmp_path):
+def _fill(sheets: Path, rater: str, order: dict[str, int], path: Path) -> Path:
+    """A filled sheet: labels ranked by ``order`` (system -> preference, lower is better)."""
+    key = json.loads((sheets / "key.json").read_text())
+    with open(sheets / "sheets.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for case_id in {r["case_id"] for r in rows}:
+        mine = [r for r in rows if r["case_id"] == case_id]
+        mine.sort(key=lambda r: min(order[s] for s in key[case_id][r["label"]]))
+        for rank, r in enumerate(mine, start=1):
+            r["rank"], r["rater_id"] = rank, rater
+            r["interest"] = 5 if "gravity" in key[case_id][r["label"]] else 2
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_human_sheets_round_trip_with_two_raters(tmp_path):
     eval_dir = _eval_dir(tmp_path)
     sheets = tmp_path / "sheets"
     assert export_sheets(eval_dir, sheets) == 3
     html = (sheets / "reader-r0.html").read_text()
     assert "Emma, or &lt;Love&gt;" in html and "gravity" not in html  # anonymous labels
-    key = json.loads((sheets / "key.json").read_text())
+    assert "answer as yourself" in html and "each rank once" in html and "Not saved" in html
     with open(sheets / "sheets.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 9 and {r["rank"] for r in rows} == {""}
-    for r in rows:  # a rater who always puts gravity first, then base, then prompt
-        system = key[r["case_id"]][r["label"]]
-        r["rank"] = {"gravity": 1, "base": 2, "prompt": 3}[system]
-        r["interest"] = {"gravity": 5, "base": 3, "prompt": 1}[system]
-    filled = tmp_path / "filled.csv"
-    with open(filled, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    metrics = import_rankings(eval_dir, sheets, [filled], tmp_path / "human", n_boot=50)
+    assert len(rows) == 8 and {r["rank"] for r in rows} == {""}  # case 0 shows its copy once
+    out = tmp_path / "human"
+    first = _fill(sheets, "ana", {"gravity": 1, "base": 2, "prompt": 3}, tmp_path / "a.csv")
+    metrics = import_rankings(eval_dir, sheets, [first], out, n_boot=200, min_readers=2)
     overall = metrics["overall"]
-    assert overall["top1"]["gravity"]["value"] == 1.0
-    assert overall["preference_gain"]["base"]["prompt"]["value"] == 50.0
-    assert overall["interest"] == {"base": 3.0, "gravity": 5.0, "prompt": 1.0}
-    assert set(metrics["by_country"]) == {"US", "BR"}
-    assert (
-        json.loads((tmp_path / "human" / "human-metrics.json").read_text())["human"]["judgments"]
-        == 3
-    )
+    assert overall["systems"]["gravity"]["top1"]["value"] == 1.0
+    assert overall["systems"]["gravity"]["interest"]["value"] == 5.0
+    # base vs prompt: base wins the two cases with distinct texts, ties the identical one.
+    assert overall["preference_gain"]["base"]["prompt"]["value"] == pytest.approx(100 / 3)
+    assert metrics["human"]["agreement"]["alpha"] is None
+    assert "alignment" not in overall["systems"]["gravity"]  # not a human result
+    # A second rater with the same download name: both kept, agreement reported.
+    second = _fill(sheets, "ben", {"prompt": 1, "base": 2, "gravity": 3}, tmp_path / "a.csv")
+    metrics = import_rankings(eval_dir, sheets, [second], out, n_boot=200, min_readers=2)
+    assert metrics["human"]["raters"] == ["ana", "ben"]
+    assert sorted(p.name for p in (out / "ratings").iterdir()) == ["ana.csv", "ben.csv"]
+    assert metrics["human"]["agreement"]["alpha"] < 0  # they rank in opposite orders
+    assert metrics["overall"]["systems"]["gravity"]["top1"]["value"] < 1.0
+    report = (out / "report.md").read_text()
+    assert "2 rater(s) (ana, ben)" in report and "Krippendorff's alpha" in report
+    assert "too few readers (n=1)" in report  # per country BR has one reader
+    assert not re.search(r"\bnan\b", report, re.I)
 
 
-def test_human_import_errors(tmp_path):
+def test_human_form_can_show_the_profile(tmp_path):
+    sheets = tmp_path / "sheets"
+    export_sheets(_eval_dir(tmp_path), sheets, show_profile=True)
+    html = (sheets / "reader-r1.html").read_text()
+    assert "on behalf of this reader" in html and "Reader r1 &lt;likes&gt; history." in html
+
+
+def _sheet(tmp_path: Path) -> tuple[Path, Path, list[dict]]:
     eval_dir = _eval_dir(tmp_path)
     sheets = tmp_path / "sheets"
     export_sheets(eval_dir, sheets)
-    with open(sheets / "sheets.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        r["rank"] = "1"  # every label ranked 1
+    good = _fill(sheets, "ana", {"gravity": 1, "base": 2, "prompt": 3}, tmp_path / "good.csv")
+    with open(good, newline="") as f:
+        return eval_dir, sheets, list(csv.DictReader(f))
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_human_import_errors_name_the_file_and_write_nothing(tmp_path):
+    eval_dir, sheets, rows = _sheet(tmp_path)
+    out = tmp_path / "h"
     bad = tmp_path / "bad.csv"
-    with open(bad, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    with pytest.raises(GravityError, match=r"ranks must be 1\.\.3"):
-        import_rankings(eval_dir, sheets, [bad], tmp_path / "h")
+    same = [{**r, "rank": "1"} for r in rows]
+    with pytest.raises(GravityError, match=r"ranks must be 1\.\.\d, each once"):
+        import_rankings(eval_dir, sheets, [_write(bad, same)], out)
     rows[0]["rank"] = "first"
-    with open(bad, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    with pytest.raises(GravityError, match=r"bad.csv:2: rank: 'first' is not a number"):
-        import_rankings(eval_dir, sheets, [bad], tmp_path / "h")
+    with pytest.raises(GravityError, match=r"bad.csv:2: rank: 'first' is not a whole number"):
+        import_rankings(eval_dir, sheets, [_write(bad, rows)], out)
+    rows[0]["rank"], rows[0]["rater_id"] = "1", ""
+    with pytest.raises(GravityError, match=r"bad.csv:2: rater_id"):
+        import_rankings(eval_dir, sheets, [_write(bad, rows)], out)
+    rows[0]["rater_id"] = "ana"
+    _write(bad, rows).write_text(bad.read_text().replace("plain 1", "plain, 1", 1))  # a comma
+    with pytest.raises(GravityError, match=r"bad.csv:\d+: 10 columns, the header has 9"):
+        import_rankings(eval_dir, sheets, [bad], out)
+    with pytest.raises(GravityError, match="gravity human export"):
+        import_rankings(eval_dir, tmp_path, [bad], out)
+    assert not out.exists()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    junk=st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=300).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    ),
+    keep_header=st.booleans(),
+)
+def test_any_malformed_csv_is_one_error_naming_the_file(tmp_path, junk, keep_header):
+    eval_dir, sheets, rows = _sheet(tmp_path)
+    path = tmp_path / "hostile.csv"
+    header = (",".join(rows[0]) + "\n").encode() if keep_header else b""
+    path.write_bytes(header + junk)
+    out = tmp_path / "hostile-out"
+    with pytest.raises(GravityError, match="hostile.csv"):
+        import_rankings(eval_dir, sheets, [path], out)
+    assert not out.exists()
+
+
+def test_evaluate_cli_hostile_csv_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    eval_dir, sheets, _ = _sheet(tmp_path)
+    bad = tmp_path / "nul.csv"
+    bad.write_bytes(b"case_id,label\x00\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gravity",
+            "human",
+            "import",
+            str(eval_dir),
+            str(bad),
+            "--sheets",
+            str(sheets),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nul.csv" in proc.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_held_out_leakage_is_refused(tmp_path):
@@ -278,11 +388,39 @@ def test_held_out_leakage_is_refused(tmp_path):
     check_held_out(cases, [run])
 
 
+def test_evaluate_checks_the_training_data_each_model_records(tmp_path):
+    model = tmp_path / "models" / "gravity"
+    model.mkdir(parents=True)
+    data = tmp_path / "pairs"
+    data.mkdir()
+    (model / "train_config.yaml").write_text(f"kind: dpo\ndata: {data}\nmodel: smollm2\n")
+    lost = tmp_path / "models" / "sft"
+    lost.mkdir()
+    (lost / "train_config.yaml").write_text("kind: sft\ndata: /nowhere/at/all\n")
+    cfg = EvalConfig(
+        systems=[
+            SystemSpec(name="base", kind="base"),
+            SystemSpec(name="gravity", model=str(model)),
+            SystemSpec(name="sft", model=str(lost)),
+        ]
+    )
+    paths, notes = recorded_training_data(cfg)
+    assert paths == [data]
+    assert len(notes) == 1 and "sft" in notes[0] and "not found" in notes[0]
+
+
 def test_demo_config_is_valid():
     cfg = load_yaml_model(ROOT / "configs" / "demo.yaml", RunConfig)
     assert cfg.modes == ["gravity", "naive"] and cfg.train_systems == ["sft", "naive", "gravity"]
     assert cfg.generate.backend.model == "smollm2" and cfg.train.model == "smollm2"
     assert {p for p in cfg.profiles.countries} == {"US", "BR", "JP", "IN"}
+    ev = cfg.evaluate
+    assert (
+        ev.protocol == "pairwise"
+        and ev.judge_method == "auto"
+        and ev.judge.backend == "transformers"
+    )
+    assert cfg.heldout.n_per_country * len(cfg.heldout.countries) >= ev.min_readers
 
 
 def test_run_config_consistency_errors(tmp_path):
@@ -320,10 +458,9 @@ def test_gravity_run_end_to_end_and_resume(tmp_path, tiny_model):
         "train": {"model": str(tiny_model), "max_steps": 1, "max_length": 640},
         "evaluate": {
             "books_per_reader": 1,
-            "permutations": 1,
             "max_new_tokens": 24,
-            "judge_max_new_tokens": 32,
-            "bootstrap": 50,
+            "bootstrap": 200,
+            "min_readers": 2,
         },
     }
     path = tmp_path / "run.yaml"
@@ -333,15 +470,33 @@ def test_gravity_run_end_to_end_and_resume(tmp_path, tiny_model):
         [sys.executable, "-m", "gravity", "run", str(path)], capture_output=True, text=True, env=env
     )
     assert first.returncode == 0, first.stderr[-3000:]
-    for name in ("report.md", "metrics.json", "winrates.png", "alignment.png", "cases.jsonl"):
-        assert (out / "eval" / name).is_file(), name
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
-    assert metrics["systems"] == ["base", "prompt", "sft", "naive", "gravity"]
+    for name in ("report.md", "metrics.json", "cases.jsonl", *metrics["plots"]):
+        assert (out / "eval" / name).is_file(), name
+    assert "alignment.png" in metrics["plots"]
+    # The embedded model judges by position: its naive quality labels may all flip with the
+    # order and be dropped; the run then goes on without the naive system and says so.
+    naive = json.loads((out / "pairs-naive" / "summary.json").read_text())
+    assert (
+        naive["naive_judge"]["pairs"]
+        == naive["naive_judge"]["consistent"]
+        + naive["naive_judge"]["inconsistent"]
+        + naive["naive_judge"]["unparsable"]
+    )
+    trained_systems = ["sft", "naive", "gravity"] if naive["written"] else ["sft", "gravity"]
+    assert metrics["systems"] == ["base", "prompt", *trained_systems]
+    if not naive["written"]:
+        assert "naive: no pairs written" in first.stdout
     assert metrics["cases"] == 2 and metrics["readers"] == 2
-    assert metrics["judge"]["parsed"] + metrics["judge"]["rejected"] == 2
+    judge = metrics["judge"]
+    assert judge["method"] == "likelihood" and judge["parse_rate"] == 1.0
+    assert judge["calls"] == judge["parsed"] > 0 and judge["rejected"] == 0
     assert set(metrics["by_country"]) == {"US", "BR"}
+    assert metrics["leakage"]["checked_against"]  # the run's own training pairs
     report = (out / "eval" / "report.md").read_text()
-    assert "close to random" in report and "## Per country" in report
+    assert "## Reading" in report and "## Per country" in report and "## Length" in report
+    assert not re.search(r"\bnan\b", report, re.I) and "n/a" not in report
+    assert "too few readers (n=1)" in report  # one reader per country
     heldout = {json.loads(x)["id"] for x in (out / "heldout.jsonl").read_text().splitlines()}
     trained = {
         json.loads(x)["user_id"]
@@ -352,35 +507,86 @@ def test_gravity_run_end_to_end_and_resume(tmp_path, tiny_model):
         [sys.executable, "-m", "gravity", "run", str(path)], capture_output=True, text=True, env=env
     )
     assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("already trained") == 3
+    assert second.stdout.count("already trained") == len(trained_systems)
     assert json.loads((out / "eval" / "metrics.json").read_text())["overall"] == metrics["overall"]
 
 
-def test_report_reading_is_honest_about_the_judge():
-    from types import SimpleNamespace
+def _report_metrics(pairs_by_reader, judge_stats, align=None, copy=None, min_readers=2):
+    outcomes, meta = [], {}
+    for k, wins in enumerate(pairs_by_reader):
+        case = f"r{k}:b"
+        meta[case] = (f"r{k}", "US")
+        outcomes.append(outcome_from_pairs(case, f"r{k}", "US", {("gravity", "base"): wins}))
+    values = {}
+    if align:
+        values["alignment"] = {c: dict(zip(("gravity", "base"), align)) for c in meta}
+    if copy:
+        values["copy_rate"] = {
+            c: {"gravity": copy[0] + 0.01 * k, "base": copy[1]} for k, c in enumerate(meta)
+        }
+    settings_ = BootstrapSettings(resamples=500, method="percentile", min_readers=min_readers)
+    m = compute_metrics(outcomes, meta, ["base", "gravity"], "gravity", values, settings_)
+    m["judge"] = {
+        "protocol": "pairwise",
+        "method": "likelihood",
+        "backend": "transformers",
+        "model": "smollm2",
+        "self_preference_systems": [],
+        "agreement_with_alignment": {"pairs": 0, "agreement": None},
+        **judge_stats,
+    }
+    m["length"] = {"mean_words": {"base": 50.0, "gravity": 60.0}, "pairs": 0}
+    return m
 
-    from gravity.evaluate.report import _reading, compute_metrics
 
-    systems = ["base", "gravity"]
-    cases = [
-        SimpleNamespace(id=f"r{i}:b", reader=SimpleNamespace(id=f"r{i}", country="US"))
-        for i in range(4)
-    ]
-    alignment = {"base": [0.0] * 4, "gravity": [0.1] * 4}
+def test_report_reading_is_computed_from_what_was_measured():
+    from gravity.evaluate.report import reading
 
-    def metrics(rankings):
-        js = [Judgment(c.id, c.reader.id, "US", r) for c, r in zip(cases, rankings)]
-        return compute_metrics(js, cases, systems, alignment, 50, 0)
+    judge = {"calls": 40, "parsed": 40, "parse_rate": 1.0, "position_consistency": 0.2}
+    tied = "\n".join(reading(_report_metrics([0.5] * 6, judge)))
+    assert "answered 40 of 40 calls (100.0%): usable" in tied
+    assert "mostly follows position: only 20.0% of pairs" in tied
+    assert "preference gain (points) +0.0 [+0.0, +0.0] (not distinguishable" in tied
+    assert "interestingness" not in tied  # no ratings: not mentioned
+    judge = {
+        "calls": 40,
+        "parsed": 30,
+        "parse_rate": 0.75,
+        "position_consistency": 0.9,
+        "self_preference_systems": ["base", "gravity"],
+    }
+    clear = _report_metrics([1.0] * 6, judge, align=(0.2, 0.1), copy=(0.3, 0.1))
+    text = "\n".join(reading(clear))
+    assert "(75.0%): incomplete" in text and "90.0% of pairs keep their verdict" in text
+    assert "self-preference" in text and "`base`, `gravity`" in text
+    assert "preference gain (points) +50.0 [+50.0, +50.0]" in text
+    assert "alignment +0.100 [+0.100, +0.100]" in text
+    assert "coincides with more copying of the profile" in text
+    few = "\n".join(reading(_report_metrics([1.0] * 3, judge, min_readers=5)))
+    assert "preference gain (points) too few readers (n=3)" in few and "(higher)" not in few
 
-    few = metrics([("gravity", "base")])  # one judged reader
-    assert "usable rankings for 1 reader(s) only" in _reading(few, systems)[0]
-    tied = metrics([("gravity", "base"), ("base", "gravity")] * 2)
-    assert "ranks no system first more often" in _reading(tied, systems)[0]
-    clear = metrics([("gravity", "base")] * 4)
-    text = "\n".join(_reading(clear, systems))
-    assert "`gravity` is ranked first most often (100.0% of cases)" in text
-    assert "`gravity` vs `base`: preference gain +50.0 points [+50.0, +50.0]: better than" in text
-    assert "`gravity` writes the most reader-specific texts (0.100)" in text
+
+def test_report_without_verdicts_says_why(tmp_path):
+    from gravity.evaluate.report import write_report
+
+    judge = {
+        "calls": 8,
+        "parsed": 0,
+        "parse_rate": 0.0,
+        "position_consistency": None,
+        "identical_pairs": 0,
+        "excluded_cases": 4,
+    }
+    m = _report_metrics([], judge)
+    m["overall"]["judged_cases"] = 0
+    m.update(cases=4, readers=4, leakage={"checked_against": [], "notes": []})
+    cfg = EvalConfig()
+    write_report(tmp_path, m, cfg)
+    report = (tmp_path / "report.md").read_text()
+    assert "answered 0 of 8 calls (0.0%): incomplete" in report
+    assert "No case has a complete set of verdicts" in report
+    assert "no `winrates.png`" in report and not (tmp_path / "winrates.png").exists()
+    assert not re.search(r"\bnan\b", report, re.I) and "n/a" not in report
 
 
 def test_training_ids_read_every_split_of_an_export(pair_export, tmp_path):

@@ -89,12 +89,33 @@ def _variables(name: str, profile) -> dict:
             "max_words": 90,
         },
         "generic.j2": {"book": book, "min_words": 10, "max_words": 90},
-        "judge_quality.j2": {"book": book, "a": "first", "b": "second"},
+        "judge_quality.j2": {"book": book, "a": "first", "b": "second", "answer": "letter"},
         "judge_persona.j2": {
             "profile_text": text,
             "book": book,
-            "labels": ["A", "B"],
             "candidates": [{"label": "A", "text": "one"}, {"label": "B", "text": "two"}],
+            "answer": "json",
+        },
+        "judge_pair.j2": {
+            "profile_text": text,
+            "book": book,
+            "first": "one",
+            "second": "two",
+            "answer": "letter",
+        },
+        "judge_interest.j2": {"profile_text": text, "book": book, "text": "one", "answer": "json"},
+        "human_form.html.j2": {
+            "reader": profile.id,
+            "profile_text": text,
+            "cases": [
+                {
+                    "case_id": "c1",
+                    "book_title": book.title,
+                    "candidates": [{"label": "A", "text": "one"}],
+                }
+            ],
+            "rows": [],
+            "columns": ["case_id"],
         },
         "json_instruction.j2": {"schema": '{"type": "object"}'},
     }[name]

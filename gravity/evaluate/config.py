@@ -48,22 +48,42 @@ class EvalConfig(BaseModel):
         description="Backend settings for the systems ('model' is set per system).",
     )
     judge: BackendConfig = Field(default_factory=BackendConfig, description="The persona judge.")
-    permutations: int | None = Field(
-        default=None,
-        ge=1,
-        description="Judge calls per case, candidates rotated each time; "
-        "default: one per system (every system in every position once).",
+    protocol: Literal["pairwise", "ranking"] = Field(
+        default="pairwise",
+        description="pairwise: every pair of systems judged in both orders (a verdict that flips "
+        "is a tie); ranking: the best of all candidates, once per rotation.",
+    )
+    judge_method: Literal["auto", "likelihood", "constrained"] = Field(
+        default="auto",
+        description="likelihood: read the probabilities of the answer labels (backends that can "
+        "score: transformers); constrained: schema-constrained JSON; auto: likelihood where "
+        "the backend can score, else constrained.",
+    )
+    focus: str = Field(
+        default="gravity",
+        description="The system whose paired differences against every other are reported.",
     )
     books: Path | None = Field(default=None, description="Held-out catalog; default: starter.")
     books_per_reader: int = Field(default=2, ge=1)
     max_new_tokens: int = Field(default=160, ge=8)
     temperature: float = Field(default=0.7, ge=0, le=2)
-    judge_max_new_tokens: int = Field(default=96, ge=8)
-    bootstrap: int = Field(default=1000, ge=10, description="Bootstrap resamples (readers).")
+    judge_max_new_tokens: int = Field(
+        default=24, ge=8, description="Token limit of a constrained (JSON) judge answer."
+    )
+    bootstrap: int = Field(default=2000, ge=100, description="Bootstrap resamples (readers).")
+    bootstrap_method: Literal["BCa", "percentile"] = Field(
+        default="BCa", description="CI method of scipy.stats.bootstrap."
+    )
+    min_readers: int = Field(
+        default=5,
+        ge=1,
+        description="Fewer readers than this in a cell: the report says 'too few readers'.",
+    )
     seed: int = 0
     train_data: list[Path] = Field(
         default_factory=list,
-        description="Training runs/exports: evaluation refuses readers or books found in them.",
+        description="Training runs/exports: evaluation refuses readers or books found in them "
+        "(default: the data each evaluated model folder records in train_config.yaml).",
     )
 
     @model_validator(mode="after")

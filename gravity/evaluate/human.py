@@ -1,24 +1,35 @@
 """Human evaluation: the same comparison as ranking sheets for people, and back to metrics.
 
-``export_sheets`` writes, from an evaluation folder, ``sheets.csv`` (one row per description,
-blank ``rank`` and ``interest`` columns), one self-contained HTML form per reader (it downloads
-the filled rows as CSV) and ``key.json`` (which label is which system; keep it from raters).
-``import_rankings`` reads filled CSVs and computes the same metrics as the persona judge.
+``export_sheets`` writes, from an evaluation folder, ``sheets.csv`` (one row per distinct
+description, blank ``rank``, ``interest`` and ``rater_id`` columns), one self-contained HTML form
+per reader (it checks the answers and downloads them as ``rankings-<reader>-<rater>.csv``) and
+``key.json`` (which label is which system; keep it from raters). Identical descriptions are shown
+once, so raters never rank two copies of one text.
+
+``import_rankings`` validates every filled CSV completely before writing anything, keeps each
+rater's answers in ``ratings/<rater>.csv`` (an import replaces only the raters it brings), and
+writes ``human-metrics.json`` and ``report.md`` over all raters imported so far, with
+Krippendorff's alpha when two or more raters ranked the same descriptions.
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
+import re
+from collections import defaultdict
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from gravity.errors import GravityError
-from gravity.evaluate.judge import labels_for, permutation
-from gravity.evaluate.metrics import Judgment
+from gravity.evaluate.judge import candidate_groups, labels_for, permutation
+from gravity.evaluate.metrics import (
+    BootstrapSettings,
+    Judgment,
+    compute_metrics,
+    outcomes_from_judgments,
+)
 from gravity.profiles.io import atomic_write_text
 
 COLUMNS = [
@@ -30,41 +41,11 @@ COLUMNS = [
     "description",
     "rank",
     "interest",
+    "rater_id",
 ]
-
-FORM = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Book descriptions for {reader}</title>
-<style>body{{font-family:sans-serif;max-width:52em;margin:2em auto;line-height:1.4}}
-.case{{border-top:2px solid #888;margin-top:2em}}
-.cand{{margin:1em 0;padding:.5em;background:#f4f4f4}} label{{margin-right:1em}}
-</style></head><body>
-<h1>Which description makes you want to read the book?</h1>
-<p>For each book, rank the descriptions (1 = most appealing; each rank once) and rate how
-interesting each is (1 = dull, 5 = fascinating). Then press <b>Download</b> and send the file
-back.</p>
-{cases}
-<p><button onclick="download()">Download</button> <span id="msg"></span></p>
-<script>
-const rows = {rows};
-function csvCell(v) {{
-  v = String(v);
-  return /[",\\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v;
-}}
-function download() {{
-  const header = {columns};
-  const lines = [header.join(",")];
-  for (const r of rows) {{
-    r.rank = document.getElementById("rank-" + r.case_id + "-" + r.label).value;
-    r.interest = document.getElementById("int-" + r.case_id + "-" + r.label).value;
-    lines.push(header.map(h => csvCell(r[h])).join(","));
-  }}
-  const blob = new Blob([lines.join("\\n") + "\\n"], {{type: "text/csv"}});
-  const a = document.createElement("a");
-  a.href = URL.createObjectURL(blob); a.download = "rankings-{reader}.csv"; a.click();
-  document.getElementById("msg").textContent = "saved";
-}}
-</script></body></html>
-"""
+REQUIRED = ("case_id", "reader_id", "country", "label", "rank", "rater_id")
+RATER = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+MAX_FILE_BYTES = 20 * 1024 * 1024
 
 
 def _read_cases(eval_dir: Path) -> list[dict[str, Any]]:
@@ -74,18 +55,38 @@ def _read_cases(eval_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def export_sheets(eval_dir: str | Path, out: str | Path, seed: int = 0) -> int:
-    """Write sheets.csv, key.json and reader-<id>.html; returns the number of cases."""
+def _html(name: str, **variables: Any) -> str:
+    """Render an HTML template from ``prompts/`` with autoescaping (texts are data)."""
+    from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from gravity.resources import prompts_dir
+
+    env = SandboxedEnvironment(
+        loader=FileSystemLoader(str(prompts_dir())), undefined=StrictUndefined, autoescape=True
+    )
+    return env.get_template(name).render(**variables)
+
+
+def export_sheets(
+    eval_dir: str | Path, out: str | Path, seed: int = 0, show_profile: bool = False
+) -> int:
+    """Write sheets.csv, key.json and reader-<id>.html; returns the number of cases.
+
+    ``show_profile``: the forms show the reader's profile, for raters who judge on a reader's
+    behalf; otherwise the form says it is for that reader to fill in as themselves.
+    """
     eval_dir, out = Path(eval_dir), Path(out)
     cases = _read_cases(eval_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if show_profile and any("profile_text" not in c for c in cases):
+        raise GravityError(f"{eval_dir}/cases.jsonl: no profile_text; rerun `gravity evaluate`")
     rows, key = [], {}
     for case in cases:
-        systems = sorted(case["descriptions"])
-        order = permutation(systems, case["case_id"], 0, seed + 1)  # not the judge's order
+        groups = {g[0]: g for g in candidate_groups(case["descriptions"])}
+        order = permutation(list(groups), case["case_id"], 0, seed + 1)  # not the judge's order
         labels = labels_for(len(order))
-        key[case["case_id"]] = dict(zip(labels, order))
-        for label, system in zip(labels, order):
+        key[case["case_id"]] = {label: groups[rep] for label, rep in zip(labels, order)}
+        for label, rep in zip(labels, order):
             rows.append(
                 {
                     "case_id": case["case_id"],
@@ -93,109 +94,210 @@ def export_sheets(eval_dir: str | Path, out: str | Path, seed: int = 0) -> int:
                     "country": case["country"],
                     "book_title": case["book_title"],
                     "label": label,
-                    "description": case["descriptions"][system],
+                    "description": case["descriptions"][rep],
                     "rank": "",
                     "interest": "",
+                    "rater_id": "",
                 }
             )
+    out.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "sheets.csv", buffer.getvalue())
     atomic_write_text(out / "key.json", json.dumps(key, indent=2) + "\n")
-    for reader in sorted({r["reader_id"] for r in rows}):
+    profiles = {c["reader_id"]: c.get("profile_text", "") for c in cases}
+    for reader in sorted(profiles):
         mine = [r for r in rows if r["reader_id"] == reader]
-        blocks = []
-        for case_id in dict.fromkeys(r["case_id"] for r in mine):
-            cands = [r for r in mine if r["case_id"] == case_id]
-            n = len(cands)
-            parts = [f'<div class="case"><h2>{html.escape(cands[0]["book_title"])}</h2>']
-            for r in cands:
-                rid = f"{r['case_id']}-{r['label']}"
-                ranks = "".join(f"<option>{i}</option>" for i in range(1, n + 1))
-                ints = "".join(f"<option>{i}</option>" for i in range(1, 6))
-                parts.append(
-                    f'<div class="cand"><b>[{r["label"]}]</b> {html.escape(r["description"])}'
-                    f'<br><label>rank <select id="rank-{html.escape(rid)}"><option></option>'
-                    f"{ranks}</select></label><label>interest <select "
-                    f'id="int-{html.escape(rid)}"><option></option>{ints}</select></label></div>'
-                )
-            parts.append("</div>")
-            blocks.append("".join(parts))
-        page = FORM.format(
-            reader=html.escape(reader),
-            cases="\n".join(blocks),
-            rows=json.dumps(mine).replace("</", "<\\/"),
-            columns=json.dumps(COLUMNS),
+        form_cases = [
+            {
+                "case_id": case_id,
+                "book_title": next(r["book_title"] for r in mine if r["case_id"] == case_id),
+                "candidates": [
+                    {"label": r["label"], "text": r["description"]}
+                    for r in mine
+                    if r["case_id"] == case_id
+                ],
+            }
+            for case_id in dict.fromkeys(r["case_id"] for r in mine)
+        ]
+        page = _html(
+            "human_form.html.j2",
+            reader=reader,
+            profile_text=profiles[reader] if show_profile else "",
+            cases=form_cases,
+            rows=mine,
+            columns=COLUMNS,
         )
         atomic_write_text(out / f"reader-{reader}.html", page)
     return len(cases)
 
 
-def read_rankings(paths: list[Path], key: dict[str, dict[str, str]]) -> list[Judgment]:
-    """Judgments from filled sheets; errors name the file, line and column."""
-    by_case: dict[tuple[str, str], dict[str, tuple[int, int | None]]] = {}
-    meta: dict[str, tuple[str, str]] = {}
-    for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise GravityError(f"{path}: cannot read: {exc.strerror}") from None
-        reader = csv.DictReader(io.StringIO(text))
-        missing = [
-            c
-            for c in ("case_id", "reader_id", "country", "label", "rank")
-            if c not in (reader.fieldnames or [])
-        ]
-        if missing:
-            raise GravityError(f"{path}: missing column(s) {', '.join(missing)}")
-        for line, row in enumerate(reader, start=2):
-            case_id, label = row["case_id"], row["label"]
-            if case_id not in key or label not in key[case_id]:
-                raise GravityError(f"{path}:{line}: case_id/label: unknown '{case_id}' / '{label}'")
-            try:
-                rank = int(row["rank"])
-            except ValueError:
-                raise GravityError(
-                    f"{path}:{line}: rank: '{row['rank']}' is not a number"
-                ) from None
-            interest = None
-            if (row.get("interest") or "").strip():
-                try:
-                    interest = int(row["interest"])
-                except ValueError:
-                    raise GravityError(
-                        f"{path}:{line}: interest: '{row['interest']}' is not a number"
-                    ) from None
-                if not 1 <= interest <= 5:
-                    raise GravityError(f"{path}:{line}: interest: {interest} is outside 1-5")
-            rater = f"{path.name}"
-            by_case.setdefault((case_id, rater), {})[label] = (rank, interest)
-            meta[case_id] = (row["reader_id"], row["country"])
-    judgments = []
-    for (case_id, rater), answers in sorted(by_case.items()):
-        labels = key[case_id]
-        ranks = sorted(r for r, _ in answers.values())
-        if set(answers) != set(labels) or ranks != list(range(1, len(labels) + 1)):
+def _parse_file(path: Path, key: dict[str, dict[str, list[str]]]) -> list[dict[str, Any]]:
+    """Rows of one filled sheet, checked; any problem is one GravityError naming the file."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise GravityError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB; not a sheet")
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise GravityError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise GravityError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        records = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise GravityError(f"{path}: not a readable CSV: {exc}") from None
+    if not records:
+        raise GravityError(f"{path}: empty file")
+    header = [h.strip() for h in records[0]]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise GravityError(f"{path}: missing column(s) {', '.join(missing)}")
+    rows = []
+    for line, values in enumerate(records[1:], start=2):
+        if not any(v.strip() for v in values):
+            continue
+        if len(values) != len(header):
             raise GravityError(
-                f"{rater}: case {case_id}: ranks must be 1..{len(labels)}, each "
-                f"once, for labels {sorted(labels)}; got {ranks}"
+                f"{path}:{line}: {len(values)} columns, the header has {len(header)} "
+                "(an unquoted comma?)"
             )
-        ordered = sorted(answers, key=lambda lab: answers[lab][0])
-        reader_id, country = meta[case_id]
+        row = dict(zip(header, values))
+        rows.append(_check_row(path, line, row, key))
+    if not rows:
+        raise GravityError(f"{path}: no filled rows")
+    return rows
+
+
+def _int_field(path: Path, line: int, row: dict[str, str], name: str, low: int, high: int) -> int:
+    value = row[name].strip()
+    if not re.fullmatch(r"[0-9]{1,3}", value):
+        raise GravityError(f"{path}:{line}: {name}: {value[:20]!r} is not a whole number")
+    number = int(value)
+    if not low <= number <= high:
+        raise GravityError(f"{path}:{line}: {name}: {number} is outside {low}-{high}")
+    return number
+
+
+def _check_row(
+    path: Path, line: int, row: dict[str, str], key: dict[str, dict[str, list[str]]]
+) -> dict[str, Any]:
+    case_id, label = row["case_id"], row["label"]
+    if case_id not in key or label not in key[case_id]:
+        raise GravityError(
+            f"{path}:{line}: case_id/label: unknown {case_id[:60]!r} / {label[:10]!r}"
+        )
+    rater = row["rater_id"].strip()
+    if not RATER.fullmatch(rater):
+        raise GravityError(
+            f"{path}:{line}: rater_id: {rater[:40]!r} is not 1-40 letters, digits, - or _"
+        )
+    interest = None
+    if row.get("interest", "").strip():
+        interest = _int_field(path, line, row, "interest", 1, 5)
+    return {
+        "case_id": case_id,
+        "reader_id": row["reader_id"],
+        "country": row["country"],
+        "label": label,
+        "rank": _int_field(path, line, row, "rank", 1, len(key[case_id])),
+        "interest": interest,
+        "rater_id": rater,
+        "file": str(path),
+    }
+
+
+def read_rankings(paths: list[Path], key: dict[str, dict[str, list[str]]]) -> list[dict[str, Any]]:
+    """Every row of every filled sheet, validated: each (rater, case) ranks every label once,
+    and no rater answers a case twice (in one file or across files)."""
+    rows = [row for path in paths for row in _parse_file(path, key)]
+    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by[(row["rater_id"], row["case_id"])].append(row)
+    for (rater, case_id), answers in sorted(by.items()):
+        labels = sorted(key[case_id])
+        got_labels = sorted(a["label"] for a in answers)
+        files = sorted({a["file"] for a in answers})
+        if got_labels != labels:
+            raise GravityError(
+                f"{', '.join(files)}: rater {rater}, case {case_id}: labels {got_labels} should "
+                f"be {labels}, each once"
+            )
+        ranks = sorted(a["rank"] for a in answers)
+        if ranks != list(range(1, len(labels) + 1)):
+            raise GravityError(
+                f"{', '.join(files)}: rater {rater}, case {case_id}: ranks must be "
+                f"1..{len(labels)}, each once, for labels {labels}; got {ranks}"
+            )
+    return rows
+
+
+def judgments_from_rows(
+    rows: list[dict[str, Any]], key: dict[str, dict[str, list[str]]]
+) -> list[Judgment]:
+    """One ranking per (rater, case), in system space; identical descriptions share a rank."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by[(row["rater_id"], row["case_id"])].append(row)
+    judgments = []
+    for (rater, case_id), answers in sorted(by.items()):
+        ranks = {s: a["rank"] for a in answers for s in key[case_id][a["label"]]}
+        interest = {
+            s: float(a["interest"])
+            for a in answers
+            if a["interest"] is not None
+            for s in key[case_id][a["label"]]
+        }
         judgments.append(
             Judgment(
-                case_id=case_id,
-                reader_id=reader_id,
-                country=country,
-                ranking=tuple(labels[lab] for lab in ordered),
-                interest={
-                    labels[lab]: float(v) for lab, (_, v) in answers.items() if v is not None
-                },
+                case_id, answers[0]["reader_id"], answers[0]["country"], ranks, interest, rater
             )
         )
     return judgments
+
+
+def rater_agreement(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Krippendorff's alpha (ordinal) of the ranks raters gave the same descriptions."""
+    raters = sorted({r["rater_id"] for r in rows})
+    units = sorted({(r["case_id"], r["label"]) for r in rows})
+    shared = defaultdict(set)
+    for r in rows:
+        shared[(r["case_id"], r["label"])].add(r["rater_id"])
+    if len(raters) < 2 or not any(len(v) >= 2 for v in shared.values()):
+        reason = "one rater" if len(raters) < 2 else "no description was ranked by two raters"
+        return {"raters": len(raters), "alpha": None, "reason": reason}
+    import numpy as np
+
+    from gravity.evaluate.metrics import _require
+
+    krippendorff = _require("krippendorff", "krippendorff", "inter-rater agreement")
+
+    index = {u: i for i, u in enumerate(units)}
+    data = np.full((len(raters), len(units)), np.nan)
+    for r in rows:
+        data[raters.index(r["rater_id"]), index[(r["case_id"], r["label"])]] = r["rank"]
+    try:
+        alpha = float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal"))
+    except ValueError as exc:  # e.g. every rank identical: agreement is undefined
+        return {"raters": len(raters), "alpha": None, "reason": str(exc)}
+    return {
+        "raters": len(raters),
+        "alpha": alpha,
+        "level": "ordinal",
+        "units": sum(len(v) >= 2 for v in shared.values()),
+    }
+
+
+def _rater_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    fields = ["case_id", "reader_id", "country", "label", "rank", "interest", "rater_id"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(
+        {**r, "interest": "" if r["interest"] is None else r["interest"]} for r in rows
+    )
+    return buffer.getvalue()
 
 
 def import_rankings(
@@ -203,29 +305,49 @@ def import_rankings(
     sheets: str | Path,
     filled: list[Path],
     out: str | Path,
-    n_boot: int = 1000,
+    n_boot: int = 2000,
     seed: int = 0,
+    min_readers: int = 5,
 ) -> dict[str, Any]:
-    """Metrics from human rankings, written as metrics.json and report-style Markdown."""
-    from gravity.evaluate.report import _json_safe, compute_metrics
+    """Metrics from human rankings: ``human-metrics.json`` and ``report.md`` in ``out``.
 
+    Each rater's rows are kept in ``out/ratings/<rater>.csv``; an import replaces the files of
+    the raters it brings and keeps every other rater's. Everything is validated before anything
+    is written.
+    """
     eval_dir, sheets, out = Path(eval_dir), Path(sheets), Path(out)
     key_path = sheets / "key.json"
     if not key_path.is_file():
-        raise GravityError(f"{sheets}: no key.json; pass the folder `export-human` wrote")
-    key = json.loads(key_path.read_text())
-    judgments = read_rankings(filled, key)
-    cases_data = _read_cases(eval_dir)
-    cases = [
-        SimpleNamespace(
-            id=c["case_id"], reader=SimpleNamespace(id=c["reader_id"], country=c["country"])
-        )
-        for c in cases_data
-    ]
-    systems = sorted(cases_data[0]["descriptions"])
-    alignment = {s: [c["alignment"].get(s) for c in cases_data] for s in systems}
-    metrics = compute_metrics(judgments, cases, systems, alignment, n_boot, seed)
-    metrics["human"] = {"judgments": len(judgments), "files": [str(p) for p in filled]}
-    out.mkdir(parents=True, exist_ok=True)
+        raise GravityError(f"{sheets}: no key.json; pass the folder `gravity human export` wrote")
+    key = json.loads(key_path.read_text(encoding="utf-8"))
+    new_rows = read_rankings(filled, key)
+    new_raters = {r["rater_id"] for r in new_rows}
+    kept = [p for p in sorted((out / "ratings").glob("*.csv")) if p.stem not in new_raters]
+    rows = read_rankings(kept, key) + new_rows if kept else new_rows
+    cases = _read_cases(eval_dir)
+    systems = sorted(cases[0]["descriptions"])
+    meta = {c["case_id"]: (c["reader_id"], c["country"]) for c in cases}
+    judged = {r["case_id"] for r in rows}
+    outcomes = outcomes_from_judgments(judgments_from_rows(rows, key))
+    settings = BootstrapSettings(n_boot, "BCa", 0.95, seed, min_readers)
+    focus = "gravity" if "gravity" in systems else systems[-1]
+    metrics = compute_metrics(
+        outcomes, {c: m for c, m in meta.items() if c in judged}, systems, focus, {}, settings
+    )
+    metrics["human"] = {
+        "raters": sorted({r["rater_id"] for r in rows}),
+        "rankings": len({(r["rater_id"], r["case_id"]) for r in rows}),
+        "cases": len(judged),
+        "files": [str(p) for p in filled],
+        "agreement": rater_agreement(rows),
+    }
+    by_rater: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in new_rows:
+        by_rater[r["rater_id"]].append(r)
+    for rater, rater_rows in sorted(by_rater.items()):
+        atomic_write_text(out / "ratings" / f"{rater}.csv", _rater_csv(rater_rows))
+    from gravity.evaluate.report import _json_safe, human_markdown
+
     atomic_write_text(out / "human-metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n")
+    atomic_write_text(out / "report.md", human_markdown(metrics))
     return metrics

@@ -1,135 +1,411 @@
-"""Metrics over rankings: Top-1 win rate, preference gain, interestingness, with bootstrap CIs.
+"""Metrics of an evaluation: per-case outcomes, per-reader means, paired differences with
+bootstrap CIs, a length-controlled win rate, judge quality and copy rate.
 
-A *judgment* ranks every system's description for one case (reader x book), best first; one case
-may have several judgments (permutations of the candidates, or several human raters). Per case,
-systems are ordered by their mean rank over its judgments; ties are split:
+Every judged case (one reader x one book) becomes a ``CaseOutcome``:
 
-- Top-1 win rate of S: mean over cases of 1/k if S is among the k systems with the best mean rank,
-  else 0.
-- Pairwise win rate of S over B: mean over cases of 1 if S's mean rank is better, 0.5 if equal,
-  else 0. Preference gain = (pairwise win rate - 0.5) x 100, in points.
-- Interestingness: mean 1-5 rating over every judgment that gave one.
+- ``wins[(S, B)]``: 1 if S's description beat B's, 0 if it lost, 0.5 for a tie (a verdict that
+  flips with the order, identical texts, or equal scores); ``wins[(B, S)] = 1 - wins[(S, B)]``.
+- ``top1[S]``: 1/k if S is among the k systems with the most pairwise wins (Copeland score), else 0.
+- ``interest[S]``: the judge's 1-5 rating of S's description.
 
-Bootstrap CIs resample *readers* (all of a reader's cases together), seeded.
+A reader's value of a metric is the mean over that reader's cases; the reported value is the mean
+over readers (each reader weighs the same), with a bootstrap CI that resamples readers. The
+paired difference of the focus system F against a baseline B is computed per reader (F's value
+minus B's) before averaging, so reader-to-reader variation cancels.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from gravity.errors import MissingDependencyError
+
+
+def _require(module: str, package: str, what: str) -> Any:
+    """Import an optional module of the ``eval`` extra, or say which package to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(what, "eval", package) from None
 
 
 @dataclass(frozen=True)
 class Judgment:
-    """One ranking of a case's systems (best first), with optional 1-5 interest ratings."""
+    """One rater's ranks of a case's systems (1 = best), with optional 1-5 ratings. Systems
+    whose descriptions were identical (shown once) share a rank."""
 
     case_id: str
     reader_id: str
     country: str
-    ranking: tuple[str, ...]
+    ranks: dict[str, int]
+    interest: dict[str, float] = field(default_factory=dict)
+    rater: str = "judge"
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """What was decided about one case."""
+
+    case_id: str
+    reader_id: str
+    country: str
+    wins: dict[tuple[str, str], float]
+    top1: dict[str, float]
     interest: dict[str, float] = field(default_factory=dict)
 
 
-def mean_ranks(judgments: Sequence[Judgment]) -> dict[str, dict[str, float]]:
-    """case id -> system -> mean rank (1 = best) over that case's judgments."""
+def _top1_from_points(points: dict[str, float]) -> dict[str, float]:
+    best = max(points.values())
+    leaders = [s for s, p in points.items() if p == best]
+    return {s: (1 / len(leaders) if s in leaders else 0.0) for s in points}
+
+
+def outcome_from_pairs(
+    case_id: str,
+    reader_id: str,
+    country: str,
+    pairs: dict[tuple[str, str], float],
+    interest: dict[str, float] | None = None,
+) -> CaseOutcome:
+    """A case from pairwise results ``(S, B) -> S's score`` (one direction per pair is enough)."""
+    wins: dict[tuple[str, str], float] = {}
+    for (s, b), v in pairs.items():
+        wins[(s, b)], wins[(b, s)] = v, 1.0 - v
+    systems = sorted({s for pair in wins for s in pair})
+    points = {s: sum(v for (a, _), v in wins.items() if a == s) for s in systems}
+    return CaseOutcome(case_id, reader_id, country, wins, _top1_from_points(points), interest or {})
+
+
+def outcome_from_scores(
+    case_id: str,
+    reader_id: str,
+    country: str,
+    scores: dict[str, float],
+    interest: dict[str, float] | None = None,
+) -> CaseOutcome:
+    """A case from one score per system (higher is better; equal scores tie)."""
+    pairs = {}
+    systems = sorted(scores)
+    for i, s in enumerate(systems):
+        for b in systems[i + 1 :]:
+            a, c = scores[s], scores[b]
+            pairs[(s, b)] = 1.0 if a > c else 0.5 if a == c else 0.0
+    return outcome_from_pairs(case_id, reader_id, country, pairs, interest)
+
+
+def outcomes_from_judgments(judgments: Sequence[Judgment]) -> list[CaseOutcome]:
+    """Cases from rankings: systems ordered by their mean rank over the case's judgments
+    (several raters or rotations); interest is the mean rating per system."""
     ranks: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    rates: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    meta: dict[str, tuple[str, str]] = {}
     for j in judgments:
-        for position, system in enumerate(j.ranking, start=1):
-            ranks[j.case_id][system].append(position)
+        meta[j.case_id] = (j.reader_id, j.country)
+        for system, rank in j.ranks.items():
+            ranks[j.case_id][system].append(rank)
+        for system, value in j.interest.items():
+            rates[j.case_id][system].append(value)
+    return [
+        outcome_from_scores(
+            case,
+            *meta[case],
+            {s: -statistics.fmean(r) for s, r in by_system.items()},
+            {s: statistics.fmean(v) for s, v in rates[case].items()},
+        )
+        for case, by_system in sorted(ranks.items())
+    ]
+
+
+# Per-reader values ---------------------------------------------------------------------------
+def reader_means(
+    outcomes: Sequence[CaseOutcome], value: Callable[[CaseOutcome], float | None]
+) -> dict[str, float]:
+    """reader -> mean of ``value`` over the reader's cases (cases where it is None skipped)."""
+    per: dict[str, list[float]] = defaultdict(list)
+    for o in outcomes:
+        v = value(o)
+        if v is not None:
+            per[o.reader_id].append(v)
+    return {r: statistics.fmean(v) for r, v in sorted(per.items()) if v}
+
+
+def paired(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """reader -> a - b, for readers present in both."""
+    return {r: a[r] - b[r] for r in sorted(a) if r in b}
+
+
+# Bootstrap -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """How CIs are computed and when a cell has too few readers to show a number."""
+
+    resamples: int = 2000
+    method: str = "BCa"
+    level: float = 0.95
+    seed: int = 0
+    min_readers: int = 5
+
+
+def bootstrap_mean(values: Sequence[float], settings: BootstrapSettings) -> dict[str, Any]:
+    """Mean of per-reader ``values`` with a bootstrap CI (readers resampled with replacement).
+
+    Returns ``{"value", "ci", "n", "status", "method"}``: ``ci`` is None for fewer than two
+    readers; identical values give the zero-width CI they imply; ``status`` is ``ok``,
+    ``too_few`` (fewer than ``min_readers``) or ``no_data``. Every resample is used: when BCa is
+    undefined for the data (its jackknife or bias term degenerates), the percentile CI is used
+    and ``method`` says so.
+    """
+    x = np.asarray(values, dtype=float)
+    n = int(x.size)
+    if n == 0:
+        return {"value": None, "ci": None, "n": 0, "status": "no_data", "method": None}
+    mean = float(x.mean())
+    status = "ok" if n >= settings.min_readers else "too_few"
+    if n < 2:
+        return {"value": mean, "ci": None, "n": n, "status": status, "method": None}
+    if np.ptp(x) == 0:
+        return {"value": mean, "ci": [mean, mean], "n": n, "status": status, "method": "constant"}
+    method = settings.method
+    ci = _scipy_ci(x, settings, method)
+    if method == "BCa" and not all(math.isfinite(c) for c in ci):
+        method = "percentile"
+        ci = _scipy_ci(x, settings, method)
+    return {"value": mean, "ci": ci, "n": n, "status": status, "method": method}
+
+
+def _scipy_ci(x: np.ndarray, settings: BootstrapSettings, method: str) -> list[float]:
+    bootstrap = _require("scipy.stats", "scipy", "bootstrap CIs").bootstrap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate BCa is detected from the result instead
+        res = bootstrap(
+            (x,),
+            np.mean,
+            n_resamples=settings.resamples,
+            confidence_level=settings.level,
+            method=method,
+            vectorized=True,
+            rng=np.random.default_rng(settings.seed),
+        )
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+
+
+# Length ---------------------------------------------------------------------------------------
+LENGTH_SCALE = 100.0
+
+
+def length_controlled(
+    outcomes: Sequence[CaseOutcome],
+    words: dict[str, dict[str, int]],
+    systems: Sequence[str],
+) -> dict[str, Any]:
+    """Length-controlled win rates (AlpacaEval 2 style) from pairwise outcomes.
+
+    Fits ``P(S beats B) = sigmoid(theta_S - theta_B + gamma * tanh(dlen / sd))``, where ``dlen``
+    is S's description length minus B's in words and ``sd`` the standard deviation of ``dlen``,
+    by L2-regularised logistic regression (scikit-learn); ties count half a win each way. The
+    length term is penalised ``LENGTH_SCALE**2`` times less than the system terms, so length
+    explains what it can before a system effect is credited (a judge that only rewards length
+    then leaves every system at 50%, even when length separates the verdicts perfectly). The
+    length-controlled win rate of S over B is ``sigmoid(theta_S - theta_B)``: the predicted win
+    rate at equal length. Returns ``{"raw", "lc", "gamma", "pairs"}`` (``raw``/``lc`` are
+    ``S -> B -> rate``) or ``{"pairs": 0}`` without data.
+    """
+    linear = _require("sklearn.linear_model", "scikit-learn", "the length-controlled win rate")
+    LogisticRegression = linear.LogisticRegression
+
+    index = {s: i for i, s in enumerate(systems)}
+    rows, diffs = [], []
+    for o in outcomes:
+        for (s, b), v in o.wins.items():
+            if s in index and b in index and o.case_id in words:
+                diffs.append(words[o.case_id][s] - words[o.case_id][b])
+                rows.append((index[s], index[b], v))
+    if not rows:
+        return {"pairs": 0}
+    sd = float(np.std(diffs)) or 1.0
+    x, y, w = [], [], []
+    for (i, j, v), d in zip(rows, diffs):
+        feat = np.zeros(len(systems) + 1)
+        feat[i], feat[j], feat[-1] = 1.0, -1.0, LENGTH_SCALE * math.tanh(d / sd)
+        for label, weight in ((1, v), (0, 1.0 - v)):
+            if weight > 0:
+                x.append(feat)
+                y.append(label)
+                w.append(weight)
+    model = LogisticRegression(fit_intercept=False, C=1.0, max_iter=10_000, tol=1e-10)
+    model.fit(np.array(x), np.array(y), sample_weight=np.array(w))
+    theta, gamma = model.coef_[0][:-1], float(model.coef_[0][-1]) * LENGTH_SCALE
+    raw: dict[str, dict[str, float]] = {s: {} for s in systems}
+    lc: dict[str, dict[str, float]] = {s: {} for s in systems}
+    for s in systems:
+        for b in systems:
+            if s == b:
+                continue
+            vals = [o.wins[(s, b)] for o in outcomes if (s, b) in o.wins]
+            if vals:
+                raw[s][b] = statistics.fmean(vals)
+                lc[s][b] = 1 / (1 + math.exp(-(theta[index[s]] - theta[index[b]])))
+    return {"raw": raw, "lc": lc, "gamma": gamma, "pairs": len(rows) // 2}
+
+
+def mean_words(words: dict[str, dict[str, int]], systems: Sequence[str]) -> dict[str, float]:
+    """Mean description length in words per system, over cases."""
     return {
-        case: {s: statistics.fmean(r) for s, r in by_system.items()}
-        for case, by_system in ranks.items()
+        s: statistics.fmean(w[s] for w in words.values() if s in w) if words else 0.0
+        for s in systems
     }
 
 
-def top1_rates(judgments: Sequence[Judgment], systems: Sequence[str]) -> dict[str, float]:
-    """Share of cases in which each system is ranked first (ties split)."""
-    per_case = mean_ranks(judgments)
-    wins = dict.fromkeys(systems, 0.0)
-    for ranks in per_case.values():
-        best = min(ranks.values())
-        leaders = [s for s, r in ranks.items() if r == best]
-        for s in leaders:
-            if s in wins:
-                wins[s] += 1 / len(leaders)
-    n = len(per_case)
-    return {s: (w / n if n else float("nan")) for s, w in wins.items()}
+# Judge quality --------------------------------------------------------------------------------
+def agreement_with_alignment(
+    outcomes: Sequence[CaseOutcome], alignment: dict[str, dict[str, float | None]]
+) -> dict[str, Any]:
+    """How often the judge and the alignment score order a pair of systems the same way
+    (pairs the judge tied or the score cannot order are left out)."""
+    agree = total = 0
+    for o in outcomes:
+        scores = alignment.get(o.case_id, {})
+        for (s, b), v in o.wins.items():
+            if s >= b or v == 0.5:
+                continue
+            a, c = scores.get(s), scores.get(b)
+            if a is None or c is None or a == c:
+                continue
+            total += 1
+            agree += (v == 1.0) == (a > c)
+    return {"pairs": total, "agreement": agree / total if total else None}
 
 
-def pairwise_win_rate(judgments: Sequence[Judgment], system: str, baseline: str) -> float:
-    """Share of cases where ``system`` is ranked above ``baseline`` (ties count half)."""
-    scores = []
-    for ranks in mean_ranks(judgments).values():
-        if system in ranks and baseline in ranks:
-            a, b = ranks[system], ranks[baseline]
-            scores.append(1.0 if a < b else 0.5 if a == b else 0.0)
-    return statistics.fmean(scores) if scores else float("nan")
+# Copying ----------------------------------------------------------------------------------------
+def copy_rate(description: str, source: str) -> float | None:
+    """ROUGE-L precision of ``description`` against ``source``: the share of the description's
+    words that form a longest common subsequence with the source (1 = copied word for word)."""
+    rouge_scorer = _require("rouge_score.rouge_scorer", "rouge-score", "the copy rate")
+    if not description.strip() or not source.strip():
+        return None
+    scorer = _scorer(rouge_scorer)
+    return float(scorer.score(source, description)["rougeL"].precision)
 
 
-def preference_gain(judgments: Sequence[Judgment], system: str, baseline: str) -> float:
-    """Pairwise win rate minus 50%, in points."""
-    return (pairwise_win_rate(judgments, system, baseline) - 0.5) * 100
+_SCORER: Any = None
 
 
-def mean_interest(judgments: Sequence[Judgment], systems: Sequence[str]) -> dict[str, float]:
-    """Mean 1-5 interest rating per system (NaN where none was given)."""
-    values: dict[str, list[float]] = defaultdict(list)
-    for j in judgments:
-        for s, v in j.interest.items():
-            values[s].append(v)
-    return {s: (statistics.fmean(values[s]) if values[s] else float("nan")) for s in systems}
+def _scorer(module: Any) -> Any:
+    global _SCORER
+    if _SCORER is None:  # building the scorer loads a tokenizer; once per process is enough
+        _SCORER = module.RougeScorer(["rougeL"], use_stemmer=False)
+    return _SCORER
 
 
-def bootstrap_ci(
-    judgments: Sequence[Judgment],
-    statistic: Callable[[Sequence[Judgment]], float],
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile CI of ``statistic`` over readers resampled with replacement."""
-    by_reader: dict[str, list[Judgment]] = defaultdict(list)
-    for j in judgments:
-        by_reader[j.reader_id].append(j)
-    readers = sorted(by_reader)
-    if not readers:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_boot):
-        sample: list[Judgment] = []
-        for k, index in enumerate(rng.integers(0, len(readers), size=len(readers))):
-            # A reader drawn twice contributes two independent copies of its cases.
-            sample.extend(
-                Judgment(f"{j.case_id}#{k}", j.reader_id, j.country, j.ranking, j.interest)
-                for j in by_reader[readers[index]]
-            )
-        value = statistic(sample)
-        if not np.isnan(value):
-            stats.append(value)
-    if not stats:
-        return (float("nan"), float("nan"))
-    alpha = (1 - level) / 2 * 100
-    low, high = np.percentile(stats, [alpha, 100 - alpha])
-    return (float(low), float(high))
+# Aggregation ------------------------------------------------------------------------------------
+CaseValues = dict[str, dict[str, float | None]]  # case id -> system -> value
 
 
-def reader_bootstrap_mean(
-    values: dict[str, list[float]], n_boot: int = 1000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean of per-reader values (reader -> values) and its reader-bootstrap 95% CI."""
-    readers = sorted(r for r, v in values.items() if v)
-    flat = [x for r in readers for x in values[r]]
-    if not flat:
-        return (float("nan"), float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_boot):
-        picks = rng.integers(0, len(readers), size=len(readers))
-        stats.append(statistics.fmean(x for i in picks for x in values[readers[i]]))
-    low, high = np.percentile(stats, [2.5, 97.5])
-    return (statistics.fmean(flat), float(low), float(high))
+def _case_value_means(
+    values: CaseValues, meta: dict[str, tuple[str, str]], cases: set[str], system: str
+) -> dict[str, float]:
+    per: dict[str, list[float]] = defaultdict(list)
+    for case_id in sorted(cases):
+        v = values.get(case_id, {}).get(system)
+        if v is not None:
+            per[meta[case_id][0]].append(v)
+    return {r: statistics.fmean(v) for r, v in per.items()}
+
+
+def scope_metrics(
+    outcomes: Sequence[CaseOutcome],
+    cases: set[str],
+    systems: Sequence[str],
+    focus: str,
+    case_values: dict[str, CaseValues],
+    meta: dict[str, tuple[str, str]],
+    settings: BootstrapSettings,
+) -> dict[str, Any]:
+    """Levels per system, preference gains and the focus system's paired differences for one
+    scope (all cases, or one country's). ``case_values`` holds ``alignment`` and ``copy_rate``."""
+
+    def judged(metric: str, s: str) -> dict[str, float]:
+        if metric == "top1":
+            return reader_means(outcomes, lambda o: o.top1.get(s))
+        return reader_means(outcomes, lambda o: o.interest.get(s))
+
+    def gain(s: str, b: str) -> dict[str, float]:
+        wins = reader_means(outcomes, lambda o: o.wins.get((s, b)))
+        return {r: (v - 0.5) * 100 for r, v in wins.items()}
+
+    per_reader: dict[str, dict[str, dict[str, float]]] = {
+        s: {
+            "top1": judged("top1", s),
+            "interest": judged("interest", s),
+            **{k: _case_value_means(v, meta, cases, s) for k, v in case_values.items()},
+        }
+        for s in systems
+    }
+    result: dict[str, Any] = {
+        "readers": len({meta[c][0] for c in cases}),
+        "judged_readers": len({o.reader_id for o in outcomes}),
+        "judged_cases": len(outcomes),
+        "systems": {
+            s: {k: bootstrap_mean(list(v.values()), settings) for k, v in per_reader[s].items()}
+            for s in systems
+        },
+        "preference_gain": {
+            s: {b: bootstrap_mean(list(gain(s, b).values()), settings) for b in systems if b != s}
+            for s in systems
+        },
+        "paired": {},
+    }
+    if focus in systems:
+        for b in systems:
+            if b == focus:
+                continue
+            diffs = {k: paired(per_reader[focus][k], per_reader[b][k]) for k in per_reader[focus]}
+            diffs["preference_gain"] = gain(focus, b)
+            result["paired"][b] = {
+                k: bootstrap_mean(list(v.values()), settings) for k, v in diffs.items()
+            }
+    return result
+
+
+def compute_metrics(
+    outcomes: Sequence[CaseOutcome],
+    meta: dict[str, tuple[str, str]],
+    systems: Sequence[str],
+    focus: str,
+    case_values: dict[str, CaseValues],
+    settings: BootstrapSettings,
+) -> dict[str, Any]:
+    """Overall and per-country metrics. ``meta``: every case id -> (reader id, country), judged
+    or not (alignment and copy rate cover every case)."""
+    countries = sorted({c for _, c in meta.values()})
+    metrics: dict[str, Any] = {
+        "systems": list(systems),
+        "focus": focus if focus in systems else None,
+        "bootstrap": {
+            "method": settings.method,
+            "resamples": settings.resamples,
+            "level": settings.level,
+            "unit": "reader",
+            "min_readers": settings.min_readers,
+        },
+        "overall": scope_metrics(outcomes, set(meta), systems, focus, case_values, meta, settings),
+        "by_country": {},
+    }
+    for country in countries:
+        cases = {c for c, (_, k) in meta.items() if k == country}
+        subset = [o for o in outcomes if o.case_id in cases]
+        metrics["by_country"][country] = scope_metrics(
+            subset, cases, systems, focus, case_values, meta, settings
+        )
+    return metrics

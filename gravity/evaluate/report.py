@@ -1,239 +1,284 @@
-"""Metrics tables, ``report.md``, ``metrics.json`` and PNG plots of an evaluation."""
+"""``report.md``, ``metrics.json`` and the PNG plots, rendered from computed metrics.
+
+Nothing is aggregated here (see ``metrics.py``); every sentence of the "Reading" section is derived
+from measured figures, and a section without data says why instead of showing an empty table.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gravity.evaluate.metrics import (
-    Judgment,
-    bootstrap_ci,
-    mean_interest,
-    preference_gain,
-    reader_bootstrap_mean,
-    top1_rates,
-)
 from gravity.profiles.io import atomic_write_text
 
-SMALL_JUDGE_NOTE = (
-    "The persona judge here is a {model} model. A judge this small is close to random: its "
-    "rankings agree with the offline alignment score on {agreement} of system pairs (50% is "
-    "chance). Trust the alignment score more than the judge until a larger judge (e.g. an 8B "
-    "model behind `--backend openai` or `vllm`) is used."
-)
+METRIC_NAMES = {
+    "preference_gain": "preference gain (points)",
+    "top1": "Top-1 win rate",
+    "interest": "interestingness (1-5)",
+    "alignment": "alignment",
+    "copy_rate": "copy rate",
+}
+PERCENT = {"top1", "copy_rate"}  # shown as percentages / percentage points
 
 
-def _scope(
-    judgments: list[Judgment], systems: list[str], alignment_by_reader: dict, n_boot: int, seed: int
-) -> dict[str, Any]:
-    top1 = top1_rates(judgments, systems)
-    result: dict[str, Any] = {
-        "cases": len({j.case_id for j in judgments}),
-        "top1": {},
-        "preference_gain": {},
-        "interest": mean_interest(judgments, systems),
-        "alignment": {},
-    }
-    for s in systems:
-        ci = bootstrap_ci(judgments, lambda js, s=s: top1_rates(js, systems)[s], n_boot, seed)
-        result["top1"][s] = {"value": top1[s], "ci": list(ci)}
-        result["preference_gain"][s] = {}
-        for b in systems:
-            if b == s:
-                continue
-            gain = preference_gain(judgments, s, b)
-            ci = bootstrap_ci(
-                judgments, lambda js, s=s, b=b: preference_gain(js, s, b), n_boot, seed
-            )
-            result["preference_gain"][s][b] = {"value": gain, "ci": list(ci)}
-        mean, low, high = reader_bootstrap_mean(alignment_by_reader.get(s, {}), n_boot, seed)
-        result["alignment"][s] = {"value": mean, "ci": [low, high]}
-    return result
+def fmt_value(value: float, metric: str, signed: bool = False) -> str:
+    """A number as the report shows it for ``metric``."""
+    if metric in PERCENT:
+        value *= 100
+        return f"{value:+.1f}" if signed else f"{value:.1f}%"
+    if metric == "preference_gain":
+        return f"{value:+.1f}"
+    digits = 2 if metric == "interest" else 3
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def compute_metrics(
-    judgments: list[Judgment],
-    cases: list,
-    systems: list[str],
-    alignment: dict[str, list[float | None]],
-    n_boot: int,
-    seed: int,
-) -> dict[str, Any]:
-    """Overall and per-country metrics with reader-bootstrap 95% CIs."""
+def cell(est: dict[str, Any], metric: str, signed: bool = False) -> str:
+    """One estimate: value [CI], or why there is none."""
+    if est["status"] == "no_data":
+        return "no data"
+    if est["status"] == "too_few":
+        return f"too few readers (n={est['n']})"
+    text = fmt_value(est["value"], metric, signed)
+    if est["ci"] is not None:
+        lo, hi = (fmt_value(x, metric, signed) for x in est["ci"])
+        text += f" [{lo}, {hi}]"
+    return text
 
-    def by_reader(case_filter) -> dict[str, dict[str, list[float]]]:
-        table: dict[str, dict[str, list[float]]] = {s: defaultdict(list) for s in systems}
-        for k, case in enumerate(cases):
-            if not case_filter(case):
-                continue
-            for s in systems:
-                value = alignment[s][k]
-                if value is not None:
-                    table[s][case.reader.id].append(value)
-        return table
 
-    countries = sorted({c.reader.country for c in cases})
-    metrics: dict[str, Any] = {
-        "systems": systems,
-        "judged_readers": len({j.reader_id for j in judgments}),
-        "overall": _scope(judgments, systems, by_reader(lambda c: True), n_boot, seed),
-        "by_country": {},
-    }
-    for country in countries:
-        subset = [j for j in judgments if j.country == country]
-        metrics["by_country"][country] = _scope(
-            subset, systems, by_reader(lambda c, k=country: c.reader.country == k), n_boot, seed
+def direction(est: dict[str, Any]) -> str | None:
+    """'higher' / 'lower' when the CI excludes 0, 'not distinguishable' when it holds 0; None
+    when there is no CI to read."""
+    if est["status"] != "ok" or est["ci"] is None:
+        return None
+    lo, hi = est["ci"]
+    return "higher" if lo > 0 else "lower" if hi < 0 else "not distinguishable from 0"
+
+
+def _pct(x: float | None) -> str:
+    return "none measured" if x is None else f"{100 * x:.1f}%"
+
+
+def _judge_lines(metrics: dict[str, Any]) -> list[str]:
+    judge = metrics["judge"]
+    lines = []
+    parse = judge["parse_rate"]
+    if parse is None:
+        lines.append("- The judge made no calls: there was nothing to compare.")
+    else:
+        quality = "usable" if parse >= 0.95 else "incomplete: read its figures with care"
+        lines.append(
+            f"- The judge ({judge['method']} judging) answered {judge['parsed']} of "
+            f"{judge['calls']} calls ({_pct(parse)}): {quality}."
         )
-    return metrics
-
-
-def _pct(x: float) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}%"
-
-
-def _ci_pct(v: dict[str, Any]) -> str:
-    lo, hi = v["ci"]
-    return f"{_pct(v['value'])} [{_pct(lo)}, {_pct(hi)}]"
-
-
-def _num(x: float, digits: int = 3) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{x:.{digits}f}"
-
-
-MIN_JUDGED_READERS = 3
-
-
-def _alignment_line(overall: dict[str, Any], systems: list[str]) -> list[str]:
-    aligned = [s for s in systems if not math.isnan(overall["alignment"][s]["value"])]
-    if not aligned:
-        return []
-    best = max(aligned, key=lambda s: overall["alignment"][s]["value"])
-    return [
-        f"- By the alignment score, `{best}` writes the most reader-specific texts "
-        f"({_num(overall['alignment'][best]['value'])})."
-    ]
-
-
-def _reading(metrics: dict[str, Any], systems: list[str]) -> list[str]:
-    overall = metrics["overall"]
-    judged = metrics.get("judged_readers", 0)
-    if judged < MIN_JUDGED_READERS:
-        return [
-            f"- The judge produced usable rankings for {judged} reader(s) only "
-            f"({overall['cases']} case(s)): too few to read the judge's win rates or gains; "
-            "they are listed below for completeness.",
-            *_alignment_line(overall, systems),
-        ]
-    top1 = {s: overall["top1"][s]["value"] for s in systems}
-    if len({round(v, 9) for v in top1.values()}) == 1:
-        return [
-            f"- The judge ranks no system first more often than another (each "
-            f"{_pct(next(iter(top1.values())))}): with rotated candidates, this is what a judge "
-            "that always prefers the same position produces.",
-            *_alignment_line(overall, systems),
-        ]
-    ranked = sorted(systems, key=lambda s: -(top1[s] if not math.isnan(top1[s]) else -1))
-    lines = [
-        f"- By the judge, `{ranked[0]}` is ranked first most often "
-        f"({_pct(top1[ranked[0]])} of cases).",
-        *_alignment_line(overall, systems),
-    ]
-    if "gravity" in systems:
-        for b in systems:
-            if b == "gravity":
-                continue
-            g = overall["preference_gain"]["gravity"][b]
-            lo, hi = g["ci"]
-            verdict = (
-                "better than" if lo > 0 else "worse than" if hi < 0 else "not distinguishable from"
-            )
+    consistency = judge.get("position_consistency")
+    if consistency is not None:
+        unit = "pairs" if judge["protocol"] == "pairwise" else "cases"
+        if consistency < 0.5:
             lines.append(
-                f"- `gravity` vs `{b}`: preference gain {g['value']:+.1f} points "
-                f"[{lo:+.1f}, {hi:+.1f}]: {verdict} `{b}` at this sample size."
+                f"- It mostly follows position: only {_pct(consistency)} of {unit} keep their "
+                "verdict when the order changes. Those count as ties, so its win rates sit near "
+                "chance because of the judge, not necessarily because the systems are equal."
+            )
+        else:
+            lines.append(
+                f"- {_pct(consistency)} of {unit} keep their verdict when the order changes "
+                "(position consistency)."
+            )
+    agree = judge["agreement_with_alignment"]
+    if agree["agreement"] is None:
+        lines.append(
+            "- Its verdicts cannot be compared with the alignment score: it decided no pair "
+            "the score orders."
+        )
+    else:
+        level = "no better than chance (50%)" if agree["agreement"] <= 0.55 else "above chance"
+        lines.append(
+            f"- Where it decides, it orders {_pct(agree['agreement'])} of {agree['pairs']} system "
+            f"pairs as the alignment score does: {level}."
+        )
+    if judge["self_preference_systems"]:
+        lines.append(
+            f"- The judge (`{judge['model']}`) is the model behind "
+            + ", ".join(f"`{s}`" for s in judge["self_preference_systems"])
+            + ": it may prefer its own model's writing (self-preference). A judge from another "
+            "model family avoids this."
+        )
+    return lines
+
+
+def _focus_lines(metrics: dict[str, Any]) -> list[str]:
+    focus = metrics["focus"]
+    if focus is None:
+        return ["- No focus system is among the systems: no paired differences are reported."]
+    lines = []
+    for baseline, by_metric in metrics["overall"]["paired"].items():
+        parts = []
+        for metric in ("preference_gain", "top1", "interest", "alignment"):
+            if metric not in by_metric or by_metric[metric]["status"] == "no_data":
+                continue
+            est = by_metric[metric]
+            verdict = direction(est)
+            text = f"{METRIC_NAMES[metric]} {cell(est, metric, signed=True)}"
+            parts.append(text + (f" ({verdict})" if verdict else ""))
+        lines.append(f"- `{focus}` - `{baseline}` per reader: " + "; ".join(parts) + ".")
+        align, copy = by_metric.get("alignment"), by_metric.get("copy_rate")
+        if (
+            align is not None
+            and copy is not None
+            and align["value"] is not None
+            and align["value"] > 0
+            and copy["value"] is not None
+            and copy["value"] > 0
+            and (copy["ci"] is None or copy["ci"][0] > 0)
+        ):
+            lines.append(
+                f"  Its alignment gain over `{baseline}` coincides with more copying of the "
+                f"profile (copy rate {fmt_value(copy['value'], 'copy_rate', True)} points): part "
+                "of the gain may be profile words repeated rather than personalization."
             )
     return lines
 
 
-def markdown(metrics: dict[str, Any], cfg: Any, systems: list[str]) -> str:
-    """The report as Markdown."""
-    overall = metrics["overall"]
-    judge = metrics["judge"]
-    agree = judge["agreement_with_alignment"]
+def _length_lines(metrics: dict[str, Any]) -> list[str]:
+    length, focus = metrics["length"], metrics["focus"]
+    if not length.get("pairs") or focus is None:
+        return []
+    raw = [v for v in length["raw"][focus].values()]
+    lc = [v for v in length["lc"][focus].values()]
+    if not raw:
+        return []
+    return [
+        f"- `{focus}` writes {length['mean_words'][focus]:.0f} words on average; its mean win "
+        f"rate against the other systems is {_pct(sum(raw) / len(raw))} as judged and "
+        f"{_pct(sum(lc) / len(lc))} length-controlled (length coefficient "
+        f"{length['gamma']:+.2f}; above 0: longer texts win more often)."
+    ]
+
+
+def reading(metrics: dict[str, Any]) -> list[str]:
+    """The "Reading" section, derived from the measured figures."""
+    return [*_judge_lines(metrics), *_focus_lines(metrics), *_length_lines(metrics)]
+
+
+def _system_table(
+    scope: dict[str, Any], systems: list[str], words: dict[str, float] | None = None
+) -> list[str]:
+    metrics = [
+        m
+        for m in ("top1", "interest", "alignment", "copy_rate")
+        if m in scope["systems"][systems[0]]
+    ]
+    head = [METRIC_NAMES[m] for m in metrics] + (["words"] if words else [])
+    lines = ["| system | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for s in systems:
+        cells = [cell(scope["systems"][s][m], m) for m in metrics]
+        if words:
+            cells.append(f"{words.get(s, 0):.0f}")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _paired_table(scope: dict[str, Any], focus: str) -> list[str]:
+    first = next(iter(scope["paired"].values()), {})
+    metrics = [
+        m for m in ("preference_gain", "top1", "interest", "alignment", "copy_rate") if m in first
+    ]
     lines = [
-        "# gravity evaluation",
-        "",
-        f"{metrics['readers']} held-out readers, {metrics['cases']} reader-book cases, "
-        f"{len(systems)} systems; judge calls {judge['calls']}, parsed {judge['parsed']}, "
-        f"rejected {judge['rejected']}. 95% CIs bootstrap readers.",
-        "",
-        "> "
-        + SMALL_JUDGE_NOTE.format(model=f"`{judge['model']}`", agreement=_pct(agree["agreement"]))
-        + f" ({agree['pairs']} pairs compared)",
-        "",
-        "## Reading",
-        "",
-        *_reading(metrics, systems),
-        "",
-        "## Overall",
-        "",
-        "| system | Top-1 win rate [95% CI] | interestingness (1-5) | alignment [95% CI] |",
+        f"| `{focus}` minus | " + " | ".join(METRIC_NAMES[m] for m in metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    for baseline, by_metric in scope["paired"].items():
+        cells = [cell(by_metric[m], m, signed=True) for m in metrics]
+        lines.append(f"| {baseline} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _gain_matrix(scope: dict[str, Any], systems: list[str]) -> list[str]:
+    if not scope["judged_cases"]:
+        return ["No case has a complete set of verdicts, so there is no preference gain to show."]
+    lines = ["| system | " + " | ".join(systems) + " |", "|---|" + "---|" * len(systems)]
+    for s in systems:
+        cells = [
+            "-" if b == s else cell(scope["preference_gain"][s][b], "preference_gain")
+            for b in systems
+        ]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _length_table(metrics: dict[str, Any], systems: list[str]) -> list[str]:
+    length = metrics["length"]
+    if not length.get("pairs"):
+        return ["No judged pairs: there is no win rate to control for length."]
+    lines = [
+        "| system | mean words | win rate vs others (judged) | length-controlled win rate |",
         "|---|---|---|---|",
     ]
     for s in systems:
-        a = overall["alignment"][s]
+        raw, lc = list(length["raw"][s].values()), list(length["lc"][s].values())
         lines.append(
-            f"| {s} | {_ci_pct(overall['top1'][s])} | {_num(overall['interest'][s], 2)} "
-            f"| {_num(a['value'])} [{_num(a['ci'][0])}, {_num(a['ci'][1])}] |"
+            f"| {s} | {length['mean_words'][s]:.1f} | {_pct(sum(raw) / len(raw))} "
+            f"| {_pct(sum(lc) / len(lc))} |"
         )
-    lines += [
+    return lines
+
+
+def _header(metrics: dict[str, Any], systems: list[str]) -> list[str]:
+    judge, boot = metrics["judge"], metrics["bootstrap"]
+    consistency = judge.get("position_consistency")
+    return [
+        "# gravity evaluation",
         "",
-        "## Preference gain (row vs column, points; pairwise win rate - 50%)",
+        f"{metrics['readers']} held-out readers, {metrics['cases']} reader-book cases, "
+        f"{len(systems)} systems. Judge: `{judge['model']}` ({judge['backend']}), "
+        f"{judge['protocol']} protocol, {judge['method']} judging; {judge['parsed']} of "
+        f"{judge['calls']} calls answered ({_pct(judge['parse_rate'])}); position consistency "
+        f"{_pct(consistency)}; {judge['identical_pairs']} pair(s) of identical descriptions "
+        f"counted as ties; {judge['excluded_cases']} case(s) excluded for a missing verdict.",
         "",
-        "| system | " + " | ".join(systems) + " |",
-        "|---|" + "---|" * len(systems),
+        f"95% CIs: {boot['method']} bootstrap over readers ({boot['resamples']} resamples, "
+        "scipy.stats.bootstrap); a cell with fewer than "
+        f"{boot['min_readers']} readers says 'too few readers'.",
     ]
-    for s in systems:
-        cells = []
-        for b in systems:
-            if b == s:
-                cells.append("-")
-            else:
-                g = overall["preference_gain"][s][b]
-                cells.append(f"{g['value']:+.1f} [{g['ci'][0]:+.1f}, {g['ci'][1]:+.1f}]")
-        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+
+
+def markdown(metrics: dict[str, Any], cfg: Any) -> str:
+    """The report as Markdown."""
+    systems, focus = metrics["systems"], metrics["focus"]
+    overall = metrics["overall"]
+    words = metrics["length"]["mean_words"]
+    lines = [*_header(metrics, systems), "", "## Reading", "", *reading(metrics), ""]
+    lines += ["## Overall", "", *_system_table(overall, systems, words), ""]
+    if focus is not None:
+        lines += [
+            f"## `{focus}` against each baseline (paired per reader)",
+            "",
+            *_paired_table(overall, focus),
+            "",
+        ]
     lines += [
+        "## Preference gain (row vs column, points: pairwise win rate - 50%)",
+        "",
+        *_gain_matrix(overall, systems),
+        "",
+        "## Length",
+        "",
+        *_length_table(metrics, systems),
         "",
         "## Per country",
         "",
-        "| country | cases | "
-        + " | ".join(f"{s} top-1" for s in systems)
-        + " | "
-        + " | ".join(f"{s} align" for s in systems)
-        + " |",
-        "|---|---|" + "---|" * (2 * len(systems)),
     ]
-    for country, m in metrics["by_country"].items():
-        lines.append(
-            f"| {country} | {m['cases']} | "
-            + " | ".join(_pct(m["top1"][s]["value"]) for s in systems)
-            + " | "
-            + " | ".join(_num(m["alignment"][s]["value"]) for s in systems)
-            + " |"
-        )
+    for country, scope in metrics["by_country"].items():
+        lines += [f"### {country} ({scope['readers']} readers)", ""]
+        lines += [*_system_table(scope, systems, words), ""]
+        if focus is not None:
+            lines += [*_paired_table(scope, focus), ""]
+    lines += _notes(metrics)
     lines += [
-        "",
-        "Plots: `winrates.png` (Top-1 win rate per country with 95% CIs), "
-        "`alignment.png` (alignment score per system).",
-        "",
-        "The alignment score is the embedding similarity (all-MiniLM-L6-v2) of a "
-        "description to its reader's profile minus its mean similarity to the other "
-        "readers' profiles: above 0 means more about this reader than about the others.",
-        "",
         "## Config",
         "",
         "```yaml",
@@ -244,72 +289,183 @@ def markdown(metrics: dict[str, Any], cfg: Any, systems: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plots(out: Path, metrics: dict[str, Any], systems: list[str]) -> None:
-    """winrates.png and alignment.png."""
+def _notes(metrics: dict[str, Any]) -> list[str]:
+    leakage = metrics.get("leakage", {})
+    checked = leakage.get("checked_against") or []
+    lines = [
+        "## Notes",
+        "",
+        "Plots: "
+        + (
+            "`winrates.png` (Top-1 win rate per system, overall and per country, 95% CIs), "
+            if "winrates.png" in metrics.get("plots", [])
+            else "no `winrates.png` (no case has a complete set of verdicts), "
+        )
+        + (
+            "`alignment.png` (alignment score and copy rate per system)."
+            if "alignment.png" in metrics.get("plots", [])
+            else "no `alignment.png` (every description is empty)."
+        ),
+        "",
+        "Definitions are in the README (section Evaluation). Alignment: embedding similarity "
+        "(all-MiniLM-L6-v2) of a description to its reader's profile minus its mean similarity "
+        "to the other readers' profiles. Copy rate: ROUGE-L precision of a description against "
+        "the reader's rendered profile (`base` never sees the profile: its copy rate is the "
+        "chance level).",
+        "",
+        "Held-out check: "
+        + (
+            "readers and books were checked against " + ", ".join(f"`{p}`" for p in checked)
+            if checked
+            else "no training data was given or recorded; readers and books were not checked"
+        )
+        + ".",
+    ]
+    lines += [f"- {note}" for note in leakage.get("notes", [])]
+    return [*lines, ""]
+
+
+def human_markdown(metrics: dict[str, Any]) -> str:
+    """The human evaluation's summary: raters, their agreement, and the judged metrics (the
+    offline alignment score is not a human result and is left out)."""
+    systems, focus, human = metrics["systems"], metrics["focus"], metrics["human"]
+    agreement = human["agreement"]
+    alpha = (
+        f"Krippendorff's alpha (ordinal, ranks) {agreement['alpha']:.3f} over "
+        f"{agreement['units']} descriptions ranked by two or more raters"
+        if agreement["alpha"] is not None
+        else f"inter-rater agreement not computed: {agreement['reason']}"
+    )
+    boot = metrics["bootstrap"]
+    lines = [
+        "# gravity human evaluation",
+        "",
+        f"{len(human['raters'])} rater(s) ({', '.join(human['raters'])}), {human['rankings']} "
+        f"rankings of {human['cases']} cases; {alpha}.",
+        "",
+        f"95% CIs: {boot['method']} bootstrap over readers ({boot['resamples']} resamples); a "
+        f"cell with fewer than {boot['min_readers']} readers says 'too few readers'. Several "
+        "raters of one case are combined by mean rank.",
+        "",
+        "## Overall",
+        "",
+        *_system_table(metrics["overall"], systems),
+        "",
+    ]
+    if focus is not None:
+        lines += [f"## `{focus}` against each baseline (paired per reader)", ""]
+        lines += [*_paired_table(metrics["overall"], focus), ""]
+    lines += ["## Preference gain (row vs column, points)", ""]
+    lines += [*_gain_matrix(metrics["overall"], systems), "", "## Per country", ""]
+    for country, scope in metrics["by_country"].items():
+        lines += [f"### {country} ({scope['readers']} readers)", ""]
+        lines += [*_system_table(scope, systems), ""]
+    return "\n".join(lines)
+
+
+def plots(out: Path, metrics: dict[str, Any]) -> list[str]:
+    """winrates.png and alignment.png; returns the names written. A plot with no data to show
+    is not written (the report says why)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
+    systems = metrics["systems"]
+    written = []
     scopes = {"overall": metrics["overall"], **metrics["by_country"]}
-    x = np.arange(len(scopes))
-    width = 0.8 / len(systems)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(scopes)), 4))
-    for i, s in enumerate(systems):
-        vals = [scopes[k]["top1"][s]["value"] for k in scopes]
-        err = [
-            [max(0, v - scopes[k]["top1"][s]["ci"][0]) for k, v in zip(scopes, vals)],
-            [max(0, scopes[k]["top1"][s]["ci"][1] - v) for k, v in zip(scopes, vals)],
-        ]
-        ax.bar(
-            x + i * width - 0.4 + width / 2,
-            np.nan_to_num(vals),
-            width,
-            label=s,
-            yerr=np.nan_to_num(err),
-            capsize=3,
-        )
-    ax.axhline(1 / len(systems), color="grey", linestyle="--", linewidth=1, label="chance")
-    ax.set_xticks(x, [f"{k}\n(n={scopes[k]['cases']} judged)" for k in scopes])
-    ax.set_ylabel("Top-1 win rate")
-    ax.set_ylim(0, 1)
-    ax.set_title("Top-1 win rate by country (persona judge, 95% CI)")
-    ax.legend(fontsize=8, ncol=min(len(systems) + 1, 6))
-    fig.tight_layout()
-    fig.savefig(out / "winrates.png", dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(systems)), 3.5))
-    vals = [metrics["overall"]["alignment"][s]["value"] for s in systems]
-    lo = [metrics["overall"]["alignment"][s]["ci"][0] for s in systems]
-    hi = [metrics["overall"]["alignment"][s]["ci"][1] for s in systems]
-    err = [
-        np.nan_to_num([max(0, v - a) for v, a in zip(vals, lo)]),
-        np.nan_to_num([max(0, b - v) for v, b in zip(vals, hi)]),
-    ]
-    ax.bar(systems, np.nan_to_num(vals), yerr=err, capsize=4, color="tab:green")
-    ax.axhline(0, color="grey", linewidth=1)
-    ax.set_ylabel("alignment score")
-    ax.set_title("Profile alignment (own profile vs others, 95% CI)")
+    if any(scopes["overall"]["systems"][s]["top1"]["status"] != "no_data" for s in systems):
+        fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(scopes)), 4.2))
+        _bars(ax, scopes, systems, "top1")
+        ax.axhline(1 / len(systems), color="grey", linestyle="--", linewidth=1, label="chance")
+        ax.set_ylabel("Top-1 win rate")
+        ax.set_ylim(0, 1)
+        ax.set_title("Top-1 win rate (persona judge, 95% CI)")
+        ax.legend(fontsize=8, ncol=min(len(systems) + 1, 6))
+        fig.tight_layout()
+        fig.savefig(out / "winrates.png", dpi=120)
+        plt.close(fig)
+        written.append("winrates.png")
+    overall = metrics["overall"]["systems"]
+    if all(
+        overall[s].get(m, {}).get("value") is None
+        for s in systems
+        for m in ("alignment", "copy_rate")
+    ):
+        return written
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.4 * len(systems)), 3.8))
+    for ax, metric, title in (
+        (axes[0], "alignment", "Alignment (own profile vs others)"),
+        (axes[1], "copy_rate", "Copy rate (ROUGE-L precision vs profile)"),
+    ):
+        _bars(ax, {"overall": metrics["overall"]}, systems, metric)
+        ax.axhline(0, color="grey", linewidth=1)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "alignment.png", dpi=120)
     plt.close(fig)
+    written.append("alignment.png")
+    return written
+
+
+def _bars(ax: Any, scopes: dict[str, Any], systems: list[str], metric: str) -> None:
+    """Grouped bars with CI whiskers; a cell with too few readers is a label, not a bar."""
+    width = 0.8 / len(systems)
+    colors = [f"C{i}" for i in range(len(systems))]
+    labelled: set[str] = set()
+    for i, s in enumerate(systems):
+        for x, scope in enumerate(scopes.values()):
+            est = scope["systems"][s].get(metric)
+            if est is None:
+                continue
+            pos = x + i * width - 0.4 + width / 2
+            if est["value"] is None:
+                continue
+            if est["status"] != "ok":  # no number where the readers are too few
+                ax.text(
+                    pos,
+                    0,
+                    f"too few readers (n={est['n']})",
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    color=colors[i],
+                )
+                continue
+            err = None
+            if est["ci"] is not None:
+                lo, hi = est["ci"]
+                err = [[max(0.0, est["value"] - lo)], [max(0.0, hi - est["value"])]]
+            ax.bar(
+                pos,
+                est["value"],
+                width,
+                color=colors[i],
+                yerr=err,
+                capsize=3,
+                label=s if s not in labelled else None,
+            )
+            labelled.add(s)
+    ax.set_xticks(range(len(scopes)), [f"{k}\n({v['readers']} readers)" for k, v in scopes.items()])
 
 
 def _json_safe(value: Any) -> Any:
-    """NaN (no data) becomes null, so metrics.json is strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
+    """Non-finite floats become null and tuple keys strings, so metrics.json is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {
+            ("/".join(k) if isinstance(k, tuple) else k): _json_safe(v) for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
 
 
-def write_report(out: Path, metrics: dict[str, Any], cfg: Any, systems: list[str]) -> None:
+def write_report(out: Path, metrics: dict[str, Any], cfg: Any) -> None:
     """metrics.json, report.md and the plots."""
+    metrics["plots"] = plots(out, metrics)
     atomic_write_text(out / "metrics.json", json.dumps(_json_safe(metrics), indent=2) + "\n")
-    atomic_write_text(out / "report.md", markdown(metrics, cfg, systems))
-    plots(out, metrics, systems)
+    atomic_write_text(out / "report.md", markdown(metrics, cfg))

@@ -1,8 +1,9 @@
 """``gravity evaluate``: every system describes held-out books for held-out readers; the persona
 judge ranks them; an offline embedding score measures how specific each text is to its reader.
 
-Writes to the output folder: ``cases.jsonl`` (reader, book, every system's description),
-``judgments.jsonl``, ``rejects.jsonl``, ``metrics.json``, ``report.md`` and PNG plots.
+Writes to the output folder: ``cases.jsonl`` (reader, book, every system's description, its
+alignment, copy rate and length), ``judgments.jsonl`` (per case: pairwise scores and interest),
+``rejects.jsonl``, ``metrics.json``, ``report.md`` and PNG plots.
 """
 
 from __future__ import annotations
@@ -16,24 +17,28 @@ from typing import Any
 from gravity.books import Book, load_catalog
 from gravity.errors import GravityError
 from gravity.evaluate.config import EvalConfig, SystemSpec
-from gravity.evaluate.judge import (
-    Verdict,
-    build_request,
-    judge_schema,
-    labels_for,
-    parse_verdict,
+from gravity.evaluate.judge import CaseView, judge_interest, judge_pairwise, judge_ranking
+from gravity.evaluate.metrics import (
+    BootstrapSettings,
+    CaseValues,
+    agreement_with_alignment,
+    compute_metrics,
+    copy_rate,
+    length_controlled,
+    mean_words,
+    outcome_from_pairs,
 )
-from gravity.evaluate.judge import permutation as judge_permutation
-from gravity.evaluate.metrics import Judgment
 from gravity.io import reading
+from gravity.judging import LabelJudge
 from gravity.llm import ChatRequest, Message, SamplingParams, make_backend
+from gravity.llm.embedded import is_embedded
 from gravity.llm.engine import Engine, Reject
 from gravity.profiles.io import atomic_write_text
 from gravity.profiles.models import UserProfile
 from gravity.profiles.render import render_profile
 from gravity.store import Store
 from gravity.synth.pipeline import choose_books, deployed_messages, slot_seed
-from gravity.synth.tasks import finished_text
+from gravity.synth.tasks import clean_text, finished_text
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,29 @@ def _training_rows(path: Path) -> list[dict]:
         cols = [c for c in ("user_id", "book_id") if c in split.column_names]
         rows += split.select_columns(cols).to_list() if cols else []
     return rows
+
+
+def recorded_training_data(cfg: EvalConfig) -> tuple[list[Path], list[str]]:
+    """The training data each evaluated model folder records (``train_config.yaml``: ``data``),
+    and a note for each model whose data cannot be checked."""
+    import yaml
+
+    paths: list[Path] = []
+    notes: list[str] = []
+    for spec in cfg.systems:
+        if spec.kind != "model" or not spec.model:
+            continue
+        record = Path(spec.model) / "train_config.yaml"
+        if not record.is_file():
+            notes.append(f"{spec.name}: no train_config.yaml in {spec.model}; leakage not checked")
+            continue
+        data = (yaml.safe_load(record.read_text(encoding="utf-8")) or {}).get("data")
+        if not data or not Path(data).exists():
+            notes.append(f"{spec.name}: recorded training data '{data}' not found; not checked")
+            continue
+        if Path(data) not in paths:
+            paths.append(Path(data))
+    return paths, notes
 
 
 def check_held_out(cases: list[Case], train_paths: list[Path]) -> None:
@@ -139,72 +167,33 @@ def describe(
         )
     texts = []
     for out in outs:
+        # Cut at the last full sentence; a truncated text without one is kept as written (the
+        # judge sees what the system wrote); only an empty output counts as no description.
         text = finished_text(out, "trim")
-        texts.append("" if isinstance(text, Reject) else text)
+        texts.append(clean_text(out.text) if isinstance(text, Reject) else text)
     return texts
 
 
-def judge_cases(
-    cases: list[Case], descriptions: dict[str, list[str]], cfg: EvalConfig, engine: Engine
-) -> tuple[list[Judgment], list[dict[str, Any]]]:
-    """Persona-judge every case ``R`` times; judgments in system space, plus rejects."""
-    systems = list(descriptions)
-    rounds = cfg.permutations or len(systems)
-    labels = labels_for(len(systems))
-    rows: list[tuple[Case, int, list[str]]] = []
-    requests, params = [], []
-    schema = judge_schema(labels)
-    for index, case in enumerate(cases):
-        for r in range(rounds):
-            order = judge_permutation(systems, case.id, r, cfg.seed)
-            texts = [descriptions[s][index] or "(no description)" for s in order]
-            requests.append(build_request(render_profile(case.reader), case.book, texts))
-            params.append(
-                SamplingParams(
-                    max_new_tokens=cfg.judge_max_new_tokens,
-                    temperature=0.0,
-                    json_schema=schema,
-                    seed=slot_seed(cfg.seed, f"{case.id}:{r}", "judge"),
-                )
-            )
-            rows.append((case, r, order))
-    results = engine.generate_parsed(
-        requests,
-        params,
-        lambda out, _i: parse_verdict(out, labels),
-        max_attempts=1,
-        desc="judge",
-    )
-    judgments, rejects = [], []
-    for (case, r, order), result in zip(rows, results):
-        if isinstance(result, Reject):
-            rejects.append(
-                {
-                    "case_id": case.id,
-                    "permutation": r,
-                    "reason": result.kind,
-                    "detail": result.reason,
-                }
-            )
-            continue
-        verdict: Verdict = result.value
-        by_label = dict(zip(labels, order))
-        judgments.append(
-            Judgment(
-                case_id=case.id,
-                reader_id=case.reader.id,
-                country=case.reader.country,
-                ranking=tuple(by_label[label] for label in verdict.ranking),
-                interest={by_label[label]: float(v) for label, v in verdict.interest.items()},
-            )
-        )
-    return judgments, rejects
+def _name(model: str) -> str:
+    return "smollm2" if is_embedded(model) else model
 
 
-def alignment_scores(
-    cases: list[Case], descriptions: dict[str, list[str]]
-) -> dict[str, list[float | None]]:
-    """system -> per case: cos(text, own profile) - mean cos(text, other readers' profiles).
+def generator_models(cfg: EvalConfig) -> dict[str, str]:
+    """system -> the model its text comes from (a trained system: the base it was trained on)."""
+    import yaml
+
+    models = {}
+    for spec in cfg.systems:
+        model = system_model(spec, cfg)
+        record = Path(model) / "train_config.yaml"
+        if spec.kind == "model" and record.is_file():
+            model = (yaml.safe_load(record.read_text(encoding="utf-8")) or {}).get("model", model)
+        models[spec.name] = _name(str(model))
+    return models
+
+
+def alignment_scores(cases: list[Case], descriptions: dict[str, list[str]]) -> CaseValues:
+    """case id -> system -> cos(text, own profile) - mean cos(text, other readers' profiles).
 
     None where the text is empty or there is no other reader to compare with.
     """
@@ -213,63 +202,64 @@ def alignment_scores(
     readers = sorted({c.reader.id: c.reader for c in cases}.values(), key=lambda r: r.id)
     index = {r.id: i for i, r in enumerate(readers)}
     profile_vecs = embed([render_profile(r) for r in readers])
-    scores: dict[str, list[float | None]] = {}
+    scores: CaseValues = {c.id: {} for c in cases}
     for system, texts in descriptions.items():
-        vecs = embed([t or " " for t in texts])
-        sims = vecs @ profile_vecs.T
-        row: list[float | None] = []
+        sims = embed([t or " " for t in texts]) @ profile_vecs.T
         for k, case in enumerate(cases):
             own = index[case.reader.id]
             others = [float(sims[k, j]) for j in range(len(readers)) if j != own]
-            if not texts[k] or not others:
-                row.append(None)
-            else:
-                row.append(float(sims[k, own]) - statistics.fmean(others))
-        scores[system] = row
+            ok = texts[k] and others
+            scores[case.id][system] = float(sims[k, own]) - statistics.fmean(others) if ok else None
     return scores
 
 
-def judge_alignment_agreement(
-    judgments: list[Judgment], cases: list[Case], alignment: dict[str, list[float | None]]
-) -> dict[str, float]:
-    """How often the judge and the alignment score order a pair of systems the same way."""
-    from gravity.evaluate.metrics import mean_ranks
-
-    position = {c.id: k for k, c in enumerate(cases)}
-    agree = total = 0
-    for case_id, ranks in mean_ranks(judgments).items():
-        k = position[case_id]
-        systems = sorted(ranks)
-        for i, a in enumerate(systems):
-            for b in systems[i + 1 :]:
-                sa, sb = alignment[a][k], alignment[b][k]
-                if sa is None or sb is None or sa == sb or ranks[a] == ranks[b]:
-                    continue
-                total += 1
-                agree += (ranks[a] < ranks[b]) == (sa > sb)
-    return {"pairs": total, "agreement": agree / total if total else float("nan")}
+def copy_rates(cases: list[Case], descriptions: dict[str, list[str]]) -> CaseValues:
+    """case id -> system -> ROUGE-L precision of the description against the reader's rendered
+    profile (the text the profile-prompted systems saw; for ``base`` a chance level)."""
+    profiles = {c.reader.id: render_profile(c.reader) for c in cases}
+    return {
+        c.id: {s: copy_rate(texts[k], profiles[c.reader.id]) for s, texts in descriptions.items()}
+        for k, c in enumerate(cases)
+    }
 
 
-def evaluate(
-    readers: list[UserProfile], cfg: EvalConfig, out: Path, progress: bool = True
-) -> dict[str, Any]:
-    """Run the whole evaluation into ``out``; returns the metrics written to metrics.json."""
-    from gravity.evaluate.report import compute_metrics, write_report
+def run_judge(
+    cases: list[Case], descriptions: dict[str, list[str]], cfg: EvalConfig, engine: Engine
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Judge every case with the configured protocol; returns (per-case pairs and interest,
+    judge statistics, rejects)."""
+    judge = LabelJudge(engine, cfg.judge_method, cfg.judge_max_new_tokens)
+    views = [
+        CaseView(c.id, c.reader.id, c.reader.country, render_profile(c.reader), c.book)
+        for c in cases
+    ]
+    texts = [{s: descriptions[s][k] for s in descriptions} for k in range(len(cases))]
+    protocol = judge_pairwise if cfg.protocol == "pairwise" else judge_ranking
+    result = protocol(views, texts, judge, cfg.seed)
+    interest, interest_stats, interest_rejects = judge_interest(views, texts, judge, cfg.seed)
+    calls = result.stats["calls"] + interest_stats["calls"]
+    parsed = result.stats["parsed"] + interest_stats["parsed"]
+    stats = {
+        **result.stats,
+        "method": judge.method,
+        "calls": calls,
+        "parsed": parsed,
+        "parse_rate": parsed / calls if calls else None,
+        "interest_calls": interest_stats["calls"],
+    }
+    per_case = {"pairs": result.pairs, "interest": interest}
+    return per_case, stats, result.rejects + interest_rejects
 
-    if len({r.id for r in readers}) < 2:
-        raise GravityError("evaluation needs at least two held-out readers")
-    catalog = load_catalog(cfg.books)
-    cases = build_cases(readers, catalog, cfg)
-    check_held_out(cases, cfg.train_data)
-    out.mkdir(parents=True, exist_ok=True)
-    with Store(out / "store.sqlite") as store:
-        descriptions = {
-            spec.name: describe(cases, spec, cfg, store, progress) for spec in cfg.systems
-        }
-        with make_backend(cfg.judge) as judge:
-            engine = Engine(judge, store, progress=progress)
-            judgments, rejects = judge_cases(cases, descriptions, cfg, engine)
-    alignment = alignment_scores(cases, descriptions)
+
+def _write_outputs(
+    out: Path,
+    cases: list[Case],
+    descriptions: dict[str, list[str]],
+    values: dict[str, CaseValues],
+    words: dict[str, dict[str, int]],
+    per_case: dict[str, Any],
+    rejects: list[dict[str, Any]],
+) -> None:
     case_rows = [
         {
             "case_id": c.id,
@@ -277,41 +267,89 @@ def evaluate(
             "country": c.reader.country,
             "book_id": c.book.id,
             "book_title": c.book.title,
+            "profile_text": render_profile(c.reader),
             "descriptions": {s: descriptions[s][k] for s in descriptions},
-            "alignment": {s: alignment[s][k] for s in alignment},
+            **{name: table[c.id] for name, table in values.items()},
+            "words": words[c.id],
         }
         for k, c in enumerate(cases)
     ]
-    atomic_write_text(
-        out / "cases.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in case_rows)
-    )
-    atomic_write_text(
-        out / "judgments.jsonl",
-        "".join(
-            json.dumps(
-                {
-                    "case_id": j.case_id,
-                    "reader_id": j.reader_id,
-                    "country": j.country,
-                    "ranking": list(j.ranking),
-                    "interest": j.interest,
-                }
-            )
-            + "\n"
-            for j in judgments
-        ),
-    )
-    atomic_write_text(out / "rejects.jsonl", "".join(json.dumps(r) + "\n" for r in rejects))
+    judged = [
+        {
+            "case_id": case_id,
+            "pairs": [[s, b, v] for (s, b), v in sorted(pairs.items())],
+            "interest": per_case["interest"].get(case_id, {}),
+        }
+        for case_id, pairs in per_case["pairs"].items()
+    ]
+
+    def jsonl(rows: list[dict[str, Any]]) -> str:
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+    atomic_write_text(out / "cases.jsonl", jsonl(case_rows))
+    atomic_write_text(out / "judgments.jsonl", jsonl(judged))
+    atomic_write_text(out / "rejects.jsonl", jsonl(rejects))
+
+
+def evaluate(
+    readers: list[UserProfile], cfg: EvalConfig, out: Path, progress: bool = True
+) -> dict[str, Any]:
+    """Run the whole evaluation into ``out``; returns the metrics written to metrics.json."""
+    from gravity.evaluate.report import write_report
+
+    if len({r.id for r in readers}) < 2:
+        raise GravityError("evaluation needs at least two held-out readers")
+    cases = build_cases(readers, load_catalog(cfg.books), cfg)
+    train_data, leakage_notes = list(cfg.train_data), []
+    if not train_data:
+        train_data, leakage_notes = recorded_training_data(cfg)
+    check_held_out(cases, train_data)
+    out.mkdir(parents=True, exist_ok=True)
+    with Store(out / "store.sqlite") as store:
+        descriptions = {
+            spec.name: describe(cases, spec, cfg, store, progress) for spec in cfg.systems
+        }
+        with make_backend(cfg.judge) as judge_backend:
+            engine = Engine(judge_backend, store, progress=progress)
+            per_case, judge_stats, rejects = run_judge(cases, descriptions, cfg, engine)
+    values = {
+        "alignment": alignment_scores(cases, descriptions),
+        "copy_rate": copy_rates(cases, descriptions),
+    }
+    words = {
+        c.id: {s: len(descriptions[s][k].split()) for s in descriptions}
+        for k, c in enumerate(cases)
+    }
+    _write_outputs(out, cases, descriptions, values, words, per_case, rejects)
     systems = [s.name for s in cfg.systems]
-    metrics = compute_metrics(judgments, cases, systems, alignment, cfg.bootstrap, cfg.seed)
+    meta = {c.id: (c.reader.id, c.reader.country) for c in cases}
+    outcomes = [
+        outcome_from_pairs(case_id, *meta[case_id], pairs, per_case["interest"].get(case_id))
+        for case_id, pairs in per_case["pairs"].items()
+    ]
+    settings = BootstrapSettings(
+        cfg.bootstrap, cfg.bootstrap_method, 0.95, cfg.seed, cfg.min_readers
+    )
+    metrics = compute_metrics(outcomes, meta, systems, cfg.focus, values, settings)
+    generators = generator_models(cfg)
+    judge_name = _name(cfg.judge.model)
     metrics["judge"] = {
-        "calls": len(cases) * (cfg.permutations or len(systems)),
-        "parsed": len(judgments),
+        **judge_stats,
+        "backend": cfg.judge.backend,
+        "model": judge_name,
+        "self_preference_systems": sorted(s for s, m in generators.items() if m == judge_name),
+        "agreement_with_alignment": agreement_with_alignment(outcomes, values["alignment"]),
         "rejected": len(rejects),
-        "agreement_with_alignment": judge_alignment_agreement(judgments, cases, alignment),
-        "model": cfg.judge.model,
+    }
+    metrics["length"] = {
+        "mean_words": mean_words(words, systems),
+        **length_controlled(outcomes, words, systems),
     }
     metrics["cases"] = len(cases)
     metrics["readers"] = len({c.reader.id for c in cases})
-    write_report(out, metrics, cfg, systems)
+    metrics["leakage"] = {
+        "checked_against": [str(p) for p in train_data],
+        "notes": leakage_notes,
+    }
+    write_report(out, metrics, cfg)
     return metrics

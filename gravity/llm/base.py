@@ -118,6 +118,22 @@ class Backend(abc.ABC):
         Part of every cache key; must not include batch size, concurrency or memory knobs.
         """
 
+    @property
+    def can_score(self) -> bool:
+        """Whether this backend reads label probabilities (``score_labels``) itself."""
+        return type(self).score_labels is not Backend.score_labels
+
+    def score_labels(
+        self, requests: list[ChatRequest], labels: list[str]
+    ) -> list[dict[str, float]]:
+        """Per request, the log-probability of each label as the assistant's whole answer.
+
+        One label is read per request as the first thing the assistant would write after the
+        conversation (likelihood judging: no text is generated or parsed). Backends that cannot
+        read probabilities leave this unimplemented; callers check ``can_score``.
+        """
+        raise NotImplementedError(f"backend '{self.name}' cannot score labels")
+
     def __enter__(self) -> Backend:
         self.load()
         return self

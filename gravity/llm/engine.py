@@ -263,6 +263,57 @@ class Engine:
         messages[-1] = Message(role=last.role, content=f"{last.content}\n\n{hint}")
         return request.model_copy(update={"messages": messages})
 
+    def score_labels(
+        self, requests: Sequence[ChatRequest], labels: Sequence[str], desc: str = "score"
+    ) -> list[dict[str, float]]:
+        """Per request, the backend's log-probability of each label as the answer.
+
+        Stored like completions (key: backend fingerprint, messages and labels), so a rerun
+        reads them back instead of calling the model.
+        """
+        labels = list(labels)
+        keys = [
+            hash_key({"model": self.fingerprint, "messages": r.as_dicts(), "score_labels": labels})
+            for r in requests
+        ]
+        stored = self.store.get_completions(keys) if (self.store and self.use_cache) else {}
+        results: list[dict[str, float] | None] = [
+            json.loads(stored[k]["text"]) if k in stored else None for k in keys
+        ]
+        todo = [i for i, r in enumerate(results) if r is None]
+        todo.sort(key=lambda i: -sum(len(m.content) for m in requests[i].messages))
+        with Progress(len(todo), desc, enabled=self.progress) as bar:
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start : start + self.batch_size]
+                scores = self.backend.score_labels([requests[i] for i in batch], labels)
+                self.calls += 1
+                if len(scores) != len(batch):
+                    raise RuntimeError(
+                        f"backend {self.backend.name} scored {len(scores)} of {len(batch)} requests"
+                    )
+                if self.store is not None:
+                    fp = canonical_json(self.fingerprint)
+                    self.store.put_completions(
+                        [
+                            (
+                                keys[i],
+                                fp,
+                                canonical_json(requests[i].as_dicts()),
+                                {
+                                    "text": json.dumps(score),
+                                    "prompt_tokens": 0,
+                                    "completion_tokens": 0,
+                                    "finish_reason": "stop",
+                                },
+                            )
+                            for i, score in zip(batch, scores)
+                        ]
+                    )
+                for i, score in zip(batch, scores):
+                    results[i] = score
+                bar.advance(len(batch), 0)
+        return [r for r in results if r is not None]
+
 
 def _per_request(params: SamplingParams | Sequence[SamplingParams], n: int) -> list[SamplingParams]:
     if isinstance(params, SamplingParams):

@@ -198,6 +198,72 @@ class TransformersBackend(Backend):
             )
         return results
 
+    def score_labels(
+        self, requests: list[ChatRequest], labels: list[str]
+    ) -> list[dict[str, float]]:
+        """Log-probability of each label as the start of the assistant's answer, per request.
+
+        When every label is one distinct token (``A``, ``B``, ``1``..``5``), one forward pass over
+        the batch reads them all from the next-token distribution; otherwise each label's tokens
+        are scored after the prompt (one pass per label).
+        """
+        import torch
+
+        self.load()
+        tok = self.tokenizer
+        prompts = [
+            tok(
+                tok.apply_chat_template(r.as_dicts(), tokenize=False, add_generation_prompt=True),
+                add_special_tokens=False,
+            )["input_ids"]
+            for r in requests
+        ]
+        label_ids = [tok(label, add_special_tokens=False)["input_ids"] for label in labels]
+        if any(not ids for ids in label_ids):
+            raise ValueError(f"labels {labels} include one with no tokens")
+        firsts = [ids[0] for ids in label_ids]
+        single = all(len(ids) == 1 for ids in label_ids) and len(set(firsts)) == len(firsts)
+        sequences = [prompts] if single else [[p + ids for p in prompts] for ids in label_ids]
+        per_label: list[list[float]] = []
+        with torch.inference_mode():
+            for k, batch in enumerate(sequences):
+                n = 1 if single else len(label_ids[k])
+                logprobs = self._last_logprobs(batch, n + 1)  # (batch, n + 1, vocab)
+                if single:
+                    last = logprobs[:, -1, :]
+                    per_label = [last[:, t].tolist() for t in firsts]
+                    break
+                ids = label_ids[k]
+                # Position -1-n predicts the label's first token; the last position predicts
+                # nothing of the label (it follows it).
+                steps = logprobs[:, -1 - n : -1, :]
+                target = torch.tensor(ids, device=steps.device).expand(steps.shape[0], n)
+                per_label.append(steps.gather(2, target.unsqueeze(-1)).sum(dim=(1, 2)).tolist())
+        return [
+            {label: float(per_label[j][i]) for j, label in enumerate(labels)}
+            for i in range(len(requests))
+        ]
+
+    def _last_logprobs(self, batch: list[list[int]], keep: int) -> Any:
+        """Log-softmax over the vocabulary at the last ``keep`` positions of left-padded
+        ``batch`` (only those logits are computed: a full vocabulary row per token is large)."""
+        import torch
+
+        width = max(len(ids) for ids in batch)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch])
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch])
+        # Positions count real tokens only, so a padded row scores as it would alone.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        device = self.model.device
+        logits = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            logits_to_keep=keep,
+        ).logits
+        return torch.log_softmax(logits.float(), dim=-1)
+
 
 def row_uniforms(seeds: Sequence[int], steps: int, device: Any = "cpu") -> Any:
     """One uniform draw in [0, 1) per request and decoding step, shape ``(len(seeds), steps)``.

@@ -25,6 +25,7 @@ import yaml
 
 from gravity.books import Book
 from gravity.errors import GravityError
+from gravity.judging import LabelJudge
 from gravity.llm.base import SamplingParams
 from gravity.llm.engine import Engine, Parsed, Reject
 from gravity.profiles.io import atomic_write_text
@@ -155,6 +156,7 @@ class Synthesizer:
         self.descriptions = DescriptionTask(cfg.filters)
         self.genre_pool = cfg.contrast_genres or SamplerConfig().genres
         self.trimmed = 0  # outputs kept after trimming at their last full sentence
+        self.naive_judge: dict[str, Any] | None = None  # the quality judge's counts (naive mode)
 
     def _params(
         self, max_new_tokens: int, seeds: list[int], temperature: float | None = None
@@ -260,22 +262,54 @@ class Synthesizer:
                 outcome[slot.record_id] = ("rejected", (bad.kind, bad.reason))
             else:
                 to_judge.append((slot, a.value, b.value))
-        rows_j = [JudgeRow(slot.book, a, b) for slot, a, b in to_judge]
-        seeds = [slot_seed(self.cfg.seed, s.record_id, "judge") for s, _, _ in to_judge]
-        verdicts = self._run(
-            QualityJudgeTask(),
-            rows_j,
-            self._params(8, seeds, temperature=0.0),
-            "quality judgments",
-            max_attempts=1,
+        verdicts = self._judge_quality(
+            [JudgeRow(slot.book, a, b) for slot, a, b in to_judge],
+            [slot.record_id for slot, _, _ in to_judge],
         )
         for (slot, a, b), verdict in zip(to_judge, verdicts):
             if isinstance(verdict, Reject):
                 outcome[slot.record_id] = ("rejected", (verdict.kind, verdict.reason))
             else:
-                chosen, rejected = (a, b) if verdict.value == "A" else (b, a)
+                chosen, rejected = (a, b) if verdict == "A" else (b, a)
                 outcome[slot.record_id] = _texts_outcome(chosen, rejected, None)
         return outcome
+
+    def _judge_quality(self, rows: list[JudgeRow], record_ids: list[str]) -> list[str | Reject]:
+        """ "A" or "B" per row from judging both orders; an order-dependent verdict is a Reject
+        (``judge_inconsistent``). Counts go to ``self.naive_judge``."""
+        task = QualityJudgeTask()
+        judge = LabelJudge(self.engine)  # likelihood where the backend can score
+        swapped = [JudgeRow(r.book, r.b, r.a) for r in rows]
+        requests = [task.build_messages(r, judge.answer) for r in rows + swapped]
+        seeds = [slot_seed(self.cfg.seed, rid, "judge") for rid in record_ids] + [
+            slot_seed(self.cfg.seed, rid, "judge-swapped") for rid in record_ids
+        ]
+        choices = judge.choose(requests, task.labels, seeds, desc="quality judgments")
+        n = len(rows)
+        verdicts: list[str | Reject] = []
+        for first, second in zip(choices[:n], choices[n:]):
+            bad = next((c for c in (first, second) if isinstance(c, Reject)), None)
+            if bad is not None:
+                verdicts.append(bad)
+                continue
+            verdict = task.verdict(first.best, second.best)
+            verdicts.append(
+                verdict
+                if verdict is not None
+                else Reject("verdict flips with the order", "", "judge_inconsistent")
+            )
+        self.naive_judge = {
+            "method": judge.method,
+            "pairs": n,
+            "consistent": sum(isinstance(v, str) for v in verdicts),
+            "inconsistent": sum(
+                isinstance(v, Reject) and v.kind == "judge_inconsistent" for v in verdicts
+            ),
+            "unparsable": sum(
+                isinstance(v, Reject) and v.kind != "judge_inconsistent" for v in verdicts
+            ),
+        }
+        return verdicts
 
     # both ----------------------------------------------------------------------------------
     def run(self, profiles: list[UserProfile], catalog: list[Book]) -> SynthResult:
@@ -321,6 +355,8 @@ class Synthesizer:
         result.summary = _summary(
             self.cfg, slots, result, self.engine, self.trimmed, time.monotonic() - start
         )
+        if self.naive_judge is not None:
+            result.summary["naive_judge"] = self.naive_judge
         return result
 
     def _templates(self) -> list[str]:

@@ -4,7 +4,9 @@
 - ``ScenarioTask``: input (reader, book, facet); output column ``scenario`` (text).
 - ``DescriptionTask``: input (book, and for grounded descriptions the facet text and scenario);
   output a description (text) that passed the length and language filters.
-- ``QualityJudgeTask``: input (book, description A, description B); output "A" or "B".
+- ``QualityJudgeTask``: input (book, description A, description B); a prompt asking which is
+  better, answered through ``gravity.judging.LabelJudge`` (label likelihoods or constrained JSON,
+  never free text), in both orders.
 """
 
 from __future__ import annotations
@@ -138,22 +140,31 @@ class JudgeRow:
     b: str
 
 
-_VERDICT = re.compile(r"\b([AB])\b")
-
-
 class QualityJudgeTask:
-    """The naive mode's generic judgment: which of two descriptions is better (no reader)."""
+    """The naive mode's generic judgment: which of two descriptions is better (no reader).
+
+    Each pair is judged in both orders; a verdict that flips with the order is inconsistent and
+    the pair is dropped (counted), so the naive baseline's labels are not the judge's position
+    preference.
+    """
 
     template = "judge_quality.j2"
+    labels = ("A", "B")
 
-    def build_messages(self, row: JudgeRow) -> ChatRequest:
-        return ChatRequest.from_prompt(render(self.template, book=row.book, a=row.a, b=row.b))
+    def build_messages(self, row: JudgeRow, answer: str = "letter") -> ChatRequest:
+        """The prompt with ``row.a`` shown as A and ``row.b`` as B."""
+        return ChatRequest.from_prompt(
+            render(self.template, book=row.book, a=row.a, b=row.b, answer=answer)
+        )
 
-    def parse(self, completion: Completion, row: JudgeRow) -> str | Reject:
-        match = _VERDICT.search(completion.text)
-        if match is None:
-            return Reject("no verdict A or B in judge output", completion.text, "judge_unparsable")
-        return match.group(1)
+    @staticmethod
+    def verdict(first: str | None, swapped: str | None) -> str | None:
+        """ "A" (row.a better) or "B" from the label picked in the shown order (``first``) and
+        in the swapped order; None when they disagree or either is undecided."""
+        if first is None or swapped is None:
+            return None
+        swapped_back = {"A": "B", "B": "A"}[swapped]
+        return first if first == swapped_back else None
 
 
 def template_hashes(*names: str) -> dict[str, str]:
