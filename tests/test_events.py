@@ -313,3 +313,280 @@ def test_import_and_stats_cli(tmp_path: Path) -> None:
     # ana, chandra, dee, ben rated 6+ books; eve one.
     assert stats["readers_with_5_ratings_by_country"] == {"BR": 1, "IN": 1, "US": 1, "JP": 1}
     assert stats["import"]["rows_in"] == stats["import"]["imported"] + stats["import"]["rejected"]
+
+
+# ---------------------------------------------------------------- profile inference
+
+from gravity.events.infer import InferConfig, infer_profiles, pseudonym  # noqa: E402
+from gravity.events.tasks import GENRES  # noqa: E402
+from gravity.llm.engine import Engine  # noqa: E402
+from gravity.profiles import load_profiles  # noqa: E402
+from tests.fakes import ScriptedBackend  # noqa: E402
+
+LIAR_MARK = "Tedious"  # reviews holding this word get an answer whose quotes are invented
+
+
+class ReaderBackend(ScriptedBackend):
+    """Answers the two inference tasks from the prompt it gets: tags a book as 'classics' (or
+    answers junk for 'Dune'), and rates a reader quoting the first words of their first review
+    (or inventing a quote when the reviews contain LIAR_MARK)."""
+
+    def _text(self, prompt: str, seed: int) -> str:
+        if "Give this book's genres" in prompt:
+            if '"Dune"' in prompt:
+                return "I think it is a good book."
+            return json.dumps({"genres": ["classics"], "themes": ["duty"]})
+        import re
+
+        first = re.search(r'Review 1: "(.*?)"\n', prompt).group(1)
+        quote = "a quote nobody wrote" if LIAR_MARK in prompt else " ".join(first.split()[:4])
+        answer = {
+            v: 4.0
+            for v in (
+                "self_direction",
+                "stimulation",
+                "hedonism",
+                "achievement",
+                "power",
+                "security",
+                "conformity",
+                "tradition",
+                "benevolence",
+                "universalism",
+            )
+        }
+        answer |= {
+            "openness": 4.5,
+            "conscientiousness": 3.0,
+            "extraversion": 2.0,
+            "agreeableness": 4.0,
+            "neuroticism": 2.5,
+        }
+        return json.dumps(answer | {"evidence": [quote], "confidence": 0.6})
+
+
+@pytest.fixture(scope="module")
+def amazon_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("am") / "events"
+    import_events("amazon", AMAZON, out)
+    return out
+
+
+def test_infer_behaviour_interests_from_ratings(tmp_path) -> None:
+    out = tmp_path / "ge"
+    import_events("events", [GENERIC], out)
+    cfg = InferConfig(text_inference=False, tag_items=False)
+    result = infer_profiles(read_events_dir(out), cfg)
+    profiles = {p.id: p for p in result.profiles}
+    # eve's data names no country, and none is invented.
+    assert "eve" not in profiles
+    assert result.skipped["no_country_in_data_and_no_default_country"] == 1
+    ana = profiles["ana"]
+    assert ana.demographics.country == "BR" and ana.demographics.age == 34
+    assert set(ana.interests.favourite_authors) == {
+        "Gabriel García Márquez",
+        "Paulo Coelho",
+        "Machado de Assis",
+    }
+    assert ana.interests.genres[:2] == ["magical realism", "literary fiction"]
+    # Every disliked entry is an author or book ana rated 1-2 (scale 1-5).
+    rated_low = {
+        e["item_id"]
+        for e in read_events_dir(out).events.to_pylist()
+        if e["user_id"] == "ana" and e["value"] is not None and e["value"] <= 2
+    }
+    titles = {
+        b[0]: (b[1], b[2])
+        for b in __import__("tests.fixtures.events.make_fixtures", fromlist=["BOOKS"]).BOOKS
+    }
+    allowed = {titles[i][1] for i in rated_low} | {
+        f"{titles[i][0]} by {titles[i][1]}" for i in rated_low
+    }
+    assert ana.interests.dislikes and set(ana.interests.dislikes) <= allowed
+    prov = ana.provenance
+    assert prov["demographics.country"].source == "observed"
+    assert prov["schwartz"].source == prov["big_five"].source == "country_prior"
+    assert "no review text" in prov["schwartz"].detail
+    assert prov["interests.favourite_authors"].source == "observed"
+    assert ana.schwartz is not None and ana.big_five is not None
+
+
+def test_infer_thin_reader_borrows_from_neighbours(tmp_path) -> None:
+    out = tmp_path / "ge"
+    import_events("events", [GENERIC], out)
+    data = read_events_dir(out)
+    cfg = InferConfig(text_inference=False, tag_items=False, default_country="PT")
+    profiles = {p.id: p for p in infer_profiles(data, cfg).profiles}
+    eve = profiles["eve"]
+    assert eve.demographics.country == "PT"
+    assert eve.provenance["demographics.country"].source == "given"
+    # eve follows ana (2 interactions: a follow and a recommendation) and chandra (1).
+    assert eve.provenance["interests.favourite_authors"].source == "neighbours"
+    assert "ana (2)" in eve.provenance["interests.favourite_authors"].detail
+    assert "chandra (1)" in eve.provenance["interests.favourite_authors"].detail
+    assert (
+        "first 1 observed, then 4 borrowed" in eve.provenance["interests.favourite_authors"].detail
+    )
+    # Her own liked author first, then ana's strongest (weight 2) before chandra's (weight 1).
+    assert eve.interests.favourite_authors[:2] == [
+        "Jane Austen",
+        profiles["ana"].interests.favourite_authors[0],
+    ]
+    assert set(eve.interests.favourite_authors[1:]) <= set(
+        profiles["ana"].interests.favourite_authors
+        + profiles["chandra"].interests.favourite_authors
+    )
+    # Readers with enough events of their own borrow nothing.
+    assert all(p.source != "neighbours" for p in profiles["ana"].provenance.values())
+    only = {
+        p.id: p
+        for p in infer_profiles(data, cfg.model_copy(update={"evidence_only": True})).profiles
+    }
+    assert only["eve"].interests.favourite_authors == ["Jane Austen"]
+    assert only["eve"].schwartz is None and only["eve"].big_five is None
+    assert only["eve"].provenance["interests.favourite_authors"].source == "observed"
+    assert only["ana"].interests.favourite_authors == profiles["ana"].interests.favourite_authors
+
+
+def test_infer_values_from_reviews_with_verified_evidence(amazon_dir, tmp_path) -> None:
+    backend = ScriptedBackend.__new__(ReaderBackend)
+    ScriptedBackend.__init__(backend)
+    engine = Engine(backend, progress=False)
+    cfg = InferConfig(default_country="US", max_evidence_chars=40, max_review_chars=80)
+    result = infer_profiles(read_events_dir(amazon_dir), cfg, engine=engine)
+    assert len(result.profiles) == 25
+    texts: dict[str, list[str]] = {}
+    for e in read_events_dir(amazon_dir).events.to_pylist():
+        if e["text"]:
+            texts.setdefault(e["user_id"], []).append(e["text"])
+    by_id = {p.id: p for p in result.profiles}
+    n_text = n_liar = 0
+    for uid, reviews in texts.items():
+        prov = by_id[uid].provenance["schwartz"]
+        sent = sorted(set(reviews), key=lambda t: (-len(t), t))[: cfg.max_reviews]
+        if any(LIAR_MARK in r for r in sent):
+            n_liar += 1
+            assert prov.source == "country_prior"
+            assert "no evidence quote occurs in the reviews" in prov.detail
+            continue
+        n_text += 1
+        assert prov.source == "text" and prov.confidence == 0.6
+        assert by_id[uid].big_five.openness == 4.5
+        for quote in prov.evidence:
+            assert len(quote) <= 40
+            assert any(quote.lower() in " ".join(r.split()).lower() for r in reviews)
+    assert n_text and n_liar
+    assert result.llm_rejects["traits: no evidence quote occurs in the reviews"] == n_liar
+    # Users without any review text keep the country prior, marked so.
+    for uid in set(by_id) - set(texts):
+        assert by_id[uid].provenance["schwartz"].source == "country_prior"
+
+
+def test_infer_tags_genres_of_uncategorised_items(bx) -> None:
+    backend = ScriptedBackend.__new__(ReaderBackend)
+    ScriptedBackend.__init__(backend)
+    engine = Engine(backend, progress=False)
+    cfg = InferConfig(countries=["BR", "IN", "JP", "US"])
+    result = infer_profiles(read_events_dir(bx[0]), cfg, engine=engine)
+    assert result.profiles
+    assert {p.country for p in result.profiles} <= {"BR", "IN", "JP", "US"}
+    assert result.item_tags and "0441013597" not in result.item_tags  # Dune: junk answer
+    tag_rejects = {k: v for k, v in result.llm_rejects.items() if k.startswith("tag_items")}
+    assert sum(tag_rejects.values()) == 1, tag_rejects
+    assert all(set(t["genres"]) <= set(GENRES) for t in result.item_tags.values())
+    tagged = [p for p in result.profiles if p.interests.genres]
+    assert tagged and all(p.provenance["interests.genres"].source == "text" for p in tagged)
+    assert all(p.interests.genres == ["classics"] for p in tagged)
+
+
+def test_profiles_infer_cli_pseudonymizes_and_show_prints_provenance(tmp_path, monkeypatch) -> None:
+    out = tmp_path / "ge"
+    import_events("events", [GENERIC], out)
+    runner = CliRunner()
+    args = [
+        "profiles",
+        "infer",
+        "--events",
+        str(out),
+        "-o",
+        str(tmp_path / "p.jsonl"),
+        "--no-text-inference",
+        "--no-tag-items",
+        "--default-country",
+        "PT",
+        "--pseudonymize",
+    ]
+    monkeypatch.delenv("GRAVITY_PSEUDONYM_KEY", raising=False)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "GRAVITY_PSEUDONYM_KEY" in result.output
+    assert not (tmp_path / "p.jsonl").exists()
+    key = "k" * 32
+    monkeypatch.setenv("GRAVITY_PSEUDONYM_KEY", key)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    profiles = load_profiles(tmp_path / "p.jsonl")
+    ids = {p.id for p in profiles}
+    assert ids == {pseudonym(u, key.encode()) for u in ("ana", "ben", "chandra", "dee", "eve")}
+    text = (tmp_path / "p.jsonl").read_text()
+    for raw in ("ana", "chandra", '"eve"'):
+        assert raw not in text  # neither as an id nor in the neighbours' provenance
+    summary = json.loads((tmp_path / "p.jsonl.summary.json").read_text())
+    assert summary["profiles"] == 5
+    eve_id = pseudonym("eve", key.encode())
+    shown = runner.invoke(app, ["profiles", "show", str(tmp_path / "p.jsonl"), "--id", eve_id])
+    assert shown.exit_code == 0, shown.output
+    assert "Provenance:" in shown.output
+    assert "- demographics.country: given: --default-country" in shown.output
+    assert f"weighted by interactions: {pseudonym('ana', key.encode())} (2)" in shown.output
+
+
+def test_profiles_infer_cli_bad_events_folder(tmp_path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["profiles", "infer", "--events", str(tmp_path / "nope"), "-o", str(tmp_path / "p.jsonl")],
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {tmp_path / 'nope'}: not an events folder (run `gravity events import` first)"
+    ]
+
+
+@pytest.mark.slow
+def test_infer_values_from_reviews_with_the_embedded_model(amazon_dir, tmp_path) -> None:
+    """A real run of the text inference on the embedded model: each reader ends with values from
+    their reviews backed by quotes that occur in them, or with the country prior and the reason
+    the model's answer was not used. Never anything in between."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    data = read_events_dir(amazon_dir)
+    keep = sorted({e["user_id"] for e in data.events.to_pylist() if e["text"]})[:1]
+    data.events = data.events.filter(pc.is_in(data.events.column("user_id"), pa.array(keep)))
+    data.users = data.users.filter(pc.is_in(data.users.column("id"), pa.array(keep)))
+    cfg = InferConfig(
+        default_country="US",
+        tag_items=False,
+        max_reviews=2,
+        max_review_chars=200,
+        max_new_tokens=200,
+        temperature=0.0,
+    )
+    result = infer_profiles(data, cfg, store=tmp_path / "store.sqlite")
+    assert sorted(p.id for p in result.profiles) == keep
+    reviews = {
+        u: [e["text"] for e in data.events.to_pylist() if e["user_id"] == u and e["text"]]
+        for u in keep
+    }
+    for profile in result.profiles:
+        prov = profile.provenance["schwartz"]
+        if prov.source == "text":
+            assert prov.evidence and 0 <= prov.confidence <= 1
+            for quote in prov.evidence:
+                words = " ".join(quote.lower().split()).strip(".")
+                assert any(words in " ".join(r.lower().split()) for r in reviews[profile.id])
+        else:
+            assert prov.source == "country_prior"
+            assert "text inference rejected" in prov.detail
+    assert sum(result.llm_rejects.values()) == sum(
+        p.provenance["schwartz"].source == "country_prior" for p in result.profiles
+    )
