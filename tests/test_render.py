@@ -97,6 +97,17 @@ def _variables(name: str, profile) -> dict:
             "candidates": [{"label": "A", "text": "one"}, {"label": "B", "text": "two"}],
         },
         "json_instruction.j2": {"schema": '{"type": "object"}'},
+        "infer_traits.j2": {"reviews": ["Loved it."]},
+        "tag_item.j2": {
+            "item": {
+                "title": book.title,
+                "author": book.author,
+                "year": None,
+                "publisher": None,
+                "description": book.description,
+            },
+            "genres": ["poetry"],
+        },
     }[name]
 
 
