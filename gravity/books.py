@@ -25,7 +25,11 @@ class Book(BaseModel):
     author: Annotated[str, Field(min_length=1, max_length=200)]
     year: int | None = None
     genres: tuple[str, ...] = ()
-    description: Annotated[str, Field(min_length=10, max_length=4000)]
+    description: Annotated[str, Field(min_length=10, max_length=4000)] | None = Field(
+        default=None,
+        description="Neutral description; None (an empty cell or null) where the source has "
+        "none: the prompts then work from title, author and year. The column is still required.",
+    )
 
     @field_validator("genres", mode="before")
     @classmethod
@@ -35,6 +39,11 @@ class Book(BaseModel):
         if value is None:
             return ()
         return tuple(value)
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _description(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("year", mode="before")
     @classmethod

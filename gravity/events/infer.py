@@ -22,7 +22,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,6 +68,12 @@ class InferConfig(BaseModel):
     min_events: int = Field(default=1, ge=1, description="Personal events a user needs.")
     countries: list[str] | None = Field(default=None, description="Only users from these.")
     max_users: int | None = Field(default=None, ge=1, description="First N users (by id).")
+    split: Literal["all", "train", "heldout"] = Field(
+        default="all",
+        description="Which users: all, or one side of a seeded split by user id (so training "
+        "and held-out readers from one events folder never overlap).",
+    )
+    heldout_share: float = Field(default=0.2, gt=0, lt=1, description="Share of held-out users.")
     default_country: str | None = Field(
         default=None, description="Country of users whose data names none (marked 'given')."
     )
@@ -130,6 +136,12 @@ def pseudonym(user_id: str, key: bytes) -> str:
     return "u-" + hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:20]
 
 
+def in_heldout(user_id: str, cfg: InferConfig) -> bool:
+    """Whether a user falls on the held-out side of the seeded split (stable per id)."""
+    digest = hashlib.sha256(f"gravity-events-split:{cfg.seed}:{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < cfg.heldout_share
+
+
 def _safe_id(user_id: str) -> str:
     if _ID_OK.match(user_id):
         return user_id
@@ -155,6 +167,9 @@ def load_readers(data: EventsData, cfg: InferConfig) -> tuple[dict[str, _Reader]
             continue
         if wanted is not None and user["country"] not in wanted:
             skipped["country_not_selected"] += 1
+            continue
+        if cfg.split != "all" and (in_heldout(user["id"], cfg) != (cfg.split == "heldout")):
+            skipped[f"not_in_{cfg.split}_split"] += 1
             continue
         readers[user["id"]] = _Reader(user["id"], user["country"], user["age"])
         if cfg.max_users is not None and len(readers) >= cfg.max_users:
