@@ -22,12 +22,11 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gravity.errors import GravityError
-from gravity.events.store import EventsData
 from gravity.llm.config import BackendConfig
 from gravity.profiles.countries import UnknownCountryError, normalize_country
 from gravity.profiles.culture import country_priors
@@ -42,6 +41,9 @@ from gravity.profiles.models import (
     UserProfile,
 )
 from gravity.profiles.sampler import SamplerConfig, sample_profiles
+
+if TYPE_CHECKING:
+    from gravity.events.store import EventsData
 
 PRIOR_DETAIL = "population means shifted by the country's WVS position (the sampler's means)"
 # Shelves that say where a book is, not what it is.
