@@ -176,7 +176,16 @@ def load_readers(data: EventsData, cfg: InferConfig) -> tuple[dict[str, _Reader]
         readers[user["id"]] = _Reader(user["id"], user["country"], user["age"])
         if cfg.max_users is not None and len(readers) >= cfg.max_users:
             break
-    for row in events.to_pylist():
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # Only the selected readers' rows become Python objects (the full dump has a million).
+    ids = pa.array(sorted(readers), pa.string())
+    mask = pc.or_kleene(
+        pc.is_in(events.column("user_id"), value_set=ids),
+        pc.fill_null(pc.is_in(events.column("other_user_id"), value_set=ids), False),
+    )
+    for row in events.filter(mask).to_pylist():
         reader = readers.get(row["user_id"])
         if row["kind"] == "personal":
             if reader is not None:
