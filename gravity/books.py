@@ -35,14 +35,14 @@ class Book(BaseModel):
     author: Annotated[str, Field(min_length=1, max_length=200)]
     year: int | None = None
     genres: tuple[str, ...] = ()
-    description: Annotated[
-        str,
-        Field(
-            min_length=MIN_DESCRIPTION,
-            max_length=MAX_DESCRIPTION,
-            description="Neutral base description, 10-4000 characters.",
-        ),
-    ]
+    description: (
+        Annotated[str, Field(min_length=MIN_DESCRIPTION, max_length=MAX_DESCRIPTION)] | None
+    ) = Field(
+        default=None,
+        description="Neutral base description, 10-4000 characters; None (an empty cell or "
+        "null) where the source has none: the prompts then work from title, author and year. "
+        "The column is still required.",
+    )
 
     @field_validator("genres", mode="before")
     @classmethod
@@ -52,6 +52,11 @@ class Book(BaseModel):
         if value is None:
             return ()
         return tuple(value) if isinstance(value, (list, tuple)) else value
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _description(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("year", mode="before")
     @classmethod

@@ -177,6 +177,19 @@ def profiles_show(
         if facet is None or "culture" in facet:
             for note in culture_gaps(profile):
                 typer.echo(f"(note: {note}; this reader's prompts carry none of it)")
+        if profile.provenance:
+            typer.echo(_provenance_text(profile.provenance))
+
+
+def _provenance_text(provenance: dict) -> str:
+    """Provenance lines: field: source (confidence), detail, evidence quotes."""
+    lines = ["Provenance:"]
+    for path, p in provenance.items():
+        conf = f", confidence {p.confidence:g}" if p.confidence is not None else ""
+        detail = f": {p.detail}" if p.detail else ""
+        lines.append(f"- {path}: {p.source}{conf}{detail}")
+        lines.extend(f'    "{quote}"' for quote in p.evidence)
+    return "\n".join(lines)
 
 
 @profiles_app.command("from-answers")
@@ -624,6 +637,152 @@ def run(
     if out is not None:
         cfg = cfg.model_copy(update={"out_dir": out})
     run_pipeline(cfg)
+
+
+events_app = typer.Typer(
+    help="Real readers: import event histories, summarize them.", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("import")
+def events_import(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Input: a folder, archive or file(s), as the format needs."),
+    ],
+    format: Annotated[
+        str, typer.Option("--format", help="bookcrossing | goodreads | amazon | events")
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Events folder to write (swapped in atomically).")
+    ],
+    user_id: Annotated[
+        str, typer.Option(help="User id of the reader of a Goodreads export.")
+    ] = "goodreads-reader",
+    rating_min: Annotated[float, typer.Option(help="Lowest rating (format 'events').")] = 1.0,
+    rating_max: Annotated[float, typer.Option(help="Highest rating (format 'events').")] = 5.0,
+) -> None:
+    """Import users, items and events; print rows in = imported + rejected."""
+    from gravity.events.importers import import_events
+
+    meta = import_events(format, paths, output, user_id, rating_min, rating_max)
+    for source in meta.rows_in:
+        typer.echo(
+            f"{source}: {meta.rows_in[source]} rows in = {meta.imported.get(source, 0)} imported "
+            f"+ {meta.rejected.get(source, 0)} rejected"
+        )
+    for reason, count in meta.rejects_by_reason.items():
+        typer.echo(f"  rejected {reason}: {count}")
+    for note, count in meta.notes.items():
+        typer.echo(f"  note {note}: {count}")
+    typer.echo(f"wrote {output} (rejects: {output / 'rejects.jsonl'})")
+
+
+@events_app.command("stats")
+def events_stats_cmd(
+    events: Annotated[Path, typer.Argument(help="Events folder from `gravity events import`.")],
+    min_ratings: Annotated[
+        int, typer.Option(min=1, help="Ratings that make a reader 'active'.")
+    ] = 10,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Users, items, events by kind and action, ratings, readers per country."""
+    from gravity.events import read_events_dir
+    from gravity.events.stats import events_stats
+
+    stats = events_stats(read_events_dir(events), min_ratings=min_ratings)
+    if json_output:
+        typer.echo(json.dumps(stats, indent=2, ensure_ascii=False))
+        return
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+            typer.echo(f"{key}: {shown}")
+        else:
+            typer.echo(f"{key}: {value}")
+
+
+@profiles_app.command("infer")
+def profiles_infer(
+    events: Annotated[Path, typer.Option(help="Events folder from `gravity events import`.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Profiles file (.jsonl/.yaml).")],
+    config: Annotated[Path | None, typer.Option(help="YAML with InferConfig fields.")] = None,
+    country: Annotated[
+        list[str] | None, typer.Option(help="Only users from this country (repeatable).")
+    ] = None,
+    min_events: Annotated[int | None, typer.Option(min=1, help="Personal events needed.")] = None,
+    max_users: Annotated[int | None, typer.Option(min=1, help="At most this many users.")] = None,
+    default_country: Annotated[
+        str | None, typer.Option(help="Country of users whose data names none (marked given).")
+    ] = None,
+    text_inference: Annotated[
+        bool | None, typer.Option(help="Values/personality from review texts by the LLM.")
+    ] = None,
+    tag_items: Annotated[
+        bool | None, typer.Option(help="LLM-tag genres of items without categories.")
+    ] = None,
+    evidence_only: Annotated[
+        bool | None,
+        typer.Option(help="Keep only observed and text-inferred values, traits and interests."),
+    ] = None,
+    pseudonymize: Annotated[
+        bool | None,
+        typer.Option(help="Replace user ids by keyed hashes (key: $GRAVITY_PSEUDONYM_KEY)."),
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="LLM backend.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for the backend.")] = None,
+    base_url: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible URL(s).")] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Result store (default: OUTPUT.store.sqlite).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Infer reader profiles from event histories; every field carries its provenance."""
+    from gravity.config import load_yaml_model
+    from gravity.events import read_events_dir
+    from gravity.events.infer import InferConfig, infer_profiles
+    from gravity.profiles import dump_profiles
+    from gravity.profiles.io import atomic_write_text
+
+    cfg = load_yaml_model(config, InferConfig) if config else InferConfig()
+    overrides = {
+        "countries": country or None,
+        "min_events": min_events,
+        "max_users": max_users,
+        "default_country": default_country,
+        "text_inference": text_inference,
+        "tag_items": tag_items,
+        "evidence_only": evidence_only,
+        "pseudonymize": pseudonymize,
+        "seed": seed,
+    }
+    backend_overrides = {"backend": backend, "model": model, "base_urls": base_url or None}
+    cfg = _with_overrides(cfg, overrides, backend_overrides)
+    if output.suffix.lower() not in (".jsonl", ".json", ".yaml", ".yml"):
+        raise GravityError(f"{output}: unknown extension; use .jsonl, .json or .yaml")
+    data = read_events_dir(events)
+    store_path = store or output.with_name(output.name + ".store.sqlite")
+    result = infer_profiles(data, cfg, store=store_path)
+    if not result.profiles:
+        reasons = ", ".join(f"{k}: {v}" for k, v in result.skipped.items()) or "no users"
+        raise GravityError(f"{events}: no profile could be inferred ({reasons})")
+    summary = {
+        "profiles": len(result.profiles),
+        "skipped": dict(result.skipped),
+        "llm_rejects": dict(result.llm_rejects),
+        "sources": dict(sorted(result.sources.items())),
+        "item_tags": result.item_tags,
+        "config": cfg.model_dump(mode="json"),
+    }
+    dump_profiles(result.profiles, output)
+    summary_path = output.with_name(output.name + ".summary.json")
+    atomic_write_text(summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    typer.echo(f"wrote {len(result.profiles)} profiles to {output} (summary: {summary_path})")
+    for reason, count in result.skipped.items():
+        typer.echo(f"  skipped {reason}: {count}")
+    for reason, count in result.llm_rejects.items():
+        typer.echo(f"  llm reject {reason}: {count}")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gravity.evaluate.config import EvalConfig
+from gravity.events.infer import InferConfig
 from gravity.io import load_yaml_model
 from gravity.profiles.countries import normalize_country
 from gravity.profiles.sampler import SamplerConfig
@@ -38,6 +39,12 @@ class ProfilesStage(_Config):
         default_factory=list, description="Profile files to load as well (paths from the CWD)."
     )
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    events: Path | None = Field(
+        default=None, description="Events folder (`gravity events import`): readers inferred."
+    )
+    infer: InferConfig = Field(
+        default_factory=InferConfig, description="How readers are inferred from `events`."
+    )
 
     @field_validator("countries")
     @classmethod
@@ -62,7 +69,11 @@ class RunConfig(_Config):
     profiles: ProfilesStage = Field(default_factory=ProfilesStage)
     heldout: ProfilesStage = Field(default_factory=_heldout_default)
     heldout_books: int = Field(default=12, ge=1, description="Catalog books kept for evaluation.")
-    books: Path | None = Field(default=None, description="Catalog; default: the starter one.")
+    books: Path | None = Field(
+        default=None,
+        description="Catalog file, or an events folder (its most rated items); default: the "
+        "starter catalog.",
+    )
     modes: list[Literal["gravity", "naive"]] = Field(default_factory=lambda: ["gravity", "naive"])
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     test_size: float = Field(default=0.0, ge=0, lt=1, description="Export test split (readers).")

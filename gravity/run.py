@@ -27,6 +27,11 @@ from gravity.profiles.models import UserProfile
 def build_profiles(stage: ProfilesStage) -> list[UserProfile]:
     """Readers loaded from files plus those sampled for each configured country."""
     profiles = list(load_many(stage.files)) if stage.files else []
+    if stage.events is not None:
+        from gravity.events import read_events_dir
+        from gravity.events.infer import infer_profiles
+
+        profiles.extend(infer_profiles(read_events_dir(stage.events), stage.infer).profiles)
     if stage.n_per_country:
         for country in stage.countries:
             profiles.extend(
@@ -37,6 +42,16 @@ def build_profiles(stage: ProfilesStage) -> list[UserProfile]:
     if duplicates:
         raise GravityError(f"profiles: duplicate reader ids across sources: {duplicates}")
     return profiles
+
+
+def _catalog(path: Path | None) -> list[Book]:
+    """The catalog file, or the most rated items of an events folder."""
+    if path is not None and path.is_dir():
+        from gravity.events import read_events_dir
+        from gravity.events.books import books_from_events
+
+        return books_from_events(read_events_dir(path))
+    return load_catalog(path)
 
 
 def split_books(catalog: list[Book], n_heldout: int, seed: int) -> tuple[list[Book], list[Book]]:
@@ -121,9 +136,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             f"heldout: readers {overlap[:5]} are also training readers; "
             "use another heldout.seed or other files"
         )
-    train_books, held_books = split_books(
-        load_catalog(cfg.books), cfg.heldout_books, cfg.generate.seed
-    )
+    train_books, held_books = split_books(_catalog(cfg.books), cfg.heldout_books, cfg.generate.seed)
     check_run_requirements(cfg)  # before anything is written or generated
     with folder_lock(cfg.out_dir, "run folder"):
         return _run_stages(cfg, readers, heldout, train_books, held_books, progress)

@@ -118,6 +118,17 @@ def _variables(name: str, profile) -> dict:
             "columns": ["case_id"],
         },
         "json_instruction.j2": {"schema": '{"type": "object"}'},
+        "infer_traits.j2": {"reviews": ["Loved it."]},
+        "tag_item.j2": {
+            "item": {
+                "title": book.title,
+                "author": book.author,
+                "year": None,
+                "publisher": None,
+                "description": book.description,
+            },
+            "genres": ["poetry"],
+        },
     }[name]
 
 

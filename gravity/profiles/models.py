@@ -207,6 +207,21 @@ class Interests(_Strict):
     reading_goals: TextList = Field(default_factory=list)
 
 
+class Provenance(_Strict):
+    """Where one field of a profile came from (profiles inferred from events carry these)."""
+
+    source: Literal["observed", "text", "country_prior", "neighbours", "given"] = Field(
+        description="observed: read off the user's own events or record; text: inferred by an "
+        "LLM from the user's reviews; country_prior: the country's reference values; neighbours: "
+        "borrowed from users they interact with; given: set by the operator (e.g. a default)."
+    )
+    evidence: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(
+        default_factory=list, max_length=10, description="Quotes or facts the field rests on."
+    )
+    confidence: float | None = Field(default=None, ge=0, le=1)
+    detail: Annotated[str, Field(max_length=500)] | None = None
+
+
 class UserProfile(_Strict):
     """A reader: demographics plus the culture, values, personality and interests facets."""
 
@@ -218,6 +233,9 @@ class UserProfile(_Strict):
     schwartz: Schwartz | None = None
     big_five: BigFive | None = None
     interests: Interests | None = None
+    provenance: dict[Annotated[str, Field(pattern=r"^[a-z_]+(\.[a-z_]+)?$")], Provenance] | None = (
+        Field(default=None, description="Per field path (e.g. 'interests.genres'): its source.")
+    )
 
     @property
     def country(self) -> str:

