@@ -149,6 +149,9 @@ def main(argv: list[str]) -> None:
     """Worker entry point (``python -m gravity.llm.worker_main MODULE:FACTORY``)."""
     # The protocol gets a private copy of stdout; fd 1 then points at stderr, so that anything
     # native code prints goes to the user's terminal instead of into the protocol.
+    # Ctrl-C reaches the whole process group: the parent handles it and ends the worker by
+    # closing its stdin, so the worker does not print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
