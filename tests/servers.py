@@ -37,6 +37,10 @@ class LlamaServer:
                 str(self.port),
                 "--n_threads",
                 str(threads),
+                # Prompts too (the server's default is every core): two servers and the test
+                # process share a small CI machine, where spinning thread teams starve each other.
+                "--n_threads_batch",
+                str(threads),
                 "--n_ctx",
                 "2048",
                 "--model_alias",

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,10 +15,20 @@ import pytest
 from pydantic import BaseModel
 
 from gravity.errors import GravityError
-from gravity.llm import BACKENDS, BackendConfig, ChatRequest, SamplingParams, make_backend
+from gravity.llm import (
+    BACKENDS,
+    BackendConfig,
+    ChatRequest,
+    Completion,
+    SamplingParams,
+    make_backend,
+)
 from gravity.llm.embedded import embedded_gguf
-from gravity.llm.engine import Engine, Parsed
+from gravity.llm.engine import Engine, Parsed, Reject
 from gravity.store import Store
+from gravity.synth import GenerateConfig, synthesize
+from gravity.synth.config import FilterConfig
+from tests.fakes import WriterBackend
 
 HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 needs_llama = pytest.mark.skipif(not HAS_LLAMA, reason="needs the llamacpp extra")
@@ -95,8 +108,45 @@ def test_missing_model_directory_is_clear():
 
 
 @needs_llama
+def test_llamacpp_build_is_portable_and_has_no_amx():
+    """The installed llama.cpp was built without AMX kernels (they segfault on some virtualized
+    AMX CPUs) and, on x86, without AVX-512 (so it runs on CPUs that lack it); checked from the
+    build's own feature list, so it holds whatever CPU runs the test."""
+    import platform
+
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode()
+    assert "AMX" not in info, info
+    if platform.machine() in {"x86_64", "AMD64"}:
+        assert "AVX2 = 1" in info and "AVX512" not in info, info
+
+
+@needs_llama
+def test_llamacpp_worker_loads_with_extra_buffer_types_off():
+    """The params the worker really loaded the model with have weight repacking (llama.cpp's
+    extra buffer types, where its AMX path lives) off; llama.cpp's own default is on."""
+    import llama_cpp
+
+    assert llama_cpp.llama_model_default_params().use_extra_bufts is True
+    backend = make_backend(BackendConfig(backend="llamacpp", n_threads=1))
+    try:
+        backend.load()
+        assert backend.info["use_extra_bufts"] is False
+        assert "AMX" not in backend.info["system_info"]
+        worker = backend.worker.proc
+        assert worker.pid != os.getpid() and worker.poll() is None
+        backend.generate(_reqs()[:1], GREEDY)
+        backend.generate(_reqs()[1:2], GREEDY)
+        assert backend.worker.proc is worker  # one worker, one model load, for every batch
+    finally:
+        backend.close()
+    assert worker.poll() == 0  # close() ended the worker cleanly
+
+
+@needs_llama
 def test_llamacpp_generates_repeats_and_constrains_json():
-    with make_backend(BackendConfig(backend="llamacpp", n_threads=2)) as backend:
+    with make_backend(BackendConfig(backend="llamacpp", n_threads=1)) as backend:
         params = SamplingParams(max_new_tokens=24, temperature=0.8, seed=3)
         a = backend.generate(_reqs(), params)
         b = backend.generate(list(reversed(_reqs())), params)
@@ -112,6 +162,99 @@ def test_llamacpp_generates_repeats_and_constrains_json():
         # tokens inside a string, which the engine's retry absorbs).
         assert isinstance(out, Parsed) and out.value.title
         assert json.loads(out.completion.text)["title"] == out.value.title
+
+
+@needs_llama
+def test_llamacpp_prompt_over_context_is_one_failed_request():
+    backend = make_backend(BackendConfig(backend="llamacpp", n_ctx=256, n_threads=1))
+    try:
+        prompts = ["Say hello.", "Repeat this: " + "tree " * 400, "Name a colour."]
+        outs = backend.generate(_reqs(prompts), SamplingParams(max_new_tokens=8, temperature=0))
+    finally:
+        backend.close()
+    assert [o.finish_reason for o in outs][1] == "error" and outs[1].text == ""
+    assert "context window" in outs[1].error
+    assert outs[0].text.strip() and outs[2].text.strip() and outs[0].error is None
+
+
+def _gravity(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "gravity", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@needs_llama
+def test_llamacpp_worker_segfault_is_one_line_keeps_completions_and_resumes(tmp_path):
+    """A real SIGSEGV (a native null-pointer read) in the worker after 2 of 5 requests of one
+    batch: the user's command prints one line naming the backend and the signal and exits 2;
+    the 2 finished completions are in the store; the rerun answers them from it and makes the
+    other 3."""
+    from gravity.llm.llamacpp import CRASH_AFTER_ENV
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(
+        "\n".join(f"Name a {w}." for w in ["fruit", "tree", "river", "city", "bird"])
+    )
+    store = tmp_path / "store.db"
+    args = ["llm", "generate", "--prompt-file", str(prompts), "--backend", "llamacpp"]
+    args += ["--max-new-tokens", "8", "--store", str(store), "--json"]
+    # OpenMP's idle threads sleep instead of spinning: a shared CI machine stays usable.
+    crashed = _gravity(*args, env={CRASH_AFTER_ENV: "2", "OMP_WAIT_POLICY": "passive"})
+    assert crashed.returncode == 2, crashed.stderr
+    lines = crashed.stderr.strip().splitlines()
+    assert "Traceback" not in crashed.stderr
+    assert lines[-1].startswith("error: llamacpp backend worker died with SIGSEGV during a batch")
+    assert "after 2 of them" in lines[-1]
+    assert crashed.stdout == ""  # nothing half-printed
+    assert Store(store).count_completions() == 2
+
+    rerun = _gravity(*args, env={"OMP_WAIT_POLICY": "passive"})
+    assert rerun.returncode == 0, rerun.stderr
+    records = [json.loads(line) for line in rerun.stdout.splitlines()]
+    assert len(records) == 5 and all(r["text"].strip() for r in records)
+    assert sum(r["cached"] for r in records) == 2
+    assert Store(store).count_completions() == 5
+
+
+class RefusingWriter(WriterBackend):
+    """Refuses, as a server answering HTTP 400 would, each request whose prompt holds ``marker``."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def generate(self, requests, params, seeds=None):
+        outs = super().generate(requests, params, seeds)
+        refused = Completion(text="", finish_reason="error", error="HTTP 400: prompt too long")
+        return [
+            refused if self.marker in r.messages[-1].content else out
+            for r, out in zip(requests, outs)
+        ]
+
+
+def test_refused_requests_are_counted_rejects_in_the_synthesis_summary(tmp_path, example_profiles):
+    backend = RefusingWriter("Reader (values)")
+    store = Store(tmp_path / "store.sqlite")
+    cfg = GenerateConfig(
+        max_books=2, filters=FilterConfig(min_words=5, near_duplicate_threshold=None)
+    )
+    result = synthesize(
+        example_profiles, cfg, tmp_path / "run", engine=Engine(backend, store, progress=False)
+    )
+    s = result.summary
+    refused = [r for r in result.rejects if r["reason"].endswith("backend_error")]
+    marked = [r for r in backend.seen if "Reader (values)" in r.messages[-1].content]
+    assert refused and len(refused) == len(marked)  # one reject per refusal, no retries
+    assert all(r["detail"] == "HTTP 400: prompt too long" for r in refused)
+    assert s["rows_in"] == s["written"] + s["rejected"] and s["written"] > 0
+    assert sum(v for k, v in s["rejects_by_reason"].items() if k.endswith("backend_error")) == len(
+        refused
+    )
+    assert store.count_completions() == len(backend.seen) - len(marked)
 
 
 # --- openai backend against real servers -------------------------------------------------
@@ -130,6 +273,20 @@ def servers(tmp_path):
     finally:
         for s in started:
             s.kill()
+
+
+@pytest.fixture
+def server(tmp_path):
+    if not HAS_LLAMA:
+        pytest.skip("needs llama-cpp-python[server]")
+    pytest.importorskip("uvicorn")
+    from tests.servers import LlamaServer
+
+    started = LlamaServer(embedded_gguf(), tmp_path)
+    try:
+        yield started.wait_ready()
+    finally:
+        started.kill()
 
 
 def _openai(urls, **kw):
@@ -171,6 +328,32 @@ def test_openai_structured_output(servers):
         Book,
     )
     assert isinstance(out, Parsed) and out.value.genre
+
+
+@pytest.mark.server
+def test_openai_over_context_prompt_is_one_reject_the_others_are_stored(server, tmp_path):
+    """One prompt over the server's context (2,048 tokens) in a batch of three: that row is a
+    reject carrying the server's reason, not retried and not stored; the other two complete and
+    are stored; a wrong URL path (404, no request can pass) still stops the run."""
+    backend = _openai([server.url], concurrency=3)
+    store = Store(tmp_path / "s.db")
+    engine = Engine(backend, store, progress=False)
+    prompts = ["Name a fruit.", "Repeat this: " + "tree " * 2500, "Name a colour."]
+    results = engine.generate_parsed(
+        _reqs(prompts),
+        SamplingParams(max_new_tokens=8, seed=1),
+        lambda out, _i: out.text or Reject("empty output", out.text, "empty"),
+        max_attempts=3,
+    )
+    assert isinstance(results[0], Parsed) and isinstance(results[2], Parsed)
+    bad = results[1]
+    assert isinstance(bad, Reject) and bad.kind == "backend_error"
+    assert bad.reason.startswith("HTTP 400: ") and "context" in bad.reason
+    assert engine.calls == 1 and backend.refused == 1  # refused once, never retried
+    assert store.count_completions() == 2
+    wrong = _openai([server.url.removesuffix("/v1") + "/nope"], max_retries=0)
+    with pytest.raises(GravityError, match="answered HTTP 404"):
+        wrong.generate(_reqs(["hi"]), SamplingParams(max_new_tokens=4))
 
 
 @pytest.mark.server

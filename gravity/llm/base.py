@@ -65,7 +65,11 @@ class SamplingParams(BaseModel):
 
 
 class Completion(BaseModel):
-    """One completion, with token counts and why it stopped."""
+    """One completion, with token counts and why it stopped.
+
+    ``finish_reason="error"``: this one request failed (e.g. a server refused it with a 4xx);
+    ``error`` holds the reason and ``text`` is empty. Such completions are never stored.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +77,7 @@ class Completion(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: Literal["stop", "length", "error"] = "stop"
+    error: str | None = None
     cached: bool = False
 
 

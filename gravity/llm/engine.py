@@ -1,7 +1,9 @@
 """The engine: batches requests through a backend, with the durable store in front.
 
 - ``generate``: completions in input order; stored ones are returned without calling the model,
-  new ones are written per batch (a kill loses at most the batch in flight).
+  new ones are written per batch (a kill loses at most the batch in flight; when a backend's
+  worker process crashes, the completions it finished in that batch are written too). A request
+  the backend refused (``finish_reason="error"``) is returned but never stored.
 - ``generate_structured``: JSON validated into a pydantic model; a parse or validation failure
   is retried with a new seed a bounded number of times, then returned as a ``Reject`` with its
   reason. Parsing never raises.
@@ -19,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from gravity.llm.base import Backend, ChatRequest, Completion, Message, SamplingParams
+from gravity.llm.worker import WorkerDied
 from gravity.progress import Progress
 from gravity.prompts import render
 from gravity.store import Store, canonical_json, hash_key
@@ -160,36 +163,49 @@ class Engine:
                 ):
                     batch.append(todo[start + len(batch)])
                 start += len(batch)
-                outs = self.backend.generate(
-                    [items[i][0] for i in batch],
-                    items[batch[0]][1],
-                    seeds=[items[i][1].seed for i in batch],
-                )
+                try:
+                    outs = self.backend.generate(
+                        [items[i][0] for i in batch],
+                        items[batch[0]][1],
+                        seeds=[items[i][1].seed for i in batch],
+                    )
+                except WorkerDied as exc:
+                    # The backend's process crashed mid-batch: keep what it had finished.
+                    self._store(batch, exc.completed, keys, items)
+                    raise
                 self.calls += 1
                 if len(outs) != len(batch):
                     raise RuntimeError(
                         f"backend {self.backend.name} returned {len(outs)} completions "
                         f"for {len(batch)} requests"
                     )
-                if self.store is not None:
-                    fp = canonical_json(self.fingerprint)
-                    self.store.put_completions(
-                        [
-                            (
-                                keys[i],
-                                fp,
-                                canonical_json(items[i][0].as_dicts()),
-                                out.model_dump(exclude={"cached"}),
-                            )
-                            for i, out in zip(batch, outs)
-                        ]
-                    )
+                self._store(batch, outs, keys, items)
                 for i, out in zip(batch, outs):
                     results[i] = out
                 self.tokens["prompt"] += sum(o.prompt_tokens for o in outs)
                 self.tokens["completion"] += sum(o.completion_tokens for o in outs)
                 bar.advance(len(batch), sum(o.completion_tokens for o in outs))
         return [r for r in results if r is not None]
+
+    def _store(
+        self,
+        batch: list[int],
+        outs: Sequence[Completion],
+        keys: list[str],
+        items: list[tuple[ChatRequest, SamplingParams]],
+    ) -> None:
+        """Write ``outs`` (the first ``len(outs)`` of ``batch``); failed requests are not stored,
+        so a rerun tries them again."""
+        if self.store is None:
+            return
+        fp = canonical_json(self.fingerprint)
+        rows = [
+            (keys[i], fp, canonical_json(items[i][0].as_dicts()), out.model_dump())
+            for i, out in zip(batch, outs)
+            if out.finish_reason != "error"
+        ]
+        if rows:
+            self.store.put_completions(rows)
 
     def generate_parsed(
         self,
@@ -203,6 +219,8 @@ class Engine:
 
         ``parse`` returns a result or a ``Reject``; rejected requests are retried with a new seed
         up to ``max_attempts`` in all, then returned as the last ``Reject`` (reason annotated).
+        A request the backend refused (``finish_reason="error"``) is a ``backend_error`` reject
+        with the backend's reason, without retries.
         """
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -223,6 +241,10 @@ class Engine:
             outs = self.generate([requests[i] for i in pending], attempt_params, desc=label)
             still: list[int] = []
             for i, out in zip(pending, outs):
+                if out.finish_reason == "error":
+                    # The backend refused this request (e.g. HTTP 4xx): a new seed cannot help.
+                    results[i] = Reject(out.error or "backend error", "", "backend_error")
+                    continue
                 parsed = parse(out, i)
                 if isinstance(parsed, Reject):
                     last[i] = parsed

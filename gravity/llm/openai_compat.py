@@ -1,10 +1,13 @@
 """``openai`` backend: any OpenAI-compatible chat-completions server (``vllm serve``, llama.cpp's
 server, TGI, hosted APIs).
 
-Requests are spread round-robin over ``base_urls`` with at most ``concurrency`` in flight; 429,
-5xx, timeouts and connection errors are retried with exponential backoff on the next URL (a
-failing URL cools down for a few seconds), so a dead server's share moves to the live ones. The
-API key is read from the environment variable ``api_key_env`` only, and never logged.
+Requests are spread round-robin over ``base_urls`` with at most ``concurrency`` in flight; 408,
+429, 5xx, timeouts and connection errors are retried with exponential backoff on the next URL (a
+failing URL cools down for a few seconds), so a dead server's share moves to the live ones. Any
+other 4xx refuses one request, not the run: it comes back as a completion with
+``finish_reason="error"`` and the server's reason (the engine records it as a reject), except
+401/403/404/405, which no request can pass (key, URL, model name) and stop the run. The API key
+is read from the environment variable ``api_key_env`` only, and never logged.
 """
 
 from __future__ import annotations
@@ -25,6 +28,26 @@ from gravity.llm.config import BackendConfig
 
 log = logging.getLogger(__name__)
 COOLDOWN_S = 5.0
+# Worth another try (elsewhere, later), like every 5xx: timeouts and rate limits.
+RETRYABLE = frozenset({408, 429})
+# Wrong for every request (key, URL, model name): the run stops with the server's reason.
+FATAL = frozenset({401, 403, 404, 405})
+
+
+def server_reason(resp: Any) -> str:
+    """The server's own words for an error response: ``error.message`` of an OpenAI-style body,
+    else the start of the body."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+        message = message or data.get("detail")  # FastAPI's validation errors
+        if message:
+            return " ".join(str(message).split())[:500]
+    return " ".join(resp.text.split())[:300] or "(empty body)"
 
 
 class _Retryable(Exception):
@@ -42,6 +65,7 @@ class OpenAIBackend(Backend):
             raise GravityError("openai backend: base_urls is empty")
         self.urls = [u.rstrip("/") for u in config.base_urls]
         self.url_counts: Counter[str] = Counter()  # successful requests per URL
+        self.refused = 0  # requests a server refused with a 4xx (returned as error completions)
         self._cooldown: dict[str, float] = {}
         self._next = 0
 
@@ -119,13 +143,20 @@ class OpenAIBackend(Backend):
                     resp = await client.post(
                         f"{url}/chat/completions", json=body, headers=self._headers()
                     )
-                    if resp.status_code == 429 or resp.status_code >= 500:
-                        raise _Retryable(f"HTTP {resp.status_code}")
-                    if resp.status_code >= 400:
+                    status = resp.status_code
+                    if status in RETRYABLE or status >= 500:
+                        raise _Retryable(f"HTTP {status}")
+                    if status in FATAL:
                         raise GravityError(
-                            f"openai backend: {url} answered HTTP {resp.status_code}: "
-                            f"{resp.text[:300]}"
+                            f"openai backend: {url} answered HTTP {status}: {server_reason(resp)}"
                         )
+                    if status >= 400:
+                        # This request is at fault (e.g. its prompt is over the server's
+                        # context): it fails alone; the rest of the batch goes on.
+                        self.refused += 1
+                        reason = f"HTTP {status}: {server_reason(resp)}"
+                        log.warning("%s refused a request: %s", url, reason)
+                        return Completion(text="", finish_reason="error", error=reason)
                     data = resp.json()
                 except (httpx.TransportError, _Retryable) as exc:
                     self._cooldown[url] = time.monotonic() + COOLDOWN_S
