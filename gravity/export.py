@@ -12,7 +12,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from gravity.errors import GravityError
-from gravity.io import Record
+from gravity.io import Record, temp_dir
 
 Format = Literal["hf", "parquet", "jsonl"]
 FORMATS = ("hf", "parquet", "jsonl")
@@ -249,7 +248,7 @@ def export_run(
     splits = split_by_user(rows, test_size, seed)
     dd = DatasetDict({name: Dataset.from_list(part) for name, part in splits.items()})
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = temp_dir(out.parent, f".{out.name}.tmp-")
     try:
         if fmt == "hf":
             dd.save_to_disk(str(tmp / "dataset"))

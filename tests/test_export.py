@@ -113,3 +113,17 @@ def test_push_to_hub_uses_env_token_only(run_dir, tmp_path, monkeypatch):
         for p in (tmp_path / "o").rglob("*")
         if p.is_file()
     )
+
+
+def test_exported_folder_keeps_the_umask(run_dir, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        export_run(run_dir, tmp_path / "out", "jsonl", test_size=0.25, seed=0)
+    finally:
+        os.umask(old)
+    # Built in a temporary folder and renamed into place: the folder must still be readable by
+    # the group and others, as `mkdir` would make it (a plain mkdtemp gives 0700).
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pydantic import ValidationError
 
 from gravity.errors import GravityError
 from gravity.events.models import Event, Item, Meta, Reject, User
+from gravity.io import temp_dir
 
 USERS, ITEMS, EVENTS, REJECTS, META = (
     "users.parquet",
@@ -194,7 +194,7 @@ def write_events_dir(collector: Collector, out: str | Path) -> Meta:
     if out.exists() and not out.is_dir():
         raise GravityError(f"{out}: exists and is not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = temp_dir(out.parent, f".{out.name}.tmp-")
     try:
         tables = {
             USERS: list(collector.users.values()),
