@@ -241,7 +241,8 @@ def _header(metrics: dict[str, Any], systems: list[str]) -> list[str]:
         f"counted as ties; {judge['excluded_cases']} case(s) excluded for a missing verdict.",
         "",
         f"95% CIs: {boot['method']} bootstrap over readers ({boot['resamples']} resamples, "
-        "scipy.stats.bootstrap); a cell with fewer than "
+        "scipy.stats.bootstrap; where BCa is undefined for a cell's data, the percentile CI, "
+        "as metrics.json records per cell); a cell with fewer than "
         f"{boot['min_readers']} readers says 'too few readers'.",
     ]
 
