@@ -1,6 +1,7 @@
 """How often does batching change a text? The transformers backend on the embedded model.
 
     python bench/determinism.py [--n 32] [--max-new-tokens 32] [--dtypes bfloat16 float32]
+                                [--modes greedy sampled]
 
 Per-request seeds make each request's random stream independent of its batch; what can still
 differ is the arithmetic: with left padding the same prompt sits in a differently shaped batch,
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
+    parser.add_argument("--modes", nargs="+", default=["greedy", "sampled"])
     args = parser.parse_args()
     reqs = [ChatRequest.from_prompt(p) for p in prompts(args.n)]
     seeds = [1000 + i for i in range(args.n)]
@@ -77,7 +79,8 @@ def main() -> None:
     print(f"{args.n} prompts, {args.max_new_tokens} new tokens, embedded SmolLM2-135M")
     for dtype in args.dtypes:
         with make_backend(BackendConfig(dtype=dtype, batch_size=args.n)) as backend:
-            for mode, params in modes.items():
+            for mode in args.modes:
+                params = modes[mode]
                 start = time.perf_counter()
                 batched = [c.text for c in backend.generate(reqs, params, seeds=seeds)]
                 again = [c.text for c in backend.generate(reqs, params, seeds=seeds)]
