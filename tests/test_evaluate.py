@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -601,3 +603,49 @@ def test_training_ids_read_every_split_of_an_export(pair_export, tmp_path):
     for path in (pair_export, tmp_path / "pq"):
         users, books = training_ids([path])
         assert users == all_users and books == {r["book_id"] for r in rows}
+
+
+_FORM_HARNESS = """
+const values = JSON.parse(process.argv[2]);
+global.document = {getElementById: (id) => ({value: values[id] ?? ""})};
+%s
+console.log(JSON.stringify(problems(values["rater"] ?? "")));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node to run the form's script")
+def test_human_form_script_refuses_blank_fields_and_repeated_ranks(tmp_path):
+    """Runs the form's own JavaScript check (node, a stub document) on filled answers."""
+    sheets = tmp_path / "sheets"
+    export_sheets(_eval_dir(tmp_path), sheets)
+    html = (sheets / "reader-r0.html").read_text()
+    script = html.split("<script>")[1].split("</script>")[0]
+    ids = re.findall(r'id="((?:rank|int)-[^"]+)"', html)
+    ranks = [i for i in ids if i.startswith("rank-")]
+    cases: dict[str, list[str]] = {}
+    for rank_id in ranks:
+        cases.setdefault(rank_id.rsplit("-", 1)[0], []).append(rank_id)
+
+    def check(values: dict[str, str]) -> list[str]:
+        harness = tmp_path / "harness.js"
+        harness.write_text(_FORM_HARNESS % script)
+        proc = subprocess.run(
+            ["node", str(harness), json.dumps(values)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    good = {"rater": "ana"}
+    for members in cases.values():
+        for n, rank_id in enumerate(members, start=1):
+            good[rank_id] = str(n)
+            good["int-" + rank_id[len("rank-") :]] = "3"
+    assert check(good) == []
+    repeated = dict(good)
+    first_case = next(iter(cases.values()))
+    repeated[first_case[1]] = repeated[first_case[0]]  # two descriptions ranked the same
+    assert any("each rank once" in p for p in check(repeated))
+    blank = dict(good)
+    blank["int-" + first_case[0][len("rank-") :]] = ""
+    assert any("both needed" in p for p in check(blank))
+    assert any("rater id" in p for p in check({**good, "rater": ""}))
