@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from gravity.errors import GravityError
-from gravity.io import Record, temp_dir
+from gravity.io import Record, swap_dir_into_place, temp_dir
 
 Format = Literal["hf", "parquet", "jsonl"]
 FORMATS = ("hf", "parquet", "jsonl")
@@ -216,16 +216,6 @@ def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license
     return "\n".join(lines)
 
 
-def _atomic_dir_swap(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_run(
     run_dir: str | Path,
     out: str | Path,
@@ -262,7 +252,7 @@ def export_run(
                 else:
                     ds.to_json(str(tmp / f"{name}.jsonl"), lines=True, force_ascii=False)
         (tmp / "README.md").write_text(dataset_card(run_dir, splits, license), encoding="utf-8")
-        _atomic_dir_swap(tmp, out)
+        swap_dir_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if push_to_hub:

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import stat
 import tempfile
 from collections import Counter
@@ -386,6 +387,17 @@ def temp_dir(parent: Path, prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
     path.chmod(0o777 & ~_umask())
     return path
+
+
+def swap_dir_into_place(tmp: Path, out: Path) -> None:
+    """Replace folder ``out`` by the finished folder ``tmp`` (same parent), removing the old one."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

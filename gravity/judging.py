@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gravity.errors import GravityError
-from gravity.llm.base import ChatRequest, Completion, Message, SamplingParams
+from gravity.llm.base import ChatRequest, Completion, SamplingParams
 from gravity.llm.engine import Engine, Parsed, Reject
-from gravity.prompts import render
 
 Method = Literal["auto", "likelihood", "constrained"]
 
@@ -124,7 +123,7 @@ class LabelJudge:
             scores = self.engine.score_labels(requests, labels, desc=desc)
             return [Choice(normalise(s)) for s in scores]
         schema = choice_schema(labels)
-        prepared = [self._with_schema(r, schema) for r in requests]
+        prepared = [self.engine.with_json_instruction(r, schema) for r in requests]
         params = [
             SamplingParams(
                 max_new_tokens=self.max_new_tokens, temperature=0.0, json_schema=schema, seed=s
@@ -140,12 +139,3 @@ class LabelJudge:
             Choice({k: float(k == r.value) for k in labels}) if isinstance(r, Parsed) else r
             for r in results
         ]
-
-    def _with_schema(self, request: ChatRequest, schema: dict[str, Any]) -> ChatRequest:
-        if self.engine.backend.constrains_json:
-            return request
-        hint = render("json_instruction.j2", schema=json.dumps(schema, ensure_ascii=False))
-        messages = list(request.messages)
-        last = messages[-1]
-        messages[-1] = Message(role=last.role, content=f"{last.content}\n\n{hint}")
-        return request.model_copy(update={"messages": messages})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pydantic import ValidationError
 
 from gravity.errors import GravityError
 from gravity.events.models import Event, Item, Meta, Reject, User
-from gravity.io import temp_dir
+from gravity.io import swap_dir_into_place, temp_dir
 
 USERS, ITEMS, EVENTS, REJECTS, META = (
     "users.parquet",
@@ -178,16 +177,6 @@ class Collector:
         )
 
 
-def _atomic_dir_swap(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_events_dir(collector: Collector, out: str | Path) -> Meta:
     """Write the collected data as an events folder, swapped in atomically; return its meta."""
     out = Path(out)
@@ -209,7 +198,7 @@ def write_events_dir(collector: Collector, out: str | Path) -> Meta:
                 f.write(r.model_dump_json() + "\n")
         meta = collector.meta()
         (tmp / META).write_text(meta.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        _atomic_dir_swap(tmp, out)
+        swap_dir_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -271,12 +271,13 @@ class Engine:
             p.model_copy(update={"json_schema": schema})
             for p in _per_request(params, len(requests))
         ]
-        prepared = [self._with_json_instruction(r, schema) for r in requests]
+        prepared = [self.with_json_instruction(r, schema) for r in requests]
         return self.generate_parsed(
             prepared, params, lambda out, _i: parse_structured(out.text, model), max_attempts, desc
         )
 
-    def _with_json_instruction(self, request: ChatRequest, schema: dict[str, Any]) -> ChatRequest:
+    def with_json_instruction(self, request: ChatRequest, schema: dict[str, Any]) -> ChatRequest:
+        """``request`` with the JSON-schema instruction appended, unless the backend constrains."""
         if self.backend.constrains_json:
             return request
         hint = render("json_instruction.j2", schema=json.dumps(schema, ensure_ascii=False))
