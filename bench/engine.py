@@ -99,7 +99,7 @@ def main(figures: set[str]) -> None:
         f"machine: {os.cpu_count()} CPU cores, load average {load:.1f}, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}"
     )
-    hf = make_backend(BackendConfig())  # bf16, embedded SmolLM2-135M-Instruct
+    hf = make_backend(BackendConfig())  # dtype auto (fp32 on CPU), embedded SmolLM2-135M-Instruct
     hf.load()
     hf.generate(requests(2), PARAMS)  # warm-up
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -91,7 +92,7 @@ def prefers_longer(prompt, labels):
     if not texts:
         return {k: 0.0 for k in labels}
     longest = max(texts, key=lambda k: len(texts[k].split()))
-    return {k: (0.0 if k == longest else -4.0) for k in labels}
+    return {k: (0.0 if k == longest else -30.0) for k in labels}  # always: P = 1 - 1e-13
 
 
 SYSTEMS5 = ["base", "prompt", "sft", "naive", "gravity"]
@@ -137,9 +138,48 @@ def test_shuffling_is_undone(protocol):
     metrics, stats, _ = _judge(cases, descriptions, prefers_good, protocol)
     overall = metrics["overall"]
     assert overall["systems"]["gravity"]["top1"]["value"] == 1.0
-    assert overall["paired"]["base"]["preference_gain"]["value"] == 50.0
+    # prefers_good gives the GOOD text logit 0 against -4: probability 1 / (1 + e^-4) in each
+    # order; pairwise averages the probabilities, ranking reads each rotation's most probable.
+    p_good = 1 / (1 + math.exp(-4))
+    expected = (p_good - 0.5) * 100 if protocol == "pairwise" else 50.0
+    assert overall["paired"]["base"]["preference_gain"]["value"] == pytest.approx(expected)
     assert overall["paired"]["base"]["interest"]["value"] == pytest.approx(3.0)
     assert stats["position_consistency"] == 1.0
+
+
+def first_biased_likes_good(prompt, labels):
+    """Logit of A over B: 2 for the first position, +1 for a GOOD text in A, -1 in B."""
+    texts = _candidates(prompt, labels)
+    if not texts:
+        return {k: 0.0 for k in labels}
+    d = 2.0 + ("GOOD" in texts["A"]) - ("GOOD" in texts["B"])
+    return {"A": d, "B": 0.0}
+
+
+def test_pairwise_averages_probabilities_over_both_orders():
+    """A judge biased to the first position with a weaker content signal: its most probable
+    answer is always A (every verdict flips: consistency 0), yet the mean probability over both
+    orders keeps the content signal, hand-computed: GOOD first P(A) = s(3), GOOD second
+    P(B) = 1 - s(1), value (s(3) + 1 - s(1)) / 2 = 0.610758."""
+    cases = _cases(3)
+    descriptions = {
+        "base": [f"meh {i}" for i in range(3)],
+        "gravity": [f"GOOD {i}" for i in range(3)],
+    }
+    metrics, stats, outcomes = _judge(cases, descriptions, first_biased_likes_good)
+
+    def sig(x):
+        return 1 / (1 + math.exp(-x))
+
+    value = (sig(3) + 1 - sig(1)) / 2
+    assert value == pytest.approx(0.610758, abs=1e-6)
+    for o in outcomes:
+        assert o.wins[("base", "gravity")] == pytest.approx(1 - value)
+        assert o.wins[("gravity", "base")] == pytest.approx(value)
+    gain = metrics["overall"]["paired"]["base"]["preference_gain"]["value"]
+    assert gain == pytest.approx((value - 0.5) * 100)
+    assert stats["position_consistency"] == 0.0 and stats["first_position_rate"] == 1.0
+    assert stats["first_position_mass"] == pytest.approx((sig(3) + sig(1)) / 2)
 
 
 def test_longer_text_judge_is_length_controlled():

@@ -50,8 +50,9 @@ class EvalConfig(BaseModel):
     judge: BackendConfig = Field(default_factory=BackendConfig, description="The persona judge.")
     protocol: Literal["pairwise", "ranking"] = Field(
         default="pairwise",
-        description="pairwise: every pair of systems judged in both orders (a verdict that flips "
-        "is a tie); ranking: the best of all candidates, once per rotation.",
+        description="pairwise: every pair of systems judged in both orders (the judge's "
+        "probability averaged over both orders; a one-hot verdict that flips is a tie); "
+        "ranking: the best of all candidates, once per rotation.",
     )
     judge_method: Literal["auto", "likelihood", "constrained"] = Field(
         default="auto",

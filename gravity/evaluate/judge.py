@@ -122,36 +122,41 @@ def judge_pairwise(
     judge: LabelJudge,
     seed: int,
 ) -> JudgeResult:
-    """Every pair of every case in both orders. A pair whose two verdicts agree goes to the
-    winner; one that flips, or has an equal-probability verdict, is a tie (0.5). A case with an
-    unusable verdict is excluded (and counted)."""
+    """Every pair of every case in both orders. A pair's value for S is the mean, over the two
+    orders, of the judge's probability that S's description is the better one: position bias
+    cancels (a judge that gives the first position p whatever it shows scores every pair 0.5).
+    With one-hot verdicts (constrained judging) this is the FastChat rule: 1 or 0 when both
+    orders agree, 0.5 when the verdict flips. A case with an unusable verdict is excluded (and
+    counted). Position consistency is the share of pairs whose most probable answer names the
+    same system (or none) in both orders."""
     result = JudgeResult()
     requests, slots, identical = _pair_requests(views, texts, judge.answer, result)
     seeds = [_seed(seed, views[k].case_id, f"{a}>{b}") for k, a, b in slots]
     choices = judge.choose(requests, ["A", "B"], seeds, desc="judge pairs")
-    # The system each call picked (None: no preference), or the call's Reject.
-    verdicts: dict[tuple[int, str, str], str | Reject | None] = {}
+    calls: dict[tuple[int, str, str], Choice | Reject] = {}
     for (k, first, second), choice in zip(slots, choices):
+        calls[(k, first, second)] = choice
         if isinstance(choice, Reject):
-            verdicts[(k, first, second)] = choice
             result.rejects.append(_reject_row(views[k].case_id, f"{first} vs {second}", choice))
-        else:
-            verdicts[(k, first, second)] = {"A": first, "B": second}.get(choice.best or "")
     consistent = judged = first_wins = decided = 0
+    first_mass = 0.0
     failed: set[int] = set()
-    for (k, s, b), v1 in verdicts.items():
-        v2 = verdicts[(k, b, s)]
+    for (k, s, b), c1 in calls.items():
         if s > b:
             continue
-        if isinstance(v1, Reject) or isinstance(v2, Reject):
+        c2 = calls[(k, b, s)]  # b shown first
+        if isinstance(c1, Reject) or isinstance(c2, Reject):
             failed.add(k)
             continue
         judged += 1
+        # The system each order's most probable answer names (None: no preference).
+        v1 = {"A": s, "B": b}.get(c1.best or "")
+        v2 = {"A": b, "B": s}.get(c2.best or "")
         decided += (v1 is not None) + (v2 is not None)
         first_wins += (v1 == s) + (v2 == b)
-        consistent += v1 == v2  # the same verdict (a winner, or no preference) in both orders
-        decisive = v1 is not None and v1 == v2
-        result.pairs[views[k].case_id][(s, b)] = (1.0 if v1 == s else 0.0) if decisive else 0.5
+        first_mass += c1.probs["A"] + c2.probs["A"]
+        consistent += v1 == v2
+        result.pairs[views[k].case_id][(s, b)] = (c1.probs["A"] + c2.probs["B"]) / 2
     for k in sorted(failed):
         del result.pairs[views[k].case_id]
     result.stats = {
@@ -162,6 +167,7 @@ def judge_pairwise(
         "pairs_consistent": consistent,
         "position_consistency": consistent / judged if judged else None,
         "first_position_rate": first_wins / decided if decided else None,
+        "first_position_mass": first_mass / (2 * judged) if judged else None,
         "identical_pairs": identical,
         "excluded_cases": len(failed),
     }

@@ -3,8 +3,10 @@ bootstrap CIs, a length-controlled win rate, judge quality and copy rate.
 
 Every judged case (one reader x one book) becomes a ``CaseOutcome``:
 
-- ``wins[(S, B)]``: 1 if S's description beat B's, 0 if it lost, 0.5 for a tie (a verdict that
-  flips with the order, identical texts, or equal scores); ``wins[(B, S)] = 1 - wins[(S, B)]``.
+- ``wins[(S, B)]`` in [0, 1]: how much S's description beat B's (pairwise protocol: the judge's
+  probability that S is better, averaged over both orders, so 1 / 0 when a one-hot verdict holds
+  in both orders and 0.5 when it flips; 0.5 for identical texts or equal scores);
+  ``wins[(B, S)] = 1 - wins[(S, B)]``.
 - ``top1[S]``: 1/k if S is among the k systems with the most pairwise wins (Copeland score), else 0.
 - ``interest[S]``: the judge's 1-5 rating of S's description.
 

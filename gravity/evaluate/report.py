@@ -80,8 +80,9 @@ def _judge_lines(metrics: dict[str, Any]) -> list[str]:
         if consistency < 0.5:
             lines.append(
                 f"- It mostly follows position: only {_pct(consistency)} of {unit} keep their "
-                "verdict when the order changes. Those count as ties, so its win rates sit near "
-                "chance because of the judge, not necessarily because the systems are equal."
+                "verdict when the order changes. Its probabilities are averaged over both orders, "
+                "which cancels the position preference but leaves only what signal is left: win "
+                "rates near chance say more about the judge than about the systems."
             )
         else:
             lines.append(

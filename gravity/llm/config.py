@@ -25,7 +25,8 @@ class BackendConfig(BaseModel):
     )
     # transformers
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="'auto': bfloat16 (faster on CPU as measured, and on GPU)."
+        default="auto",
+        description="'auto': float32 on CPU (bf16 is slower there, as measured), bfloat16 on GPU.",
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     batch_size: int = Field(default=16, ge=1, description="Requests per forward batch.")

@@ -52,6 +52,33 @@ def adapter_base(path: str) -> str | None:
     return resolve_model(base)
 
 
+def resolve_device(device: str = "auto") -> str:
+    """``auto``: the first CUDA device when there is one, else the CPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto``: float32 on a CPU, bfloat16 on a GPU that supports it (else float16).
+
+    On CPUs without native bf16 arithmetic, bf16 is slower, not faster, as soon as prompts are
+    more than a few tokens: measured on a 2-core AVX2 CPU, the embedded model read a ~700-token
+    judge prompt in 8.0 s in bf16 against 1.7 s in fp32, and generated 128 tokens after a
+    253-token prompt (batch 8) at 18.7 tok/s against 35.4. fp32 is also batch-invariant in
+    practice (see README, Reproducibility).
+    """
+    import torch
+
+    if dtype != "auto":
+        return dtype
+    if str(device).startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
 def load_model_and_tokenizer(model: str, dtype: str = "auto", device: str = "auto") -> tuple:
     """Load a causal LM (merging a LoRA adapter into its base) and its tokenizer."""
     import torch
@@ -61,12 +88,8 @@ def load_model_and_tokenizer(model: str, dtype: str = "auto", device: str = "aut
     hf_logging.disable_progress_bar()
     path = resolve_model(model)
     base = adapter_base(path)
-    torch_dtype = {
-        "auto": torch.bfloat16,
-        "float32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "float16": torch.float16,
-    }[dtype]
+    device = resolve_device(device)
+    torch_dtype = getattr(torch, resolve_dtype(dtype, device))
     try:
         lm = AutoModelForCausalLM.from_pretrained(base or path, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -80,8 +103,6 @@ def load_model_and_tokenizer(model: str, dtype: str = "auto", device: str = "aut
 
             raise MissingDependencyError("loading a LoRA adapter", "train", "peft") from None
         lm = PeftModel.from_pretrained(lm, path).merge_and_unload()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     lm.to(device).eval()
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -125,7 +146,7 @@ class TransformersBackend(Backend):
             "backend": self.name,
             "model": name,
             "revision": revision,
-            "dtype": self.config.dtype,
+            "dtype": resolve_dtype(self.config.dtype, resolve_device(self.config.device)),
         }
 
     def generate(
