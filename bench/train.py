@@ -33,7 +33,7 @@ print(json.dumps({{"pairs": s["train_pairs"], "runtime": s["train_runtime_s"], "
 def make_pairs(path: Path) -> None:
     from gravity.books import load_catalog
     from gravity.profiles import sample_profiles
-    from gravity.synth.pipeline import deployed_messages
+    from gravity.task import deployed_messages
 
     books = load_catalog()
     rows = []

@@ -323,7 +323,7 @@ def prompt_cmd(
     `naive` and `gravity` see; without --profile, what `base` sees)."""
     from gravity.books import load_catalog
     from gravity.profiles import load_profiles
-    from gravity.synth.pipeline import deployed_messages
+    from gravity.task import deployed_messages
 
     reader = None
     if profile is not None:
@@ -742,8 +742,8 @@ def profiles_infer(
     from gravity.config import load_yaml_model
     from gravity.events import read_events_dir
     from gravity.events.infer import InferConfig, infer_profiles
+    from gravity.io import atomic_write_text
     from gravity.profiles import dump_profiles
-    from gravity.profiles.io import atomic_write_text
 
     cfg = load_yaml_model(config, InferConfig) if config else InferConfig()
     overrides = {

@@ -151,7 +151,7 @@ def test_every_template_rejects_missing_variables():
 
 def test_book_text_is_data_in_task_prompts(example_profiles):
     from gravity.books import Book
-    from gravity.synth.pipeline import deployed_messages
+    from gravity.task import deployed_messages
 
     book = Book(
         id="b1",

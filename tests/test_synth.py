@@ -21,7 +21,8 @@ from gravity.store import Store
 from gravity.synth import GenerateConfig, synthesize
 from gravity.synth.config import FilterConfig
 from gravity.synth.contrast import contrast_profile
-from gravity.synth.pipeline import build_slots, deployed_messages
+from gravity.synth.pipeline import build_slots
+from gravity.task import deployed_messages
 from tests.fakes import WriterBackend
 
 ROOT = Path(__file__).resolve().parents[1]

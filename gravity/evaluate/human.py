@@ -30,7 +30,7 @@ from gravity.evaluate.metrics import (
     compute_metrics,
     outcomes_from_judgments,
 )
-from gravity.profiles.io import atomic_write_text
+from gravity.io import atomic_write_text
 
 COLUMNS = [
     "case_id",

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from gravity.profiles.io import atomic_write_text
+from gravity.io import atomic_write_text
 
 METRIC_NAMES = {
     "preference_gain": "preference gain (points)",

@@ -28,17 +28,15 @@ from gravity.evaluate.metrics import (
     mean_words,
     outcome_from_pairs,
 )
-from gravity.io import reading
+from gravity.io import atomic_write_text, reading
 from gravity.judging import LabelJudge
 from gravity.llm import ChatRequest, Message, SamplingParams, make_backend
 from gravity.llm.embedded import is_embedded
 from gravity.llm.engine import Engine, Reject
-from gravity.profiles.io import atomic_write_text
 from gravity.profiles.models import UserProfile
 from gravity.profiles.render import render_profile
 from gravity.store import Store
-from gravity.synth.pipeline import choose_books, deployed_messages, slot_seed
-from gravity.synth.tasks import clean_text, finished_text
+from gravity.task import choose_books, clean_text, deployed_messages, finished_text, slot_seed
 
 
 @dataclass(frozen=True)

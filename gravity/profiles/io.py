@@ -1,7 +1,6 @@
 """Read, validate and write profile files (JSON, JSONL, YAML) with line-precise errors.
 
-Reading goes through the guarded layer of ``gravity.io``; ``atomic_write_text`` is re-exported
-from there for the stages that import it from here.
+Reading goes through the guarded layer of ``gravity.io`` (which also writes files atomically).
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ __all__ = [
     "SUFFIXES",
     "Problem",
     "ProfileFileError",
-    "atomic_write_text",
     "check_profiles",
     "dump_profiles",
     "load_many",

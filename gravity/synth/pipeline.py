@@ -10,29 +10,26 @@ regenerates only what is missing, and record ids are deterministic:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
-import random
 import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from gravity.books import Book
 from gravity.errors import GravityError
+from gravity.io import atomic_write_text
 from gravity.judging import LabelJudge
 from gravity.llm.base import SamplingParams
 from gravity.llm.engine import Engine, Parsed, Reject
-from gravity.profiles.io import atomic_write_text
 from gravity.profiles.models import UserProfile
 from gravity.profiles.render import render_profile
 from gravity.profiles.sampler import SamplerConfig
-from gravity.prompts import render
 from gravity.synth.config import GenerateConfig
 from gravity.synth.contrast import contrast_profile
 from gravity.synth.tasks import (
@@ -44,8 +41,20 @@ from gravity.synth.tasks import (
     ScenarioTask,
     template_hashes,
 )
+from gravity.task import choose_books, deployed_messages, slot_seed
 
 NAIVE_FACET = "none"
+
+
+class Texts(NamedTuple):
+    """A pair that passed every check so far."""
+
+    chosen: str
+    rejected: str
+    scenario: str | None
+
+
+Outcome = Texts | Reject  # per record: its texts, or why it was rejected
 
 
 @dataclass(frozen=True)
@@ -70,27 +79,6 @@ class SynthResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def deployed_messages(profile: UserProfile | None, book: Book) -> list[dict[str, str]]:
-    """The deployed task's prompt (system + user turn); ``profile=None`` leaves the reader out."""
-    profile_text = render_profile(profile) if profile is not None else ""
-    return [
-        {"role": "system", "content": render("system.j2")},
-        {"role": "user", "content": render("describe.j2", profile_text=profile_text, book=book)},
-    ]
-
-
-def choose_books(user: UserProfile, catalog: list[Book], k: int, seed: int) -> list[Book]:
-    """``k`` books for ``user``, a seeded choice that depends only on (seed, user id)."""
-    rng = random.Random(f"gravity-books:{seed}:{user.id}")
-    return sorted(rng.sample(catalog, min(k, len(catalog))), key=lambda b: b.id)
-
-
-def slot_seed(seed: int, record_id: str, role: str) -> int:
-    """A per-record, per-role sampling seed (identical prompts still get distinct samples)."""
-    digest = hashlib.sha256(f"{seed}:{record_id}:{role}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def build_slots(
@@ -200,15 +188,14 @@ class Synthesizer:
         )
 
     # gravity mode --------------------------------------------------------------------------
-    def _gravity(self, slots: list[Slot]) -> dict[str, tuple[str, Any]]:
-        """record id -> ("ok", (chosen, rejected, scenario)) or ("rejected", (kind, reason))."""
-        outcome: dict[str, tuple[str, Any]] = {}
+    def _gravity(self, slots: list[Slot]) -> dict[str, Outcome]:
+        """record id -> the pair's ``Texts``, or the ``Reject`` that stopped it."""
+        outcome: dict[str, Outcome] = {}
         ready = []
         for slot in slots:
             if not slot.user.has_facet(slot.facet):
-                outcome[slot.record_id] = (
-                    "rejected",
-                    ("missing_facet", f"profile has no {slot.facet} facet"),
+                outcome[slot.record_id] = Reject(
+                    f"profile has no {slot.facet} facet", kind="missing_facet"
                 )
             else:
                 ready.append(slot)
@@ -223,7 +210,7 @@ class Synthesizer:
         grounded = []
         for slot, result in zip(ready, scenarios):
             if isinstance(result, Reject):
-                outcome[slot.record_id] = ("rejected", (f"scenario_{result.kind}", result.reason))
+                outcome[slot.record_id] = _prefixed("scenario", result)
             else:
                 grounded.append((slot, result.value))
         chosen_rows, rejected_rows = [], []
@@ -247,8 +234,8 @@ class Synthesizer:
         return outcome
 
     # naive mode ----------------------------------------------------------------------------
-    def _naive(self, slots: list[Slot]) -> dict[str, tuple[str, Any]]:
-        outcome: dict[str, tuple[str, Any]] = {}
+    def _naive(self, slots: list[Slot]) -> dict[str, Outcome]:
+        outcome: dict[str, Outcome] = {}
         rows = [DescriptionRow(s.book) for s in slots] * 2
         seeds = [slot_seed(self.cfg.seed, s.record_id, "a") for s in slots] + [
             slot_seed(self.cfg.seed, s.record_id, "b") for s in slots
@@ -259,7 +246,7 @@ class Synthesizer:
         for slot, a, b in zip(slots, outs[:n], outs[n:]):
             bad = next((r for r in (a, b) if isinstance(r, Reject)), None)
             if bad is not None:
-                outcome[slot.record_id] = ("rejected", (bad.kind, bad.reason))
+                outcome[slot.record_id] = bad
             else:
                 to_judge.append((slot, a.value, b.value))
         verdicts = self._judge_quality(
@@ -268,7 +255,7 @@ class Synthesizer:
         )
         for (slot, a, b), verdict in zip(to_judge, verdicts):
             if isinstance(verdict, Reject):
-                outcome[slot.record_id] = ("rejected", (verdict.kind, verdict.reason))
+                outcome[slot.record_id] = verdict
             else:
                 chosen, rejected = (a, b) if verdict == "A" else (b, a)
                 outcome[slot.record_id] = _texts_outcome(chosen, rejected, None)
@@ -322,7 +309,7 @@ class Synthesizer:
         fingerprint = self.engine.fingerprint
         result = SynthResult()
         for slot in slots:
-            status, value = outcome[slot.record_id]
+            value = outcome[slot.record_id]
             meta = {
                 "record_id": slot.record_id,
                 "user_id": slot.user.id,
@@ -331,9 +318,8 @@ class Synthesizer:
                 "facet": slot.facet,
                 "mode": self.cfg.mode,
             }
-            if status == "rejected":
-                kind, reason = value
-                result.rejects.append({**meta, "reason": kind, "detail": reason})
+            if isinstance(value, Reject):
+                result.rejects.append({**meta, "reason": value.kind, "detail": value.reason})
                 continue
             chosen, rejected, scenario = value
             result.records.append(
@@ -368,45 +354,45 @@ class Synthesizer:
         return names
 
 
-def _texts_outcome(chosen: str, rejected: str, scenario: str | None) -> tuple[str, Any]:
+def _prefixed(stage: str, reject: Reject) -> Reject:
+    """``reject`` counted under ``<stage>_<kind>`` (which step of the pair failed)."""
+    return Reject(reject.reason, reject.text, f"{stage}_{reject.kind}")
+
+
+def _texts_outcome(chosen: str, rejected: str, scenario: str | None) -> Outcome:
     if " ".join(chosen.split()) == " ".join(rejected.split()):
-        return ("rejected", ("identical", "chosen and rejected are the same text"))
-    return ("ok", (chosen, rejected, scenario))
+        return Reject("chosen and rejected are the same text", kind="identical")
+    return Texts(chosen, rejected, scenario)
 
 
-def _pair_outcome(
-    chosen: Parsed | Reject, rejected: Parsed | Reject, scenario: str
-) -> tuple[str, Any]:
+def _pair_outcome(chosen: Parsed | Reject, rejected: Parsed | Reject, scenario: str) -> Outcome:
     if isinstance(chosen, Reject):
-        return ("rejected", (f"chosen_{chosen.kind}", chosen.reason))
+        return _prefixed("chosen", chosen)
     if isinstance(rejected, Reject):
-        return ("rejected", (f"rejected_{rejected.kind}", rejected.reason))
+        return _prefixed("rejected", rejected)
     return _texts_outcome(chosen.value, rejected.value, scenario)
 
 
-def _dedupe(
-    slots: list[Slot], outcome: dict[str, tuple[str, Any]], threshold: float | None
-) -> None:
+def _dedupe(slots: list[Slot], outcome: dict[str, Outcome], threshold: float | None) -> None:
     """Near-duplicate chosen/rejected (embeddings) and duplicate pairs across the dataset."""
-    ok = [s.record_id for s in slots if outcome[s.record_id][0] == "ok"]
+    ok = {s.record_id: t for s in slots if isinstance(t := outcome[s.record_id], Texts)}
     if threshold is not None and ok:
         from gravity.embed import pairwise_cosine
 
-        sims = pairwise_cosine([outcome[r][1][0] for r in ok], [outcome[r][1][1] for r in ok])
+        sims = pairwise_cosine([t.chosen for t in ok.values()], [t.rejected for t in ok.values()])
         for rid, sim in zip(ok, sims):
             if sim > threshold:
-                outcome[rid] = (
-                    "rejected",
-                    ("near_duplicate", f"chosen/rejected cosine {sim:.3f} > {threshold}"),
+                outcome[rid] = Reject(
+                    f"chosen/rejected cosine {sim:.3f} > {threshold}", kind="near_duplicate"
                 )
     seen: dict[tuple[str, str], str] = {}
     for slot in slots:  # record-id order: the first occurrence is kept
-        status, value = outcome[slot.record_id]
-        if status != "ok":
+        value = outcome[slot.record_id]
+        if not isinstance(value, Texts):
             continue
-        key = (value[0], value[1])
+        key = (value.chosen, value.rejected)
         if key in seen:
-            outcome[slot.record_id] = ("rejected", ("duplicate_pair", f"same texts as {seen[key]}"))
+            outcome[slot.record_id] = Reject(f"same texts as {seen[key]}", kind="duplicate_pair")
         else:
             seen[key] = slot.record_id
 

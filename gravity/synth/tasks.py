@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,33 +19,7 @@ from gravity.llm.base import ChatRequest, Completion
 from gravity.llm.engine import Reject
 from gravity.prompts import render, template_hash
 from gravity.synth.config import FilterConfig
-
-_LABEL = re.compile(r"^\s*(?:situation|scenario|description)\s*:\s*", re.IGNORECASE)
-
-
-def clean_text(text: str) -> str:
-    """Strip whitespace, a leading label and wrapping quotes."""
-    text = _LABEL.sub("", text.strip())
-    if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":
-        text = text[1:-1].strip()
-    return text
-
-
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]?(?=\s|$)")
-
-
-def finished_text(completion: Completion, on_truncation: str) -> str | Reject:
-    """The usable text of a completion: cleaned; a truncated one is trimmed to its last full
-    sentence (``on_truncation="trim"``) or rejected (``"reject"``, or nothing left to keep)."""
-    text = clean_text(completion.text)
-    if not text:
-        return Reject("empty output", completion.text, "empty")
-    if completion.finish_reason != "length":
-        return text
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
-    if on_truncation == "trim" and ends:
-        return text[: ends[-1]].strip()
-    return Reject("output hit the token limit (truncated)", completion.text, "truncated")
+from gravity.task import finished_text
 
 
 def detect_language(text: str) -> str:
