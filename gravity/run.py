@@ -18,20 +18,28 @@ from typing import Any
 from gravity.books import Book, load_catalog
 from gravity.config import ProfilesStage, RunConfig
 from gravity.errors import GravityError
+from gravity.io import atomic_write_text
 from gravity.lock import folder_lock
 from gravity.profiles import dump_profiles, load_many, sample_profiles
-from gravity.profiles.io import atomic_write_text
 from gravity.profiles.models import UserProfile
 
 
-def build_profiles(stage: ProfilesStage) -> list[UserProfile]:
-    """Readers loaded from files plus those sampled for each configured country."""
+def build_profiles(stage: ProfilesStage, held_books: set[str] | None = None) -> list[UserProfile]:
+    """Readers loaded from files, inferred from events, and sampled for each configured country.
+
+    Readers inferred from events never see the events on ``held_books`` (catalog ids): the
+    books evaluation describes are not in any profile, nor in what training learns from.
+    """
     profiles = list(load_many(stage.files)) if stage.files else []
     if stage.events is not None:
         from gravity.events import read_events_dir
+        from gravity.events.books import without_books
         from gravity.events.infer import infer_profiles
 
-        profiles.extend(infer_profiles(read_events_dir(stage.events), stage.infer).profiles)
+        data, removed = without_books(read_events_dir(stage.events), held_books or set())
+        if removed:
+            print(f"{stage.events}: {removed} events on held-out books set aside")
+        profiles.extend(infer_profiles(data, stage.infer).profiles)
     if stage.n_per_country:
         for country in stage.countries:
             profiles.extend(
@@ -129,14 +137,15 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
 
     The run folder is locked for the whole run: a second run on it stops with a clear error.
     """
-    readers, heldout = build_profiles(cfg.profiles), build_profiles(cfg.heldout)
+    train_books, held_books = split_books(_catalog(cfg.books), cfg.heldout_books, cfg.generate.seed)
+    held_ids = {b.id for b in held_books}
+    readers, heldout = build_profiles(cfg.profiles, held_ids), build_profiles(cfg.heldout, held_ids)
     overlap = sorted({p.id for p in readers} & {p.id for p in heldout})
     if overlap:
         raise GravityError(
             f"heldout: readers {overlap[:5]} are also training readers; "
             "use another heldout.seed or other files"
         )
-    train_books, held_books = split_books(_catalog(cfg.books), cfg.heldout_books, cfg.generate.seed)
     check_run_requirements(cfg)  # before anything is written or generated
     with folder_lock(cfg.out_dir, "run folder"):
         return _run_stages(cfg, readers, heldout, train_books, held_books, progress)

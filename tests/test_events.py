@@ -716,3 +716,42 @@ def test_run_config_reads_readers_and_books_from_an_events_folder(bx, tmp_path) 
     (tmp_path / "c.csv").write_text("id,title,author,description\nx,T,A,\ny,U,B,too short\n")
     with pytest.raises(GravityError, match="c.csv:3: description"):
         load_catalog(tmp_path / "c.csv")
+
+
+def test_run_keeps_held_out_books_out_of_every_inferred_profile(bx) -> None:
+    """`gravity run` splits the books first and infers readers without the events on held-out
+    books: a held-out book never shows up in a profile (training or held-out reader)."""
+    import yaml
+
+    from gravity.config import RunConfig
+    from gravity.events import read_events_dir
+    from gravity.events.books import book_id, without_books
+    from gravity.run import _catalog, build_profiles
+
+    cfg_data = yaml.safe_load(
+        (Path(__file__).parents[1] / "configs" / "bookcrossing.yaml").read_text()
+    )
+    for stage in ("profiles", "heldout"):
+        cfg_data[stage]["events"] = str(bx[0])
+        cfg_data[stage]["infer"].pop("max_users")
+        cfg_data[stage]["infer"]["min_events"] = 4
+    cfg = RunConfig.model_validate(cfg_data)
+    books = {b.id: b for b in _catalog(bx[0])}
+
+    def mentioned(profiles) -> set[str]:
+        """Catalog ids of the books named in the profiles' favourite books and dislikes."""
+        named = set()
+        for p in profiles:
+            texts = [*p.interests.favourite_books, *p.interests.dislikes]
+            named |= {bid for bid, b in books.items() for t in texts if t.startswith(b.title)}
+        return named
+
+    everyone = build_profiles(cfg.profiles) + build_profiles(cfg.heldout)
+    held = set(sorted(mentioned(everyone))[:6])
+    assert held, "the fixture's readers name catalog books (else this test shows nothing)"
+    kept = build_profiles(cfg.profiles, held) + build_profiles(cfg.heldout, held)
+    assert not mentioned(kept) & held
+    data = read_events_dir(bx[0])
+    on_held = sum(book_id(i) in held for i in data.events.column("item_id").to_pylist() if i)
+    rest, removed = without_books(data, held)
+    assert removed == on_held > 0 and rest.events.num_rows == data.events.num_rows - removed
