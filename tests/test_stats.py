@@ -111,6 +111,12 @@ def test_agreement_with_alignment_by_hand():
     assert agreement_with_alignment(outcomes, align) == {"pairs": 2, "agreement": 1.0}
     align = {"c1": {"X": 0.0, "Y": 0.1, "Z": None}}
     assert agreement_with_alignment(outcomes, align) == {"pairs": 1, "agreement": 0.0}
+    # Averaged probabilities count by the side they lean to: X over Y at 0.6 agrees with
+    # 0.2 > 0.1, Y over Z at 0.45 (Z leans ahead) agrees with 0.3 > 0.1, X over Z at 0.7
+    # disagrees with 0.2 < 0.3.
+    soft = [_o("c1", "r", {("X", "Y"): 0.6, ("X", "Z"): 0.7, ("Y", "Z"): 0.45})]
+    align = {"c1": {"X": 0.2, "Y": 0.1, "Z": 0.3}}
+    assert agreement_with_alignment(soft, align) == {"pairs": 3, "agreement": pytest.approx(2 / 3)}
 
 
 def test_copy_rate_is_rouge_l_precision():
@@ -157,3 +163,16 @@ def test_length_controlled_win_rate_keeps_a_quality_advantage():
     lc = length_controlled(outcomes, words, ["good", "plain"])
     assert abs(lc["lc"]["good"]["plain"] - lc["raw"]["good"]["plain"]) < 0.05
     assert abs(lc["gamma"]) < 0.5
+
+
+def test_top1_tie_survives_rounding_noise():
+    """Averaged probabilities that tie up to rounding ((0.1 + 0.2) / 0.6 != 0.5 in floats) are
+    a tie: both systems share Top-1."""
+    from gravity.evaluate.metrics import outcome_from_pairs
+
+    v = (0.1 + 0.2) / 0.6
+    assert v != 0.5
+    o = outcome_from_pairs("c", "r", "US", {("X", "Y"): v})
+    assert o.top1 == {"X": 0.5, "Y": 0.5}
+    o = outcome_from_pairs("c", "r", "US", {("X", "Y"): 0.51})
+    assert o.top1 == {"X": 1.0, "Y": 0.0}

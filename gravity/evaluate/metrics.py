@@ -68,7 +68,8 @@ class CaseOutcome:
 
 def _top1_from_points(points: dict[str, float]) -> dict[str, float]:
     best = max(points.values())
-    leaders = [s for s, p in points.items() if p == best]
+    # Points are sums of averaged probabilities: rounding noise must not break a tie.
+    leaders = [s for s, p in points.items() if p >= best - 1e-9]
     return {s: (1 / len(leaders) if s in leaders else 0.0) for s in points}
 
 
@@ -285,7 +286,7 @@ def agreement_with_alignment(
             if a is None or c is None or a == c:
                 continue
             total += 1
-            agree += (v == 1.0) == (a > c)
+            agree += (v > 0.5) == (a > c)  # the side the judge leans to, however sure
     return {"pairs": total, "agreement": agree / total if total else None}
 
 
