@@ -118,7 +118,7 @@ def _trl_args(kind: str, cfg: TrainConfig, out: Path) -> Any:
 
 
 def _dataset(kind: str, data: Path) -> Any:
-    from gravity.export import load_preference_data
+    from gravity.preference import load_preference_data
 
     ds = load_preference_data(data)
     if len(ds) == 0:

@@ -9,7 +9,8 @@ import pytest
 from datasets import load_dataset, load_from_disk
 
 from gravity.errors import GravityError
-from gravity.export import export_run, load_preference_data, read_pairs
+from gravity.export import export_run, read_pairs
+from gravity.preference import load_preference_data
 
 
 @pytest.fixture(scope="module")

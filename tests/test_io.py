@@ -182,7 +182,7 @@ def test_config_file_errors(tmp_path, text, message):
 
 
 def test_preference_data_rows_are_type_checked(tmp_path):
-    from gravity.export import load_preference_data
+    from gravity.preference import load_preference_data
 
     good = {"prompt": [{"role": "user", "content": "hi"}], "chosen": "a", "rejected": "b"}
     path = tmp_path / "train.jsonl"

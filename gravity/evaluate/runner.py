@@ -64,7 +64,7 @@ def training_ids(paths: list[Path]) -> tuple[set[str], set[str]]:
 
 
 def _training_rows(path: Path) -> list[dict]:
-    from gravity.export import load_preference_data
+    from gravity.preference import load_preference_data
 
     if (path / "pairs.jsonl").is_file():
         return [json.loads(x) for x in (path / "pairs.jsonl").read_text().splitlines() if x]
