@@ -159,9 +159,8 @@ def _run_stages(
     held_books: list[Book],
     progress: bool,
 ) -> dict[str, Any]:
-    from gravity.evaluate import SystemSpec, evaluate
-    from gravity.export import export_run
-    from gravity.synth import synthesize
+    """Profiles and books, then each stage in turn; stage times go to ``timings.json``."""
+    from gravity.evaluate import evaluate
 
     out = cfg.out_dir
     timings: dict[str, float] = {}
@@ -175,7 +174,36 @@ def _run_stages(
         f"{len(train_books)} training books, {len(held_books)} held-out books"
     )
     timings["profiles"] = time.monotonic() - start
+    data = _generate_all(cfg, readers, timings, progress)
+    systems = _train_all(cfg, data, timings)
+    start = _stage("evaluate")
+    eval_cfg = cfg.evaluate.model_copy(
+        update={
+            "systems": systems,
+            "books": out / "books-heldout.jsonl",
+            "train_data": [out / f"pairs-{m}" for m in cfg.modes],
+            "base_model": cfg.train.model,
+        }
+    )
+    metrics = evaluate(heldout, eval_cfg, out / "eval", progress=progress)
+    timings["evaluate"] = time.monotonic() - start
+    atomic_write_text(
+        out / "timings.json",
+        json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2) + "\n",
+    )
+    print(f"report: {out / 'eval' / 'report.md'}")
+    return metrics
 
+
+def _generate_all(
+    cfg: RunConfig, readers: list[UserProfile], timings: dict[str, float], progress: bool
+) -> dict[str, Path]:
+    """Synthesize and export each mode's pairs; mode -> its exported data (modes that wrote no
+    pair are left out, and said so)."""
+    from gravity.export import export_run
+    from gravity.synth import synthesize
+
+    out = cfg.out_dir
     data: dict[str, Path] = {}
     for mode in cfg.modes:
         start = _stage(f"generate ({mode})")
@@ -195,37 +223,26 @@ def _run_stages(
         )
         if s["written"] == 0:  # e.g. a judge whose every verdict flips with the order
             print(f"{mode}: no pairs written; systems trained on {mode} pairs are skipped")
-            timings[f"generate_{mode}"] = time.monotonic() - start
-            continue
-        data[mode] = out / f"data-{mode}"
-        export_run(out / f"pairs-{mode}", data[mode], "hf", cfg.test_size, cfg.generate.seed)
+        else:
+            data[mode] = out / f"data-{mode}"
+            export_run(out / f"pairs-{mode}", data[mode], "hf", cfg.test_size, cfg.generate.seed)
         timings[f"generate_{mode}"] = time.monotonic() - start
+    return data
+
+
+def _train_all(cfg: RunConfig, data: dict[str, Path], timings: dict[str, float]) -> list[Any]:
+    """Train each system of ``train_systems`` whose pairs exist; the evaluated systems."""
+    from gravity.evaluate import SystemSpec
 
     systems = list(cfg.evaluate.systems)
     for name in cfg.train_systems:
-        model_dir = out / "models" / name
-        if ("naive" if name == "naive" else "gravity") not in data:
+        model_dir = cfg.out_dir / "models" / name
+        source = "naive" if name == "naive" else "gravity"
+        if source not in data:
             print(f"{name}: skipped (its training pairs are empty)")
             continue
         start = _stage(f"train {name}")
-        _train_system(name, cfg, data["naive" if name == "naive" else "gravity"], model_dir)
+        _train_system(name, cfg, data[source], model_dir)
         timings[f"train_{name}"] = time.monotonic() - start
         systems.append(SystemSpec(name=name, kind="model", model=str(model_dir)))
-
-    start = _stage("evaluate")
-    eval_cfg = cfg.evaluate.model_copy(
-        update={
-            "systems": systems,
-            "books": out / "books-heldout.jsonl",
-            "train_data": [out / f"pairs-{m}" for m in cfg.modes],
-            "base_model": cfg.train.model,
-        }
-    )
-    metrics = evaluate(heldout, eval_cfg, out / "eval", progress=progress)
-    timings["evaluate"] = time.monotonic() - start
-    atomic_write_text(
-        out / "timings.json",
-        json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=2) + "\n",
-    )
-    print(f"report: {out / 'eval' / 'report.md'}")
-    return metrics
+    return systems
