@@ -6,14 +6,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+BackendName = Literal["transformers", "llamacpp", "openai", "vllm"]
+"""The backends ``gravity.llm.make_backend`` knows (the keys of ``gravity.llm.BACKENDS``)."""
+
 
 class BackendConfig(BaseModel):
-    """Which model answers, and how. Names match the YAML keys and the CLI flags."""
+    """Which model answers, and how. Every field is a YAML key and (derived from its name) a
+    CLI flag."""
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: str = Field(
-        default="transformers", description="transformers | llamacpp | openai | vllm"
+    backend: BackendName = Field(
+        default="transformers",
+        description="transformers (in process), llamacpp (GGUF, in process), openai (any "
+        "OpenAI-compatible server), vllm (in process, GPU).",
     )
     model: str = Field(
         default="smollm2",
