@@ -248,7 +248,9 @@ def config_yaml(cfg: BaseModel) -> str:
     """``cfg`` as the YAML a ``--config`` file would hold."""
     import yaml
 
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: 10x faster on a run config
+    data = cfg.model_dump(mode="json")
+    return yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True)
 
 
 def config_flags(
