@@ -26,7 +26,7 @@ from gravity.cli import app
 from gravity.config import ProfilesStage, RunConfig
 from gravity.evaluate.config import EvalConfig
 from gravity.events.infer import InferConfig
-from gravity.flags import config_yaml, yaml_only_fields
+from gravity.flags import config_flags, config_yaml, yaml_only_fields
 from gravity.io import load_yaml_model
 from gravity.llm import BACKENDS
 from gravity.llm.config import BackendConfig, BackendName
@@ -283,6 +283,25 @@ def test_yaml_only_fields_are_exactly_the_non_scalar_ones() -> None:
     for model in COMMANDS:
         expected = {".".join(p) for p, f in _leaves(model) if _flag_kind(f) is None}
         assert set(yaml_only_fields(model)) == expected, model.__name__
+
+
+def test_every_flag_has_a_description() -> None:
+    """--help shows the field's description: every field a flag reaches has one."""
+    missing = [
+        f"{model.__name__}:{'.'.join(path)}"
+        for model in COMMANDS
+        for path, field in _leaves(model)
+        if _flag_kind(field) is not None and not (field.description or "").strip()
+    ]
+    assert missing == []
+
+
+def test_an_option_clashing_with_a_field_flag_is_refused() -> None:
+    def command(books: Annotated[Path | None, typer.Option()] = None, *, flags) -> None:
+        """A command with its own --books, which GenerateConfig.books would also claim."""
+
+    with pytest.raises(TypeError, match="--books"):
+        config_flags(GenerateConfig)(command)
 
 
 def test_help_shows_descriptions_and_choices(cli) -> None:

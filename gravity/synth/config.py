@@ -20,8 +20,8 @@ class FilterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_words: int = Field(default=15, ge=1)
-    max_words: int = Field(default=120, ge=1)
+    min_words: int = Field(default=15, ge=1, description="Shorter descriptions are rejected.")
+    max_words: int = Field(default=120, ge=1, description="Longer descriptions are rejected.")
     on_truncation: Literal["trim", "reject"] = Field(
         default="trim",
         description="An output cut by the token limit: trim it to its last full sentence "
@@ -61,7 +61,9 @@ class GenerateConfig(BaseModel):
         default_factory=lambda: list(SYNTH_FACETS),
         description="Profile facets a scenario is written for (one or more).",
     )
-    scenarios_per_facet: int = Field(default=1, ge=1, le=20)
+    scenarios_per_facet: int = Field(
+        default=1, ge=1, le=20, description="Scenarios (pairs) per reader, book and facet."
+    )
     max_books: int = Field(default=3, ge=1, description="Books per reader (seeded choice).")
     books: Path | None = Field(
         default=None,
@@ -78,11 +80,13 @@ class GenerateConfig(BaseModel):
         description="Genres a contrasting reader's favourites are drawn from; null: the "
         "sampler's genres (in `gravity run`, those of the run's profiles.sampler).",
     )
-    seed: int = 0
-    scenario_tokens: int = Field(default=80, ge=8)
-    description_tokens: int = Field(default=160, ge=16)
-    temperature: float = Field(default=0.8, ge=0, le=2)
-    top_p: float = Field(default=0.95, gt=0, le=1)
+    seed: int = Field(default=0, description="Seed of book choice and of every LLM call.")
+    scenario_tokens: int = Field(default=80, ge=8, description="Token limit of a scenario.")
+    description_tokens: int = Field(
+        default=160, ge=16, description="Token limit of a chosen or rejected description."
+    )
+    temperature: float = Field(default=0.8, ge=0, le=2, description="Sampling temperature.")
+    top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling mass.")
     max_attempts: int = Field(default=2, ge=1, le=10, description="Tries per output (new seed).")
     filters: FilterConfig = Field(default_factory=FilterConfig)
     backend: BackendConfig = Field(default_factory=BackendConfig)
