@@ -45,6 +45,8 @@ class FlagSpec:
     """A list field: the flag is repeated, and the values given replace the whole list."""
     description: str
     default: Any
+    optional: bool = False
+    """None is a valid value: the flag also takes ``null``."""
 
     @property
     def flag(self) -> str:
@@ -64,6 +66,14 @@ def _members(tp: Any) -> list[Any]:
     if typing.get_origin(tp) is typing.Union or isinstance(tp, types.UnionType):
         return [m for arg in typing.get_args(tp) if arg is not type(None) for m in _members(arg)]
     return [tp]
+
+
+def _is_optional(tp: Any) -> bool:
+    if typing.get_origin(tp) is Annotated:
+        return _is_optional(typing.get_args(tp)[0])
+    if typing.get_origin(tp) is typing.Union or isinstance(tp, types.UnionType):
+        return any(arg is type(None) or _is_optional(arg) for arg in typing.get_args(tp))
+    return False
 
 
 def _scalar(tp: Any) -> tuple[type, tuple[Any, ...] | None] | None:
@@ -119,7 +129,8 @@ def field_flags(model: type[BaseModel]) -> list[FlagSpec]:
     for path, annotation, default, description, _ in _walk(model, model(), ()):
         kind = _field_kind(annotation)
         if kind is not None:
-            specs.append(FlagSpec(path, kind[0], kind[1], kind[2], description, default))
+            optional = _is_optional(annotation)
+            specs.append(FlagSpec(path, *kind, description, default, optional))
     return specs
 
 
@@ -148,7 +159,13 @@ def _parameter(spec: FlagSpec, panel: str) -> inspect.Parameter:
     # typer turns a Literal into a click.Choice (choices shown in --help and checked); a list
     # of Literal values it cannot type, so those are checked by a parser of their own
     base: Any = spec.base
-    if spec.choices is not None and not spec.multiple:
+    if spec.optional and not spec.multiple and spec.base is not bool:
+        # 'null' sets None (e.g. disables a filter); other text is converted by the model
+        options["parser"] = _null_parser(spec.choices)
+        kind = "|".join(map(str, spec.choices)) if spec.choices else spec.base.__name__.upper()
+        options["metavar"] = f"[{kind}|null]"
+        base = str
+    elif spec.choices is not None and not spec.multiple:
         base = Literal[spec.choices]
     elif spec.choices is not None:
         options["parser"] = _choice_parser(spec.choices)
@@ -178,6 +195,19 @@ def _choice_parser(choices: tuple[Any, ...]) -> Callable[[str], Any]:
     return parse
 
 
+NULL = object()
+"""What a flag given as ``null`` stands for until the config is resolved (None: not given)."""
+
+
+def _null_parser(choices: tuple[Any, ...] | None) -> Callable[[str], Any]:
+    check = _choice_parser(choices) if choices is not None else (lambda value: value)
+
+    def parse(value: str) -> Any:
+        return NULL if value == "null" else check(value)
+
+    return parse
+
+
 def _set(data: dict, path: tuple[str, ...], value: Any) -> None:
     for part in path[:-1]:
         data = data.setdefault(part, {})
@@ -195,8 +225,8 @@ def _own_flags(signature: inspect.Signature) -> set[str]:
         )
         decls = [d for e in extras for d in (getattr(e, "param_decls", None) or ())]
         decls += [e.default for e in extras if isinstance(getattr(e, "default", None), str)]
-        names.add("--" + param.name.replace("_", "-"))
-        names.update(part for d in decls for part in str(d).split("/"))
+        for decl in decls or ["--" + param.name.replace("_", "-")]:
+            names.update(str(decl).split("/"))
     return names
 
 
@@ -283,7 +313,9 @@ def config_flags(
             for spec in specs:
                 value = kwargs.pop(spec.param)
                 if value is not None:
-                    given[spec.path] = list(value) if spec.multiple else value
+                    given[spec.path] = (
+                        list(value) if spec.multiple else None if value is NULL else value
+                    )
             flags = ConfigFlags(model, given, kwargs.pop("show_config"))
             return func(**kwargs, flags=flags)
 

@@ -34,6 +34,7 @@ from gravity.profiles.sampler import SamplerConfig
 from gravity.synth.config import FilterConfig, GenerateConfig
 from gravity.train import TrainConfig
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 # Each config model a command takes, and the command line that reaches the config (inputs
@@ -252,8 +253,13 @@ def test_field_round_trips_through_yaml_and_the_command_line(
     # (b) the command line: the field's flag, printed back by --show-config
     result = cli([*COMMANDS[model], *_args(path, value), "--show-config"])
     assert result.exit_code == 0, result.output
-    shown = yaml.load(result.stdout, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    shown = yaml.load(result.stdout, Loader=_LOADER)
     assert _get(shown, path) == _json(value)
+    _, optional = _strip(field.annotation)
+    if optional and _flag_kind(field) == "scalar" and default is not None:
+        result = cli([*COMMANDS[model], _flag(path), "null", "--show-config"])
+        assert result.exit_code == 0, result.output
+        assert _get(yaml.load(result.stdout, Loader=_LOADER), path) is None
 
 
 @pytest.mark.parametrize("model", list(COMMANDS), ids=lambda m: m.__name__)
