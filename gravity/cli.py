@@ -18,7 +18,15 @@ import typer
 from typer.core import TyperGroup
 
 from gravity import __version__
+from gravity.config import RunConfig, load_yaml_model
 from gravity.errors import GravityError, printable
+from gravity.evaluate.config import EvalConfig
+from gravity.events.infer import InferConfig
+from gravity.flags import ConfigFlags, config_flags
+from gravity.llm.config import BackendConfig
+from gravity.profiles.sampler import SamplerConfig
+from gravity.synth.config import GenerateConfig
+from gravity.train import TrainConfig
 
 
 class _Group(TyperGroup):
@@ -32,6 +40,12 @@ class _Group(TyperGroup):
             lines = [printable(line, 2000) for line in str(exc).splitlines() if line.strip()]
             for line in lines or [type(exc).__name__]:
                 typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(2) from None
+        except typer.BadParameter as exc:
+            # A value typer refused (not a number, not one of a Literal's choices): one line
+            # naming the flag, like every other bad input, instead of a usage box.
+            message = exc.format_message().replace("Value error, ", "")
+            typer.echo(f"error: {printable(message, 2000)}", err=True)
             raise typer.Exit(2) from None
 
 
@@ -90,6 +104,7 @@ def _root(
 
 
 @profiles_app.command("sample")
+@config_flags(SamplerConfig)
 def profiles_sample(
     country: Annotated[str, typer.Option(help="ISO alpha-2/alpha-3 code or country name.")],
     n: Annotated[int, typer.Option(min=1, help="How many profiles.")] = 10,
@@ -101,14 +116,15 @@ def profiles_sample(
     config: Annotated[
         Path | None, typer.Option(help="YAML with SamplerConfig fields (distributions).")
     ] = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Draw N diverse, seeded profiles for a country."""
-    from gravity.config import load_yaml_model
-    from gravity.profiles import SamplerConfig, dump_profiles, sample_profiles
+    from gravity.profiles import dump_profiles, sample_profiles
     from gravity.profiles.io import profile_to_dict
 
     code = _country_flag(country)
-    sampler = load_yaml_model(config, SamplerConfig) if config else SamplerConfig()
+    sampler = flags.resolve(config)
     profiles = sample_profiles(code, n, seed=seed, config=sampler)
     if output is None:
         for p in profiles:
@@ -241,6 +257,7 @@ def _read_prompts(prompt: str | None, prompt_file: Path | None) -> list:
 
 
 @llm_app.command("generate")
+@config_flags(BackendConfig, panel="Backend (BackendConfig fields)")
 def llm_generate(
     prompt: Annotated[str | None, typer.Argument(help="One user prompt.")] = None,
     prompt_file: Annotated[
@@ -250,15 +267,7 @@ def llm_generate(
             "'-' reads plain prompts, one per line, from standard input."
         ),
     ] = None,
-    backend: Annotated[
-        str, typer.Option(help="transformers | llamacpp | openai | vllm")
-    ] = "transformers",
-    model: Annotated[
-        str, typer.Option(help="'smollm2' (embedded), a directory, .gguf or model name.")
-    ] = "smollm2",
-    base_url: Annotated[
-        list[str] | None, typer.Option(help="OpenAI-compatible base URL (repeat to spread load).")
-    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML with BackendConfig fields.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     temperature: Annotated[float, typer.Option(min=0.0)] = 0.7,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.95,
@@ -275,22 +284,21 @@ def llm_generate(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not read the store (still writes to it).")
     ] = False,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Generate completions: check that a backend or server works before a long run."""
-    from gravity.llm import BackendConfig, SamplingParams, make_backend
+    from gravity.llm import SamplingParams, make_backend
     from gravity.llm.engine import Engine
     from gravity.store import Store
 
+    config_model = flags.resolve(config)
     requests = _read_prompts(prompt, prompt_file)
-    fields = {"backend": backend, "model": model}
-    if base_url:
-        fields["base_urls"] = base_url
-    config = BackendConfig(**fields)
     params = SamplingParams(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed, n=n
     )
     db = Store(store) if store else None
-    with make_backend(config) as llm:
+    with make_backend(config_model) as llm:
         outs = Engine(llm, db, use_cache=not no_cache).generate(requests, params)
     for index, out in enumerate(outs):
         if json_output:
@@ -353,66 +361,25 @@ def prompt_cmd(
 
 
 @app.command("generate")
+@config_flags(GenerateConfig)
 def generate(
     profiles: Annotated[
         list[Path], typer.Option(help="Profile file(s) (JSON, JSONL, YAML); repeatable.")
     ],
     out: Annotated[Path, typer.Option(help="Run folder: pairs, rejects, summary, store.")],
     config: Annotated[Path | None, typer.Option(help="YAML with GenerateConfig fields.")] = None,
-    books: Annotated[
-        Path | None,
-        typer.Option(
-            help="Book catalog (CSV, JSONL, parquet): id, title, author, description "
-            "(10-4000 characters); optional year, genres."
-        ),
-    ] = None,
-    mode: Annotated[str | None, typer.Option(help="gravity | naive")] = None,
-    facets: Annotated[
-        str | None, typer.Option(help="Comma-separated: interests,values,personality,culture")
-    ] = None,
-    max_books: Annotated[int | None, typer.Option(min=1, help="Books per reader.")] = None,
-    rejected_strategy: Annotated[str | None, typer.Option(help="generic | contrasting")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for book choice and sampling.")] = None,
-    backend: Annotated[str | None, typer.Option(help="LLM backend.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model for the backend.")] = None,
-    base_url: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible URL(s).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read the store.")] = False,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Synthesize chosen/rejected preference pairs from reader profiles."""
-    from gravity.config import load_yaml_model
     from gravity.profiles import load_many
-    from gravity.synth import GenerateConfig, synthesize
+    from gravity.synth import synthesize
 
-    cfg = load_yaml_model(config, GenerateConfig) if config else GenerateConfig()
-    overrides = {
-        "books": books,
-        "mode": mode,
-        "max_books": max_books,
-        "seed": seed,
-        "rejected_strategy": rejected_strategy,
-        "facets": [f.strip() for f in facets.split(",") if f.strip()] if facets else None,
-    }
-    backend_overrides = {"backend": backend, "model": model, "base_urls": base_url or None}
-    cfg = _with_overrides(cfg, overrides, backend_overrides)
+    cfg = flags.resolve(config)
     loaded = load_many(profiles)
     result = synthesize(loaded, cfg, out, use_cache=not no_cache)
     _print_summary(result.summary, out)
-
-
-def _with_overrides(cfg, overrides: dict, backend_overrides: dict | None):
-    """Apply the CLI flags that were given, validating them as config fields."""
-    from pydantic import ValidationError
-
-    from gravity.errors import flag_problem
-
-    data = cfg.model_dump()
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    if backend_overrides:
-        data["backend"].update({k: v for k, v in backend_overrides.items() if v is not None})
-    try:
-        return type(cfg).model_validate(data)
-    except ValidationError as exc:
-        raise GravityError(flag_problem(exc, type(cfg))) from None
 
 
 def _print_summary(summary: dict, out: Path) -> None:
@@ -453,12 +420,26 @@ def export(
     typer.echo(f"wrote {out}")
 
 
-def _train(kind: str, data: Path, out: Path, config: Path | None, flags: dict) -> None:
-    from gravity.config import load_yaml_model
-    from gravity.train import TrainConfig, train
+_DATA = typer.Option(help="Export folder (hf/parquet/jsonl) or a .parquet/.jsonl file.")
+_OUT = typer.Option(help="Output folder for the model or adapter.")
 
-    cfg = load_yaml_model(config, TrainConfig) if config else TrainConfig()
-    cfg = _with_overrides(cfg, flags, None)
+
+@app.command("train")
+@config_flags(TrainConfig)
+def train_cmd(
+    kind: Annotated[str, typer.Argument(help="dpo (preference pairs) | sft (chosen responses)")],
+    data: Annotated[Path, _DATA],
+    out: Annotated[Path, _OUT],
+    config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig fields.")] = None,
+    *,
+    flags: ConfigFlags,
+) -> None:
+    """Train with TRL: `dpo` on preference pairs, or the `sft` baseline (LoRA by default)."""
+    from gravity.train import train
+
+    if kind not in ("dpo", "sft"):
+        raise GravityError(f"train: unknown kind '{kind}'; valid: dpo, sft")
+    cfg = flags.resolve(config)
     summary = train(kind, data, out, cfg)  # type: ignore[arg-type]
     typer.echo(
         f"{kind}: {summary['steps']} steps on {summary['train_pairs']} examples in "
@@ -466,91 +447,52 @@ def _train(kind: str, data: Path, out: Path, config: Path | None, flags: dict) -
     )
 
 
-_DATA = typer.Option(help="Export folder (hf/parquet/jsonl) or a .parquet/.jsonl file.")
-_OUT = typer.Option(help="Output folder for the model or adapter.")
-
-
-@app.command("train")
-def train_cmd(
-    kind: Annotated[str, typer.Argument(help="dpo (preference pairs) | sft (chosen responses)")],
-    data: Annotated[Path, _DATA],
-    out: Annotated[Path, _OUT],
-    config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig fields.")] = None,
-    model: Annotated[str | None, typer.Option(help="Base model (default: smollm2).")] = None,
-    full: Annotated[bool | None, typer.Option("--full", help="Full fine-tuning, not LoRA.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Cap on training steps.")] = None,
-    beta: Annotated[float | None, typer.Option(help="DPO beta.")] = None,
-    learning_rate: Annotated[float | None, typer.Option()] = None,
-    num_train_epochs: Annotated[float | None, typer.Option()] = None,
-    per_device_train_batch_size: Annotated[int | None, typer.Option()] = None,
-    max_length: Annotated[int | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16")] = None,
-    merge: Annotated[bool | None, typer.Option("--merge", help="Also save a merged model.")] = None,
-) -> None:
-    """Train with TRL: `dpo` on preference pairs, or the `sft` baseline (LoRA by default)."""
-    if kind not in ("dpo", "sft"):
-        raise GravityError(f"train: unknown kind '{kind}'; valid: dpo, sft")
-    flags = {k: v for k, v in locals().items() if k not in ("kind", "data", "out", "config")}
-    _train(kind, data, out, config, flags)
+_SYSTEMS = "Systems (each adds an entry to the YAML-only `systems` list)"
 
 
 @app.command("evaluate")
+@config_flags(EvalConfig)
 def evaluate_cmd(
     profiles: Annotated[list[Path], typer.Option(help="Held-out reader profile file(s).")],
     out: Annotated[Path, typer.Option(help="Output folder: report.md, metrics.json, plots.")],
     config: Annotated[Path | None, typer.Option(help="YAML with EvalConfig fields.")] = None,
     sft: Annotated[
-        Path | None, typer.Option(help="The SFT baseline model (adds system 'sft').")
+        Path | None,
+        typer.Option(help="The SFT baseline model (adds system 'sft').", rich_help_panel=_SYSTEMS),
     ] = None,
-    naive: Annotated[Path | None, typer.Option(help="DPO on naive pairs (adds 'naive').")] = None,
+    naive: Annotated[
+        Path | None,
+        typer.Option(help="DPO on naive pairs (adds 'naive').", rich_help_panel=_SYSTEMS),
+    ] = None,
     gravity_model: Annotated[
-        Path | None, typer.Option("--gravity", help="DPO on GRAVITY pairs (adds 'gravity').")
+        Path | None,
+        typer.Option(
+            "--gravity", help="DPO on GRAVITY pairs (adds 'gravity').", rich_help_panel=_SYSTEMS
+        ),
     ] = None,
     extra_model: Annotated[
         list[str] | None,
-        typer.Option(help="Any other model dir or hub id (system named after it)."),
-    ] = None,
-    train_data: Annotated[
-        list[Path] | None,
         typer.Option(
-            help="Training runs/exports to check for leakage (default: the data each model "
-            "folder records)."
+            help="Any other model dir or hub id (system named after it).",
+            rich_help_panel=_SYSTEMS,
         ),
     ] = None,
-    books: Annotated[Path | None, typer.Option(help="Held-out book catalog.")] = None,
-    judge_backend: Annotated[str | None, typer.Option(help="Backend of the persona judge.")] = None,
-    judge_model: Annotated[str | None, typer.Option(help="Model of the persona judge.")] = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Compare systems on held-out readers and books: judge, alignment, per country."""
-    from gravity.config import load_yaml_model
-    from gravity.evaluate import EvalConfig, SystemSpec, evaluate
+    from gravity.evaluate import evaluate
     from gravity.profiles import load_many
 
-    cfg = load_yaml_model(config, EvalConfig) if config else EvalConfig()
-    systems = list(cfg.systems)
+    base = load_yaml_model(config, EvalConfig) if config else EvalConfig()
+    systems = [s.model_dump() for s in base.systems]
     for name, path in (("sft", sft), ("naive", naive), ("gravity", gravity_model)):
         if path is not None:
-            systems.append(SystemSpec(name=name, kind="model", model=str(path)))
+            systems.append({"name": name, "kind": "model", "model": str(path)})
     for model in extra_model or []:
         name = Path(model).name.replace("/", "-")[:40] or "model"
-        systems.append(SystemSpec(name=name, kind="model", model=model))
-    data = cfg.model_dump()
-    data["systems"] = [s.model_dump() for s in systems]
-    for key, value in (("books", books), ("train_data", train_data or None)):
-        if value is not None:
-            data[key] = value
-    for key, value in (("backend", judge_backend), ("model", judge_model)):
-        if value is not None:
-            data["judge"][key] = value
-    from pydantic import ValidationError
-
-    from gravity.errors import flag_problem
-
-    try:
-        cfg = EvalConfig.model_validate(data)
-    except ValidationError as exc:
-        raise GravityError(f"evaluate: {flag_problem(exc, EvalConfig)}") from None
+        systems.append({"name": name, "kind": "model", "model": model})
+    cfg = flags.resolve(config, {"systems": systems})
     metrics = evaluate(load_many(profiles), cfg, out)
     _print_eval(metrics, out)
 
@@ -625,17 +567,17 @@ def human_import(
 
 
 @app.command("run")
+@config_flags(RunConfig)
 def run(
     config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/demo.yaml.")],
-    out: Annotated[Path | None, typer.Option(help="Output folder (overrides the config).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (sets out_dir).")] = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Run the whole pipeline a config describes; reruns continue where they stopped."""
-    from gravity.config import RunConfig, load_yaml_model
     from gravity.run import run_pipeline
 
-    cfg = load_yaml_model(config, RunConfig)
-    if out is not None:
-        cfg = cfg.model_copy(update={"out_dir": out})
+    cfg = flags.resolve(config, {"out_dir": out} if out is not None else None)
     run_pipeline(cfg)
 
 
@@ -704,61 +646,24 @@ def events_stats_cmd(
 
 
 @profiles_app.command("infer")
+@config_flags(InferConfig)
 def profiles_infer(
     events: Annotated[Path, typer.Option(help="Events folder from `gravity events import`.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Profiles file (.jsonl/.yaml).")],
     config: Annotated[Path | None, typer.Option(help="YAML with InferConfig fields.")] = None,
-    country: Annotated[
-        list[str] | None, typer.Option(help="Only users from this country (repeatable).")
-    ] = None,
-    min_events: Annotated[int | None, typer.Option(min=1, help="Personal events needed.")] = None,
-    max_users: Annotated[int | None, typer.Option(min=1, help="At most this many users.")] = None,
-    default_country: Annotated[
-        str | None, typer.Option(help="Country of users whose data names none (marked given).")
-    ] = None,
-    text_inference: Annotated[
-        bool | None, typer.Option(help="Values/personality from review texts by the LLM.")
-    ] = None,
-    tag_items: Annotated[
-        bool | None, typer.Option(help="LLM-tag genres of items without categories.")
-    ] = None,
-    evidence_only: Annotated[
-        bool | None,
-        typer.Option(help="Keep only observed and text-inferred values, traits and interests."),
-    ] = None,
-    pseudonymize: Annotated[
-        bool | None,
-        typer.Option(help="Replace user ids by keyed hashes (key: $GRAVITY_PSEUDONYM_KEY)."),
-    ] = None,
-    backend: Annotated[str | None, typer.Option(help="LLM backend.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model for the backend.")] = None,
-    base_url: Annotated[list[str] | None, typer.Option(help="OpenAI-compatible URL(s).")] = None,
     store: Annotated[
         Path | None, typer.Option(help="Result store (default: OUTPUT.store.sqlite).")
     ] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Infer reader profiles from event histories; every field carries its provenance."""
-    from gravity.config import load_yaml_model
     from gravity.events import read_events_dir
-    from gravity.events.infer import InferConfig, infer_profiles
+    from gravity.events.infer import infer_profiles
     from gravity.io import atomic_write_text
     from gravity.profiles import dump_profiles
 
-    cfg = load_yaml_model(config, InferConfig) if config else InferConfig()
-    overrides = {
-        "countries": country or None,
-        "min_events": min_events,
-        "max_users": max_users,
-        "default_country": default_country,
-        "text_inference": text_inference,
-        "tag_items": tag_items,
-        "evidence_only": evidence_only,
-        "pseudonymize": pseudonymize,
-        "seed": seed,
-    }
-    backend_overrides = {"backend": backend, "model": model, "base_urls": base_url or None}
-    cfg = _with_overrides(cfg, overrides, backend_overrides)
+    cfg = flags.resolve(config)
     if output.suffix.lower() not in (".jsonl", ".json", ".yaml", ".yml"):
         raise GravityError(f"{output}: unknown extension; use .jsonl, .json or .yaml")
     data = read_events_dir(events)

@@ -1,6 +1,7 @@
 """Run configuration: pydantic models loadable from YAML.
 
-A field has the same name in Python, in YAML and (where a CLI flag exists) as ``--field-name``.
+A field has the same name in Python and in YAML; every scalar field is also a CLI flag derived
+from its name (``--field-name``, nested sections joined by dots: see ``gravity.flags``).
 ``RunConfig`` composes the stage configs that ``gravity run`` executes.
 """
 
@@ -74,12 +75,15 @@ class RunConfig(_Config):
         description="Catalog file, or an events folder (its most rated items); default: the "
         "starter catalog.",
     )
-    modes: list[Literal["gravity", "naive"]] = Field(default_factory=lambda: ["gravity", "naive"])
+    modes: list[Literal["gravity", "naive"]] = Field(
+        default_factory=lambda: ["gravity", "naive"], description="Pair synthesis modes to run."
+    )
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     test_size: float = Field(default=0.0, ge=0, lt=1, description="Export test split (readers).")
     train: TrainConfig = Field(default_factory=TrainConfig)
     train_systems: list[Literal["sft", "naive", "gravity"]] = Field(
-        default_factory=lambda: ["sft", "naive", "gravity"]
+        default_factory=lambda: ["sft", "naive", "gravity"],
+        description="Systems to train: sft and gravity on gravity pairs, naive on naive pairs.",
     )
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
 

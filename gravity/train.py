@@ -46,23 +46,30 @@ class TrainConfig(BaseModel):
     )
     full: bool = Field(default=False, description="Full fine-tuning instead of LoRA.")
     beta: float = Field(default=0.1, gt=0, description="DPO temperature (ignored by SFT).")
-    learning_rate: float = Field(default=1e-4, gt=0)
-    num_train_epochs: float = Field(default=1.0, gt=0)
+    learning_rate: float = Field(default=1e-4, gt=0, description="Peak learning rate.")
+    num_train_epochs: float = Field(
+        default=1.0, gt=0, description="Passes over the data (max_steps caps them)."
+    )
     max_steps: int = Field(default=-1, description="Cap on optimizer steps (-1: no cap).")
-    per_device_train_batch_size: int = Field(default=2, ge=1)
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    per_device_train_batch_size: int = Field(
+        default=2, ge=1, description="Examples per device per forward pass."
+    )
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, description="Forward passes summed into one optimizer step."
+    )
     max_length: int = Field(default=1024, ge=32, description="Prompt + response tokens.")
-    lora_r: int = Field(default=8, ge=1)
-    lora_alpha: int = Field(default=16, ge=1)
-    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    lora_r: int = Field(default=8, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(default=16, ge=1, description="LoRA scaling (alpha / r).")
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on LoRA inputs.")
     lora_targets: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Names of the modules that get LoRA layers.",
     )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         default="fp32", description="fp32 is the safe choice on CPU; bf16 on recent GPUs."
     )
-    seed: int = 0
-    logging_steps: int = Field(default=1, ge=1)
+    seed: int = Field(default=0, description="Seeds Python, NumPy, torch and the data order.")
+    logging_steps: int = Field(default=1, ge=1, description="Log metrics every N steps.")
     save_steps: int = Field(
         default=50,
         ge=0,

@@ -65,9 +65,15 @@ class EvalConfig(BaseModel):
         description="The system whose paired differences against every other are reported.",
     )
     books: Path | None = Field(default=None, description="Held-out catalog; default: starter.")
-    books_per_reader: int = Field(default=2, ge=1)
-    max_new_tokens: int = Field(default=160, ge=8)
-    temperature: float = Field(default=0.7, ge=0, le=2)
+    books_per_reader: int = Field(
+        default=2, ge=1, description="Held-out books each reader is asked about."
+    )
+    max_new_tokens: int = Field(
+        default=160, ge=8, description="Token limit of a system's description."
+    )
+    temperature: float = Field(
+        default=0.7, ge=0, le=2, description="Sampling temperature of the systems."
+    )
     judge_max_new_tokens: int = Field(
         default=24, ge=8, description="Token limit of a constrained (JSON) judge answer."
     )
@@ -80,7 +86,7 @@ class EvalConfig(BaseModel):
         ge=1,
         description="Fewer readers than this in a cell: the report says 'too few readers'.",
     )
-    seed: int = 0
+    seed: int = Field(default=0, description="Seed of book choice, sampling and the judge.")
     train_data: list[Path] = Field(
         default_factory=list,
         description="Training runs/exports: evaluation refuses readers or books found in them "

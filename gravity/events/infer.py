@@ -88,8 +88,10 @@ class InferConfig(BaseModel):
         lt=1,
         description="Ratings at or below this share of the scale: disliked.",
     )
-    max_favourites: int = Field(default=5, ge=1, le=30)
-    max_genres: int = Field(default=5, ge=1, le=30)
+    max_favourites: int = Field(
+        default=5, ge=1, le=30, description="Favourite books, authors and dislikes kept."
+    )
+    max_genres: int = Field(default=5, ge=1, le=30, description="Favourite genres kept.")
     thin_events: int = Field(
         default=5, ge=0, description="Users with fewer rated or read events borrow from neighbours."
     )
@@ -107,10 +109,10 @@ class InferConfig(BaseModel):
     pseudonymize: bool = Field(default=False, description="Replace user ids by keyed hashes.")
     key_env: str = Field(default="GRAVITY_PSEUDONYM_KEY", description="Env var with the key.")
     backend: BackendConfig = Field(default_factory=BackendConfig)
-    max_new_tokens: int = Field(default=320, ge=16)
+    max_new_tokens: int = Field(default=320, ge=16, description="Token limit of an LLM answer.")
     max_attempts: int = Field(default=3, ge=1, le=10, description="Tries per LLM answer.")
-    temperature: float = Field(default=0.3, ge=0)
-    seed: int = 0
+    temperature: float = Field(default=0.3, ge=0, description="LLM sampling temperature.")
+    seed: int = Field(default=0, description="Seed of the train/heldout split and the LLM.")
 
 
 @dataclass

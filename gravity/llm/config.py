@@ -6,14 +6,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+BackendName = Literal["transformers", "llamacpp", "openai", "vllm"]
+"""The backends ``gravity.llm.make_backend`` knows (the keys of ``gravity.llm.BACKENDS``)."""
+
 
 class BackendConfig(BaseModel):
-    """Which model answers, and how. Names match the YAML keys and the CLI flags."""
+    """Which model answers, and how. Every field is a YAML key and (derived from its name) a
+    CLI flag."""
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: str = Field(
-        default="transformers", description="transformers | llamacpp | openai | vllm"
+    backend: BackendName = Field(
+        default="transformers",
+        description="transformers (in process), llamacpp (GGUF, in process), openai (any "
+        "OpenAI-compatible server), vllm (in process, GPU).",
     )
     model: str = Field(
         default="smollm2",
@@ -31,8 +37,10 @@ class BackendConfig(BaseModel):
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     batch_size: int = Field(default=16, ge=1, description="Requests per forward batch.")
     # llamacpp
-    n_ctx: int = Field(default=4096, ge=256)
-    n_threads: int | None = Field(default=None, ge=1, description="Default: all cores.")
+    n_ctx: int = Field(default=4096, ge=256, description="Context window in tokens (llamacpp).")
+    n_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads (llamacpp); default: all cores."
+    )
     # openai
     base_urls: list[str] = Field(
         default_factory=lambda: ["http://127.0.0.1:8000/v1"],
@@ -50,6 +58,10 @@ class BackendConfig(BaseModel):
         "'json_object' (+schema), or 'prompt' (no constraint, validated afterwards).",
     )
     # vllm
-    tensor_parallel_size: int = Field(default=1, ge=1)
-    gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
-    max_model_len: int | None = Field(default=None, ge=256)
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs one model spans (vllm).")
+    gpu_memory_utilization: float = Field(
+        default=0.85, gt=0, le=1, description="Share of GPU memory vLLM may take (vllm)."
+    )
+    max_model_len: int | None = Field(
+        default=None, ge=256, description="Context length (vllm); default: the model's."
+    )

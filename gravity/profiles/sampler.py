@@ -95,7 +95,9 @@ class SamplerConfig(BaseModel):
         default_factory=lambda: {t: 3.0 for t in BIG_FIVE_TRAITS},
         description="Mean of each Big Five trait (1-5).",
     )
-    big_five_sd: float = Field(default=0.7, gt=0, le=2)
+    big_five_sd: float = Field(
+        default=0.7, gt=0, le=2, description="Standard deviation of each Big Five trait."
+    )
     schwartz_mean: dict[str, Annotated[float, Field(ge=1, le=6)]] = Field(
         default_factory=lambda: {
             "benevolence": 4.9,
@@ -111,7 +113,9 @@ class SamplerConfig(BaseModel):
         },
         description="Mean raw score of each Schwartz value (1-6).",
     )
-    schwartz_sd: float = Field(default=0.6, gt=0, le=2)
+    schwartz_sd: float = Field(
+        default=0.6, gt=0, le=2, description="Standard deviation of each Schwartz value."
+    )
     culture_shift: float = Field(
         default=0.25, ge=0, le=1, description="How far the WVS position moves value means."
     )
@@ -120,14 +124,20 @@ class SamplerConfig(BaseModel):
     )
     genders: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=40)]], Field(min_length=1)
-    ] = Field(default_factory=lambda: ["female", "male", "non-binary"])
+    ] = Field(
+        default_factory=lambda: ["female", "male", "non-binary"],
+        description="Genders drawn, weighted by gender_weights.",
+    )
     gender_weights: list[Annotated[float, Field(ge=0, le=1e6)]] = Field(
-        default_factory=lambda: [0.49, 0.49, 0.02]
+        default_factory=lambda: [0.49, 0.49, 0.02],
+        description="One weight per entry of genders.",
     )
     educations: Annotated[list[Education], Field(min_length=1)] = Field(
-        default_factory=lambda: ["secondary", "vocational", "bachelor", "master", "doctorate"]
+        default_factory=lambda: ["secondary", "vocational", "bachelor", "master", "doctorate"],
+        description="Education levels drawn (uniformly).",
     )
     occupations: Words = Field(
+        description="Occupations drawn (uniformly).",
         default_factory=lambda: [
             "teacher",
             "nurse",
@@ -145,9 +155,10 @@ class SamplerConfig(BaseModel):
             "sales manager",
             "researcher",
             "homemaker",
-        ]
+        ],
     )
     genres: Phrases = Field(
+        description="Genres that favourite genres and dislikes are drawn from.",
         default_factory=lambda: [
             "literary fiction",
             "mystery",
@@ -164,9 +175,10 @@ class SamplerConfig(BaseModel):
             "classics",
             "satire",
             "travel writing",
-        ]
+        ],
     )
     themes: Phrases = Field(
+        description="Themes that a reader's themes are drawn from.",
         default_factory=lambda: [
             "family",
             "justice",
@@ -184,9 +196,10 @@ class SamplerConfig(BaseModel):
             "curiosity",
             "duty",
             "rebellion",
-        ]
+        ],
     )
     reading_goals: Phrases = Field(
+        description="Reading goals that a reader's goals are drawn from.",
         default_factory=lambda: [
             "relax after work",
             "learn about other cultures",
@@ -196,7 +209,7 @@ class SamplerConfig(BaseModel):
             "improve myself",
             "share books with my family",
             "escape into other worlds",
-        ]
+        ],
     )
 
     def model_post_init(self, _context: object) -> None:

@@ -3,6 +3,7 @@ run config)."""
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gravity.llm.config import BackendConfig
 
-SYNTH_FACETS = ("interests", "values", "personality", "culture")
+Facet = Literal["interests", "values", "personality", "culture"]
+SYNTH_FACETS: tuple[Facet, ...] = typing.get_args(Facet)
 
 
 class FilterConfig(BaseModel):
@@ -18,8 +20,8 @@ class FilterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_words: int = Field(default=15, ge=1)
-    max_words: int = Field(default=120, ge=1)
+    min_words: int = Field(default=15, ge=1, description="Shorter descriptions are rejected.")
+    max_words: int = Field(default=120, ge=1, description="Longer descriptions are rejected.")
     on_truncation: Literal["trim", "reject"] = Field(
         default="trim",
         description="An output cut by the token limit: trim it to its last full sentence "
@@ -46,7 +48,7 @@ class FilterConfig(BaseModel):
 
 
 class GenerateConfig(BaseModel):
-    """How pairs are synthesized. Every field is also a YAML key; the main ones are CLI flags."""
+    """How pairs are synthesized. Every field is a YAML key; every scalar one also a CLI flag."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -55,10 +57,19 @@ class GenerateConfig(BaseModel):
         description="gravity: profile-grounded pairs; naive: the paper's ungrounded baseline "
         "(two generic descriptions ranked by a generic quality judgment).",
     )
-    facets: list[str] = Field(default_factory=lambda: list(SYNTH_FACETS))
-    scenarios_per_facet: int = Field(default=1, ge=1, le=20)
+    facets: list[Facet] = Field(
+        default_factory=lambda: list(SYNTH_FACETS),
+        description="Profile facets a scenario is written for (one or more).",
+    )
+    scenarios_per_facet: int = Field(
+        default=1, ge=1, le=20, description="Scenarios (pairs) per reader, book and facet."
+    )
     max_books: int = Field(default=3, ge=1, description="Books per reader (seeded choice).")
-    books: Path | None = Field(default=None, description="Catalog file; default: starter catalog.")
+    books: Path | None = Field(
+        default=None,
+        description="Book catalog (CSV, JSONL, parquet): id, title, author, description "
+        "(10-4000 characters); optional year, genres. Default: the starter catalog.",
+    )
     rejected_strategy: Literal["generic", "contrasting"] = Field(
         default="generic",
         description="generic: written with no profile; contrasting: written for the opposite "
@@ -69,21 +80,20 @@ class GenerateConfig(BaseModel):
         description="Genres a contrasting reader's favourites are drawn from; null: the "
         "sampler's genres (in `gravity run`, those of the run's profiles.sampler).",
     )
-    seed: int = 0
-    scenario_tokens: int = Field(default=80, ge=8)
-    description_tokens: int = Field(default=160, ge=16)
-    temperature: float = Field(default=0.8, ge=0, le=2)
-    top_p: float = Field(default=0.95, gt=0, le=1)
+    seed: int = Field(default=0, description="Seed of book choice and of every LLM call.")
+    scenario_tokens: int = Field(default=80, ge=8, description="Token limit of a scenario.")
+    description_tokens: int = Field(
+        default=160, ge=16, description="Token limit of a chosen or rejected description."
+    )
+    temperature: float = Field(default=0.8, ge=0, le=2, description="Sampling temperature.")
+    top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling mass.")
     max_attempts: int = Field(default=2, ge=1, le=10, description="Tries per output (new seed).")
     filters: FilterConfig = Field(default_factory=FilterConfig)
     backend: BackendConfig = Field(default_factory=BackendConfig)
 
     @field_validator("facets")
     @classmethod
-    def _facets(cls, value: list[str]) -> list[str]:
-        bad = [f for f in value if f not in SYNTH_FACETS]
-        if bad:
-            raise ValueError(f"unknown facet(s) {bad}; valid: {', '.join(SYNTH_FACETS)}")
+    def _facets(cls, value: list[Facet]) -> list[Facet]:
         if not value:
             raise ValueError("at least one facet")
         return list(dict.fromkeys(value))
