@@ -584,10 +584,17 @@ def _report_metrics(pairs_by_reader, judge_stats, align=None, copy=None, min_rea
 def test_report_reading_is_computed_from_what_was_measured():
     from gravity.evaluate.report import reading
 
-    judge = {"calls": 40, "parsed": 40, "parse_rate": 1.0, "position_consistency": 0.2}
+    judge = {
+        "calls": 40,
+        "parsed": 40,
+        "parse_rate": 1.0,
+        "position_consistency": 0.2,
+        "first_position_mass": 0.7,
+    }
     tied = "\n".join(reading(_report_metrics([0.5] * 6, judge)))
     assert "answered 40 of 40 calls (100.0%): usable" in tied
     assert "mostly follows position: only 20.0% of pairs" in tied
+    assert "shown first 70.0% of its probability" in tied
     assert "preference gain (points) +0.0 [+0.0, +0.0] (not distinguishable" in tied
     assert "interestingness" not in tied  # no ratings: not mentioned
     judge = {

@@ -77,6 +77,12 @@ def _judge_lines(metrics: dict[str, Any]) -> list[str]:
     consistency = judge.get("position_consistency")
     if consistency is not None:
         unit = "pairs" if judge["protocol"] == "pairwise" else "cases"
+        mass = judge.get("first_position_mass")
+        if mass is not None:
+            lines.append(
+                f"- On average it gave the description shown first {_pct(mass)} of its "
+                "probability (50% is no position preference)."
+            )
         if consistency < 0.5:
             lines.append(
                 f"- It mostly follows position: only {_pct(consistency)} of {unit} keep their "
