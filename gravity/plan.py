@@ -15,7 +15,8 @@ Estimates, and what they rest on:
 - Prompt tokens: prompts rendered from the real templates for a spread of up to
   ``SAMPLE`` calls per step, scaled to all calls; a text generated earlier in the run (a
   scenario inside a chosen prompt, descriptions inside a judge prompt) counts at its token
-  limit. Counted with the model's tokenizer when it is on this machine (no download), else as
+  limit; the JSON-schema instruction a constrained judge's prompt gains is not counted. Counted
+  with the model's tokenizer when it is on this machine (no download), else as
   characters / 4 (the usual figure for English text under BPE tokenizers); the plan says which.
 - Time: completion tokens / ``tokens_per_s`` + prompt tokens / ``prompt_tokens_per_s`` per step,
   training pairs / ``train_pairs_per_s`` per system; model loading, embeddings and plots are not

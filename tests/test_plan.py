@@ -193,3 +193,25 @@ def test_bad_config_is_one_line_exit_2(tmp_path, yaml_text, blamed) -> None:
 def test_json_needs_dry_run(tmp_path) -> None:
     result = CliRunner().invoke(app, ["run", str(CONFIGS / "demo.yaml"), "--json"])
     assert result.exit_code == 2 and "--dry-run" in result.stderr
+
+
+def test_readers_from_events_are_counted_without_the_inference_llm(tmp_path, no_models) -> None:
+    from gravity.events.importers import import_events
+
+    events = tmp_path / "events"
+    import_events("bookcrossing", [Path(__file__).parent / "fixtures/events/bookcrossing"], events)
+    cfg = _config("bookcrossing.yaml", tmp_path / "run", books=events)
+    for side in ("profiles", "heldout"):
+        stage = getattr(cfg, side)
+        # LLM steps on (the dry run must still load no model), and no reader-count limit
+        infer = stage.infer.model_copy(
+            update={"text_inference": True, "tag_items": True, "max_users": None, "min_events": 1}
+        )
+        cfg = cfg.model_copy(
+            update={side: stage.model_copy(update={"events": events, "infer": infer})}
+        )
+    plan = build_plan(cfg)
+    assert sum(plan.readers["training"].values()) > 0
+    assert sum(plan.readers["heldout"].values()) > 0
+    assert any("profiles.infer" in w and "not in this plan" in w for w in plan.warnings)
+    assert not (tmp_path / "run").exists()
