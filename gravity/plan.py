@@ -429,7 +429,9 @@ def _evaluation(
     }
 
 
-def _training(cfg: RunConfig, modes: dict[str, dict[str, int]], warnings: list[str]):
+def _training(
+    cfg: RunConfig, modes: dict[str, dict[str, int]], warnings: list[str]
+) -> list[Training]:
     """Rows, optimizer steps (as the HF Trainer counts them, one device) and time per system."""
     t = cfg.train
     knobs = {**t.model_dump(), **t.trl_overrides}
