@@ -571,13 +571,34 @@ def human_import(
 def run(
     config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/demo.yaml.")],
     out: Annotated[Path | None, typer.Option(help="Output folder (sets out_dir).")] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check the config and print the plan (readers, books, pairs, LLM calls, "
+            "estimated tokens and time per stage); loads no model, writes nothing.",
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: print the plan as JSON.")
+    ] = False,
     *,
     flags: ConfigFlags,
 ) -> None:
     """Run the whole pipeline a config describes; reruns continue where they stopped."""
+    cfg = flags.resolve(config, {"out_dir": out} if out is not None else None)
+    if dry_run:
+        from gravity.plan import build_plan, render_plan
+
+        plan = build_plan(cfg)
+        typer.echo(
+            plan.model_dump_json(indent=2) if as_json else render_plan(plan, config), nl=as_json
+        )
+        return
+    if as_json:
+        raise GravityError("--json: goes with --dry-run")
     from gravity.run import run_pipeline
 
-    cfg = flags.resolve(config, {"out_dir": out} if out is not None else None)
     run_pipeline(cfg)
 
 

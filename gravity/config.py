@@ -20,7 +20,7 @@ from gravity.profiles.sampler import SamplerConfig
 from gravity.synth.config import GenerateConfig
 from gravity.train import TrainConfig
 
-__all__ = ["ProfilesStage", "RunConfig", "load_yaml_model"]
+__all__ = ["PlanConfig", "ProfilesStage", "RunConfig", "load_yaml_model"]
 
 
 class _Config(BaseModel):
@@ -51,6 +51,32 @@ class ProfilesStage(_Config):
     @classmethod
     def _countries(cls, value: list[str]) -> list[str]:
         return [normalize_country(c) for c in value]
+
+
+class PlanConfig(_Config):
+    """Throughput figures for the time estimate of ``gravity run --dry-run`` (nothing else reads
+    them). Unset, a stage that runs the embedded model on the ``transformers`` backend uses the
+    figures measured on a 2-core CPU (README, Performance); any other stage's time is left
+    unestimated until a figure is given."""
+
+    tokens_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Completion tokens per second of the generating backends (embedded model "
+        "on a 2-core CPU, transformers, batch 16: 148.1).",
+    )
+    prompt_tokens_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Prompt tokens read per second; likelihood judging reads only prompts "
+        "(embedded model on a 2-core CPU: 350).",
+    )
+    train_pairs_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="DPO training pairs per second (embedded model on a 2-core CPU: 0.091 "
+        "LoRA, 0.082 full).",
+    )
 
 
 def _heldout_default() -> ProfilesStage:
@@ -86,6 +112,9 @@ class RunConfig(_Config):
         description="Systems to train: sft and gravity on gravity pairs, naive on naive pairs.",
     )
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    plan: PlanConfig = Field(
+        default_factory=PlanConfig, description="Figures for the `--dry-run` time estimate."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

@@ -137,6 +137,17 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
 
     The run folder is locked for the whole run: a second run on it stops with a clear error.
     """
+    readers, heldout, train_books, held_books = prepare_run(cfg)
+    check_run_requirements(cfg)  # before anything is written or generated
+    with folder_lock(cfg.out_dir, "run folder"):
+        return _run_stages(cfg, readers, heldout, train_books, held_books, progress)
+
+
+def prepare_run(
+    cfg: RunConfig,
+) -> tuple[list[UserProfile], list[UserProfile], list[Book], list[Book]]:
+    """(training readers, held-out readers, training books, held-out books), checked; nothing
+    is written (``gravity run --dry-run`` plans from the same)."""
     train_books, held_books = split_books(_catalog(cfg.books), cfg.heldout_books, cfg.generate.seed)
     held_ids = {b.id for b in held_books}
     readers, heldout = build_profiles(cfg.profiles, held_ids), build_profiles(cfg.heldout, held_ids)
@@ -146,9 +157,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
             f"heldout: readers {overlap[:5]} are also training readers; "
             "use another heldout.seed or other files"
         )
-    check_run_requirements(cfg)  # before anything is written or generated
-    with folder_lock(cfg.out_dir, "run folder"):
-        return _run_stages(cfg, readers, heldout, train_books, held_books, progress)
+    return readers, heldout, train_books, held_books
 
 
 def _run_stages(
