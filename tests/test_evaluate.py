@@ -696,3 +696,26 @@ def test_human_form_script_refuses_blank_fields_and_repeated_ranks(tmp_path):
     blank["int-" + first_case[0][len("rank-") :]] = ""
     assert any("both needed" in p for p in check(blank))
     assert any("rater id" in p for p in check({**good, "rater": ""}))
+
+
+def test_report_per_country_words_and_too_few_readers_once():
+    from gravity.evaluate.report import markdown
+
+    judge = {
+        "calls": 12,
+        "parsed": 12,
+        "parse_rate": 1.0,
+        "position_consistency": 0.5,
+        "identical_pairs": 0,
+        "excluded_cases": 0,
+    }
+    extra = {"cases": 3, "readers": 3, "leakage": {"checked_against": [], "notes": []}}
+    m = _report_metrics([1.0] * 3, judge, min_readers=2) | extra
+    m["length"]["mean_words_by_country"] = {"US": {"base": 41.0, "gravity": 77.0}}
+    text = markdown(m, EvalConfig())
+    us = text.split("### US (3 readers)")[1]
+    assert "| 41 |" in us and "| 77 |" in us  # that country's lengths, not the overall 50/60
+    few = markdown(_report_metrics([1.0] * 3, judge, min_readers=5) | extra, EvalConfig())
+    us = few.split("### US (3 readers)")[1].split("##")[0]
+    assert "Too few readers (n=3, fewer than min_readers=5) for any per-country figure." in us
+    assert "|" not in us  # no table of cells that would all say the same

@@ -280,9 +280,18 @@ def markdown(metrics: dict[str, Any], cfg: Any) -> str:
         "## Per country",
         "",
     ]
+    min_readers = metrics["bootstrap"]["min_readers"]
+    by_words = metrics["length"].get("mean_words_by_country", {})
     for country, scope in metrics["by_country"].items():
         lines += [f"### {country} ({scope['readers']} readers)", ""]
-        lines += [*_system_table(scope, systems, words), ""]
+        if scope["readers"] < min_readers:  # every cell would say so: say it once
+            lines += [
+                f"Too few readers (n={scope['readers']}, fewer than min_readers={min_readers}) "
+                "for any per-country figure.",
+                "",
+            ]
+            continue
+        lines += [*_system_table(scope, systems, by_words.get(country)), ""]
         if focus is not None:
             lines += [*_paired_table(scope, focus), ""]
     lines += _notes(metrics)

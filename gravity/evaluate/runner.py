@@ -341,6 +341,10 @@ def evaluate(
     }
     metrics["length"] = {
         "mean_words": mean_words(words, systems),
+        "mean_words_by_country": {
+            country: mean_words({c: w for c, w in words.items() if meta[c][1] == country}, systems)
+            for country in sorted({country for _, country in meta.values()})
+        },
         **length_controlled(outcomes, words, systems),
     }
     metrics["cases"] = len(cases)
