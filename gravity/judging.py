@@ -68,6 +68,15 @@ def normalise(logprobs: dict[str, float]) -> dict[str, float]:
     return {k: w / total for k, w in weights.items()}
 
 
+def _finite_choice(logprobs: dict[str, float]) -> Choice | Reject:
+    """The label probabilities, or a Reject when the backend's scores give none (NaN, +inf, or
+    every label impossible): such a verdict is unusable, never a tie or a NaN downstream."""
+    finite = [v for v in logprobs.values() if not math.isnan(v) and v != math.inf]
+    if len(finite) != len(logprobs) or max(finite) == -math.inf:
+        return Reject(f"label log-probabilities {logprobs} are not usable", "", "judge_nonfinite")
+    return Choice(normalise(logprobs))
+
+
 @dataclass(frozen=True)
 class Choice:
     """A judge's answer over ``labels``: a probability per label (one-hot when generated)."""
@@ -121,7 +130,7 @@ class LabelJudge:
             return []
         if self.method == "likelihood":
             scores = self.engine.score_labels(requests, labels, desc=desc)
-            return [Choice(normalise(s)) for s in scores]
+            return [_finite_choice(s) for s in scores]
         schema = choice_schema(labels)
         prepared = [self.engine.with_json_instruction(r, schema) for r in requests]
         params = [

@@ -24,11 +24,12 @@ from gravity.profiles import dump_profiles, load_many, sample_profiles
 from gravity.profiles.models import UserProfile
 
 
-def build_profiles(stage: ProfilesStage, held_books: set[str] | None = None) -> list[UserProfile]:
+def build_profiles(stage: ProfilesStage, held_books: list[Book] | None = None) -> list[UserProfile]:
     """Readers loaded from files, inferred from events, and sampled for each configured country.
 
-    Readers inferred from events never see the events on ``held_books`` (catalog ids): the
-    books evaluation describes are not in any profile, nor in what training learns from.
+    Readers inferred from events never see the events on ``held_books`` (matched by catalog id,
+    or title and author): the books evaluation describes are in no inferred profile, nor in what
+    training learns from. Profiles read from files are taken as they are.
     """
     profiles = list(load_many(stage.files)) if stage.files else []
     if stage.events is not None:
@@ -36,7 +37,7 @@ def build_profiles(stage: ProfilesStage, held_books: set[str] | None = None) -> 
         from gravity.events.books import without_books
         from gravity.events.infer import infer_profiles
 
-        data, removed = without_books(read_events_dir(stage.events), held_books or set())
+        data, removed = without_books(read_events_dir(stage.events), held_books or [])
         if removed:
             print(f"{stage.events}: {removed} events on held-out books set aside")
         profiles.extend(infer_profiles(data, stage.infer).profiles)
@@ -149,8 +150,8 @@ def prepare_run(
     """(training readers, held-out readers, training books, held-out books), checked; nothing
     is written (``gravity run --dry-run`` plans from the same)."""
     train_books, held_books = split_books(_catalog(cfg.books), cfg.heldout_books, cfg.generate.seed)
-    held_ids = {b.id for b in held_books}
-    readers, heldout = build_profiles(cfg.profiles, held_ids), build_profiles(cfg.heldout, held_ids)
+    readers = build_profiles(cfg.profiles, held_books)
+    heldout = build_profiles(cfg.heldout, held_books)
     overlap = sorted({p.id for p in readers} & {p.id for p in heldout})
     if overlap:
         raise GravityError(

@@ -410,3 +410,26 @@ def test_vllm_backend_generates():
             _reqs(["Title and genre of Emma?"]), SamplingParams(max_new_tokens=60), Book
         )
         assert isinstance(out, Parsed)
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"), [((7, 5), "float16"), ((8, 0), "bfloat16"), ((9, 0), "bfloat16")]
+)
+def test_auto_dtype_on_gpu_follows_native_bf16(monkeypatch, capability, expected):
+    """bf16 only where the GPU computes it natively (compute capability 8.0 on); older cards
+    (T4, V100) only emulate it, so fp16. The device asked for is the one checked."""
+    import torch
+
+    from gravity.llm.hf import resolve_dtype
+
+    asked = []
+
+    def capability_of(device):
+        asked.append(str(device))
+        return capability
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability_of)
+    assert resolve_dtype("auto", "cuda:1") == expected and asked == ["cuda:1"]
+    assert (
+        resolve_dtype("auto", "cpu") == "float32" and resolve_dtype("float16", "cpu") == "float16"
+    )

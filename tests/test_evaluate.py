@@ -92,7 +92,7 @@ def prefers_longer(prompt, labels):
     if not texts:
         return {k: 0.0 for k in labels}
     longest = max(texts, key=lambda k: len(texts[k].split()))
-    return {k: (0.0 if k == longest else -30.0) for k in labels}  # always: P = 1 - 1e-13
+    return {k: (0.0 if k == longest else -4.0) for k in labels}  # 98% for the longer text
 
 
 SYSTEMS5 = ["base", "prompt", "sft", "naive", "gravity"]
@@ -204,8 +204,11 @@ def test_longer_text_judge_is_length_controlled():
     }
     lc = length_controlled(outcomes, words, list(lows))
     assert lc["raw"]["gravity"]["base"] > 0.7 and lc["raw"]["gravity"]["prompt"] > 0.7
-    assert abs(lc["lc"]["gravity"]["base"] - 0.5) < 0.1
-    assert abs(lc["lc"]["gravity"]["prompt"] - 0.5) < 0.1 and lc["gamma"] > 1
+    # The judge gives the longer text log-odds 4 whatever the difference: the fit finds that
+    # length term and no system effect.
+    assert lc["lc"]["gravity"]["base"] == pytest.approx(0.5, abs=0.02)
+    assert lc["lc"]["gravity"]["prompt"] == pytest.approx(0.5, abs=0.02)
+    assert lc["gamma"] == pytest.approx(4.0, abs=0.2)
 
 
 def test_identical_candidates_tie_and_are_not_judged():
@@ -719,3 +722,46 @@ def test_report_per_country_words_and_too_few_readers_once():
     us = few.split("### US (3 readers)")[1].split("##")[0]
     assert "Too few readers (n=3, fewer than min_readers=5) for any per-country figure." in us
     assert "|" not in us  # no table of cells that would all say the same
+
+
+@pytest.mark.parametrize("gap", [2.2, 1 / 3, 4.0])
+def test_position_bound_judge_leans_nowhere_at_any_strength(gap):
+    """(p + 1 - p) / 2 is a hair off 0.5 in floats for many p: no pair may read as a lean (the
+    judge would look like it agrees with the alignment score)."""
+    from gravity.evaluate.metrics import agreement_with_alignment
+
+    def first(prompt, labels):
+        if labels[0] == "1":
+            return {k: 0.0 for k in labels}
+        return {k: (0.0 if i == 0 else -gap) for i, k in enumerate(labels)}
+
+    cases = _cases(6)
+    descriptions = {s: [f"text {i} by {s}" for i in range(6)] for s in SYSTEMS5}
+    metrics, _, outcomes = _judge(cases, descriptions, first)
+    assert all(v == 0.5 for o in outcomes for v in o.wins.values())
+    rising = {c.id: {s: 0.1 * k for k, s in enumerate(sorted(SYSTEMS5))} for c in cases}
+    assert agreement_with_alignment(outcomes, rising) == {"pairs": 0, "agreement": None}
+    assert metrics["overall"]["preference_gain"]["gravity"]["base"]["value"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"A": math.nan, "B": -1.0}, {"A": math.inf, "B": -1.0}, {"A": -math.inf, "B": -math.inf}],
+)
+def test_unusable_label_scores_exclude_the_case_never_nan(bad):
+    """A backend score that gives no probabilities (NaN, +inf, every label impossible) is a
+    rejected verdict: its case is excluded and counted, and no NaN reaches the metrics."""
+    cases = _cases(3)
+
+    def judge(prompt, labels):
+        if labels == ["A", "B"] and "[A]\ntext 1 by base" in prompt:  # case 1, one order
+            return dict(bad)
+        return prefers_good(prompt, labels) if "[A]" in prompt else {k: 0.0 for k in labels}
+
+    texts = {s: [f"text {i} by {s}" for i in range(3)] for s in ("base", "gravity")}
+    texts["gravity"] = [f"GOOD {i}" for i in range(3)]
+    metrics, stats, outcomes = _judge(cases, texts, judge)
+    assert stats["parse_rate"] < 1.0 and stats["excluded_cases"] == 1
+    assert cases[1].id not in {o.case_id for o in outcomes} and len(outcomes) == 2
+    dump = json.dumps(metrics)
+    assert "NaN" not in dump and "Infinity" not in dump

@@ -718,15 +718,15 @@ def test_run_config_reads_readers_and_books_from_an_events_folder(bx, tmp_path) 
         load_catalog(tmp_path / "c.csv")
 
 
-def test_run_keeps_held_out_books_out_of_every_inferred_profile(bx) -> None:
+@pytest.mark.parametrize("books_from", ["events", "catalog"])
+def test_run_keeps_held_out_books_out_of_every_inferred_profile(bx, books_from) -> None:
     """`gravity run` splits the books first and infers readers without the events on held-out
-    books: a held-out book never shows up in a profile (training or held-out reader)."""
+    books, whether the catalog is built from the same events (matched by id) or comes from
+    elsewhere (matched by title and author): a held-out book is named in no profile."""
     import yaml
 
     from gravity.config import RunConfig
-    from gravity.events import read_events_dir
-    from gravity.events.books import book_id, without_books
-    from gravity.run import _catalog, build_profiles
+    from gravity.run import build_profiles, prepare_run
 
     cfg_data = yaml.safe_load(
         (Path(__file__).parents[1] / "configs" / "bookcrossing.yaml").read_text()
@@ -735,23 +735,45 @@ def test_run_keeps_held_out_books_out_of_every_inferred_profile(bx) -> None:
         cfg_data[stage]["events"] = str(bx[0])
         cfg_data[stage]["infer"].pop("max_users")
         cfg_data[stage]["infer"]["min_events"] = 4
+    cfg_data["books"] = str(bx[0]) if books_from == "events" else None  # None: starter catalog
+    cfg_data["heldout_books"] = 20 if books_from == "events" else 60  # of 40 and 72 books
     cfg = RunConfig.model_validate(cfg_data)
-    books = {b.id: b for b in _catalog(bx[0])}
 
-    def mentioned(profiles) -> set[str]:
-        """Catalog ids of the books named in the profiles' favourite books and dislikes."""
-        named = set()
-        for p in profiles:
-            texts = [*p.interests.favourite_books, *p.interests.dislikes]
-            named |= {bid for bid, b in books.items() for t in texts if t.startswith(b.title)}
-        return named
+    def named(profiles, books) -> set[str]:
+        """Titles of ``books`` that the profiles' favourite books or dislikes name."""
+        texts = [t for p in profiles for t in (*p.interests.favourite_books, *p.interests.dislikes)]
+        return {
+            b.title for b in books for t in texts if t.casefold().startswith(b.title.casefold())
+        }
 
-    everyone = build_profiles(cfg.profiles) + build_profiles(cfg.heldout)
-    held = set(sorted(mentioned(everyone))[:6])
-    assert held, "the fixture's readers name catalog books (else this test shows nothing)"
-    kept = build_profiles(cfg.profiles, held) + build_profiles(cfg.heldout, held)
-    assert not mentioned(kept) & held
+    readers, heldout, _, held_books = prepare_run(cfg)
+    unfiltered = build_profiles(cfg.profiles) + build_profiles(cfg.heldout)
+    assert named(unfiltered, held_books), "without the exclusion some held-out book is named"
+    assert not named(readers + heldout, held_books)
+    # Readers left with fewer than min_events events drop out; no one new appears.
+    assert readers and heldout and {p.id for p in readers + heldout} <= {p.id for p in unfiltered}
+
+
+def test_without_books_counts_what_it_sets_aside(bx) -> None:
+    from gravity.books import Book
+    from gravity.events import read_events_dir
+    from gravity.events.books import book_id, without_books
+
     data = read_events_dir(bx[0])
-    on_held = sum(book_id(i) in held for i in data.events.column("item_id").to_pylist() if i)
+    items = {r["id"]: r for r in data.items.to_pylist()}
+    events = [i for i in data.events.column("item_id").to_pylist() if i in items]
+    first, second = sorted(set(events))[:2]
+    # One book by catalog id, one by title and author only (another id, other case/spacing).
+    held = [
+        Book(id=book_id(first), title="x", author="y", description=None),
+        Book(
+            id="elsewhere-1",
+            title=f"  {items[second]['title'].upper()} ",
+            author=items[second]["author"] or "",
+            description=None,
+        ),
+    ]
     rest, removed = without_books(data, held)
-    assert removed == on_held > 0 and rest.events.num_rows == data.events.num_rows - removed
+    assert removed == events.count(first) + events.count(second) > 0
+    assert rest.events.num_rows == data.events.num_rows - removed
+    assert without_books(data, []) == (data, 0)

@@ -2,8 +2,10 @@
 
 Two protocols, both cancelling the judge's position preference:
 
-- ``pairwise`` (default): every pair of systems is judged in both orders; a verdict that flips
-  with the order is a tie (as in FastChat's MT-bench and AlpacaEval).
+- ``pairwise`` (default): every pair of systems is judged in both orders and the judge's
+  probability that a description is the better one is averaged over the two orders (balanced
+  position calibration); with one-hot verdicts a verdict that flips with the order is a tie (as in
+  FastChat's MT-bench).
 - ``ranking``: the judge picks the best of all candidates, once per rotation, so every candidate
   holds every position once; a case missing any rotation is excluded and counted.
 
@@ -156,7 +158,9 @@ def judge_pairwise(
         first_wins += (v1 == s) + (v2 == b)
         first_mass += c1.probs["A"] + c2.probs["A"]
         consistent += v1 == v2
-        result.pairs[views[k].case_id][(s, b)] = (c1.probs["A"] + c2.probs["B"]) / 2
+        # Rounded: a pure position preference p gives (p + 1 - p) / 2, which floats may put a
+        # hair off 0.5; no consumer should read that as a lean.
+        result.pairs[views[k].case_id][(s, b)] = round((c1.probs["A"] + c2.probs["B"]) / 2, 12)
     for k in sorted(failed):
         del result.pairs[views[k].case_id]
     result.stats = {

@@ -7,7 +7,8 @@ Every judged case (one reader x one book) becomes a ``CaseOutcome``:
   probability that S is better, averaged over both orders, so 1 / 0 when a one-hot verdict holds
   in both orders and 0.5 when it flips; 0.5 for identical texts or equal scores);
   ``wins[(B, S)] = 1 - wins[(S, B)]``.
-- ``top1[S]``: 1/k if S is among the k systems with the most pairwise wins (Copeland score), else 0.
+- ``top1[S]``: 1/k if S is among the k systems with the largest sum of pairwise win values (ties
+  within 1e-9), else 0.
 - ``interest[S]``: the judge's 1-5 rating of S's description.
 
 A reader's value of a metric is the mean over that reader's cases; the reported value is the mean
@@ -214,15 +215,19 @@ def length_controlled(
 ) -> dict[str, Any]:
     """Length-controlled win rates (AlpacaEval 2 style) from pairwise outcomes.
 
-    Fits ``P(S beats B) = sigmoid(theta_S - theta_B + gamma * tanh(dlen / sd))``, where ``dlen``
-    is S's description length minus B's in words and ``sd`` the standard deviation of ``dlen``,
-    by L2-regularised logistic regression (scikit-learn); ties count half a win each way. The
-    length term is penalised ``LENGTH_SCALE**2`` times less than the system terms, so length
+    Fits ``P(S beats B) = sigmoid(theta_S - theta_B + gamma * tanh(dlen / sd) + delta *
+    sign(dlen))``, where ``dlen`` is S's description length minus B's in words and ``sd`` the
+    standard deviation of ``dlen``, by L2-regularised logistic regression (scikit-learn); a pair
+    value v in [0, 1] weighs a win by v and a loss by 1 - v. AlpacaEval 2 uses the tanh term
+    alone; the sign term lets the fit express a judge that prefers the longer text by the same
+    margin whatever the difference (a step in length, which tanh cannot follow). The length
+    terms are penalised ``LENGTH_SCALE**2`` times less than the system terms, so length
     explains what it can before a system effect is credited (a judge that only rewards length
     then leaves every system at 50%, even when length separates the verdicts perfectly). The
     length-controlled win rate of S over B is ``sigmoid(theta_S - theta_B)``: the predicted win
     rate at equal length. Returns ``{"raw", "lc", "gamma", "pairs"}`` (``raw``/``lc`` are
-    ``S -> B -> rate``) or ``{"pairs": 0}`` without data.
+    ``S -> B -> rate``; ``gamma`` is ``gamma + delta``, the log-odds a much longer text gains) or
+    ``{"pairs": 0}`` without data.
     """
     linear = _require("sklearn.linear_model", "scikit-learn", "the length-controlled win rate")
     LogisticRegression = linear.LogisticRegression
@@ -239,8 +244,9 @@ def length_controlled(
     sd = float(np.std(diffs)) or 1.0
     x, y, w = [], [], []
     for (i, j, v), d in zip(rows, diffs):
-        feat = np.zeros(len(systems) + 1)
-        feat[i], feat[j], feat[-1] = 1.0, -1.0, LENGTH_SCALE * math.tanh(d / sd)
+        feat = np.zeros(len(systems) + 2)
+        feat[i], feat[j] = 1.0, -1.0
+        feat[-2], feat[-1] = LENGTH_SCALE * math.tanh(d / sd), LENGTH_SCALE * float(np.sign(d))
         for label, weight in ((1, v), (0, 1.0 - v)):
             if weight > 0:
                 x.append(feat)
@@ -248,7 +254,8 @@ def length_controlled(
                 w.append(weight)
     model = LogisticRegression(fit_intercept=False, C=1.0, max_iter=10_000, tol=1e-10)
     model.fit(np.array(x), np.array(y), sample_weight=np.array(w))
-    theta, gamma = model.coef_[0][:-1], float(model.coef_[0][-1]) * LENGTH_SCALE
+    theta = model.coef_[0][:-2]
+    gamma = float(model.coef_[0][-2] + model.coef_[0][-1]) * LENGTH_SCALE
     raw: dict[str, dict[str, float]] = {s: {} for s in systems}
     lc: dict[str, dict[str, float]] = {s: {} for s in systems}
     for s in systems:
@@ -280,7 +287,7 @@ def agreement_with_alignment(
     for o in outcomes:
         scores = alignment.get(o.case_id, {})
         for (s, b), v in o.wins.items():
-            if s >= b or v == 0.5:
+            if s >= b or abs(v - 0.5) <= 1e-9:
                 continue
             a, c = scores.get(s), scores.get(b)
             if a is None or c is None or a == c:

@@ -19,17 +19,34 @@ def book_id(item_id: str) -> str:
     return _BAD_ID.sub("-", item_id)[:128].lstrip("-_.:") or "item"
 
 
-def without_books(data: EventsData, book_ids: set[str]) -> tuple[EventsData, int]:
-    """``data`` without the events on the books ``book_ids`` (catalog ids), and how many were
-    set aside: profiles inferred from it never saw those books."""
+def _title_key(title: str | None, author: str | None) -> tuple[str, str]:
+    """(title, author) compared without case, punctuation or spacing."""
+
+    def norm(text: str | None) -> str:
+        return " ".join(re.sub(r"[^\w]+", " ", (text or "").casefold()).split())
+
+    return norm(title), norm(author)
+
+
+def without_books(data: EventsData, books: list[Book]) -> tuple[EventsData, int]:
+    """``data`` without the events on ``books``, and how many were set aside: profiles inferred
+    from it never saw those books. An item is one of the books by catalog id (a catalog built
+    from these events) or by title and author (a catalog from elsewhere)."""
     import dataclasses
 
     import pyarrow as pa
 
-    if not book_ids or data.events.num_rows == 0:
+    if not books or data.events.num_rows == 0:
         return data, 0
+    ids = {b.id for b in books}
+    titles = {_title_key(b.title, b.author) for b in books}
+    dropped = {
+        row["id"]
+        for row in data.items.select(["id", "title", "author"]).to_pylist()
+        if book_id(row["id"]) in ids or _title_key(row["title"], row["author"]) in titles
+    }
     keep = [
-        item is None or book_id(item) not in book_ids
+        item is None or (item not in dropped and book_id(item) not in ids)
         for item in data.events.column("item_id").to_pylist()
     ]
     events = data.events.filter(pa.array(keep, type=pa.bool_()))

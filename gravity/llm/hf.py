@@ -75,7 +75,9 @@ def resolve_dtype(dtype: str, device: str) -> str:
     if dtype != "auto":
         return dtype
     if str(device).startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        # Native bf16 from Ampere (compute capability 8.0) on; older cards only emulate it.
+        native = torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)
+        return "bfloat16" if native else "float16"
     return "float32"
 
 
