@@ -1,0 +1,155 @@
+"""Reader intents per item, by the LLM, retrieval-augmented.
+
+For each item the model reads its metadata, up to ``max_reviews`` of its review texts and the
+intents already extracted for its nearest items (cosine of sentence embeddings of the items'
+metadata), and answers a JSON object ``{"intents": [...]}`` (``prompts/item_intents.j2``).
+Items go in rounds (most-rated first): the neighbours an item sees are the items of earlier
+rounds, so the prompts (and so the store keys) depend on the item list and ``round_size`` only,
+never on the engine's batch size. Every call goes through the engine and its store: a rerun
+reads the stored answers back. An item whose answer cannot be used is a reject with its reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gravity.llm.base import ChatRequest, SamplingParams
+from gravity.llm.engine import Engine, Parsed
+from gravity.prompts import render
+
+SYSTEM = "You are a careful literary analyst. Answer only with the JSON object asked for."
+# Lenient per phrase (a blank or overlong one is dropped when cleaned, not the whole answer).
+Phrase = Annotated[str, Field(max_length=200)]
+
+
+class ItemIntents(BaseModel):
+    """The reader intents one item serves, as the LLM phrased them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    intents: list[Phrase] = Field(min_length=1, max_length=8)
+
+
+@dataclass
+class Extraction:
+    """Intent phrases per item (ids in input order) and the items rejected, with their reasons
+    as ``kind: reason``."""
+
+    phrases: dict[str, list[str]] = field(default_factory=dict)
+    rejects: dict[str, str] = field(default_factory=dict)
+
+
+def clean_phrase(text: str) -> str | None:
+    """A phrase as stored: one line, lower case, no quotes or trailing punctuation; None when
+    nothing readable (2-8 words of letters) is left."""
+    text = " ".join(str(text).split()).strip(" \"'.,;:!-*").casefold()
+    words = text.split()
+    if not 1 <= len(words) <= 12 or not re.search(r"[^\W\d_]{2}", text):
+        return None
+    return text[:80]
+
+
+def item_text(item: dict[str, Any]) -> str:
+    """What an item's embedding is computed from: title, author and the start of its
+    description."""
+    parts = [item.get("title") or "", f"by {item['author']}" if item.get("author") else ""]
+    if item.get("description"):
+        parts.append(" ".join(item["description"].split())[:300])
+    return " ".join(p for p in parts if p) or str(item.get("id", ""))
+
+
+def _excerpt(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + "..."
+
+
+def _prompt_item(item: dict[str, Any]) -> dict[str, Any]:
+    desc = item.get("description") or None
+    return {
+        "title": (item.get("title") or f"item {item['id']}")[:300],
+        "author": (item.get("author") or None),
+        "year": item.get("year"),
+        "publisher": item.get("publisher") or None,
+        "description": _excerpt(desc, 800) if desc else None,
+    }
+
+
+def extract_intents(
+    engine: Engine,
+    items: Sequence[dict[str, Any]],
+    reviews: dict[str, list[str]],
+    params: SamplingParams,
+    *,
+    max_intents: int = 4,
+    neighbours: int = 3,
+    round_size: int = 32,
+    max_reviews: int = 3,
+    max_review_chars: int = 300,
+    max_attempts: int = 2,
+) -> Extraction:
+    """Intent phrases for ``items`` (dicts of the events' items table), most important first.
+
+    ``reviews`` maps item ids to their review texts (the longest are sent). Counts add up:
+    every item ends in ``phrases`` or in ``rejects``.
+    """
+    import numpy as np
+
+    from gravity.embed import embed
+
+    out = Extraction()
+    if not items:
+        return out
+    vectors = embed([item_text(i) for i in items])
+    done: list[int] = []  # positions of items with phrases, in order of extraction
+    n_rounds = (len(items) + round_size - 1) // round_size
+    for r, start in enumerate(range(0, len(items), round_size)):
+        batch = list(range(start, min(start + round_size, len(items))))
+        contexts = []
+        for pos in batch:
+            near: list[dict[str, Any]] = []
+            if done and neighbours:
+                sims = vectors[done] @ vectors[pos]
+                # Stable: equal similarities keep the earlier (more-rated) item first.
+                order = np.argsort(-sims, kind="stable")[:neighbours]
+                for j in order:
+                    other = items[done[j]]
+                    near.append(
+                        {
+                            "title": _prompt_item(other)["title"],
+                            "intents": out.phrases[other["id"]],
+                        }
+                    )
+            texts = sorted(set(reviews.get(items[pos]["id"], [])), key=lambda t: (-len(t), t))
+            contexts.append(
+                render(
+                    "item_intents.j2",
+                    item=_prompt_item(items[pos]),
+                    reviews=[_excerpt(t, max_review_chars) for t in texts[:max_reviews]],
+                    neighbours=near,
+                    max_intents=max_intents,
+                )
+            )
+        requests = [ChatRequest.from_prompt(text, system=SYSTEM) for text in contexts]
+        desc = f"item intents {r + 1}/{n_rounds}" if n_rounds > 1 else "item intents"
+        answers = engine.generate_structured(requests, params, ItemIntents, max_attempts, desc)
+        for pos, answer in zip(batch, answers):
+            item_id = items[pos]["id"]
+            if not isinstance(answer, Parsed):
+                out.rejects[item_id] = f"{answer.kind}: {answer.reason}"
+                continue
+            kept: list[str] = []
+            for phrase in answer.value.intents:
+                clean = clean_phrase(phrase)
+                if clean and clean not in kept:
+                    kept.append(clean)
+            if kept:
+                out.phrases[item_id] = kept[:max_intents]
+                done.append(pos)
+            else:
+                out.rejects[item_id] = "no_phrase: no readable intent phrase in the answer"
+    return out
