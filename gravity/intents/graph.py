@@ -57,7 +57,13 @@ class ScorerConfig(BaseModel):
     epochs: int = Field(default=15, ge=1, le=1000)
     batch_size: int = Field(default=4096, ge=16)
     lr: float = Field(default=0.02, gt=0, le=1)
-    l2: float = Field(default=1e-5, ge=0, description="Weight decay on touched embeddings.")
+    l2: float = Field(default=1e-5, ge=0, description="L2 penalty on the embeddings of each batch.")
+    threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="CPU threads while training (small steps: 1 is fastest).",
+    )
     seed: int = 0
 
 

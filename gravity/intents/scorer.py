@@ -55,6 +55,17 @@ def train_scorer(
     """Train on ``edges`` (src, dst, relation, weight); returns the arrays saved as scorer.npz."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _train(nodes, kinds, edges, cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(nodes, kinds, edges, cfg, progress) -> dict[str, np.ndarray]:
+    import torch
+
     from gravity.intents.graph import RELATIONS
     from gravity.progress import Progress
 
@@ -65,9 +76,11 @@ def train_scorer(
         kind_pools[kind] = torch.tensor([k for k, x in enumerate(kinds) if x == kind])
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    ent = torch.nn.Embedding(len(nodes), cfg.dim)
-    rel = torch.nn.Embedding(len(RELATIONS), cfg.dim)
-    bias = torch.nn.Embedding(len(nodes), 1)
+    # Sparse gradients: a step updates only the rows of its batch, not the whole table (with
+    # dense Adam, a graph of 300k nodes made each step 20x slower).
+    ent = torch.nn.Embedding(len(nodes), cfg.dim, sparse=True)
+    rel = torch.nn.Embedding(len(RELATIONS), cfg.dim, sparse=True)
+    bias = torch.nn.Embedding(len(nodes), 1, sparse=True)
     with torch.no_grad():
         ent.weight.copy_(torch.randn(len(nodes), cfg.dim, generator=gen) * 0.1)
         rel.weight.copy_(torch.randn(len(RELATIONS), cfg.dim, generator=gen) * 0.1)
@@ -84,7 +97,7 @@ def train_scorer(
         k: torch.tensor([j for j, x in enumerate(tail_kind) if x == k]) for k in set(tail_kind)
     }
     params = list(ent.parameters()) + list(rel.parameters()) + list(bias.parameters())
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt = torch.optim.SparseAdam(params, lr=cfg.lr)
     n = len(edges)
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     with Progress(cfg.epochs * steps, "train scorer", enabled=progress, unit="batches") as bar:
