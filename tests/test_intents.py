@@ -91,6 +91,16 @@ def test_metrics_against_hand_computed_rankings() -> None:
     assert mean_of([None]) == (None, 0, 1)
 
 
+def test_clean_phrase_keeps_intents_only() -> None:
+    from gravity.intents.extract import clean_phrase
+
+    assert clean_phrase('  "Escape into\nRegency England."  ') == "escape into regency england"
+    assert clean_phrase("book") is None  # one word is no intent
+    assert clean_phrase("Pride and  Prejudice", "Pride and Prejudice") is None  # the title
+    assert clean_phrase("12 34 56") is None
+    assert clean_phrase(" ".join(["word"] * 13)) is None
+
+
 def test_top_k_orders_ties_by_position_and_excludes() -> None:
     scores = [1.0, 3.0, 3.0, 2.0, 3.0]
     assert top_k(scores, 2) == [1, 2]
@@ -434,6 +444,17 @@ def test_cli_round_trip(bx, tmp_path, monkeypatch) -> None:
     assert r.exit_code == 0, r.output
     assert "| intents | overall |" in r.output and "| popularity | cold_start |" in r.output
     assert json.loads((tmp_path / "eval.json").read_text())["split"]["pairs"] > 0
+    # Another split than the one the graph was built without: refused, one line.
+    other = tmp_path / "other.parquet"
+    r = runner.invoke(
+        app, ["intents", "split", "--events", str(bx), "-o", str(other), "--seed", "1"]
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app,
+        ["intents", "evaluate", "--events", str(bx), "--graph", str(graph), "--split", str(other)],
+    )
+    assert r.exit_code == 2 and "not the split the graph was built without" in r.output
     # An unknown user in the users file: one line naming the file and line, nothing written.
     users.write_text("1\nnobody\n")
     r = runner.invoke(
@@ -472,6 +493,9 @@ def _corrupt(graph: Path, case: str) -> None:
     elif case == "manifest_wrong_field":
         manifest["version"] = "two"
         (graph / "manifest.json").write_text(json.dumps(manifest))
+    elif case == "files_escape":
+        manifest["files"] = {"../../outside": "0" * 16}
+        (graph / "manifest.json").write_text(json.dumps(manifest))
     elif case == "edited_edges":
         (graph / "edges.parquet").write_bytes(b"PAR1 garbage")
     elif case == "garbage_signed":
@@ -508,6 +532,7 @@ CASES = {
     "no_manifest": "manifest.json: cannot read",
     "manifest_not_json": "manifest.json: not JSON",
     "manifest_wrong_field": "manifest.json: version",
+    "files_escape": "manifest.json: files: must list",
     "edited_edges": "edges.parquet: does not match manifest.json",
     "garbage_signed": "edges.parquet: cannot read",
     "unknown_node": "edges.parquet: dst: unknown node",

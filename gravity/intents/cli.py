@@ -231,6 +231,9 @@ def evaluate_cmd(
     events: Annotated[Path, typer.Option(help="Events folder the graph was built from.")],
     graph: Annotated[Path, typer.Option(help="Graph built with --split.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Report (.json).")] = None,
+    split: Annotated[
+        Path | None, typer.Option(help="The split file (default: the one the graph names).")
+    ] = None,
     k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
     max_users: Annotated[int | None, typer.Option(min=1, help="Seeded sample of users.")] = None,
     system: Annotated[
@@ -245,15 +248,16 @@ def evaluate_cmd(
     from gravity.io import atomic_write_text
 
     g = read_graph(graph)
-    split = g.manifest.get("split")
-    if not split:
+    built = g.manifest.get("split")
+    if not built:
         raise GravityError(f"{graph / 'manifest.json'}: split: the graph was built without --split")
     data = read_events_dir(events)
-    if fingerprint(data.meta.model_dump(mode="json")) != g.manifest["events"]["meta"]:
+    if fingerprint(data.meta.model_dump(mode="json")) != g.manifest["events"].get("meta"):
         raise GravityError(f"{events}: not the events folder the graph was built from")
-    heldout, desc = read_split(Path(split["path"]))
-    if desc["digest"] != split["digest"]:
-        raise GravityError(f"{split['path']}: changed since the graph was built")
+    split_path = split or Path(built["path"])
+    heldout, desc = read_split(split_path)
+    if desc["digest"] != built["digest"]:
+        raise GravityError(f"{split_path}: not the split the graph was built without")
     cfg = EvalConfig(
         k=k, max_users=max_users, seed=seed, systems=system or list(EvalConfig().systems)
     )

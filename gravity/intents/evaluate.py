@@ -124,7 +124,7 @@ def read_split(path: Path) -> tuple[set[tuple[str, str]], dict[str, Any]]:
     except json.JSONDecodeError:
         params = {}
     pairs = set(zip(users, items))
-    desc = {"path": str(path), "digest": file_digest(path), "pairs": len(pairs)}
+    desc = {"path": str(path.resolve()), "digest": file_digest(path), "pairs": len(pairs)}
     return pairs, desc | {k: v for k, v in params.items() if k in ("seed", "share")}
 
 

@@ -27,10 +27,15 @@ SYSTEM = "You are a careful literary analyst. Answer only with the JSON object a
 Phrase = Annotated[str, Field(max_length=200)]
 
 
+def _no_description(schema: dict[str, Any]) -> None:
+    # The schema goes into the prompt: a small model copies a description as its answer.
+    schema.pop("description", None)
+
+
 class ItemIntents(BaseModel):
     """The reader intents one item serves, as the LLM phrased them."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_no_description)
 
     intents: list[Phrase] = Field(min_length=1, max_length=8)
 
@@ -44,12 +49,14 @@ class Extraction:
     rejects: dict[str, str] = field(default_factory=dict)
 
 
-def clean_phrase(text: str) -> str | None:
+def clean_phrase(text: str, title: str | None = None) -> str | None:
     """A phrase as stored: one line, lower case, no quotes or trailing punctuation; None when
-    nothing readable (2-8 words of letters) is left."""
+    it is no intent: fewer than 2 or more than 12 words, no letters, or the book's title."""
     text = " ".join(str(text).split()).strip(" \"'.,;:!-*").casefold()
     words = text.split()
-    if not 1 <= len(words) <= 12 or not re.search(r"[^\W\d_]{2}", text):
+    if not 2 <= len(words) <= 12 or not re.search(r"[^\W\d_]{2}", text):
+        return None
+    if title and text == " ".join(title.split()).casefold():
         return None
     return text[:80]
 
@@ -144,7 +151,7 @@ def extract_intents(
                 continue
             kept: list[str] = []
             for phrase in answer.value.intents:
-                clean = clean_phrase(phrase)
+                clean = clean_phrase(phrase, items[pos].get("title"))
                 if clean and clean not in kept:
                     kept.append(clean)
             if kept:

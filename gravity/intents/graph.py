@@ -91,7 +91,9 @@ class BuildConfig(BaseModel):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     max_new_tokens: int = Field(default=96, ge=16)
     max_attempts: int = Field(default=2, ge=1, le=10)
-    temperature: float = Field(default=0.0, ge=0)
+    temperature: float = Field(
+        default=0.3, ge=0, description="Above 0 so that a retry (a new seed) can differ."
+    )
     seed: int = 0
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
 
@@ -176,7 +178,8 @@ def assemble(
         for (a, b), n in sorted(follows.items())
         if a in known and b in known
     ]
-    present = {i: ks for i, ks in item_intents.items() if i in set(items)}
+    item_set = set(items)
+    present = {i: ks for i, ks in item_intents.items() if i in item_set}
     edges += [(f"i:{i}", f"c:{k}", "serves", 1.0) for i in sorted(present) for k in present[i]]
     held: dict[str, Counter[int]] = defaultdict(Counter)
     for (u, i), w in ratings.items():
@@ -260,6 +263,8 @@ def read_graph(path: str | Path) -> Graph:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "<root>"
         raise GravityError(f"{path / MANIFEST}: {where}: {err['msg']}") from None
+    if set(manifest["files"]) != {NODES, EDGES, SCORER}:
+        raise GravityError(f"{path / MANIFEST}: files: must list {NODES}, {EDGES}, {SCORER}")
     for name, digest in manifest["files"].items():
         if not (path / name).is_file():
             raise GravityError(f"{path / name}: missing")
@@ -291,6 +296,16 @@ def read_graph(path: str | Path) -> Graph:
     return Graph(nodes, edges, manifest, scorer)
 
 
+class SplitRef(BaseModel):
+    """The split a graph was built without: its file and that file's digest."""
+
+    model_config = ConfigDict(extra="allow")
+
+    path: str
+    digest: str
+    pairs: int = Field(ge=0)
+
+
 class Manifest(BaseModel):
     """What ``manifest.json`` must hold (other keys are informative)."""
 
@@ -300,7 +315,8 @@ class Manifest(BaseModel):
     counts: dict[str, int]
     config: dict[str, Any]
     files: dict[str, str]
-    split: dict[str, Any] | None = None
+    events: dict[str, Any]
+    split: SplitRef | None = None
 
 
 def _check_tables(path: Path, nodes: pa.Table, edges: pa.Table) -> None:
