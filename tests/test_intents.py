@@ -176,6 +176,24 @@ def test_extraction_orchestration_store_and_rejects(bx, tmp_path) -> None:
     assert again.batches == [] and graph2.edges.equals(graph.edges)
 
 
+def test_an_answer_without_a_usable_phrase_is_retried_then_rejected(bx, tmp_path) -> None:
+    from gravity.intents.extract import extract_intents
+    from gravity.llm import SamplingParams
+
+    data = read_events_dir(bx)
+    items = [r for r in data.items.to_pylist() if r["id"] == "0141439513"]  # Austen
+    params = SamplingParams(max_new_tokens=50, temperature=0.3, seed=0)
+    backend = IntentBackend(script=['{"intents": ["book", "Pride and Prejudice"]}'])
+    out = extract_intents(_engine(tmp_path, backend), items, {}, params, max_attempts=2)
+    assert out.phrases == {
+        "0141439513": ["witty romance of manners", "escape into regency england"]
+    }
+    assert backend.batches == [1, 1]  # the first answer (a word and the title) was retried
+    backend = IntentBackend(script=['{"intents": ["book"]}'] * 2)
+    out = extract_intents(_engine(tmp_path / "b", backend), items, {}, params, max_attempts=2)
+    assert out.phrases == {} and out.rejects["0141439513"].startswith("no_phrase: ")
+
+
 def test_graph_from_bookcrossing_fixture(bx, tmp_path) -> None:
     data = read_events_dir(bx)
     split = make_split(data, None, seed=0)

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from gravity.llm.base import ChatRequest, SamplingParams
-from gravity.llm.engine import Engine, Parsed
+from gravity.llm.engine import Engine, Parsed, Reject, parse_structured
 from gravity.prompts import render
 
 SYSTEM = "You are a careful literary analyst. Answer only with the JSON object asked for."
@@ -143,20 +143,44 @@ def extract_intents(
             )
         requests = [ChatRequest.from_prompt(text, system=SYSTEM) for text in contexts]
         desc = f"item intents {r + 1}/{n_rounds}" if n_rounds > 1 else "item intents"
-        answers = engine.generate_structured(requests, params, ItemIntents, max_attempts, desc)
+        titles = [items[pos].get("title") for pos in batch]
+        answers = _ask(engine, requests, params, titles, max_intents, max_attempts, desc)
         for pos, answer in zip(batch, answers):
             item_id = items[pos]["id"]
-            if not isinstance(answer, Parsed):
-                out.rejects[item_id] = f"{answer.kind}: {answer.reason}"
-                continue
-            kept: list[str] = []
-            for phrase in answer.value.intents:
-                clean = clean_phrase(phrase, items[pos].get("title"))
-                if clean and clean not in kept:
-                    kept.append(clean)
-            if kept:
-                out.phrases[item_id] = kept[:max_intents]
+            if isinstance(answer, Parsed):
+                out.phrases[item_id] = answer.value
                 done.append(pos)
             else:
-                out.rejects[item_id] = "no_phrase: no readable intent phrase in the answer"
+                out.rejects[item_id] = f"{answer.kind}: {answer.reason}"
     return out
+
+
+def _ask(
+    engine: Engine,
+    requests: list[ChatRequest],
+    params: SamplingParams,
+    titles: list[str | None],
+    max_intents: int,
+    max_attempts: int,
+    desc: str,
+) -> list[Parsed[list[str]] | Reject]:
+    """Cleaned phrases per request; an answer with no usable phrase is retried like one that
+    is not JSON (same schema-carrying requests as ``generate_structured``, so same store keys)."""
+    schema = ItemIntents.model_json_schema()
+    params = params.model_copy(update={"json_schema": schema})
+    prepared = [engine.with_json_instruction(r, schema) for r in requests]
+
+    def parse(completion: Any, i: int) -> list[str] | Reject:
+        parsed = parse_structured(completion.text, ItemIntents)
+        if isinstance(parsed, Reject):
+            return parsed
+        kept: list[str] = []
+        for phrase in parsed.intents:
+            clean = clean_phrase(phrase, titles[i])
+            if clean and clean not in kept:
+                kept.append(clean)
+        if not kept:
+            return Reject("no readable intent phrase in the answer", completion.text, "no_phrase")
+        return kept[:max_intents]
+
+    return engine.generate_parsed(prepared, params, parse, max_attempts, desc)
