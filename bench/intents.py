@@ -84,7 +84,8 @@ def main() -> None:
     sent = c["items_sent_to_llm"]
     speed = (
         f"{sent / t['extraction_s']:.3f} items/s ({sent} items in {t['extraction_s']:.0f} s, "
-        f"{tokens} completion tokens, {args.backend} {args.model}, 2 cores)"
+        f"{tokens} completion tokens, {args.backend} {args.model}; a speed only when --work "
+        "was fresh: a resumed run mixes in stored answers)"
         if calls
         else f"cached ({sent} items read back from {store})"
     )

@@ -219,7 +219,7 @@ def explain_cmd(
         + (" (already rated)" if report["already_rated"] else "")
     )
     for p in paths:
-        held = f"holds {p['user_holds']}" if p["user_holds"] else "not held in the graph"
+        held = f"holds it {p['user_holds']}" if p["user_holds"] else "does not hold it in the graph"
         serves = "serves it" if p["item_serves"] else "inferred by the scorer"
         typer.echo(f"  via intent '{p['intent']}' (score {p['score']}; user {held}; item {serves})")
         if p["user_items_serving_it"]:
