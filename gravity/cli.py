@@ -606,6 +606,9 @@ events_app = typer.Typer(
     help="Real readers: import event histories, summarize them.", no_args_is_help=True
 )
 app.add_typer(events_app, name="events")
+from gravity.intents.cli import intents_app  # noqa: E402
+
+app.add_typer(intents_app, name="intents")
 
 
 @events_app.command("import")

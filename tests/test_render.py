@@ -119,6 +119,18 @@ def _variables(name: str, profile) -> dict:
         },
         "json_instruction.j2": {"schema": '{"type": "object"}'},
         "infer_traits.j2": {"reviews": ["Loved it."]},
+        "item_intents.j2": {
+            "item": {
+                "title": book.title,
+                "author": None,
+                "year": None,
+                "publisher": None,
+                "description": book.description,
+            },
+            "reviews": ["Loved it."],
+            "neighbours": [{"title": "Emma", "intents": ["a witty romance"]}],
+            "max_intents": 4,
+        },
         "tag_item.j2": {
             "item": {
                 "title": book.title,

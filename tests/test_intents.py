@@ -1,0 +1,610 @@
+"""The intent graph: extraction (fake backend for orchestration, and the embedded model for
+real), canonical intents, the graph tables, the scorer, the metrics by hand, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gravity.cli import app
+from gravity.errors import GravityError
+from gravity.events import read_events_dir
+from gravity.events.importers import import_events
+from gravity.intents.build import build_graph
+from gravity.intents.evaluate import EvalConfig, evaluate, make_split, read_split, write_split
+from gravity.intents.graph import BuildConfig, ScorerConfig, read_graph, write_graph
+from gravity.intents.metrics import hit_at_k, mean_of, ndcg_at_k, recall_at_k, top_k
+from gravity.llm.engine import Engine
+from gravity.store import Store
+from tests.fakes import ScriptedBackend
+
+BX = Path(__file__).parent / "fixtures" / "events" / "bookcrossing"
+INTENTS_BY_AUTHOR = {
+    "Jane Austen": ["witty romance of manners", "Escape into Regency England."],
+    "George Orwell": ["understand totalitarian power", "a warning about the future"],
+    "Agatha Christie": ["solve a murder puzzle", "a cosy whodunit for a rainy day"],
+}
+
+
+class IntentBackend(ScriptedBackend):
+    """Answers the item-intent prompt from the book's author; junk for 'Dune' (a reject)."""
+
+    def _text(self, prompt: str, seed: int) -> str:
+        if '"Dune"' in prompt.split("\n")[0]:
+            return "A great book about sand."
+        author = re.search(r'^Book: ".*?"(?: by (.*?))?(?: \(\d+\))?(?:,|\.)', prompt)
+        name = (author.group(1) if author else None) or ""
+        intents = INTENTS_BY_AUTHOR.get(name, ["an adventure to get lost in", "  "])
+        return json.dumps({"intents": intents})
+
+
+@pytest.fixture(scope="module")
+def bx(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bx") / "events"
+    import_events("bookcrossing", [BX], out)
+    return out
+
+
+def _engine(tmp_path: Path, backend: ScriptedBackend | None = None) -> Engine:
+    return Engine(backend or IntentBackend(), Store(tmp_path / "store.sqlite"), progress=False)
+
+
+FAST = ScorerConfig(dim=8, epochs=3, batch_size=256)
+
+
+# ---------------------------------------------------------------- metrics by hand
+
+
+def test_metrics_against_hand_computed_rankings() -> None:
+    ranked = ["a", "b", "c", "d"]
+    rel = {"b", "d"}
+    assert recall_at_k(ranked, rel, 2) == 0.5
+    assert hit_at_k(ranked, rel, 2) == 1.0
+    # One hit at rank 2 of an ideal two hits at ranks 1 and 2.
+    assert ndcg_at_k(ranked, rel, 2) == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+    assert recall_at_k(ranked, rel, 4) == 1.0
+    assert ndcg_at_k(ranked, rel, 4) == pytest.approx(
+        (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
+    )
+    assert (recall_at_k(ranked, rel, 1), ndcg_at_k(ranked, rel, 1), hit_at_k(ranked, rel, 1)) == (
+        0.0,
+        0.0,
+        0.0,
+    )
+    # More relevant items than k: the ideal DCG has only k hits, so a perfect top k is 1.
+    assert ndcg_at_k(["x", "y"], {"x", "y", "z"}, 2) == pytest.approx(1.0)
+    assert recall_at_k(["x", "y"], {"x", "y", "z"}, 2) == pytest.approx(2 / 3)
+    # A ranking shorter than k, and relevant items never ranked.
+    assert recall_at_k(["a"], {"a", "q"}, 10) == 0.5
+    assert hit_at_k(["a"], {"q"}, 10) == 0.0
+    # A user with no held-out item has no value and is left out of the mean, counted.
+    assert recall_at_k(ranked, set(), 10) is None
+    assert ndcg_at_k(ranked, set(), 10) is None
+    assert hit_at_k(ranked, set(), 10) is None
+    assert mean_of([1.0, None, 0.0, 0.5]) == (0.5, 3, 1)
+    assert mean_of([None]) == (None, 0, 1)
+
+
+def test_clean_phrase_keeps_intents_only() -> None:
+    from gravity.intents.extract import clean_phrase
+
+    assert clean_phrase('  "Escape into\nRegency England."  ') == "escape into regency england"
+    assert clean_phrase("book") is None  # one word is no intent
+    assert clean_phrase("Pride and  Prejudice", "Pride and Prejudice") is None  # the title
+    assert clean_phrase("12 34 56") is None
+    assert clean_phrase(" ".join(["word"] * 13)) is None
+
+
+def test_top_k_orders_ties_by_position_and_excludes() -> None:
+    scores = [1.0, 3.0, 3.0, 2.0, 3.0]
+    assert top_k(scores, 2) == [1, 2]
+    assert top_k(scores, 3) == [1, 2, 4]
+    assert top_k(scores, 2, exclude=[1]) == [2, 4]
+    assert top_k(scores, 10, exclude=[0, 1, 2]) == [4, 3]
+    assert top_k([float("nan"), 0.0], 2) == [1]
+    assert top_k([], 3) == []
+    # Long rows take the partition path: ties at the cut still go to the lower positions.
+    long = np.zeros(1000)
+    long[[900, 10, 500]] = 1.0
+    assert top_k(long, 5) == [10, 500, 900, 0, 1]
+    assert top_k(long, 5, exclude=[0, 10]) == [500, 900, 1, 2, 3]
+    # Ties broken this way make a ranking, and so its metrics, reproducible.
+    assert ndcg_at_k([["a", "b", "c"][p] for p in top_k([1, 1, 1], 1)], {"a"}, 1) == 1.0
+
+
+# ---------------------------------------------------------------- split
+
+
+def test_split_is_seeded_per_user_and_round_trips(bx, tmp_path) -> None:
+    data = read_events_dir(bx)
+    t0 = make_split(data, None, seed=0, share=0.2)
+    assert make_split(data, None, seed=0, share=0.2).equals(t0)
+    assert not make_split(data, None, seed=1, share=0.2).equals(t0)
+    rated: dict[str, set[str]] = {}
+    for e in data.events.to_pylist():
+        if e["kind"] == "personal" and e["value"] is not None:
+            rated.setdefault(e["user_id"], set()).add(e["item_id"])
+    held: dict[str, set[str]] = {}
+    for row in t0.to_pylist():
+        held.setdefault(row["user_id"], set()).add(row["item_id"])
+    assert held, "the fixture has users with two or more ratings"
+    for user, items in rated.items():
+        if len(items) < 2:
+            assert user not in held
+        else:
+            assert held[user] <= items and 1 <= len(held[user]) < len(items)
+            assert len(held[user]) == max(1, round(0.2 * len(items)))
+    write_split(t0, tmp_path / "split.parquet")
+    pairs, desc = read_split(tmp_path / "split.parquet")
+    assert pairs == {(r["user_id"], r["item_id"]) for r in t0.to_pylist()}
+    assert desc["seed"] == 0 and desc["share"] == 0.2 and desc["pairs"] == len(pairs)
+
+
+# ---------------------------------------------------------------- extraction and graph
+
+
+def test_extraction_orchestration_store_and_rejects(bx, tmp_path) -> None:
+    data = read_events_dir(bx)
+    cfg = BuildConfig(round_size=4, neighbours=2, scorer=FAST)
+    backend = IntentBackend()
+    graph = build_graph(data, cfg, engine=_engine(tmp_path, backend), progress=False)
+    c = graph.manifest["counts"]
+    titled = {r["id"] for r in data.items.to_pylist() if r["title"]}
+    rated = {e["item_id"] for e in data.events.to_pylist() if e["kind"] == "personal"}
+    assert c["items_sent_to_llm"] == len(titled & rated)
+    assert c["items_skipped_no_metadata"] == len(rated - titled)
+    # Counts add up: every item sent ends with intents or as a reject with its reason.
+    assert c["items_sent_to_llm"] == c["items_with_intents"] + c["items_rejected_by_llm"]
+    assert c["items_rejected_by_llm"] == 1  # Dune
+    assert graph.manifest["llm_rejects"] == {"invalid_json": 1}
+    labels = {i["label"] for i in graph.manifest["intents"]}
+    # Phrases are cleaned (case, punctuation) and blank ones dropped; no blank intent exists.
+    assert "escape into regency england" in labels and all(lab.strip() for lab in labels)
+    # Retrieval: prompts after the first round show earlier items' intents.
+    prompts = [r.messages[-1].content for r in backend.seen]
+    assert "Similar books" not in prompts[0]
+    assert any("Similar books" in p and "witty romance of manners" in p for p in prompts[4:])
+    # A rerun on the same store costs no model call.
+    again = IntentBackend()
+    graph2 = build_graph(data, cfg, engine=_engine(tmp_path, again), progress=False)
+    assert again.batches == [] and graph2.edges.equals(graph.edges)
+
+
+def test_an_answer_without_a_usable_phrase_is_retried_then_rejected(bx, tmp_path) -> None:
+    from gravity.intents.extract import extract_intents
+    from gravity.llm import SamplingParams
+
+    data = read_events_dir(bx)
+    items = [r for r in data.items.to_pylist() if r["id"] == "0141439513"]  # Austen
+    params = SamplingParams(max_new_tokens=50, temperature=0.3, seed=0)
+    backend = IntentBackend(script=['{"intents": ["book", "Pride and Prejudice"]}'])
+    out = extract_intents(_engine(tmp_path, backend), items, {}, params, max_attempts=2)
+    assert out.phrases == {
+        "0141439513": ["witty romance of manners", "escape into regency england"]
+    }
+    assert backend.batches == [1, 1]  # the first answer (a word and the title) was retried
+    backend = IntentBackend(script=['{"intents": ["book"]}'] * 2)
+    out = extract_intents(_engine(tmp_path / "b", backend), items, {}, params, max_attempts=2)
+    assert out.phrases == {} and out.rejects["0141439513"].startswith("no_phrase: ")
+
+
+def test_graph_from_bookcrossing_fixture(bx, tmp_path) -> None:
+    data = read_events_dir(bx)
+    split = make_split(data, None, seed=0)
+    write_split(split, tmp_path / "split.parquet")
+    heldout, desc = read_split(tmp_path / "split.parquet")
+    cfg = BuildConfig(scorer=FAST)
+    graph = build_graph(
+        data, cfg, split=desc, heldout=heldout, engine=_engine(tmp_path), progress=False
+    )
+    edges = graph.edges.to_pylist()
+    kinds = dict(zip(graph.nodes["id"].to_pylist(), graph.nodes["kind"].to_pylist()))
+    expected = {
+        "rated": ("user", "item"),
+        "follows": ("user", "user"),
+        "serves": ("item", "intent"),
+        "holds": ("user", "intent"),
+        "shares_intent": ("item", "item"),
+    }
+    for e in edges:
+        assert (kinds[e["src"]], kinds[e["dst"]]) == expected[e["relation"]]
+    rated = {(e["src"][2:], e["dst"][2:]) for e in edges if e["relation"] == "rated"}
+    assert not rated & heldout, "held-out pairs never become edges"
+    personal = {
+        (e["user_id"], e["item_id"]) for e in data.events.to_pylist() if e["kind"] == "personal"
+    }
+    assert rated == personal - heldout
+    # Ratings map onto [0.2, 1]: a 10 of 10 weighs 1, an unrated event the implicit weight.
+    events = {(e["user_id"], e["item_id"]): e["value"] for e in data.events.to_pylist()}
+    for e in edges:
+        if e["relation"] == "rated":
+            value = events[(e["src"][2:], e["dst"][2:])]
+            want = 0.5 if value is None else 0.2 + 0.8 * (value - 1) / 9
+            assert e["weight"] == pytest.approx(want, abs=1e-6)
+    # A user's intents are weighted relative to their strongest, which weighs 1.
+    holds: dict[str, list[float]] = {}
+    for e in edges:
+        if e["relation"] == "holds":
+            holds.setdefault(e["src"], []).append(e["weight"])
+    assert holds and all(max(w) == pytest.approx(1.0) and min(w) > 0 for w in holds.values())
+    # Every Austen reader holds the Austen intent.
+    austen = {e["dst"] for e in edges if e["relation"] == "serves"} & {
+        n
+        for n, lab in zip(graph.nodes["id"].to_pylist(), graph.nodes["label"].to_pylist())
+        if lab == "witty romance of manners"
+    }
+    assert len(austen) == 1
+    c = graph.manifest["counts"]
+    assert c["edges_rated"] == len(rated) and c["nodes_intent"] >= 3
+    # Written and read back without re-extraction.
+    write_graph(graph, tmp_path / "g")
+    back = read_graph(tmp_path / "g")
+    assert back.nodes.equals(graph.nodes) and back.edges.equals(graph.edges)
+    assert np.array_equal(back.scorer["entity"], graph.scorer["entity"])
+    assert back.manifest["split"]["digest"] == desc["digest"]
+
+
+def test_canonical_intents_merge_paraphrases() -> None:
+    from gravity.intents.canon import canonical_intents
+
+    canon = canonical_intents(
+        [
+            "a light read for a holiday",
+            "a light holiday read",
+            "an easy light read for the holidays",
+            "understand a war from the inside",
+            "understand the war from the inside",
+        ],
+        threshold=0.35,
+    )
+    assert len(canon.labels) == 2
+    war = canon.of_phrase["understand a war from the inside"]
+    assert canon.of_phrase["understand the war from the inside"] == war
+    holiday = canon.of_phrase["a light holiday read"]
+    assert canon.of_phrase["a light read for a holiday"] == holiday != war
+    assert canon.labels[holiday] in canon.members[holiday]
+    assert canonical_intents([]).labels == []
+
+
+# ---------------------------------------------------------------- scorer
+
+
+def _planted(n_users: int = 40, n_items: int = 40, seed: int = 0):
+    """Four taste groups of 10 items: users of group g rate 6 items of group g and have one
+    more held out. An intent per group links the group's items."""
+    rng = np.random.default_rng(seed)
+    ratings, heldout, item_intents = {}, set(), {}
+    for i in range(n_items):
+        item_intents[f"i{i}"] = [i % 4]
+    for u in range(n_users):
+        group = [f"i{i}" for i in range(n_items) if i % 4 == u % 4]
+        picks = rng.choice(group, 7, replace=False)
+        for it in picks[:6]:
+            ratings[(f"u{u}", str(it))] = 1.0
+        heldout.add((f"u{u}", str(picks[6])))
+    return ratings, heldout, item_intents
+
+
+def _train_planted(cfg: ScorerConfig):
+    from collections import Counter
+
+    from gravity.intents.graph import Graph, assemble
+    from gravity.intents.scorer import train_scorer
+
+    ratings, heldout, item_intents = _planted()
+    nodes, edges, counts = assemble(
+        ratings,
+        Counter(),
+        item_intents,
+        ["group a", "group b", "group c", "group d"],
+        {},
+        BuildConfig(),
+    )
+    rows = list(
+        zip(*(edges[c].to_pylist() for c in ("src", "dst", "relation", "weight")), strict=True)
+    )
+    scorer = train_scorer(nodes["id"].to_pylist(), nodes["kind"].to_pylist(), rows, cfg, False)
+    manifest = {"version": 1, "counts": counts, "config": {}, "files": {}}
+    return Graph(nodes, edges, manifest, scorer), heldout
+
+
+def test_scorer_beats_random_on_planted_structure_and_is_deterministic() -> None:
+    cfg = ScorerConfig(dim=16, epochs=30, batch_size=128, lr=0.05)
+    graph, heldout = _train_planted(cfg)
+    report = evaluate(graph, heldout, EvalConfig(k=5, systems=["intents"]), progress=False)
+    hr = report["metrics"]["intents"]["overall"]["hr"]
+    # A random ranking of a user's 34 unseen items hits the held-out one in 5 of 34 tries; the
+    # planted structure puts it among the group's 4 unseen items, all of which fit in the top 5.
+    assert hr >= 0.8 > 5 / 34
+    again, _ = _train_planted(cfg)
+    for key in ("entity", "relation", "bias"):
+        assert np.array_equal(again.scorer[key], graph.scorer[key])
+    # Paths follow the planted intents: a user of group a reaches group-a items via 'group a'.
+    from gravity.intents.scorer import Scorer
+
+    s = Scorer(graph)
+    path = s.paths(s.index["u:u0"], s.index["i:i4"])[0]
+    assert path["intent"] == "group a" and path["item_serves"]
+    assert path["user_holds"] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- evaluation and CLI
+
+
+def test_evaluate_with_library_baselines(bx, tmp_path) -> None:
+    pytest.importorskip("implicit")
+    data = read_events_dir(bx)
+    write_split(make_split(data, None, seed=0), tmp_path / "split.parquet")
+    heldout, desc = read_split(tmp_path / "split.parquet")
+    graph = build_graph(
+        data,
+        BuildConfig(scorer=FAST),
+        split=desc,
+        heldout=heldout,
+        engine=_engine(tmp_path),
+        progress=False,
+    )
+    cfg = EvalConfig(k=10, factors=4, bpr_iterations=5, als_iterations=3, threads=1)
+    report = evaluate(graph, heldout, cfg, progress=False)
+    assert set(report["metrics"]) == {"intents", "popularity", "itemknn", "als", "bpr"}
+    n = report["counts"]["users_evaluated"]
+    assert n > 0
+    for system, slices in report["metrics"].items():
+        assert slices["overall"]["users"] == n, system
+        for row in slices.values():
+            for m in ("recall", "ndcg", "hr"):
+                assert row[m] is None or 0 <= row[m] <= 1
+            assert row["recall"] is None or row["recall"] <= row["hr"]
+
+
+def test_missing_implicit_names_the_extra(monkeypatch) -> None:
+    import sys
+
+    import scipy.sparse as sp
+
+    from gravity.intents.evaluate import baseline_recs
+
+    monkeypatch.setitem(sys.modules, "implicit", None)
+    with pytest.raises(GravityError, match=r"gravity\[intents\]"):
+        baseline_recs("als", sp.csr_matrix(np.ones((2, 2))), [0], EvalConfig())
+
+
+def _cli_graph(bx: Path, tmp_path: Path, monkeypatch) -> Path:
+    import gravity.llm
+
+    monkeypatch.setattr(gravity.llm, "make_backend", lambda cfg: IntentBackend())
+    runner = CliRunner()
+    split = tmp_path / "split.parquet"
+    r = runner.invoke(app, ["intents", "split", "--events", str(bx), "-o", str(split)])
+    assert r.exit_code == 0, r.output
+    graph = tmp_path / "graph"
+    r = runner.invoke(
+        app,
+        [
+            "intents",
+            "build",
+            "--events",
+            str(bx),
+            "--out",
+            str(graph),
+            "--split",
+            str(split),
+            "--epochs",
+            "3",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "rejected" in r.output and (tmp_path / "graph.store.sqlite").exists()
+    return graph
+
+
+def test_cli_round_trip(bx, tmp_path, monkeypatch) -> None:
+    graph = _cli_graph(bx, tmp_path, monkeypatch)
+    runner = CliRunner()
+    users = tmp_path / "users.txt"
+    users.write_text("# two readers\n1\n\n2\n")
+    out = tmp_path / "recs.jsonl"
+    r = runner.invoke(
+        app,
+        [
+            "intents",
+            "recommend",
+            "--graph",
+            str(graph),
+            "--k",
+            "3",
+            "--users",
+            str(users),
+            "-o",
+            str(out),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [x["user_id"] for x in recs] == ["1", "2"]
+    g = read_graph(graph)
+    rated = {(e["src"][2:], e["dst"][2:]) for e in g.edges.to_pylist() if e["relation"] == "rated"}
+    for rec in recs:
+        assert len(rec["items"]) == 3
+        for item in rec["items"]:
+            assert (rec["user_id"], item["item_id"]) not in rated
+            assert item["path"] and all(isinstance(p, str) for p in item["path"])
+            assert item["path_source"] in ("graph", "learned")
+    first = recs[0]["items"][0]["item_id"]
+    r = runner.invoke(app, ["intents", "explain", "--graph", str(graph), "1", first, "--json"])
+    assert r.exit_code == 0, r.output
+    shown = json.loads(r.output)
+    assert shown["rank"] == 1 or shown["already_rated"] is False
+    assert shown["paths"][0]["intent"] == recs[0]["items"][0]["path"][0]
+    r = runner.invoke(
+        app,
+        [
+            "intents",
+            "evaluate",
+            "--events",
+            str(bx),
+            "--graph",
+            str(graph),
+            "--system",
+            "intents",
+            "--system",
+            "popularity",
+            "-o",
+            str(tmp_path / "eval.json"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "| intents | overall |" in r.output and "| popularity | cold_start |" in r.output
+    assert json.loads((tmp_path / "eval.json").read_text())["split"]["pairs"] > 0
+    # Another split than the one the graph was built without: refused, one line.
+    other = tmp_path / "other.parquet"
+    r = runner.invoke(
+        app, ["intents", "split", "--events", str(bx), "-o", str(other), "--seed", "1"]
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app,
+        ["intents", "evaluate", "--events", str(bx), "--graph", str(graph), "--split", str(other)],
+    )
+    assert r.exit_code == 2 and "not the split the graph was built without" in r.output
+    # An unknown user in the users file: one line naming the file and line, nothing written.
+    users.write_text("1\nnobody\n")
+    r = runner.invoke(
+        app,
+        [
+            "intents",
+            "recommend",
+            "--graph",
+            str(graph),
+            "--users",
+            str(users),
+            "-o",
+            str(tmp_path / "none.jsonl"),
+        ],
+    )
+    assert r.exit_code == 2 and f"{users}:2" in r.output
+    assert not (tmp_path / "none.jsonl").exists()
+
+
+def _corrupt(graph: Path, case: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gravity.intents.graph import file_digest
+
+    manifest = json.loads((graph / "manifest.json").read_text())
+
+    def resign() -> None:
+        manifest["files"] = {n: file_digest(graph / n) for n in manifest["files"]}
+        (graph / "manifest.json").write_text(json.dumps(manifest))
+
+    if case == "no_manifest":
+        (graph / "manifest.json").unlink()
+    elif case == "manifest_not_json":
+        (graph / "manifest.json").write_bytes(b"{\xff not json")
+    elif case == "manifest_wrong_field":
+        manifest["version"] = "two"
+        (graph / "manifest.json").write_text(json.dumps(manifest))
+    elif case == "files_escape":
+        manifest["files"] = {"../../outside": "0" * 16}
+        (graph / "manifest.json").write_text(json.dumps(manifest))
+    elif case == "edited_edges":
+        (graph / "edges.parquet").write_bytes(b"PAR1 garbage")
+    elif case == "garbage_signed":
+        (graph / "edges.parquet").write_bytes(b"PAR1 garbage")
+        resign()
+    elif case == "unknown_node":
+        edges = pq.read_table(graph / "edges.parquet").to_pylist()
+        edges[0]["dst"] = "i:ghost"
+        pq.write_table(pa.Table.from_pylist(edges), graph / "edges.parquet")
+        resign()
+    elif case == "missing_column":
+        pq.write_table(
+            pq.read_table(graph / "nodes.parquet").drop(["kind"]), graph / "nodes.parquet"
+        )
+        resign()
+    elif case == "scorer_shape":
+        z = dict(np.load(graph / "scorer.npz"))
+        z["entity"] = z["entity"][:-1]
+        np.savez(graph / "scorer.npz", **z)
+        resign()
+    elif case == "scorer_nan":
+        z = dict(np.load(graph / "scorer.npz"))
+        z["bias"][0] = np.nan
+        np.savez(graph / "scorer.npz", **z)
+        resign()
+    elif case == "not_a_folder":
+        import shutil
+
+        shutil.rmtree(graph)
+        graph.write_text("x")
+
+
+CASES = {
+    "no_manifest": "manifest.json: cannot read",
+    "manifest_not_json": "manifest.json: not JSON",
+    "manifest_wrong_field": "manifest.json: version",
+    "files_escape": "manifest.json: files: must list",
+    "edited_edges": "edges.parquet: does not match manifest.json",
+    "garbage_signed": "edges.parquet: cannot read",
+    "unknown_node": "edges.parquet: dst: unknown node",
+    "missing_column": "nodes.parquet: missing column(s) kind",
+    "scorer_shape": "scorer.npz: entity: shape",
+    "scorer_nan": "scorer.npz: bias: not finite",
+    "not_a_folder": "not a graph folder",
+}
+
+
+def test_hostile_graph_dir_exits_2_and_writes_nothing(bx, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    good = _cli_graph(bx, tmp_path, monkeypatch)
+    runner = CliRunner()
+    for case, message in CASES.items():
+        graph = tmp_path / f"g-{case}"
+        shutil.copytree(good, graph)
+        _corrupt(graph, case)
+        out = tmp_path / f"{case}.jsonl"
+        for args in (
+            ["intents", "recommend", "--graph", str(graph), "-o", str(out)],
+            ["intents", "explain", "--graph", str(graph), "1", "0141439513"],
+        ):
+            r = runner.invoke(app, args)
+            assert r.exit_code == 2, (case, r.output)
+            lines = [line for line in r.output.splitlines() if line.strip()]
+            assert len(lines) == 1 and message in lines[0], (case, r.output)
+        assert not out.exists()
+    r = runner.invoke(app, ["intents", "explain", "--graph", str(good), "nobody", "0141439513"])
+    assert r.exit_code == 2 and "USER_ID" in r.output
+
+
+# ---------------------------------------------------------------- the embedded model
+
+
+@pytest.mark.slow  # about 75 s on 2 busy cores
+def test_extraction_on_the_embedded_model(bx, tmp_path) -> None:
+    """A real run on the embedded model over two fixture books: each ends with cleaned intent
+    phrases or as a reject with its reason, never anything in between."""
+    from gravity.intents.extract import clean_phrase, extract_intents
+    from gravity.llm import SamplingParams, make_backend
+    from gravity.llm.config import BackendConfig
+
+    data = read_events_dir(bx)
+    items = [r for r in data.items.to_pylist() if r["id"] in ("0141439513", "0451524934")]
+    params = SamplingParams(max_new_tokens=80, temperature=0.0, seed=0)
+    with make_backend(BackendConfig()) as backend:
+        engine = Engine(backend, Store(tmp_path / "s.sqlite"), progress=False)
+        out = extract_intents(engine, items, {}, params, round_size=1, max_attempts=1)
+    assert set(out.phrases) | set(out.rejects) == {"0141439513", "0451524934"}
+    assert not set(out.phrases) & set(out.rejects)
+    for phrases in out.phrases.values():
+        assert 1 <= len(phrases) <= 4
+        assert all(clean_phrase(p) == p for p in phrases)
+    for reason in out.rejects.values():
+        assert reason
