@@ -51,10 +51,15 @@ def _reqs(prompts=PROMPTS):
 
 
 def test_unknown_backend_lists_valid():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="'transformers', 'llamacpp', 'openai' or 'vllm'"):
+        BackendConfig(backend="tgi")
+    # A config built without validation is still refused by name.
     with pytest.raises(
         GravityError, match="unknown backend 'tgi'; valid: transformers, llamacpp, openai, vllm"
     ):
-        make_backend(BackendConfig(backend="tgi"))
+        make_backend(BackendConfig.model_construct(backend="tgi"))
     assert set(BACKENDS) == {"transformers", "llamacpp", "openai", "vllm"}
 
 

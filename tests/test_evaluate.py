@@ -541,7 +541,7 @@ def test_gravity_run_end_to_end_and_resume(tmp_path, tiny_model):
     report = (out / "eval" / "report.md").read_text()
     assert "## Reading" in report and "## Per country" in report and "## Length" in report
     assert not re.search(r"\bnan\b", report, re.I) and "n/a" not in report
-    assert "too few readers (n=1)" in report  # one reader per country
+    assert "Too few readers (n=1, fewer than min_readers=" in report  # one reader per country
     heldout = {json.loads(x)["id"] for x in (out / "heldout.jsonl").read_text().splitlines()}
     trained = {
         json.loads(x)["user_id"]
