@@ -662,20 +662,27 @@ def test_heldout_check_on_the_bookcrossing_fixture(bx, tmp_path) -> None:
 # ---------------------------------------------------------------- the pipeline on real readers
 
 
-def test_run_config_reads_readers_and_books_from_an_events_folder(bx, tmp_path) -> None:
+def _bookcrossing_config(events: Path) -> dict:
+    """configs/bookcrossing.yaml with both reader sections on the fixture's events folder."""
     import yaml
-
-    from gravity.config import RunConfig
-    from gravity.prompts import render
-    from gravity.run import _catalog, build_profiles
 
     cfg_data = yaml.safe_load(
         (Path(__file__).parents[1] / "configs" / "bookcrossing.yaml").read_text()
     )
     for stage in ("profiles", "heldout"):
-        cfg_data[stage]["events"] = str(bx[0])
+        cfg_data[stage]["events"] = str(events)
         cfg_data[stage]["infer"].pop("max_users")
         cfg_data[stage]["infer"]["min_events"] = 4
+    return cfg_data
+
+
+def test_run_config_reads_readers_and_books_from_an_events_folder(bx, tmp_path) -> None:
+
+    from gravity.config import RunConfig
+    from gravity.prompts import render
+    from gravity.run import _catalog, build_profiles
+
+    cfg_data = _bookcrossing_config(bx[0])
     cfg_data["books"] = str(bx[0])
     cfg = RunConfig.model_validate(cfg_data)
     train, held = build_profiles(cfg.profiles), build_profiles(cfg.heldout)
@@ -723,18 +730,11 @@ def test_run_keeps_held_out_books_out_of_every_inferred_profile(bx, books_from) 
     """`gravity run` splits the books first and infers readers without the events on held-out
     books, whether the catalog is built from the same events (matched by id) or comes from
     elsewhere (matched by title and author): a held-out book is named in no profile."""
-    import yaml
 
     from gravity.config import RunConfig
     from gravity.run import build_profiles, prepare_run
 
-    cfg_data = yaml.safe_load(
-        (Path(__file__).parents[1] / "configs" / "bookcrossing.yaml").read_text()
-    )
-    for stage in ("profiles", "heldout"):
-        cfg_data[stage]["events"] = str(bx[0])
-        cfg_data[stage]["infer"].pop("max_users")
-        cfg_data[stage]["infer"]["min_events"] = 4
+    cfg_data = _bookcrossing_config(bx[0])
     cfg_data["books"] = str(bx[0]) if books_from == "events" else None  # None: starter catalog
     cfg_data["heldout_books"] = 20 if books_from == "events" else 60  # of 40 and 72 books
     cfg = RunConfig.model_validate(cfg_data)
