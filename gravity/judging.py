@@ -95,6 +95,16 @@ class Choice:
         return sorted(self.probs, key=lambda k: -self.probs[k])
 
 
+def mean_over_orders(first: Choice, swapped: Choice) -> float:
+    """The probability that the text shown as A in ``first`` is the better one, averaged over
+    both orders (``swapped`` shows it as B). A judge that gives the first position the same
+    probability whatever it shows yields exactly 0.5; with one-hot verdicts this is 1 or 0 when
+    both orders agree and 0.5 when the verdict flips (the FastChat rule). Rounded to 12 digits:
+    a pure position preference p gives (p + 1 - p) / 2, which floats may put a hair off 0.5,
+    and no consumer should read that as a lean."""
+    return round((first.probs["A"] + swapped.probs["B"]) / 2, 12)
+
+
 class LabelJudge:
     """Asks an engine's backend to pick one of ``labels`` for each request."""
 

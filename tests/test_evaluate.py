@@ -519,15 +519,12 @@ def test_gravity_run_end_to_end_and_resume(tmp_path, tiny_model):
     for name in ("report.md", "metrics.json", "cases.jsonl", *metrics["plots"]):
         assert (out / "eval" / name).is_file(), name
     assert "alignment.png" in metrics["plots"]
-    # The embedded model judges by position: its naive quality labels may all flip with the
-    # order and be dropped; the run then goes on without the naive system and says so.
+    # The embedded model judges mostly by position; averaged over both orders its naive quality
+    # labels may still all be ties and be dropped; the run then goes on without the naive
+    # system and says so.
     naive = json.loads((out / "pairs-naive" / "summary.json").read_text())
-    assert (
-        naive["naive_judge"]["pairs"]
-        == naive["naive_judge"]["consistent"]
-        + naive["naive_judge"]["inconsistent"]
-        + naive["naive_judge"]["unparsable"]
-    )
+    judged = naive["naive_judge"]
+    assert judged["pairs"] == judged["decided"] + judged["ties"] + judged["unparsable"]
     trained_systems = ["sft", "naive", "gravity"] if naive["written"] else ["sft", "gravity"]
     assert metrics["systems"] == ["base", "prompt", *trained_systems]
     if not naive["written"]:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gravity.errors import GravityError
-from gravity.judging import Choice, LabelJudge, normalise, parse_choice
+from gravity.judging import Choice, LabelJudge, mean_over_orders, normalise, parse_choice
 from gravity.llm.base import ChatRequest
 from gravity.llm.engine import Engine, Reject
 from gravity.store import Store
@@ -123,23 +123,34 @@ def test_label_judge_constrained_path_is_strict():
         LabelJudge(Engine(backend, None, progress=False), method="likelihood")
 
 
-def test_quality_verdict_needs_both_orders_to_agree():
-    assert QualityJudgeTask.verdict("A", "B") == "A"  # a first, then a (shown second) wins
-    assert QualityJudgeTask.verdict("B", "A") == "B"
-    assert QualityJudgeTask.verdict("A", "A") is None  # position, not preference
-    assert QualityJudgeTask.verdict(None, "B") is None
+def _choice(p_a: float) -> Choice:
+    return Choice({"A": p_a, "B": 1 - p_a})
 
 
-def test_naive_labels_drop_position_bound_verdicts(tmp_path, example_profiles):
-    """A quality judge that always picks the first position gives no naive labels: every pair
-    flips with the order and is dropped, counted in the summary."""
+def test_quality_verdict_averages_both_orders():
+    # a shown first with P(A) = 0.75, then shown second with P(A) = 0.65 (so P(a) = 0.35):
+    # a's mean is (0.75 + 0.35) / 2 = 0.55 -> a, though both orders' argmax is position A.
+    first, swapped = _choice(0.75), _choice(0.65)
+    assert mean_over_orders(first, swapped) == 0.55
+    assert QualityJudgeTask.verdict(first, swapped) == "A"
+    assert not QualityJudgeTask.position_consistent(first, swapped)
+    # b better by the same margin: (0.65 + 0.25) / 2 = 0.45 -> b.
+    assert QualityJudgeTask.verdict(_choice(0.65), _choice(0.75)) == "B"
+    # One-hot verdicts: agreement decides, a flip is a tie (the FastChat rule).
+    assert QualityJudgeTask.verdict(_choice(1.0), _choice(0.0)) == "A"
+    assert QualityJudgeTask.position_consistent(_choice(1.0), _choice(0.0))
+    assert QualityJudgeTask.verdict(_choice(0.0), _choice(1.0)) == "B"
+    assert QualityJudgeTask.verdict(_choice(1.0), _choice(1.0)) is None
+    # A pure position preference p is a tie for every p, despite float rounding.
+    for p in (0.5, 0.7, 0.71, 0.9, 0.999, 1 / 3):
+        assert QualityJudgeTask.verdict(_choice(p), _choice(p)) is None, p
+    # An even first answer leaves the decision to the other order.
+    assert QualityJudgeTask.verdict(_choice(0.5), _choice(0.4)) == "A"
+
+
+def _naive_run(tmp_path, example_profiles, backend):
     from gravity.synth import GenerateConfig, synthesize
     from gravity.synth.config import FilterConfig
-    from tests.fakes import WriterBackend
-
-    class FirstPosition(WriterBackend):
-        def score_labels(self, requests, labels):
-            return [_first_label("", labels) for _ in requests]
 
     cfg = GenerateConfig(
         mode="naive",
@@ -147,17 +158,65 @@ def test_naive_labels_drop_position_bound_verdicts(tmp_path, example_profiles):
         facets=["values"],
         filters=FilterConfig(min_words=5, near_duplicate_threshold=None),
     )
-    engine = Engine(FirstPosition(), Store(tmp_path / "s.sqlite"), progress=False)
-    result = synthesize(example_profiles[:2], cfg, tmp_path / "run", engine=engine, progress=False)
-    s = result.summary
-    assert s["written"] == 0 and s["rejects_by_reason"] == {"judge_inconsistent": 2}
+    engine = Engine(backend, Store(tmp_path / "s.sqlite"), progress=False)
+    return synthesize(example_profiles[:2], cfg, tmp_path / "run", engine=engine, progress=False)
+
+
+def _text(side) -> str:
+    """The assistant text of a chosen/rejected field (a message list or a string)."""
+    return side if isinstance(side, str) else side[-1]["content"]
+
+
+def _shown(prompt: str) -> tuple[str, str]:
+    a = prompt.split("Description A:")[1].split("Description B:")[0].strip()
+    b = prompt.split("Description B:")[1].split("Which description")[0].strip()
+    return a, b
+
+
+def test_naive_labels_drop_position_bound_verdicts(tmp_path, example_profiles):
+    """A quality judge that always picks the first position gives no naive labels: averaged
+    over both orders every pair is a tie, dropped and counted in the summary."""
+    from tests.fakes import WriterBackend
+
+    class FirstPosition(WriterBackend):
+        def score_labels(self, requests, labels):
+            return [_first_label("", labels) for _ in requests]
+
+    s = _naive_run(tmp_path, example_profiles, FirstPosition()).summary
+    assert s["written"] == 0 and s["rejects_by_reason"] == {"judge_tie": 2}
     assert s["naive_judge"] == {
         "method": "likelihood",
         "pairs": 2,
-        "consistent": 0,
-        "inconsistent": 2,
+        "decided": 0,
+        "ties": 2,
         "unparsable": 0,
+        "position_consistent": 0,
     }
+
+
+def test_naive_labels_follow_the_signal_under_a_position_bias(tmp_path, example_profiles):
+    """A judge whose argmax is always the first position but whose probability still leans to
+    the better text (0.75 when it is shown first, 0.65 when the worse one is): every pair is
+    decided, for the better text, though no pair is position-consistent."""
+    from tests.fakes import WriterBackend
+
+    class BiasedWithSignal(WriterBackend):
+        def score_labels(self, requests, labels):
+            out = []
+            for r in requests:
+                a, b = _shown(r.messages[-1].content)
+                p = 0.75 if a > b else 0.65  # "better" = sorts last, as WriterBackend's judge
+                out.append({"A": math.log(p), "B": math.log(1 - p)})
+            return out
+
+    result = _naive_run(tmp_path, example_profiles, BiasedWithSignal())
+    s = result.summary
+    assert s["written"] == 2 and s["rejected"] == 0
+    assert s["naive_judge"]["decided"] == 2 and s["naive_judge"]["position_consistent"] == 0
+    lines = (tmp_path / "run" / "pairs.jsonl").read_text().splitlines()
+    pairs = [json.loads(line) for line in lines]
+    assert len(pairs) == 2
+    assert all(_text(p["chosen"]) > _text(p["rejected"]) for p in pairs), pairs
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gravity.books import Book
-from gravity.judging import Choice, LabelJudge
+from gravity.judging import Choice, LabelJudge, mean_over_orders
 from gravity.llm.base import ChatRequest
 from gravity.llm.engine import Reject
 from gravity.prompts import render
@@ -158,9 +158,7 @@ def judge_pairwise(
         first_wins += (v1 == s) + (v2 == b)
         first_mass += c1.probs["A"] + c2.probs["A"]
         consistent += v1 == v2
-        # Rounded: a pure position preference p gives (p + 1 - p) / 2, which floats may put a
-        # hair off 0.5; no consumer should read that as a lean.
-        result.pairs[views[k].case_id][(s, b)] = round((c1.probs["A"] + c2.probs["B"]) / 2, 12)
+        result.pairs[views[k].case_id][(s, b)] = mean_over_orders(c1, c2)
     for k in sorted(failed):
         del result.pairs[views[k].case_id]
     result.stats = {

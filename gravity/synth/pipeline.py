@@ -262,8 +262,8 @@ class Synthesizer:
         return outcome
 
     def _judge_quality(self, rows: list[JudgeRow], record_ids: list[str]) -> list[str | Reject]:
-        """ "A" or "B" per row from judging both orders; an order-dependent verdict is a Reject
-        (``judge_inconsistent``). Counts go to ``self.naive_judge``."""
+        """ "A" or "B" per row from the judge's probabilities averaged over both orders; a pair
+        where neither leads is a Reject (``judge_tie``). Counts go to ``self.naive_judge``."""
         task = QualityJudgeTask()
         judge = LabelJudge(self.engine)  # likelihood where the backend can score
         swapped = [JudgeRow(r.book, r.b, r.a) for r in rows]
@@ -274,27 +274,28 @@ class Synthesizer:
         choices = judge.choose(requests, task.labels, seeds, desc="quality judgments")
         n = len(rows)
         verdicts: list[str | Reject] = []
+        consistent = 0
         for first, second in zip(choices[:n], choices[n:]):
             bad = next((c for c in (first, second) if isinstance(c, Reject)), None)
             if bad is not None:
                 verdicts.append(bad)
                 continue
-            verdict = task.verdict(first.best, second.best)
+            consistent += task.position_consistent(first, second)
+            verdict = task.verdict(first, second)
             verdicts.append(
                 verdict
                 if verdict is not None
-                else Reject("verdict flips with the order", "", "judge_inconsistent")
+                else Reject("no preference once both orders are averaged", "", "judge_tie")
             )
+        ties = sum(isinstance(v, Reject) and v.kind == "judge_tie" for v in verdicts)
+        decided = sum(isinstance(v, str) for v in verdicts)
         self.naive_judge = {
             "method": judge.method,
             "pairs": n,
-            "consistent": sum(isinstance(v, str) for v in verdicts),
-            "inconsistent": sum(
-                isinstance(v, Reject) and v.kind == "judge_inconsistent" for v in verdicts
-            ),
-            "unparsable": sum(
-                isinstance(v, Reject) and v.kind != "judge_inconsistent" for v in verdicts
-            ),
+            "decided": decided,
+            "ties": ties,
+            "unparsable": n - decided - ties,
+            "position_consistent": consistent,
         }
         return verdicts
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gravity.books import Book
+from gravity.judging import Choice, mean_over_orders
 from gravity.llm.base import ChatRequest, Completion
 from gravity.llm.engine import Reject
 from gravity.prompts import render, template_hash
@@ -116,9 +117,10 @@ class JudgeRow:
 class QualityJudgeTask:
     """The naive mode's generic judgment: which of two descriptions is better (no reader).
 
-    Each pair is judged in both orders; a verdict that flips with the order is inconsistent and
-    the pair is dropped (counted), so the naive baseline's labels are not the judge's position
-    preference.
+    Each pair is judged in both orders and the judge's probability that a description is the
+    better one is averaged over the two (``mean_over_orders``), so the naive baseline's labels
+    are not the judge's position preference: a judge that only follows position, or a one-hot
+    verdict that flips with the order, gives 0.5, and the pair is dropped as a tie (counted).
     """
 
     template = "judge_quality.j2"
@@ -131,13 +133,16 @@ class QualityJudgeTask:
         )
 
     @staticmethod
-    def verdict(first: str | None, swapped: str | None) -> str | None:
-        """ "A" (row.a better) or "B" from the label picked in the shown order (``first``) and
-        in the swapped order; None when they disagree or either is undecided."""
-        if first is None or swapped is None:
-            return None
-        swapped_back = {"A": "B", "B": "A"}[swapped]
-        return first if first == swapped_back else None
+    def verdict(first: Choice, swapped: Choice) -> str | None:
+        """ "A" (row.a better) or "B" from the judge's answers in the shown order (``first``)
+        and in the swapped order; None when, averaged over both orders, neither leads."""
+        p = mean_over_orders(first, swapped)
+        return "A" if p > 0.5 else "B" if p < 0.5 else None
+
+    @staticmethod
+    def position_consistent(first: Choice, swapped: Choice) -> bool:
+        """Whether both orders' most probable answers name the same description."""
+        return first.best is not None and first.best == {"A": "B", "B": "A"}.get(swapped.best or "")
 
 
 def template_hashes(*names: str) -> dict[str, str]:
