@@ -112,3 +112,15 @@ class WriterBackend(ScriptedBackend):
             return "The reader is choosing a gift and wonders whether the story fits them."
         words = [WORDS[b % len(WORDS)] for b in digest[:24]]
         return " ".join(words).capitalize() + "."
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child Python process that imports this checkout's gravity: the
+    repository first on PYTHONPATH, any path the environment already needs kept after it
+    (packages installed with --target), models offline; ``extra`` variables added."""
+    import os
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path, **extra}

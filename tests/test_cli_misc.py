@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from gravity.cli import app
 from gravity.profiles import load_profiles
 from gravity.profiles.render import render_profile
 from gravity.resources import profiles_dir
+from tests.fakes import child_env
 
 JAPAN = profiles_dir() / "examples" / "japan.yaml"
 
@@ -60,7 +60,7 @@ def test_prompt_file_dash_reads_standard_input() -> None:
 
 
 def _export_stderr(run: Path, out: Path, *flags: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = child_env()
     for name in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):
         env.pop(name, None)
     command = [sys.executable, "-m", "gravity", *flags, "export", str(run)]

@@ -23,7 +23,7 @@ from gravity.config import RunConfig
 from gravity.errors import GravityError
 from gravity.lock import OWNER_NAME, FolderBusyError, folder_lock
 from gravity.run import run_pipeline
-from tests.fakes import WriterBackend
+from tests.fakes import WriterBackend, child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,7 +157,7 @@ with folder_lock(Path(sys.argv[1])):
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return child_env()
 
 
 def test_folder_lock_between_real_processes_and_freed_by_kill9(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import torch
 
 from gravity.llm import BackendConfig, ChatRequest, SamplingParams, make_backend
 from gravity.llm.hf import RowSampler, row_uniforms, sample_rows
+from tests.fakes import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -262,12 +262,7 @@ def _kill_and_resume(tmp_path: Path, model: str, prompts: list[str]) -> None:
     # A run with batch 4 in a subprocess, SIGKILLed while its third batch is in flight.
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-        "SEED_TEST_PROMPTS": json.dumps(prompts),
-    }
+    env = child_env(SEED_TEST_PROMPTS=json.dumps(prompts))
     proc = subprocess.run(
         [sys.executable, str(script), model, str(tmp_path / "run.db"), "4", "3"],
         env=env,
