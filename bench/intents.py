@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gravity.events import read_events_dir
 from gravity.intents.build import build_graph, select_users
+from gravity.intents.config import BuildConfig, ScorerConfig
 from gravity.intents.evaluate import (
     SYSTEMS,
     EvalConfig,
@@ -36,7 +37,7 @@ from gravity.intents.evaluate import (
     table_lines,
     write_split,
 )
-from gravity.intents.graph import BuildConfig, ScorerConfig, write_graph
+from gravity.intents.graph import write_graph
 from gravity.llm.config import BackendConfig
 
 

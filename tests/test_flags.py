@@ -27,6 +27,8 @@ from gravity.config import ProfilesStage, RunConfig
 from gravity.evaluate.config import EvalConfig
 from gravity.events.infer import InferConfig
 from gravity.flags import config_flags, config_yaml, yaml_only_fields
+from gravity.intents.config import BuildConfig
+from gravity.intents.config import EvalConfig as IntentsEvalConfig
 from gravity.io import load_yaml_model
 from gravity.llm import BACKENDS
 from gravity.llm.config import BackendConfig, BackendName
@@ -47,6 +49,8 @@ COMMANDS: dict[type[BaseModel], list[str]] = {
     InferConfig: ["profiles", "infer", "--events", "events", "-o", "out.jsonl"],
     BackendConfig: ["llm", "generate"],
     SamplerConfig: ["profiles", "sample", "--country", "BR"],
+    BuildConfig: ["intents", "build", "--events", "events", "--out", "graph"],
+    IntentsEvalConfig: ["intents", "evaluate", "--events", "events", "--graph", "graph"],
 }
 
 
@@ -180,6 +184,17 @@ def _flag(path: tuple) -> str:
     return "--" + ".".join(p.replace("_", "-") for p in path)
 
 
+# Fields whose other value is valid only with a sibling field set too (a cross-field check of
+# the model): field name -> {sibling name: value}, applied at the same level.
+COMPANIONS: dict[str, dict[str, Any]] = {"book_selection": {"intent_graph": "some/graph"}}
+
+
+def _with_companions(path: tuple, value: Any) -> list[tuple[tuple, Any]]:
+    """(path, value) and the sibling fields it needs."""
+    siblings = COMPANIONS.get(path[-1], {})
+    return [(path, value), *(((*path[:-1], name), v) for name, v in siblings.items())]
+
+
 def _cases() -> list[tuple[type[BaseModel], tuple, Any]]:
     cases = []
     for model in COMMANDS:
@@ -246,12 +261,15 @@ def test_field_round_trips_through_yaml_and_the_command_line(
     assert _json(value) != _json(default)
     # (a) YAML: the field's dotted path is a YAML key whose value loads back unchanged
     data: dict = {}
-    _set(data, path, _json(value))
+    given = _with_companions(path, value)
+    for p, v in given:
+        _set(data, p, _json(v))
     file = tmp_path / "cfg.yaml"
     file.write_text(yaml.safe_dump(data))
     assert _json(_get(load_yaml_model(file, model), path)) == _json(value)
     # (b) the command line: the field's flag, printed back by --show-config
-    result = cli([*COMMANDS[model], *_args(path, value), "--show-config"])
+    flags = [part for p, v in given for part in _args(p, v)]
+    result = cli([*COMMANDS[model], *flags, "--show-config"])
     assert result.exit_code == 0, result.output
     shown = yaml.load(result.stdout, Loader=_LOADER)
     assert _get(shown, path) == _json(value)
@@ -314,8 +332,9 @@ def test_help_shows_descriptions_and_choices(cli) -> None:
     result = cli(["generate", "--help"])
     assert result.exit_code == 0
     text = " ".join(result.stdout.replace("│", " ").split())
-    assert "--max-books" in text and "Books per reader (seeded choice)." in text
-    assert "--backend.base-urls" in text and "generic|contrasting" in text
+    assert "--max-books" in text and "Books per reader." in text
+    assert "--backend.base-urls" in text and "generic|contrasting|other_intent" in text
+    assert "--book-selection" in text and "random|intents" in text
     result = cli(["evaluate", "--help"])
     text = " ".join(result.stdout.replace("│", " ").split())
     assert "--judge.model" in text and "--judge-model" not in text

@@ -17,8 +17,9 @@ from gravity.errors import GravityError
 from gravity.events import read_events_dir
 from gravity.events.importers import import_events
 from gravity.intents.build import build_graph
-from gravity.intents.evaluate import EvalConfig, evaluate, make_split, read_split, write_split
-from gravity.intents.graph import BuildConfig, ScorerConfig, read_graph, write_graph
+from gravity.intents.config import BuildConfig, EvalConfig, ScorerConfig
+from gravity.intents.evaluate import evaluate, make_split, read_split, write_split
+from gravity.intents.graph import read_graph, write_graph
 from gravity.intents.metrics import hit_at_k, mean_of, ndcg_at_k, recall_at_k, top_k
 from gravity.llm.engine import Engine
 from gravity.store import Store
@@ -395,7 +396,7 @@ def _cli_graph(bx: Path, tmp_path: Path, monkeypatch) -> Path:
             str(graph),
             "--split",
             str(split),
-            "--epochs",
+            "--scorer.epochs",
             "3",
         ],
     )
@@ -451,9 +452,9 @@ def test_cli_round_trip(bx, tmp_path, monkeypatch) -> None:
             str(bx),
             "--graph",
             str(graph),
-            "--system",
+            "--systems",
             "intents",
-            "--system",
+            "--systems",
             "popularity",
             "-o",
             str(tmp_path / "eval.json"),

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gravity.errors import GravityError
-from gravity.intents.graph import BuildConfig, Graph, assemble, fingerprint, rating_weight
+from gravity.intents.config import BuildConfig
+from gravity.intents.graph import Graph, assemble, fingerprint, rating_weight
 
 if TYPE_CHECKING:
     from gravity.events.store import EventsData

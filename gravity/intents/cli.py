@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from gravity.errors import GravityError
+from gravity.flags import ConfigFlags, config_flags
+from gravity.intents.config import BuildConfig, EvalConfig
 
 intents_app = typer.Typer(
     help="Intent knowledge graph: build, recommend, explain, evaluate.", no_args_is_help=True
@@ -19,7 +21,9 @@ intents_app = typer.Typer(
 def split_cmd(
     events: Annotated[Path, typer.Option(help="Events folder from `gravity events import`.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Split file (.parquet).")],
-    country: Annotated[list[str] | None, typer.Option(help="Only users from here.")] = None,
+    countries: Annotated[
+        list[str] | None, typer.Option(help="Only users from these (repeat the flag).")
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     share: Annotated[float, typer.Option(help="Share of each user's ratings held out.")] = 0.2,
 ) -> None:
@@ -29,13 +33,14 @@ def split_cmd(
     from gravity.intents.evaluate import make_split, write_split
 
     data = read_events_dir(events)
-    table = make_split(data, select_users(data, country or None), seed, share)
+    table = make_split(data, select_users(data, countries or None), seed, share)
     write_split(table, output)
     users = len(set(table["user_id"].to_pylist()))
     typer.echo(f"wrote {output}: {table.num_rows} held-out ratings of {users} users")
 
 
 @intents_app.command("build")
+@config_flags(BuildConfig)
 def build_cmd(
     events: Annotated[Path, typer.Option(help="Events folder from `gravity events import`.")],
     out: Annotated[Path, typer.Option(help="Graph folder to write (swapped in atomically).")],
@@ -43,43 +48,19 @@ def build_cmd(
     split: Annotated[
         Path | None, typer.Option(help="Split file: its held-out pairs stay out of the graph.")
     ] = None,
-    country: Annotated[list[str] | None, typer.Option(help="Only users from here.")] = None,
-    max_items: Annotated[
-        int | None, typer.Option(min=0, help="Extract intents for the N most-rated items only.")
-    ] = None,
-    min_item_events: Annotated[int | None, typer.Option(min=1)] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Scorer training epochs.")] = None,
-    backend: Annotated[str | None, typer.Option(help="LLM backend.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model for the backend.")] = None,
     store: Annotated[
         Path | None, typer.Option(help="Result store (default: OUT.store.sqlite beside OUT).")
     ] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Extract item intents, cluster them, build the graph and train its scorer."""
     from gravity.events import read_events_dir
     from gravity.intents.build import build_graph
     from gravity.intents.evaluate import read_split
-    from gravity.intents.graph import BuildConfig, write_graph
-    from gravity.io import load_yaml_model
+    from gravity.intents.graph import write_graph
 
-    cfg = load_yaml_model(config, BuildConfig) if config else BuildConfig()
-    update: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "countries": country or None,
-            "max_items": max_items,
-            "min_item_events": min_item_events,
-            "seed": seed,
-        }.items()
-        if v is not None
-    }
-    backend_update = {k: v for k, v in {"backend": backend, "model": model}.items() if v}
-    if backend_update:
-        update["backend"] = cfg.backend.model_copy(update=backend_update)
-    if epochs is not None:
-        update["scorer"] = cfg.scorer.model_copy(update={"epochs": epochs})
-    cfg = BuildConfig.model_validate(cfg.model_dump() | update)
+    cfg = flags.resolve(config)
     if out.exists() and not out.is_dir():
         raise GravityError(f"{out}: exists and is not a folder")
     heldout, split_desc = read_split(split) if split else (None, None)
@@ -227,6 +208,7 @@ def explain_cmd(
 
 
 @intents_app.command("evaluate")
+@config_flags(EvalConfig)
 def evaluate_cmd(
     events: Annotated[Path, typer.Option(help="Events folder the graph was built from.")],
     graph: Annotated[Path, typer.Option(help="Graph built with --split.")],
@@ -234,19 +216,17 @@ def evaluate_cmd(
     split: Annotated[
         Path | None, typer.Option(help="The split file (default: the one the graph names).")
     ] = None,
-    k: Annotated[int, typer.Option(min=1, max=1000)] = 10,
-    max_users: Annotated[int | None, typer.Option(min=1, help="Seeded sample of users.")] = None,
-    system: Annotated[
-        list[str] | None, typer.Option(help="intents | popularity | itemknn | als | bpr")
-    ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    config: Annotated[Path | None, typer.Option(help="YAML with EvalConfig fields.")] = None,
+    *,
+    flags: ConfigFlags,
 ) -> None:
     """Recall, NDCG and HR at k of the graph and the baselines on the graph's held-out split."""
     from gravity.events import read_events_dir
-    from gravity.intents.evaluate import EvalConfig, evaluate, read_split, table_lines
+    from gravity.intents.evaluate import evaluate, read_split, table_lines
     from gravity.intents.graph import fingerprint, read_graph
     from gravity.io import atomic_write_text
 
+    cfg = flags.resolve(config)
     g = read_graph(graph)
     built = g.manifest.get("split")
     if not built:
@@ -258,9 +238,6 @@ def evaluate_cmd(
     heldout, desc = read_split(split_path)
     if desc["digest"] != built["digest"]:
         raise GravityError(f"{split_path}: not the split the graph was built without")
-    cfg = EvalConfig(
-        k=k, max_users=max_users, seed=seed, systems=system or list(EvalConfig().systems)
-    )
     report = evaluate(g, heldout, cfg)
     report["split"] = desc
     for line in table_lines(report):

@@ -21,9 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from gravity.errors import GravityError, MissingDependencyError
+from gravity.intents.config import SYSTEMS, EvalConfig
 from gravity.intents.metrics import hit_at_k, mean_of, ndcg_at_k, recall_at_k, top_k
 
 if TYPE_CHECKING:
@@ -31,25 +30,6 @@ if TYPE_CHECKING:
     from gravity.intents.graph import Graph
 
 SPLIT_COLUMNS = ("user_id", "item_id", "value")
-SYSTEMS = ("intents", "popularity", "itemknn", "als", "bpr")
-
-
-class EvalConfig(BaseModel):
-    """What is measured and how the baselines are set."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    k: int = Field(default=10, ge=1, le=1000)
-    cold_max: int = Field(default=3, ge=0, description="Cold-start: at most this many events.")
-    head_share: float = Field(default=0.2, gt=0, lt=1, description="Share of items in the head.")
-    max_users: int | None = Field(default=None, ge=1, description="Seeded sample of users.")
-    systems: list[str] = Field(default_factory=lambda: list(SYSTEMS))
-    factors: int = Field(default=64, ge=2)
-    als_iterations: int = Field(default=15, ge=1)
-    bpr_iterations: int = Field(default=100, ge=1)
-    knn_k: int = Field(default=100, ge=1)
-    threads: int = Field(default=2, ge=1)
-    seed: int = 0
 
 
 def _rank_key(seed: int, user: str, item: str) -> bytes:

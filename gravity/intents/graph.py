@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gravity.errors import GravityError
-from gravity.llm.config import BackendConfig
+from gravity.intents.config import BuildConfig
 
 NODES, EDGES, SCORER, MANIFEST = "nodes.parquet", "edges.parquet", "scorer.npz", "manifest.json"
 RELATIONS = ("rated", "follows", "serves", "holds", "shares_intent")
@@ -46,56 +46,6 @@ EDGE_SCHEMA = pa.schema(
         ("weight", pa.float32()),
     ]
 )
-
-
-class ScorerConfig(BaseModel):
-    """The translation-embedding scorer (user + relation ~ item), trained with BPR loss."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dim: int = Field(default=32, ge=2, le=512)
-    epochs: int = Field(default=15, ge=1, le=1000)
-    batch_size: int = Field(default=4096, ge=16)
-    lr: float = Field(default=0.02, gt=0, le=1)
-    l2: float = Field(default=1e-5, ge=0, description="L2 penalty on the embeddings of each batch.")
-    threads: int = Field(
-        default=1,
-        ge=1,
-        le=64,
-        description="CPU threads while training (small steps: 1 is fastest).",
-    )
-    seed: int = 0
-
-
-class BuildConfig(BaseModel):
-    """How the graph is built (YAML keys and CLI flags share these names)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    countries: list[str] | None = Field(default=None, description="Only users from these.")
-    max_items: int | None = Field(
-        default=None, ge=0, description="Extract intents for the N most-rated items only."
-    )
-    min_item_events: int = Field(
-        default=1, ge=1, description="Items with fewer training events are left out."
-    )
-    max_intents: int = Field(default=4, ge=1, le=8, description="Intents per item.")
-    neighbours: int = Field(default=3, ge=0, le=10, description="Similar items shown.")
-    round_size: int = Field(default=32, ge=1, description="Items per retrieval round.")
-    max_reviews: int = Field(default=3, ge=0, le=10)
-    max_review_chars: int = Field(default=300, ge=50, le=2000)
-    cluster_threshold: float = Field(default=0.35, gt=0, lt=2, description="Cosine distance.")
-    implicit_weight: float = Field(default=0.5, gt=0, le=1)
-    user_intents: int = Field(default=10, ge=1, description="Strongest intents kept per user.")
-    densify_k: int = Field(default=10, ge=0, description="shares_intent edges per item.")
-    backend: BackendConfig = Field(default_factory=BackendConfig)
-    max_new_tokens: int = Field(default=96, ge=16)
-    max_attempts: int = Field(default=2, ge=1, le=10)
-    temperature: float = Field(
-        default=0.3, ge=0, description="Above 0 so that a retry (a new seed) can differ."
-    )
-    seed: int = 0
-    scorer: ScorerConfig = Field(default_factory=ScorerConfig)
 
 
 @dataclass

@@ -18,7 +18,8 @@ from gravity.errors import GravityError
 if TYPE_CHECKING:
     import numpy as np
 
-    from gravity.intents.graph import Graph, ScorerConfig
+    from gravity.intents.config import ScorerConfig
+    from gravity.intents.graph import Graph
 
 SCORER_KEYS = ("entity", "relation", "bias")
 

@@ -1,0 +1,101 @@
+"""Configuration of the intent graph: how it is built (``BuildConfig``, with its scorer's
+``ScorerConfig``) and how it is evaluated (``EvalConfig``). Light to import: the command line
+derives its flags from these models."""
+
+from __future__ import annotations
+
+import typing
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gravity.llm.config import BackendConfig
+
+System = Literal["intents", "popularity", "itemknn", "als", "bpr"]
+SYSTEMS: tuple[System, ...] = typing.get_args(System)
+
+
+class ScorerConfig(BaseModel):
+    """The translation-embedding scorer (user + relation ~ item), trained with BPR loss."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dim: int = Field(default=32, ge=2, le=512, description="Embedding size of every node.")
+    epochs: int = Field(default=15, ge=1, le=1000, description="Passes over the edges.")
+    batch_size: int = Field(default=4096, ge=16, description="Edges per training step.")
+    lr: float = Field(default=0.02, gt=0, le=1, description="Learning rate (sparse Adam).")
+    l2: float = Field(default=1e-5, ge=0, description="L2 penalty on the embeddings of each batch.")
+    threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="CPU threads while training (small steps: 1 is fastest).",
+    )
+    seed: int = Field(default=0, description="Seed of initialisation and negative sampling.")
+
+
+class BuildConfig(BaseModel):
+    """How the graph is built (YAML keys and CLI flags share these names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    countries: list[str] | None = Field(default=None, description="Only users from these.")
+    max_items: int | None = Field(
+        default=None, ge=0, description="Extract intents for the N most-rated items only."
+    )
+    min_item_events: int = Field(
+        default=1, ge=1, description="Items with fewer training events are left out."
+    )
+    max_intents: int = Field(default=4, ge=1, le=8, description="Intents per item.")
+    neighbours: int = Field(default=3, ge=0, le=10, description="Similar items shown.")
+    round_size: int = Field(default=32, ge=1, description="Items per retrieval round.")
+    max_reviews: int = Field(
+        default=3, ge=0, le=10, description="Review texts of an item shown to the LLM."
+    )
+    max_review_chars: int = Field(
+        default=300, ge=50, le=2000, description="Characters kept of each review shown."
+    )
+    cluster_threshold: float = Field(default=0.35, gt=0, lt=2, description="Cosine distance.")
+    implicit_weight: float = Field(
+        default=0.5, gt=0, le=1, description="Weight of a rated edge for an event with no rating."
+    )
+    user_intents: int = Field(default=10, ge=1, description="Strongest intents kept per user.")
+    densify_k: int = Field(default=10, ge=0, description="shares_intent edges per item.")
+    backend: BackendConfig = Field(
+        default_factory=BackendConfig, description="The LLM that extracts item intents."
+    )
+    max_new_tokens: int = Field(
+        default=96, ge=16, description="Token limit of an extraction answer."
+    )
+    max_attempts: int = Field(
+        default=2, ge=1, le=10, description="Tries per item (a new seed each) before a reject."
+    )
+    temperature: float = Field(
+        default=0.3, ge=0, description="Above 0 so that a retry (a new seed) can differ."
+    )
+    seed: int = Field(default=0, description="Seed of the extraction calls.")
+    scorer: ScorerConfig = Field(
+        default_factory=ScorerConfig, description="The scorer trained on the graph's edges."
+    )
+
+
+class EvalConfig(BaseModel):
+    """What is measured and how the baselines are set (YAML keys and CLI flags share these
+    names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(default=10, ge=1, le=1000, description="Cut-off of Recall, NDCG and HR.")
+    cold_max: int = Field(default=3, ge=0, description="Cold-start: at most this many events.")
+    head_share: float = Field(default=0.2, gt=0, lt=1, description="Share of items in the head.")
+    max_users: int | None = Field(default=None, ge=1, description="Seeded sample of users.")
+    systems: list[System] = Field(
+        default_factory=lambda: list(SYSTEMS),
+        description="The graph's scorer (intents) and the baselines ranked beside it.",
+    )
+    factors: int = Field(default=64, ge=2, description="Latent factors of ALS and BPR.")
+    als_iterations: int = Field(default=15, ge=1, description="Iterations of ALS.")
+    bpr_iterations: int = Field(default=100, ge=1, description="Iterations of BPR.")
+    knn_k: int = Field(default=100, ge=1, description="Neighbours of item-kNN.")
+    threads: int = Field(default=2, ge=1, description="Threads of the implicit baselines.")
+    seed: int = Field(default=0, description="Seed of the user sample and the baselines.")
