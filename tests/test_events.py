@@ -671,7 +671,7 @@ def _bookcrossing_config(events: Path) -> dict:
     )
     for stage in ("profiles", "heldout"):
         cfg_data[stage]["events"] = str(events)
-        cfg_data[stage]["infer"].pop("max_users")
+        cfg_data[stage]["infer"].pop("max_users_per_country")
         cfg_data[stage]["infer"]["min_events"] = 4
     return cfg_data
 
@@ -777,3 +777,26 @@ def test_without_books_counts_what_it_sets_aside(bx) -> None:
     assert removed == events.count(first) + events.count(second) > 0
     assert rest.events.num_rows == data.events.num_rows - removed
     assert without_books(data, []) == (data, 0)
+
+
+def test_max_users_per_country_takes_the_first_readers_of_each_country(bx) -> None:
+    """A per-country cap: the first N readers by id of each country, every other reader of the
+    selection counted as skipped (while any country still has room)."""
+    from gravity.events.infer import InferConfig, load_readers
+
+    data = read_events_dir(bx[0])
+    base = InferConfig(min_events=4, countries=["US", "BR", "JP", "IN"])
+    everyone, _ = load_readers(data, base)
+    by_country: dict[str, list[str]] = {}
+    for uid in sorted(everyone):
+        by_country.setdefault(everyone[uid].country, []).append(uid)
+    assert len(by_country) == 4 and any(len(v) > 1 for v in by_country.values())
+    capped, skipped = load_readers(data, base.model_copy(update={"max_users_per_country": 1}))
+    assert sorted(capped) == sorted(ids[0] for ids in by_country.values())
+    assert skipped["country_has_max_users"] >= 1
+    # Without countries there is no early stop: every reader past a country's cap is counted.
+    loose, skipped = load_readers(data, InferConfig(min_events=4, max_users_per_country=1))
+    countries = [r.country for r in loose.values()]
+    assert len(countries) == len(set(countries))
+    reachable, _ = load_readers(data, InferConfig(min_events=4))
+    assert len(loose) + skipped["country_has_max_users"] == len(reachable)

@@ -205,7 +205,13 @@ def test_readers_from_events_are_counted_without_the_inference_llm(tmp_path, no_
         stage = getattr(cfg, side)
         # LLM steps on (the dry run must still load no model), and no reader-count limit
         infer = stage.infer.model_copy(
-            update={"text_inference": True, "tag_items": True, "max_users": None, "min_events": 1}
+            update={
+                "text_inference": True,
+                "tag_items": True,
+                "max_users": None,
+                "max_users_per_country": None,
+                "min_events": 1,
+            }
         )
         cfg = cfg.model_copy(
             update={side: stage.model_copy(update={"events": events, "infer": infer})}

@@ -70,6 +70,12 @@ class InferConfig(BaseModel):
     min_events: int = Field(default=1, ge=1, description="Personal events a user needs.")
     countries: list[str] | None = Field(default=None, description="Only users from these.")
     max_users: int | None = Field(default=None, ge=1, description="First N users (by id).")
+    max_users_per_country: int | None = Field(
+        default=None,
+        ge=1,
+        description="First N users (by id) of each country, so that a few readers still come "
+        "from every country (the users of a dump are often mostly from one).",
+    )
     split: Literal["all", "train", "heldout"] = Field(
         default="all",
         description="Which users: all, or one side of a seeded split by user id (so training "
@@ -146,7 +152,9 @@ def in_heldout(user_id: str, cfg: InferConfig) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < cfg.heldout_share
 
 
-def _safe_id(user_id: str) -> str:
+def reader_id(user_id: str) -> str:
+    """The profile id of an events user (not pseudonymized): the user id where it is a safe
+    id, else a hash of it."""
     if _ID_OK.match(user_id):
         return user_id
     return "h-" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:20]
@@ -165,6 +173,8 @@ def load_readers(data: EventsData, cfg: InferConfig) -> tuple[dict[str, _Reader]
         if k == "personal"
     )
     readers: dict[str, _Reader] = {}
+    per_country: Counter[str | None] = Counter()
+    quota = cfg.max_users_per_country
     for user in sorted(users, key=lambda u: u["id"]):
         if counts.get(user["id"], 0) < cfg.min_events:
             skipped["fewer_events_than_min_events"] += 1
@@ -175,8 +185,18 @@ def load_readers(data: EventsData, cfg: InferConfig) -> tuple[dict[str, _Reader]
         if cfg.split != "all" and (in_heldout(user["id"], cfg) != (cfg.split == "heldout")):
             skipped[f"not_in_{cfg.split}_split"] += 1
             continue
+        if quota is not None and per_country[user["country"]] >= quota:
+            skipped["country_has_max_users"] += 1
+            continue
         readers[user["id"]] = _Reader(user["id"], user["country"], user["age"])
+        per_country[user["country"]] += 1
         if cfg.max_users is not None and len(readers) >= cfg.max_users:
+            break
+        if (
+            quota is not None
+            and wanted is not None
+            and all(per_country[c] >= quota for c in wanted)
+        ):
             break
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -315,7 +335,7 @@ def reviews_of(reader: _Reader, cfg: InferConfig) -> list[str]:
 
 def _pseudonymizer(cfg: InferConfig):
     if not cfg.pseudonymize:
-        return _safe_id
+        return reader_id
     key = os.environ.get(cfg.key_env, "")
     if len(key) < 16:
         raise GravityError(
@@ -505,7 +525,7 @@ def _assemble(
     if lists["themes"]:
         prov["interests.themes"] = Provenance(source="text", detail="LLM tags of item metadata")
     return UserProfile(
-        id=_safe_id(reader.id),
+        id=reader_id(reader.id),
         source="imported",
         demographics=Demographics(country=country, age=age),
         hofstede=priors.hofstede,
