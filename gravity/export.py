@@ -120,6 +120,8 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "books": len({r.get("book_id") for r in rows}),
         "by_country": dict(sorted(Counter(r.get("country", "?") for r in rows).items())),
         "by_facet": dict(sorted(Counter(r.get("facet", "?") for r in rows).items())),
+        # the intent of the reader's path to the book, where an intent graph was used
+        "by_intent": dict(sorted(Counter(r["intent"] for r in rows if r.get("intent")).items())),
     }
 
 
@@ -152,7 +154,9 @@ def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license
         "by `gravity generate` and exported by `gravity export`. Columns `prompt`, `chosen`, "
         "`rejected` follow TRL's conversational preference format; the rest is metadata "
         "(record/user/book ids, country, facet, scenario, rejected strategy, mode, models, "
-        "template hashes, seed). Splits are by reader: no reader is in two splits.",
+        "template hashes, seed; with an intent graph, the intent of the reader's path to the "
+        "book and the intent a rejected description was written for). Splits are by reader: "
+        "no reader is in two splits.",
         "",
         "## Counts",
         "",
@@ -168,8 +172,10 @@ def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license
             f"{summary.get('rejected')} rejected; rejects by reason: "
             f"{json.dumps(summary.get('rejects_by_reason', {}))}.",
         ]
-    for key, title in (("by_country", "country"), ("by_facet", "facet")):
+    for key, title in (("by_country", "country"), ("by_facet", "facet"), ("by_intent", "intent")):
         keys = sorted({k for st in stats.values() for k in st[key]})
+        if not keys:  # no intent graph was used
+            continue
         lines += [
             "",
             f"## Pairs per {title}",

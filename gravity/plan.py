@@ -234,36 +234,34 @@ def _likelihood(backend: BackendConfig, method: str) -> bool:
     return method == "likelihood" or (method == "auto" and can_score)
 
 
-def _gravity_steps(est: _Estimator, cfg: RunConfig, slots: list[Any]) -> int:
+def _gravity_steps(est: _Estimator, cfg: RunConfig, slots: list[Any], intents: Any | None) -> int:
     """Scenario, chosen and rejected calls of gravity mode; returns the pairs it can make."""
-    from gravity.profiles.render import render_profile
-    from gravity.synth.contrast import contrast_profile
+    from gravity.synth.pipeline import Grounding
     from gravity.synth.tasks import DescriptionRow, DescriptionTask, ScenarioRow, ScenarioTask
 
-    gen = cfg.generate
+    gen = cfg.generate.model_copy(
+        update={"contrast_genres": cfg.generate.contrast_genres or cfg.profiles.sampler.genres}
+    )
     describe = DescriptionTask(gen.filters)
     scenario = ScenarioTask(gen.filters.on_truncation)
-    genres = gen.contrast_genres or cfg.profiles.sampler.genres
-    ready = [s for s in slots if s.user.has_facet(s.facet)]  # others: missing_facet rejects
-
-    def facet_text(i: int) -> str:
-        return render_profile(ready[i].user, [ready[i].facet])
+    placeholder = "an intent from the graph" if gen.intent_graph and intents is None else None
+    grounding = Grounding(gen, intents, placeholder)
+    ready = []  # the others are rejected before any call (missing facet, no other intent)
+    for s in slots:
+        text, row = grounding.facet_text(s), grounding.rejected_row(s)
+        if isinstance(text, str) and isinstance(row, DescriptionRow):
+            ready.append((s, text, row))
 
     def scenarios(i: int) -> ChatRequest:
-        return scenario.build_messages(ScenarioRow(ready[i].book, ready[i].facet, facet_text(i)))
+        s, text, _ = ready[i]
+        return scenario.build_messages(ScenarioRow(s.book, s.facet, text))
 
     def chosen(i: int) -> ChatRequest:
-        row = DescriptionRow(ready[i].book, ready[i].facet, facet_text(i), "")
-        return describe.build_messages(row)
+        s, text, _ = ready[i]
+        return describe.build_messages(DescriptionRow(s.book, s.facet, text, ""))
 
     def rejected(i: int) -> ChatRequest:
-        s = ready[i]
-        if gen.rejected_strategy == "generic":
-            return describe.build_messages(DescriptionRow(s.book))
-        other = contrast_profile(s.user, s.facet, genres)
-        return describe.build_messages(
-            DescriptionRow(s.book, s.facet, render_profile(other, [s.facet]))
-        )
+        return describe.build_messages(ready[i][2])
 
     stage, backend, model, n = "synthesis (gravity)", gen.backend, gen.backend.model, len(ready)
     est.add(stage, "scenarios", backend, model, n, scenarios, gen.scenario_tokens)
@@ -319,17 +317,46 @@ def _naive_steps(est: _Estimator, cfg: RunConfig, slots: list[Any]) -> int:
 
 
 def _synthesis(
-    est: _Estimator, cfg: RunConfig, readers: list[UserProfile], books: list[Book]
+    est: _Estimator,
+    cfg: RunConfig,
+    readers: list[UserProfile],
+    books: list[Book],
+    warnings: list[str],
 ) -> dict[str, dict[str, int]]:
     """Steps of every synthesis mode; mode -> {slots, pairs (at most)}."""
     from gravity.synth.pipeline import build_slots
 
+    intents = _intent_graph(cfg, books, warnings)
     modes = {}
     for mode in cfg.modes:
-        slots = build_slots(readers, books, cfg.generate.model_copy(update={"mode": mode}))
-        steps = _gravity_steps if mode == "gravity" else _naive_steps
-        modes[mode] = {"slots": len(slots), "pairs": steps(est, cfg, slots)}
+        gen = cfg.generate.model_copy(update={"mode": mode})
+        slots = build_slots(readers, books, gen, intents)
+        pairs = (
+            _gravity_steps(est, cfg, slots, intents)
+            if mode == "gravity"
+            else _naive_steps(est, cfg, slots)
+        )
+        modes[mode] = {"slots": len(slots), "pairs": pairs}
     return modes
+
+
+def _intent_graph(cfg: RunConfig, books: list[Book], warnings: list[str]) -> Any | None:
+    """The run's intent graph, when it names one that is built (read from disk, no model);
+    one not built yet is a warning, and the plan counts as if it chose books at random and
+    had a path for every reader and book."""
+    from gravity.intents.graph import MANIFEST
+    from gravity.synth.pipeline import load_intents
+
+    path = cfg.generate.intent_graph
+    if path is None:
+        return None
+    if not (path / MANIFEST).is_file():
+        warnings.append(
+            f"generate.intent_graph: {path} is not built yet (`gravity intents build`); "
+            "counted as if every reader had a path to random books"
+        )
+        return None
+    return load_intents(cfg.generate, books)
 
 
 def _systems(cfg: RunConfig) -> list[SystemSpec]:
@@ -539,7 +566,7 @@ def build_plan(cfg: RunConfig) -> Plan:
         warnings.append("evaluate would stop: it needs at least two held-out readers")
     counter = TokenCounter()
     est = _Estimator(cfg, counter)
-    modes = _synthesis(est, cfg, readers, train_books)
+    modes = _synthesis(est, cfg, readers, train_books, warnings)
     evaluation = _evaluation(est, cfg, heldout, held_books)
     training = _training(cfg, modes, warnings)
     for name in sorted(est.unpriced):

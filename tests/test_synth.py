@@ -290,7 +290,8 @@ def _cli(*args, cwd=None):
         (lambda d: (d / "cfg.yaml").write_text("mode: clever\n"), "cfg.yaml: mode:"),
         (
             lambda d: (d / "cfg.yaml").write_text("facets: [zodiac]\n"),
-            "cfg.yaml: facets.0: Input should be 'interests', 'values', 'personality' or 'culture'",
+            "cfg.yaml: facets.0: Input should be 'interests', 'values', 'personality', "
+            "'culture' or 'intents'",
         ),
         (
             lambda d: (d / "cfg.yaml").write_text("filters: {min_words: 50, max_words: 10}\n"),

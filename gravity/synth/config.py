@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gravity.llm.config import BackendConfig
 
-Facet = Literal["interests", "values", "personality", "culture"]
+Facet = Literal["interests", "values", "personality", "culture", "intents"]
 SYNTH_FACETS: tuple[Facet, ...] = typing.get_args(Facet)
+# The facets a reader's profile holds; ``intents`` comes from an intent graph instead.
+PROFILE_FACETS: tuple[Facet, ...] = ("interests", "values", "personality", "culture")
 
 
 class FilterConfig(BaseModel):
@@ -58,22 +60,36 @@ class GenerateConfig(BaseModel):
         "(two generic descriptions ranked by a generic quality judgment).",
     )
     facets: list[Facet] = Field(
-        default_factory=lambda: list(SYNTH_FACETS),
-        description="Profile facets a scenario is written for (one or more).",
+        default_factory=lambda: list(PROFILE_FACETS),
+        description="Facets a scenario is written for (one or more): the profile's interests, "
+        "values, personality, culture; intents: the intent the graph's path from the reader to "
+        "the book goes through (needs intent_graph).",
     )
     scenarios_per_facet: int = Field(
         default=1, ge=1, le=20, description="Scenarios (pairs) per reader, book and facet."
     )
-    max_books: int = Field(default=3, ge=1, description="Books per reader (seeded choice).")
+    max_books: int = Field(default=3, ge=1, description="Books per reader.")
+    book_selection: Literal["random", "intents"] = Field(
+        default="random",
+        description="random: a seeded choice from the catalog; intents: the catalog books the "
+        "intent graph recommends for the reader, leaving out books they rated (a reader the "
+        "graph does not know gets random books, counted in the summary).",
+    )
+    intent_graph: Path | None = Field(
+        default=None,
+        description="Graph folder from `gravity intents build`, for book_selection intents, the "
+        "intents facet and other_intent negatives.",
+    )
     books: Path | None = Field(
         default=None,
         description="Book catalog (CSV, JSONL, parquet): id, title, author, description "
         "(10-4000 characters); optional year, genres. Default: the starter catalog.",
     )
-    rejected_strategy: Literal["generic", "contrasting"] = Field(
+    rejected_strategy: Literal["generic", "contrasting", "other_intent"] = Field(
         default="generic",
         description="generic: written with no profile; contrasting: written for the opposite "
-        "pole of the same facet.",
+        "pole of the same facet; other_intent (intents facet): written for an intent the book "
+        "serves that the reader does not hold, other facets get generic negatives.",
     )
     contrast_genres: list[str] | None = Field(
         default=None,
@@ -97,3 +113,29 @@ class GenerateConfig(BaseModel):
         if not value:
             raise ValueError("at least one facet")
         return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _intents(self) -> GenerateConfig:
+        uses = [
+            name
+            for name, used in (
+                ("book_selection: intents", self.book_selection == "intents"),
+                ("facet intents", "intents" in self.facets),
+                ("rejected_strategy: other_intent", self.rejected_strategy == "other_intent"),
+            )
+            if used
+        ]
+        if uses and self.intent_graph is None:
+            raise ValueError(
+                f"{', '.join(uses)} needs intent_graph (a `gravity intents build` folder)"
+            )
+        if self.rejected_strategy == "other_intent" and "intents" not in self.facets:
+            raise ValueError(
+                "rejected_strategy other_intent applies to the intents facet: add it to facets"
+            )
+        if self.rejected_strategy == "contrasting" and "intents" in self.facets:
+            raise ValueError(
+                "an intent has no opposite pole: with the intents facet use rejected_strategy "
+                "other_intent (or generic)"
+            )
+        return self

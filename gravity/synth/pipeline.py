@@ -17,7 +17,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
@@ -30,6 +30,7 @@ from gravity.llm.engine import Engine, Parsed, Reject
 from gravity.profiles.models import UserProfile
 from gravity.profiles.render import render_profile
 from gravity.profiles.sampler import SamplerConfig
+from gravity.prompts import render
 from gravity.synth.config import GenerateConfig
 from gravity.synth.contrast import contrast_profile
 from gravity.synth.tasks import (
@@ -43,7 +44,11 @@ from gravity.synth.tasks import (
 )
 from gravity.task import choose_books, deployed_messages, slot_seed
 
+if TYPE_CHECKING:
+    from gravity.intents.select import IntentIndex, IntentPath
+
 NAIVE_FACET = "none"
+INTENT_TEMPLATE = "intent_facet.j2"
 
 
 class Texts(NamedTuple):
@@ -81,13 +86,40 @@ class SynthResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def select_books(
+    user: UserProfile, catalog: list[Book], cfg: GenerateConfig, intents: IntentIndex | None
+) -> tuple[list[Book], str]:
+    """The reader's books and where they came from: ``graph`` (the intent graph's
+    recommendations, with ``book_selection: intents``) or ``random`` (a seeded choice), with the
+    reason when the graph was asked but could not answer."""
+    if cfg.book_selection == "intents" and intents is not None:
+        if not intents.knows(user.id):
+            return choose_books(user, catalog, cfg.max_books, cfg.seed), "random: not in the graph"
+        books = intents.recommend(user.id, catalog, cfg.max_books)
+        if books:
+            return books, "graph"
+        return (
+            choose_books(user, catalog, cfg.max_books, cfg.seed),
+            "random: no unrated catalog book in the graph",
+        )
+    return choose_books(user, catalog, cfg.max_books, cfg.seed), "random"
+
+
 def build_slots(
-    profiles: list[UserProfile], catalog: list[Book], cfg: GenerateConfig
+    profiles: list[UserProfile],
+    catalog: list[Book],
+    cfg: GenerateConfig,
+    intents: IntentIndex | None = None,
+    sources: Counter[str] | None = None,
 ) -> list[Slot]:
-    """Every pair the config asks for, in record-id order."""
+    """Every pair the config asks for, in record-id order; ``sources`` counts readers by where
+    their books came from (``select_books``)."""
     slots = []
     for user in sorted(profiles, key=lambda p: p.id):
-        for book in choose_books(user, catalog, cfg.max_books, cfg.seed):
+        books, source = select_books(user, catalog, cfg, intents)
+        if sources is not None:
+            sources[source] += 1
+        for book in books:
             if cfg.mode == "naive":
                 count = len(cfg.facets) * cfg.scenarios_per_facet
                 slots.extend(Slot(user, book, NAIVE_FACET, k, cfg.mode) for k in range(count))
@@ -122,11 +154,125 @@ def check_requirements(cfg: GenerateConfig) -> None:
                 f"model ({', '.join(missing)} not installed): {INSTALL_HINT}; or set "
                 "filters.near_duplicate_threshold: null to skip the check"
             )
+    if cfg.intent_graph is not None:
+        from gravity.intents.graph import MANIFEST
+
+        if not (cfg.intent_graph / MANIFEST).is_file():
+            raise GravityError(
+                f"intent_graph: {cfg.intent_graph} is not a graph folder (no {MANIFEST}): "
+                "build it with `gravity intents build` first"
+            )
     if cfg.filters.language is not None and not installed("py3langid"):
         raise GravityError(
             "filters.language: the language check needs py3langid: pip install py3langid; "
             "or set filters.language: null"
         )
+
+
+def load_intents(cfg: GenerateConfig, catalog: list[Book]) -> IntentIndex | None:
+    """The intent graph of ``cfg`` (None when it names none); an error when none of the
+    catalog's books is an item of it (the graph was built from other events)."""
+    if cfg.intent_graph is None:
+        return None
+    from gravity.intents.select import IntentIndex
+
+    index = IntentIndex.load(cfg.intent_graph)
+    if catalog and not any(b.id in index.items for b in catalog):
+        raise GravityError(
+            f"intent_graph: none of the {len(catalog)} catalog books is an item of "
+            f"{cfg.intent_graph}: build the graph from the events the books come from"
+        )
+    return index
+
+
+class Grounding:
+    """What a gravity-mode slot is written for: the facet text its scenario and chosen
+    description see, and the row its rejected description is written from. One definition for
+    the synthesis and for the dry-run plan."""
+
+    def __init__(
+        self,
+        cfg: GenerateConfig,
+        intents: IntentIndex | None,
+        placeholder_intent: str | None = None,
+    ) -> None:
+        """``placeholder_intent``: with no graph, every reader and book has a path through this
+        intent (a plan made before the graph is built counts prompts with it)."""
+        self.cfg = cfg
+        self.intents = intents
+        self.placeholder = placeholder_intent
+        self._paths: dict[tuple[str, str], IntentPath | None] = {}
+        self.genre_pool = cfg.contrast_genres or SamplerConfig().genres
+
+    def intent_path(self, slot: Slot) -> IntentPath | None:
+        """The reader's path to the slot's book in the intent graph, if there is a graph and
+        it knows both."""
+        if self.intents is None:
+            if self.placeholder is None:
+                return None
+            from gravity.intents.select import IntentPath
+
+            return IntentPath(self.placeholder, "learned", 0.0)
+        key = (slot.user.id, slot.book.id)
+        if key not in self._paths:
+            self._paths[key] = self.intents.path(*key)
+        return self._paths[key]
+
+    def other_intent(self, slot: Slot, chosen: str) -> str | None:
+        """An intent the slot's book serves that its reader does not hold (other_intent)."""
+        if self.intents is None:
+            return self.placeholder
+        return self.intents.other_intent(slot.user.id, slot.book.id, chosen)
+
+    def facet_text(self, slot: Slot) -> str | Reject:
+        """The reader's side of the slot's facet, or why the slot has none."""
+        if slot.facet == "intents":
+            path = self.intent_path(slot)
+            if path is None:
+                return Reject(
+                    "the intent graph has no path from this reader to this book",
+                    kind="missing_facet",
+                )
+            return render(INTENT_TEMPLATE, intent=path.intent)
+        if not slot.user.has_facet(slot.facet):
+            return Reject(f"profile has no {slot.facet} facet", kind="missing_facet")
+        return render_profile(slot.user, [slot.facet])
+
+    def rejected_row(self, slot: Slot) -> DescriptionRow | Reject:
+        """The rejected description's row under ``rejected_strategy``."""
+        strategy = self.cfg.rejected_strategy
+        if slot.facet == "intents" and strategy == "other_intent":
+            path = self.intent_path(slot)
+            other = None if path is None else self.other_intent(slot, path.intent)
+            if other is None:
+                return Reject(
+                    "the book serves no intent in the graph that the reader does not hold",
+                    kind="no_other_intent",
+                )
+            return DescriptionRow(slot.book, slot.facet, render(INTENT_TEMPLATE, intent=other))
+        if strategy == "contrasting":  # the config refuses it with the intents facet
+            other = contrast_profile(slot.user, slot.facet, self.genre_pool)
+            return DescriptionRow(slot.book, slot.facet, render_profile(other, [slot.facet]))
+        return DescriptionRow(slot.book)
+
+    def intent_meta(self, slot: Slot) -> dict[str, Any]:
+        """The record's intent columns: the path's intent and its source, and the intent the
+        rejected description was written for (other_intent), each None where there is none."""
+        if self.intents is None and self.placeholder is None:
+            return {}
+        path = self.intent_path(slot)
+        other = None
+        if (
+            path is not None
+            and slot.facet == "intents"
+            and self.cfg.rejected_strategy == "other_intent"
+        ):
+            other = self.other_intent(slot, path.intent)
+        return {
+            "intent": None if path is None else path.intent,
+            "intent_source": None if path is None else path.source,
+            "intent_rejected": other,
+        }
 
 
 # Tasks whose outputs are trimmed at their last full sentence when the token limit cuts them;
@@ -142,7 +288,7 @@ class Synthesizer:
         self.cfg = cfg
         self.engine = engine
         self.descriptions = DescriptionTask(cfg.filters)
-        self.genre_pool = cfg.contrast_genres or SamplerConfig().genres
+        self.grounding = Grounding(cfg, None)  # run() loads the intent graph, if any
         self.trimmed = 0  # outputs kept after trimming at their last full sentence
         self.naive_judge: dict[str, Any] | None = None  # the quality judge's counts (naive mode)
 
@@ -191,16 +337,17 @@ class Synthesizer:
     def _gravity(self, slots: list[Slot]) -> dict[str, Outcome]:
         """record id -> the pair's ``Texts``, or the ``Reject`` that stopped it."""
         outcome: dict[str, Outcome] = {}
-        ready = []
+        ready: list[tuple[Slot, str, DescriptionRow]] = []
         for slot in slots:
-            if not slot.user.has_facet(slot.facet):
-                outcome[slot.record_id] = Reject(
-                    f"profile has no {slot.facet} facet", kind="missing_facet"
-                )
+            text, rejected = self.grounding.facet_text(slot), self.grounding.rejected_row(slot)
+            if isinstance(text, Reject):
+                outcome[slot.record_id] = text
+            elif isinstance(rejected, Reject):
+                outcome[slot.record_id] = rejected
             else:
-                ready.append(slot)
-        rows = [ScenarioRow(s.book, s.facet, render_profile(s.user, [s.facet])) for s in ready]
-        seeds = [slot_seed(self.cfg.seed, s.record_id, "scenario") for s in ready]
+                ready.append((slot, text, rejected))
+        rows = [ScenarioRow(s.book, s.facet, text) for s, text, _ in ready]
+        seeds = [slot_seed(self.cfg.seed, s.record_id, "scenario") for s, _, _ in ready]
         scenarios = self._run(
             ScenarioTask(self.cfg.filters.on_truncation),
             rows,
@@ -208,22 +355,14 @@ class Synthesizer:
             "scenarios",
         )
         grounded = []
-        for slot, result in zip(ready, scenarios):
+        chosen_rows, rejected_rows = [], []
+        for (slot, text, rejected), result in zip(ready, scenarios):
             if isinstance(result, Reject):
                 outcome[slot.record_id] = _prefixed("scenario", result)
             else:
                 grounded.append((slot, result.value))
-        chosen_rows, rejected_rows = [], []
-        for slot, scenario in grounded:
-            facet_text = render_profile(slot.user, [slot.facet])
-            chosen_rows.append(DescriptionRow(slot.book, slot.facet, facet_text, scenario))
-            if self.cfg.rejected_strategy == "generic":
-                rejected_rows.append(DescriptionRow(slot.book))
-            else:
-                other = contrast_profile(slot.user, slot.facet, self.genre_pool)
-                rejected_rows.append(
-                    DescriptionRow(slot.book, slot.facet, render_profile(other, [slot.facet]))
-                )
+                chosen_rows.append(DescriptionRow(slot.book, slot.facet, text, result.value))
+                rejected_rows.append(rejected)
         seeds = [slot_seed(self.cfg.seed, s.record_id, "chosen") for s, _ in grounded] + [
             slot_seed(self.cfg.seed, s.record_id, "rejected") for s, _ in grounded
         ]
@@ -303,7 +442,9 @@ class Synthesizer:
     def run(self, profiles: list[UserProfile], catalog: list[Book]) -> SynthResult:
         """Synthesize, filter and count every slot; nothing is written here."""
         start = time.monotonic()
-        slots = build_slots(profiles, catalog, self.cfg)
+        self.grounding = Grounding(self.cfg, load_intents(self.cfg, catalog))
+        sources: Counter[str] = Counter()
+        slots = build_slots(profiles, catalog, self.cfg, self.grounding.intents, sources)
         outcome = self._gravity(slots) if self.cfg.mode == "gravity" else self._naive(slots)
         _dedupe(slots, outcome, self.cfg.filters.near_duplicate_threshold)
         templates = template_hashes(*self._templates())
@@ -318,6 +459,7 @@ class Synthesizer:
                 "country": slot.user.country,
                 "facet": slot.facet,
                 "mode": self.cfg.mode,
+                **self.grounding.intent_meta(slot),
             }
             if isinstance(value, Reject):
                 result.rejects.append({**meta, "reason": value.kind, "detail": value.reason})
@@ -342,6 +484,11 @@ class Synthesizer:
         result.summary = _summary(
             self.cfg, slots, result, self.engine, self.trimmed, time.monotonic() - start
         )
+        result.summary["book_selection"] = dict(sorted(sources.items()))
+        if self.grounding.intents is not None:
+            result.summary["by_intent"] = dict(
+                sorted(Counter(r["intent"] for r in result.records if r["intent"]).items())
+            )
         if self.naive_judge is not None:
             result.summary["naive_judge"] = self.naive_judge
         return result
@@ -350,6 +497,8 @@ class Synthesizer:
         names = ["system.j2", "describe.j2", "generic.j2"]
         if self.cfg.mode == "gravity":
             names += ["scenario.j2", "chosen.j2"]
+            if "intents" in self.cfg.facets:
+                names.append(INTENT_TEMPLATE)
         else:
             names.append("judge_quality.j2")
         return names
