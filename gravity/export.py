@@ -20,6 +20,7 @@ import yaml
 from pydantic import Field
 
 from gravity.errors import GravityError
+from gravity.intents.select import intent_counts
 from gravity.io import swap_dir_into_place, temp_dir
 from gravity.preference import PREFERENCE_COLUMNS, PreferenceRow
 
@@ -120,8 +121,7 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "books": len({r.get("book_id") for r in rows}),
         "by_country": dict(sorted(Counter(r.get("country", "?") for r in rows).items())),
         "by_facet": dict(sorted(Counter(r.get("facet", "?") for r in rows).items())),
-        # the intent of the reader's path to the book, where an intent graph was used
-        "by_intent": dict(sorted(Counter(r["intent"] for r in rows if r.get("intent")).items())),
+        "by_intent": intent_counts(rows),  # where an intent graph was used
     }
 
 

@@ -688,7 +688,7 @@ def test_run_config_reads_readers_and_books_from_an_events_folder(bx, tmp_path) 
     train, held = build_profiles(cfg.profiles), build_profiles(cfg.heldout)
     assert train and held
     assert not {p.id for p in train} & {p.id for p in held}  # one split, two sides
-    assert {p.country for p in held} <= {"BR", "JP", "IN"}
+    assert {p.country for p in held} <= {"US", "BR", "JP", "IN"}
     assert all(p.source == "imported" and p.provenance for p in train + held)
     books = _catalog(cfg.books)
     assert books and all(b.description is None for b in books)  # Book-Crossing has none
@@ -780,23 +780,31 @@ def test_without_books_counts_what_it_sets_aside(bx) -> None:
 
 
 def test_max_users_per_country_takes_the_first_readers_of_each_country(bx) -> None:
-    """A per-country cap: the first N readers by id of each country, every other reader of the
-    selection counted as skipped (while any country still has room)."""
+    """A per-country cap: the first N readers by id of each country; every user of the folder
+    is kept or counted under a reason (also those after the caps, never examined)."""
     from gravity.events.infer import InferConfig, load_readers
 
     data = read_events_dir(bx[0])
+    n_users = data.users.num_rows
     base = InferConfig(min_events=4, countries=["US", "BR", "JP", "IN"])
-    everyone, _ = load_readers(data, base)
+    everyone, skipped = load_readers(data, base)
+    assert len(everyone) + sum(skipped.values()) == n_users
     by_country: dict[str, list[str]] = {}
     for uid in sorted(everyone):
         by_country.setdefault(everyone[uid].country, []).append(uid)
     assert len(by_country) == 4 and any(len(v) > 1 for v in by_country.values())
     capped, skipped = load_readers(data, base.model_copy(update={"max_users_per_country": 1}))
     assert sorted(capped) == sorted(ids[0] for ids in by_country.values())
-    assert skipped["country_has_max_users"] >= 1
+    assert len(capped) + sum(skipped.values()) == n_users
+    assert skipped["country_has_max_users"] + skipped["not_examined_after_max_users"] >= 1
     # Without countries there is no early stop: every reader past a country's cap is counted.
     loose, skipped = load_readers(data, InferConfig(min_events=4, max_users_per_country=1))
     countries = [r.country for r in loose.values()]
     assert len(countries) == len(set(countries))
     reachable, _ = load_readers(data, InferConfig(min_events=4))
     assert len(loose) + skipped["country_has_max_users"] == len(reachable)
+    assert skipped["not_examined_after_max_users"] == 0
+    # A total cap: the first 3, the rest counted.
+    first, skipped = load_readers(data, InferConfig(min_events=4, max_users=3))
+    assert sorted(first) == sorted(reachable)[:3]
+    assert len(first) + sum(skipped.values()) == n_users

@@ -23,7 +23,7 @@ from gravity.llm.engine import Engine
 from gravity.store import Store
 from gravity.synth import GenerateConfig, synthesize
 from gravity.synth.config import FilterConfig
-from tests.fakes import WriterBackend
+from tests.fakes import ScriptedBackend, WriterBackend
 from tests.test_intents import BX, IntentBackend
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -114,31 +114,87 @@ def test_recommend_is_the_top_of_the_scores_over_unrated_graph_books(world) -> N
     assert index.recommend("not-a-reader", catalog, 3) == []
 
 
+def _by_label(index: IntentIndex) -> dict[str, int]:
+    sc = index.scorer
+    return {sc.labels[sc.ids[c]]: int(c) for c in sc.intents}
+
+
 def test_paths_and_other_intents_follow_the_graph(world) -> None:
+    """By hand from the graph's edges and the scorer: the path goes through the best intent
+    the reader holds and the book serves where there is one (else the book's, else the
+    scorer's); the other intent is, of the book's intents the reader does not hold, the one the
+    scorer rates lowest for the reader."""
     index = world["index"]
-    checked = 0
+    sc, node = index.scorer, _by_label(index)
+
+    def fit(user: int, item: int, label: str) -> float:
+        c = node[label]
+        return float(sc.score(user, "holds", c) + sc.score(item, "serves", c))
+
+    sources, checked = set(), 0
     for reader in world["readers"]:
         for book in world["catalog"]:
             path = index.path(reader.id, book.id)
             if book.id not in index.items:
                 assert path is None
                 continue
+            u, i = index.users[reader.id], index.items[book.id]
             served, held = _served(index, book.id), _held(index, reader.id)
             assert path is not None
-            if served:  # the path goes through an intent the book serves
-                assert path.source == "graph" and path.intent in served
-            else:  # no intent in the graph: the scorer's three best for the book stand in
+            sources.add(path.source)
+            if served & held:
+                assert path.source == "graph" and path.user_holds > 0
+                best = max(sorted(served & held), key=lambda lab: (fit(u, i, lab), -node[lab]))
+                assert path.intent == best
+            elif served:
+                assert path.source == "book" and path.intent in served
+            else:
                 assert path.source == "learned"
                 served = _learned(index, book.id)
             other = index.other_intent(reader.id, book.id, path.intent)
             candidates = served - held - {path.intent}
             if candidates:
-                assert other in candidates
+                lowest = min(
+                    candidates,
+                    key=lambda lab: (float(sc.score(u, "holds", node[lab])), node[lab]),
+                )
+                assert other == lowest
                 checked += 1
             else:
                 assert other is None
-    assert checked >= 5
+    assert checked >= 5 and "graph" in sources
     assert index.path("not-a-reader", world["catalog"][0].id) is None
+
+
+def test_a_graph_built_with_a_split_never_recommends_the_held_out_ratings(world, tmp_path):
+    """--split keeps a reader's held-out ratings out of the graph's edges; they are still books
+    the reader rated. A split file that is gone is an error, not silently ignored."""
+    from gravity.intents.evaluate import make_split, read_split, write_split
+
+    data = read_events_dir(world["events"])
+    write_split(make_split(data, None, seed=0, share=0.5), tmp_path / "split.parquet")
+    heldout, desc = read_split(tmp_path / "split.parquet")
+    engine = Engine(ThemedIntents(), Store(world["root"] / "x.sqlite"), progress=False)
+    cfg = BuildConfig(scorer=ScorerConfig(dim=8, epochs=3, batch_size=256))
+    graph = build_graph(data, cfg, split=desc, heldout=heldout, engine=engine, progress=False)
+    write_graph(graph, tmp_path / "g")
+    index = IntentIndex.load(tmp_path / "g")
+    held_books: dict[str, set[str]] = {}
+    for user, item in heldout:
+        held_books.setdefault(user, set()).add(item)
+    checked = 0
+    for reader in world["readers"]:
+        if reader.id not in held_books:
+            continue
+        recs = {b.id for b in index.recommend(reader.id, world["catalog"], 40)}
+        assert recs and not recs & held_books[reader.id]
+        in_graph = {b for b in held_books[reader.id] if b in index.items}  # others: no node
+        assert in_graph <= index.rated_books(reader.id)
+        checked += 1
+    assert checked >= 5
+    (tmp_path / "split.parquet").unlink()
+    with pytest.raises(GravityError, match="split.parquet, which is gone"):
+        IntentIndex.load(tmp_path / "g")
 
 
 def _config(world, **update) -> GenerateConfig:
@@ -193,14 +249,19 @@ def test_synthesis_with_the_graph(world, tmp_path, example_profiles) -> None:
             f"What this reader looks for in a book: {r['intent_rejected']}." in p for p in prompts
         )
     for r in result.records:
-        if r["facet"] == "values":
-            assert r["intent_rejected"] is None and r["strategy"] == "other_intent"
+        if r["facet"] == "values":  # other_intent is the intents facet's: generic negatives
+            assert r["intent_rejected"] is None and r["strategy"] == "generic"
+        else:
+            assert r["strategy"] == "other_intent"
     stranger_rows = [r for r in result.records + result.rejects if r["user_id"] == stranger.id]
     assert {r["reason"] for r in stranger_rows if r["facet"] == "intents"} == {"missing_facet"}
     assert all(r["intent"] is None for r in stranger_rows)
     # Every rejected pair is counted with its reason; the card counts intents.
     assert sum(s["rejects_by_reason"].values()) == s["rejected"]
-    assert sum(s["by_intent"].values()) == sum(1 for r in result.records if r["intent"])
+    # Pairs per intent: the pairs written for an intent (the values pairs carry their path's
+    # intent too, but were not written for it).
+    assert sum(s["by_intent"].values()) == len(intents_records)
+    assert any(r["intent"] for r in result.records if r["facet"] == "values")
     from gravity.export import export_run
 
     export_run(tmp_path / "run", tmp_path / "data", "hf", 0.0, 0)
@@ -361,3 +422,54 @@ def test_gravity_run_with_the_intents_config_end_to_end(world, tmp_path) -> None
     summary = json.loads((tmp_path / "run" / "pairs-gravity" / "summary.json").read_text())
     assert summary["book_selection"].get("graph", 0) > 0
     assert (tmp_path / "run" / "eval" / "report.md").is_file()
+
+
+def test_a_graph_that_cannot_serve_the_run_is_refused_before_any_call(
+    world, tmp_path, example_profiles
+) -> None:
+    """No reader of the run is a user of the graph (sampled readers, or pseudonymized ids), or
+    the intents facet with a graph that has no intent: one line naming intent_graph, no call."""
+    backend = WriterBackend()
+    engine = Engine(backend, Store(tmp_path / "s.sqlite"), progress=False)
+    with pytest.raises(GravityError, match="none of the 2 readers is a user of"):
+        synthesize(example_profiles[:2], _config(world), tmp_path / "a", engine=engine)
+    pseudonymous = [p.model_copy(update={"id": f"u-{p.id}"}) for p in world["readers"][:2]]
+    with pytest.raises(GravityError, match="--pseudonymize"):
+        synthesize(pseudonymous, _config(world), tmp_path / "b", engine=engine)
+    # A graph whose every extraction was rejected has users and items but no intent.
+    data = read_events_dir(world["events"])
+    junk = Engine(ScriptedBackend(script=[]), Store(tmp_path / "j.sqlite"), progress=False)
+    cfg = BuildConfig(max_items=5, scorer=ScorerConfig(dim=8, epochs=1, batch_size=256))
+    write_graph(build_graph(data, cfg, engine=junk, progress=False), tmp_path / "empty")
+    assert IntentIndex.load(tmp_path / "empty").n_intents == 0
+    with pytest.raises(GravityError, match="has no intents"):
+        synthesize(
+            world["readers"][:2],
+            _config(world, intent_graph=tmp_path / "empty"),
+            tmp_path / "c",
+            engine=engine,
+        )
+    assert backend.seen == [] and not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_a_reader_the_graph_cannot_recommend_to_gets_unrated_books_or_none(world) -> None:
+    """A reader known to the graph with no unrated graph book in the catalog: books from the
+    rest of the catalog, never one they rated; none at all when they rated every book."""
+    from collections import Counter
+
+    from gravity.books import Book
+    from gravity.synth.pipeline import build_slots
+
+    index = world["index"]
+    reader = world["readers"][0]
+    rated = index.rated_books(reader.id)
+    own = [b for b in world["catalog"] if b.id in rated]
+    stranger = Book(id="zz-1", title="Unknown", author="Nobody", description="A book " * 3)
+    cfg = _config(world, max_books=3)
+    sources: Counter[str] = Counter()
+    slots = build_slots([reader], [*own, stranger], cfg, index, sources)
+    assert {s.book.id for s in slots} == {"zz-1"}
+    assert sources == {"random: no unrated catalog book in the graph": 1}
+    sources.clear()
+    assert build_slots([reader], own, cfg, index, sources) == []
+    assert sources == {"none: the reader rated every catalog book": 1}

@@ -175,7 +175,11 @@ def load_readers(data: EventsData, cfg: InferConfig) -> tuple[dict[str, _Reader]
     readers: dict[str, _Reader] = {}
     per_country: Counter[str | None] = Counter()
     quota = cfg.max_users_per_country
+    full = False  # a cap is reached: the rest are not examined, but still counted
     for user in sorted(users, key=lambda u: u["id"]):
+        if full:
+            skipped["not_examined_after_max_users"] += 1
+            continue
         if counts.get(user["id"], 0) < cfg.min_events:
             skipped["fewer_events_than_min_events"] += 1
             continue
@@ -190,14 +194,11 @@ def load_readers(data: EventsData, cfg: InferConfig) -> tuple[dict[str, _Reader]
             continue
         readers[user["id"]] = _Reader(user["id"], user["country"], user["age"])
         per_country[user["country"]] += 1
-        if cfg.max_users is not None and len(readers) >= cfg.max_users:
-            break
-        if (
+        full = (cfg.max_users is not None and len(readers) >= cfg.max_users) or (
             quota is not None
             and wanted is not None
             and all(per_country[c] >= quota for c in wanted)
-        ):
-            break
+        )
     import pyarrow as pa
     import pyarrow.compute as pc
 

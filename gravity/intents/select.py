@@ -10,8 +10,10 @@ reader or book the graph does not know gets no recommendation and no path: calle
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gravity.books import Book
 
@@ -24,8 +26,10 @@ class IntentPath:
     """The best user -> intent -> book path of one reader and book."""
 
     intent: str  # the intent's label
-    source: str  # "graph": the graph has the book serve it; "learned": the scorer infers it
-    user_holds: float  # the reader's weight on it in the graph (0: inferred by the scorer)
+    # "graph": the reader holds it and the book serves it, both edges of the graph; "book": the
+    # book serves it, the reader's side is the scorer's; "learned": both sides are the scorer's
+    source: str
+    user_holds: float  # the reader's weight on it in the graph (0: not held in the graph)
 
 
 class IntentIndex:
@@ -48,6 +52,13 @@ class IntentIndex:
         self.rated: dict[int, set[int]] = {}
         for src, dst, _ in graph.edges_of("rated"):  # type: ignore[attr-defined]
             self.rated.setdefault(scorer.index[src], set()).add(scorer.index[dst])
+        # A graph built with --split left the split's held-out ratings out of its edges: they
+        # are still books the reader rated, and never recommended to them.
+        for user, item in _split_pairs(graph):
+            u, i = scorer.index.get(f"u:{user}"), scorer.index.get(f"i:{item}")
+            if u is not None and i is not None:
+                self.rated.setdefault(u, set()).add(i)
+        self._other: dict[tuple[str, str, str], str | None] = {}
 
     @classmethod
     def load(cls, path: str | Path) -> IntentIndex:
@@ -60,6 +71,20 @@ class IntentIndex:
         """Whether the reader is a user of the graph."""
         return profile_id in self.users
 
+    @property
+    def n_intents(self) -> int:
+        """How many intents the graph has."""
+        return len(self.scorer.intents)
+
+    def rated_books(self, profile_id: str) -> set[str]:
+        """Catalog ids of the items the reader rated (the split's held-out ratings included)."""
+        user = self.users.get(profile_id)
+        if user is None:
+            return set()
+        from gravity.events.books import book_id
+
+        return {book_id(self.scorer.ids[i][2:]) for i in self.rated.get(user, set())}
+
     def recommend(self, profile_id: str, catalog: list[Book], k: int) -> list[Book]:
         """The ``k`` catalog books the graph scores highest for the reader, leaving out books
         they rated and books that are not items of the graph; [] for a reader it does not know.
@@ -70,7 +95,9 @@ class IntentIndex:
         if user is None:
             return []
         rated = self.rated.get(user, set())
-        pool = [(b, self.items[b.id]) for b in catalog if b.id in self.items]
+        # by id, so that ties do not depend on the order of the catalog file
+        ordered = sorted(catalog, key=lambda b: b.id)
+        pool = [(b, self.items[b.id]) for b in ordered if b.id in self.items]
         pool = [(b, node) for b, node in pool if node not in rated]
         if not pool:
             return []
@@ -79,17 +106,30 @@ class IntentIndex:
         return sorted((pool[j][0] for j in chosen), key=lambda b: b.id)
 
     def path(self, profile_id: str, book: str) -> IntentPath | None:
-        """The reader's best path to ``book`` (a catalog id), or None when the graph knows
-        either not, or has no intent at all."""
+        """The reader's best path to ``book`` (a catalog id): through an intent the reader holds
+        and the book serves (both edges of the graph) where there is one, the best of those by
+        the scorer; else the scorer's best path (``source`` says which side it inferred).
+        None when the graph knows either not, or has no intent at all."""
+        import numpy as np
+
         user, item = self.users.get(profile_id), self.items.get(book)
         if user is None or item is None:
             return None
-        paths = self.scorer.paths(user, item)
+        scorer = self.scorer
+        held = scorer.held.get(user, {})
+        both = [c for c in scorer.serves.get(item, []) if held.get(c, 0.0) > 0.0]
+        if both:
+            pool = np.array(both, dtype=np.int64)
+            s = scorer.score(user, "holds", pool) + scorer.score(item, "serves", pool)
+            j = min(range(len(both)), key=lambda j: (-float(s[j]), both[j]))
+            c = both[j]
+            return IntentPath(scorer.labels[scorer.ids[c]], "graph", round(held[c], 4))
+        paths = scorer.paths(user, item)
         if not paths:
             return None
         best = paths[0]
         return IntentPath(
-            best["intent"], "graph" if best["item_serves"] else "learned", best["user_holds"]
+            best["intent"], "book" if best["item_serves"] else "learned", best["user_holds"]
         )
 
     def other_intent(self, profile_id: str, book: str, chosen: str) -> str | None:
@@ -98,6 +138,12 @@ class IntentIndex:
         book serves are its graph edges; for a book the graph has no intent for, the
         ``LEARNED_SERVES`` intents the scorer rates highest for it (as its path is inferred).
         None when there is none (the book serves only intents the reader holds)."""
+        key = (profile_id, book, chosen)
+        if key not in self._other:
+            self._other[key] = self._other_intent(profile_id, book, chosen)
+        return self._other[key]
+
+    def _other_intent(self, profile_id: str, book: str, chosen: str) -> str | None:
         import numpy as np
 
         user, item = self.users.get(profile_id), self.items.get(book)
@@ -120,3 +166,36 @@ class IntentIndex:
         scores = scorer.score(user, "holds", np.array(pool, dtype=np.int64))
         j = min(range(len(pool)), key=lambda j: (float(scores[j]), pool[j]))
         return scorer.labels[scorer.ids[pool[j]]]
+
+
+def _split_pairs(graph: object) -> set[tuple[str, str]]:
+    """The held-out (user id, item id) pairs of the split a graph was built without; an error
+    when the graph names a split file that is gone (its pairs would be recommended back)."""
+    split = graph.manifest.get("split")  # type: ignore[attr-defined]
+    if not split:
+        return set()
+    from gravity.errors import GravityError
+    from gravity.intents.evaluate import read_split
+
+    path = Path(split["path"])
+    if not path.is_file():
+        raise GravityError(
+            f"intent_graph: the graph was built without the held-out ratings of {path}, which "
+            "is gone: without it those books could be recommended to the readers who rated them"
+        )
+    pairs, desc = read_split(path)
+    if desc["digest"] != split.get("digest"):
+        raise GravityError(f"intent_graph: {path} is not the split the graph was built without")
+    return pairs
+
+
+def intent_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Pairs written for each intent (the intents facet's pairs; other pairs may carry the
+    intent of their reader's path to the book, but were not written for it)."""
+    return dict(
+        sorted(
+            Counter(
+                r["intent"] for r in records if r.get("facet") == "intents" and r.get("intent")
+            ).items()
+        )
+    )

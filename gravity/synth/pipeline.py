@@ -98,8 +98,12 @@ def select_books(
         books = intents.recommend(user.id, catalog, cfg.max_books)
         if books:
             return books, "graph"
+        rated = intents.rated_books(user.id)
+        unrated = [b for b in catalog if b.id not in rated]
+        if not unrated:
+            return [], "none: the reader rated every catalog book"
         return (
-            choose_books(user, catalog, cfg.max_books, cfg.seed),
+            choose_books(user, unrated, cfg.max_books, cfg.seed),
             "random: no unrated catalog book in the graph",
         )
     return choose_books(user, catalog, cfg.max_books, cfg.seed), "random"
@@ -169,18 +173,34 @@ def check_requirements(cfg: GenerateConfig) -> None:
         )
 
 
-def load_intents(cfg: GenerateConfig, catalog: list[Book]) -> IntentIndex | None:
-    """The intent graph of ``cfg`` (None when it names none); an error when none of the
-    catalog's books is an item of it (the graph was built from other events)."""
+def load_intents(
+    cfg: GenerateConfig, catalog: list[Book], profiles: list[UserProfile] | None = None
+) -> IntentIndex | None:
+    """The intent graph of ``cfg`` (None when it names none). An error, before any call, when
+    it cannot serve the config: no catalog book is an item of it (built from other events), no
+    reader is a user of it (``profiles``, when given), or the intents facet is asked of a graph
+    with no intent."""
     if cfg.intent_graph is None:
         return None
     from gravity.intents.select import IntentIndex
 
-    index = IntentIndex.load(cfg.intent_graph)
+    path = cfg.intent_graph
+    index = IntentIndex.load(path)
     if catalog and not any(b.id in index.items for b in catalog):
         raise GravityError(
-            f"intent_graph: none of the {len(catalog)} catalog books is an item of "
-            f"{cfg.intent_graph}: build the graph from the events the books come from"
+            f"intent_graph: none of the {len(catalog)} catalog books is an item of {path}: "
+            "build the graph from the events the books come from"
+        )
+    if profiles and not any(index.knows(p.id) for p in profiles):
+        raise GravityError(
+            f"intent_graph: none of the {len(profiles)} readers is a user of {path}: readers "
+            "are matched by profile id, as inferred from the graph's events without "
+            "--pseudonymize (sampled readers are in no graph)"
+        )
+    if "intents" in cfg.facets and index.n_intents == 0:
+        raise GravityError(
+            f"intent_graph: {path} has no intents (was every extraction rejected?): the "
+            "intents facet has nothing to be written for"
         )
     return index
 
@@ -254,6 +274,13 @@ class Grounding:
             other = contrast_profile(slot.user, slot.facet, self.genre_pool)
             return DescriptionRow(slot.book, slot.facet, render_profile(other, [slot.facet]))
         return DescriptionRow(slot.book)
+
+    def strategy(self, slot: Slot) -> str:
+        """The rejected strategy the slot's pair was made with (other_intent applies to the
+        intents facet only; the profile facets get generic negatives)."""
+        if self.cfg.rejected_strategy == "other_intent" and slot.facet != "intents":
+            return "generic"
+        return self.cfg.rejected_strategy
 
     def intent_meta(self, slot: Slot) -> dict[str, Any]:
         """The record's intent columns: the path's intent and its source, and the intent the
@@ -442,7 +469,7 @@ class Synthesizer:
     def run(self, profiles: list[UserProfile], catalog: list[Book]) -> SynthResult:
         """Synthesize, filter and count every slot; nothing is written here."""
         start = time.monotonic()
-        self.grounding = Grounding(self.cfg, load_intents(self.cfg, catalog))
+        self.grounding = Grounding(self.cfg, load_intents(self.cfg, catalog, profiles))
         sources: Counter[str] = Counter()
         slots = build_slots(profiles, catalog, self.cfg, self.grounding.intents, sources)
         outcome = self._gravity(slots) if self.cfg.mode == "gravity" else self._naive(slots)
@@ -472,7 +499,7 @@ class Synthesizer:
                     "rejected": [{"role": "assistant", "content": rejected}],
                     **meta,
                     "scenario": scenario,
-                    "strategy": self.cfg.rejected_strategy
+                    "strategy": self.grounding.strategy(slot)
                     if self.cfg.mode == "gravity"
                     else "quality_judgment",
                     "generator_model": f"{fingerprint['backend']}:{fingerprint['model']}",
@@ -486,9 +513,9 @@ class Synthesizer:
         )
         result.summary["book_selection"] = dict(sorted(sources.items()))
         if self.grounding.intents is not None:
-            result.summary["by_intent"] = dict(
-                sorted(Counter(r["intent"] for r in result.records if r["intent"]).items())
-            )
+            from gravity.intents.select import intent_counts
+
+            result.summary["by_intent"] = intent_counts(result.records)
         if self.naive_judge is not None:
             result.summary["naive_judge"] = self.naive_judge
         return result
