@@ -116,7 +116,6 @@ def build_graph(
     ``cfg.backend`` with the result store ``store``, only if some item needs it).
     """
     from gravity.intents.canon import canonical_intents
-    from gravity.intents.extract import Extraction, extract_intents
     from gravity.intents.scorer import train_scorer
 
     timings: dict[str, float] = {}
@@ -124,38 +123,10 @@ def build_graph(
     ratings, follows, reviews, left_out = training_interactions(data, cfg, heldout)
     if not ratings:
         raise GravityError(f"{data.path}: no personal events for the selected users")
-    per_item = Counter(i for _, i in ratings)
-    items_meta = {row["id"]: row for row in data.items.to_pylist() if row["id"] in per_item}
-    ranked = sorted(per_item, key=lambda i: (-per_item[i], i))
-    wanted = ranked if cfg.max_items is None else ranked[: cfg.max_items]
-    # An item known only by its id gives the model nothing to read: it is not sent.
-    to_extract = [items_meta[i] for i in wanted if (items_meta.get(i) or {}).get("title")]
-    skipped_no_metadata = len(wanted) - len(to_extract)
+    items_meta, to_extract, skipped_no_metadata = _items_to_extract(data, ratings, cfg)
     timings["interactions_s"] = time.monotonic() - t0
-    extraction = Extraction()
-    model_fp: dict[str, Any] | None = None
     t1 = time.monotonic()
-    if to_extract:
-        from gravity.llm import SamplingParams
-
-        params = SamplingParams(
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed
-        )
-        with _llm(engine, cfg, store) as llm:
-            llm.progress = progress
-            extraction = extract_intents(
-                llm,
-                to_extract,
-                reviews,
-                params,
-                max_intents=cfg.max_intents,
-                neighbours=cfg.neighbours,
-                round_size=cfg.round_size,
-                max_reviews=cfg.max_reviews,
-                max_review_chars=cfg.max_review_chars,
-                max_attempts=cfg.max_attempts,
-            )
-            model_fp = llm.fingerprint
+    extraction, model_fp = _extract(to_extract, reviews, cfg, engine, store, progress)
     timings["extraction_s"] = time.monotonic() - t1
     t2 = time.monotonic()
     canon = canonical_intents(
@@ -183,19 +154,81 @@ def build_graph(
         nodes["id"].to_pylist(), nodes["kind"].to_pylist(), edge_rows, cfg.scorer, progress
     )
     timings["scorer_s"] = time.monotonic() - t3
-    reject_reasons = Counter(r.split(":")[0] for r in extraction.rejects.values())
-    manifest = {
+    counts = counts | {
+        "items_sent_to_llm": len(to_extract),
+        "items_with_intents": len(extraction.phrases),
+        "items_rejected_by_llm": len(extraction.rejects),
+        "items_skipped_no_metadata": skipped_no_metadata,
+        "intent_phrases": sum(len(p) for p in extraction.phrases.values()),
+    }
+    manifest = _manifest(data, cfg, counts | dict(left_out), extraction, canon, model_fp)
+    manifest["split"] = split
+    manifest["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    return Graph(nodes, edges, manifest, scorer)
+
+
+def _items_to_extract(
+    data: EventsData, ratings: dict[tuple[str, str], float], cfg: BuildConfig
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], int]:
+    """(metadata of every rated item, the items sent to the LLM: the ``max_items`` most rated
+    that have a title, how many of those were skipped for having none)."""
+    per_item = Counter(i for _, i in ratings)
+    items_meta = {row["id"]: row for row in data.items.to_pylist() if row["id"] in per_item}
+    ranked = sorted(per_item, key=lambda i: (-per_item[i], i))
+    wanted = ranked if cfg.max_items is None else ranked[: cfg.max_items]
+    # An item known only by its id gives the model nothing to read: it is not sent.
+    to_extract = [items_meta[i] for i in wanted if (items_meta.get(i) or {}).get("title")]
+    return items_meta, to_extract, len(wanted) - len(to_extract)
+
+
+def _extract(
+    to_extract: list[dict[str, Any]],
+    reviews: Any,
+    cfg: BuildConfig,
+    engine: Any,
+    store: Path | None,
+    progress: bool,
+) -> tuple[Any, dict[str, Any] | None]:
+    """The LLM's intents for ``to_extract`` and the model's fingerprint (None: nothing sent)."""
+    from gravity.intents.extract import Extraction, extract_intents
+
+    if not to_extract:
+        return Extraction(), None
+    from gravity.llm import SamplingParams
+
+    params = SamplingParams(
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed
+    )
+    with _llm(engine, cfg, store) as llm:
+        llm.progress = progress
+        extraction = extract_intents(
+            llm,
+            to_extract,
+            reviews,
+            params,
+            max_intents=cfg.max_intents,
+            neighbours=cfg.neighbours,
+            round_size=cfg.round_size,
+            max_reviews=cfg.max_reviews,
+            max_review_chars=cfg.max_review_chars,
+            max_attempts=cfg.max_attempts,
+        )
+        return extraction, llm.fingerprint
+
+
+def _manifest(
+    data: EventsData,
+    cfg: BuildConfig,
+    counts: dict[str, Any],
+    extraction: Any,
+    canon: Any,
+    model_fp: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest's record of what was built from what (split and timings added after)."""
+    return {
         "version": VERSION,
-        "counts": counts
-        | {
-            "items_sent_to_llm": len(to_extract),
-            "items_with_intents": len(extraction.phrases),
-            "items_rejected_by_llm": len(extraction.rejects),
-            "items_skipped_no_metadata": skipped_no_metadata,
-            "intent_phrases": sum(len(p) for p in extraction.phrases.values()),
-        }
-        | dict(left_out),
-        "llm_rejects": dict(reject_reasons),
+        "counts": counts,
+        "llm_rejects": dict(Counter(r.split(":")[0] for r in extraction.rejects.values())),
         "rejected_items": [
             {"item_id": i, "reason": r} for i, r in sorted(extraction.rejects.items())[:200]
         ],
@@ -206,11 +239,10 @@ def build_graph(
             "events_rows": data.events.num_rows,
         },
         "model": model_fp,
-        "split": split,
-        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "split": None,
+        "timings_s": {},
         "intents": [
             {"id": f"c:{k}", "label": lab, "phrases": canon.members[k]}
             for k, lab in enumerate(canon.labels)
         ],
     }
-    return Graph(nodes, edges, manifest, scorer)
