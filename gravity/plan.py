@@ -373,38 +373,53 @@ def _evaluation(
 ) -> dict[str, Any]:
     """Steps of the evaluation; its counts."""
     from gravity.evaluate.runner import build_cases
-    from gravity.profiles.render import render_profile
-    from gravity.prompts import render
+
+    systems = _systems(cfg)
+    cases = build_cases(heldout, books, cfg.evaluate)
+    _description_steps(est, cfg, cases, systems)
+    calls, likely = _judge_steps(est, cfg.evaluate, cases, len(systems))
+    return {
+        "cases": len(cases),
+        "systems": [s.name for s in systems],
+        "protocol": cfg.evaluate.protocol,
+        "judge_method": "likelihood" if likely else "constrained",
+        "judge_calls": calls,
+        "interest_calls": len(cases) * len(systems),
+    }
+
+
+def _description_steps(
+    est: _Estimator, cfg: RunConfig, cases: list[Any], systems: list[SystemSpec]
+) -> None:
+    """Each system's description of each case."""
     from gravity.task import deployed_messages
 
     ev: EvalConfig = cfg.evaluate
-    systems = _systems(cfg)
-    cases = build_cases(heldout, books, ev)
-    n, k = len(cases), len(systems)
-    stage = "evaluation"
     for spec in systems:
         # base and prompt run the base model; trained systems are adapters of it
         trained = spec.kind != "model" or spec.name in cfg.train_systems
         model = cfg.train.model if trained else str(spec.model)
 
-        def request(i: int, spec=spec) -> ChatRequest:
+        def request(i: int, spec: SystemSpec = spec) -> ChatRequest:
             profile = None if spec.kind == "base" else cases[i].reader
             return ChatRequest.model_validate(
                 {"messages": deployed_messages(profile, cases[i].book)}
             )
 
-        est.add(
-            stage,
-            f"descriptions [{spec.name}]",
-            ev.generation,
-            model,
-            n,
-            request,
-            ev.max_new_tokens,
-        )
+        name = f"descriptions [{spec.name}]"
+        est.add("evaluation", name, ev.generation, model, len(cases), request, ev.max_new_tokens)
+
+
+def _judge_steps(est: _Estimator, ev: EvalConfig, cases: list[Any], k: int) -> tuple[int, bool]:
+    """The judge's calls over ``k`` systems' descriptions and its interest ratings; returns
+    (judge calls, whether the judge reads label likelihoods)."""
+    from gravity.profiles.render import render_profile
+    from gravity.prompts import render
+
     likely = _likelihood(ev.judge, ev.judge_method)
     answer = "letter" if likely else "json"
     answer_tokens = 0 if likely else ev.judge_max_new_tokens
+    n = len(cases)
 
     def view(i: int) -> dict[str, Any]:
         return {"profile_text": render_profile(cases[i].reader), "book": cases[i].book}
@@ -430,15 +445,13 @@ def _evaluation(
             return ChatRequest.from_prompt(prompt)
 
     calls = n * per_case
-
-    judge_model = ev.judge.model
     extra = shown * ev.max_new_tokens
-    est.add(stage, label, ev.judge, judge_model, calls, judge, answer_tokens, extra)
+    est.add("evaluation", label, ev.judge, ev.judge.model, calls, judge, answer_tokens, extra)
     est.add(
-        stage,
+        "evaluation",
         "interest ratings (1 per description)",
         ev.judge,
-        judge_model,
+        ev.judge.model,
         n * k,
         lambda i: ChatRequest.from_prompt(
             render("judge_interest.j2", **view(i // k), text="", answer=answer)
@@ -446,14 +459,7 @@ def _evaluation(
         answer_tokens,
         ev.max_new_tokens,
     )
-    return {
-        "cases": n,
-        "systems": [s.name for s in systems],
-        "protocol": ev.protocol,
-        "judge_method": "likelihood" if likely else "constrained",
-        "judge_calls": calls,
-        "interest_calls": n * k,
-    }
+    return calls, likely
 
 
 def _training(
