@@ -118,6 +118,7 @@ def _variables(name: str, profile) -> dict:
             "columns": ["case_id"],
         },
         "json_instruction.j2": {"schema": '{"type": "object"}'},
+        "intent_facet.j2": {"intent": "a light read for a holiday"},
         "infer_traits.j2": {"reviews": ["Loved it."]},
         "item_intents.j2": {
             "item": {
