@@ -11,8 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from gravity.flags import config_yaml
 from gravity.io import atomic_write_text
 
 METRIC_NAMES = {
@@ -299,7 +298,7 @@ def markdown(metrics: dict[str, Any], cfg: Any) -> str:
         "## Config",
         "",
         "```yaml",
-        yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).strip(),
+        config_yaml(cfg).strip(),
         "```",
         "",
     ]

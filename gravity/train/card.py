@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from gravity.flags import config_yaml
 from gravity.train.config import TrainConfig
 
 
@@ -41,7 +42,7 @@ def _model_card(kind: str, cfg: TrainConfig, data: Path, base: str, metrics: dic
             "## Config",
             "",
             "```yaml",
-            yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).strip(),
+            config_yaml(cfg).strip(),
             "```",
             "",
         ]
