@@ -353,12 +353,7 @@ def infer_profiles(
     ``engine`` answers the LLM tasks; when None, one is built from ``cfg.backend`` (with the
     result store ``store``) only if some reader needs it.
     """
-    default_country = None
-    if cfg.default_country is not None:
-        try:
-            default_country = normalize_country(cfg.default_country)
-        except UnknownCountryError as exc:
-            raise GravityError(f"--default-country: {exc}") from None
+    default_country = _default_country(cfg)
     rename = _pseudonymizer(cfg)
     readers, skipped = load_readers(data, cfg)
     needed = {e["item_id"] for r in readers.values() for e in r.personal}
@@ -366,7 +361,6 @@ def infer_profiles(
     scale = (data.meta.rating_min or 1.0, data.meta.rating_max or 5.0)
     result = InferResult(profiles=[], skipped=skipped)
     behaviour = {uid: behaviour_interests(r, items, cfg, scale) for uid, r in readers.items()}
-
     to_tag = sorted(
         {i for b in behaviour.values() if not b["genres"] for i in b["untagged"]}
         if cfg.tag_items
@@ -376,51 +370,12 @@ def infer_profiles(
         {uid: reviews_of(r, cfg) for uid, r in readers.items()} if cfg.text_inference else {}
     )
     with_text = {uid: t for uid, t in with_text.items() if t}
-    traits: dict[str, Any] = {}
-    if to_tag or with_text:
-        from gravity.llm import SamplingParams
-
-        params = SamplingParams(
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed
-        )
-        with _engine(engine, cfg, store) as llm:
-            from gravity.events.tasks import tag_items, traits_from_reviews
-
-            for item_id, tags in zip(
-                to_tag, tag_items(llm, [items[i] for i in to_tag], params, cfg.max_attempts)
-            ):
-                if isinstance(tags, str):
-                    result.llm_rejects[f"tag_items: {tags.split(':')[0]}"] += 1
-                else:
-                    result.item_tags[item_id] = tags.model_dump()
-            uids = sorted(with_text)
-            for uid, out in zip(
-                uids,
-                traits_from_reviews(llm, [with_text[u] for u in uids], params, cfg.max_attempts),
-            ):
-                if isinstance(out, str):
-                    result.llm_rejects[f"traits: {out.split(':')[0]}"] += 1
-                traits[uid] = out
-
-    for b in behaviour.values():
-        if not b["genres"] and b["untagged"]:
-            tagged = [result.item_tags[i] for i in b["untagged"] if i in result.item_tags]
-            counts = Counter(g for t in tagged for g in t["genres"])
-            b["genres"] = [g for g, _ in counts.most_common(cfg.max_genres)]
-            b["genres_from_tags"] = bool(b["genres"])
-            b["themes"] = [t for tag in tagged for t in tag["themes"]][:5]
-
+    traits = _llm_tasks(items, to_tag, with_text, cfg, engine, store, result)
+    _genres_from_tags(behaviour, result, cfg)
     profiles: dict[str, UserProfile] = {}
     for uid, reader in readers.items():
-        profile = _assemble(
-            reader,
-            behaviour[uid],
-            traits.get(uid),
-            with_text.get(uid),
-            cfg,
-            default_country,
-            result,
-        )
+        evidence = (behaviour[uid], traits.get(uid), with_text.get(uid))
+        profile = _assemble(reader, *evidence, cfg, default_country, result)
         if profile is not None:
             profiles[uid] = profile
     if not cfg.evidence_only:  # borrowed tastes are neither observed nor read from text
@@ -432,6 +387,65 @@ def infer_profiles(
         for path, prov in (profile.provenance or {}).items():
             result.sources[f"{path}: {prov.source}"] += 1
     return result
+
+
+def _default_country(cfg: InferConfig) -> str | None:
+    if cfg.default_country is None:
+        return None
+    try:
+        return normalize_country(cfg.default_country)
+    except UnknownCountryError as exc:
+        raise GravityError(f"--default-country: {exc}") from None
+
+
+def _llm_tasks(
+    items: dict[str, dict[str, Any]],
+    to_tag: list[str],
+    with_text: dict[str, list[str]],
+    cfg: InferConfig,
+    engine: Any,
+    store: Path | None,
+    result: InferResult,
+) -> dict[str, Any]:
+    """Tag ``to_tag`` items (into ``result.item_tags``) and infer traits from the readers' review
+    text; user id -> traits, or the reason they were rejected. No engine is built when neither
+    task has work."""
+    traits: dict[str, Any] = {}
+    if not to_tag and not with_text:
+        return traits
+    from gravity.events.tasks import tag_items, traits_from_reviews
+    from gravity.llm import SamplingParams
+
+    params = SamplingParams(
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed
+    )
+    with _engine(engine, cfg, store) as llm:
+        tagged = tag_items(llm, [items[i] for i in to_tag], params, cfg.max_attempts)
+        for item_id, tags in zip(to_tag, tagged):
+            if isinstance(tags, str):
+                result.llm_rejects[f"tag_items: {tags.split(':')[0]}"] += 1
+            else:
+                result.item_tags[item_id] = tags.model_dump()
+        uids = sorted(with_text)
+        texts = [with_text[u] for u in uids]
+        for uid, out in zip(uids, traits_from_reviews(llm, texts, params, cfg.max_attempts)):
+            if isinstance(out, str):
+                result.llm_rejects[f"traits: {out.split(':')[0]}"] += 1
+            traits[uid] = out
+    return traits
+
+
+def _genres_from_tags(
+    behaviour: dict[str, dict[str, Any]], result: InferResult, cfg: InferConfig
+) -> None:
+    """Readers whose liked books carry no genre take the genres and themes the LLM tagged."""
+    for b in behaviour.values():
+        if not b["genres"] and b["untagged"]:
+            tagged = [result.item_tags[i] for i in b["untagged"] if i in result.item_tags]
+            counts = Counter(g for t in tagged for g in t["genres"])
+            b["genres"] = [g for g, _ in counts.most_common(cfg.max_genres)]
+            b["genres_from_tags"] = bool(b["genres"])
+            b["themes"] = [t for tag in tagged for t in tag["themes"]][:5]
 
 
 class _engine:
@@ -468,7 +482,36 @@ def _assemble(
     default_country: str | None,
     result: InferResult,
 ) -> UserProfile | None:
+    """The reader's profile, each field with its provenance; None (counted) without a country."""
     prov: dict[str, Provenance] = {}
+    demographics = _demographics(reader, default_country, prov, result)
+    if demographics is None:
+        return None
+    priors = country_priors(demographics.country)
+    for facet, value in (("hofstede", priors.hofstede), ("wvs", priors.wvs)):
+        if value is not None:
+            prov[facet] = Provenance(source="country_prior", detail="country reference table")
+    schwartz, big_five = _values_and_traits(demographics.country, traits, reviews, cfg, prov)
+    return UserProfile(
+        id=reader_id(reader.id),
+        source="imported",
+        demographics=demographics,
+        hofstede=priors.hofstede,
+        wvs=priors.wvs,
+        schwartz=schwartz,
+        big_five=big_five,
+        interests=_interests(b, prov),
+        provenance=prov,
+    )
+
+
+def _demographics(
+    reader: _Reader,
+    default_country: str | None,
+    prov: dict[str, Provenance],
+    result: InferResult,
+) -> Demographics | None:
+    """Country (observed, else the configured default) and age (dropped below 13)."""
     country = reader.country
     if country is not None:
         prov["demographics.country"] = Provenance(source="observed", detail="the user's location")
@@ -484,36 +527,45 @@ def _assemble(
         age = None
     if age is not None:
         prov["demographics.age"] = Provenance(source="observed", detail="the user's record")
-    priors = country_priors(country)
-    for facet, value in (("hofstede", priors.hofstede), ("wvs", priors.wvs)):
-        if value is not None:
-            prov[facet] = Provenance(source="country_prior", detail="country reference table")
-    prior_values, prior_traits = country_prior_traits(country)
-    if traits is not None and not isinstance(traits, str):
-        t = traits.model_dump()
-        schwartz = Schwartz(**{v: round(t[v], 2) for v in SCHWARTZ_VALUES})
-        big_five = BigFive(**{k: round(t[k], 2) for k in BIG_FIVE_TRAITS})
-        quotes = [_excerpt(q, cfg.max_evidence_chars) for q in t["evidence"][: cfg.max_evidence]]
-        text_prov = Provenance(
-            source="text",
-            evidence=quotes,
-            confidence=round(t["confidence"], 3),
-            detail=f"LLM ({cfg.backend.model}) on {len(reviews or [])} review(s)",
-        )
-        prov["schwartz"] = prov["big_five"] = text_prov
-    else:
-        schwartz, big_five = prior_values, prior_traits
+    return Demographics(country=country, age=age)
+
+
+def _values_and_traits(
+    country: str,
+    traits: Any,
+    reviews: list[str] | None,
+    cfg: InferConfig,
+    prov: dict[str, Provenance],
+) -> tuple[Schwartz, BigFive]:
+    """Schwartz values and Big Five read from review text, else the country's priors."""
+    if traits is None or isinstance(traits, str):
         why = "no review text" if traits is None else f"text inference rejected: {traits}"
         prior_prov = Provenance(source="country_prior", detail=f"{PRIOR_DETAIL}; {why}"[:500])
         prov["schwartz"] = prov["big_five"] = prior_prov
+        return country_prior_traits(country)
+    t = traits.model_dump()
+    quotes = [_excerpt(q, cfg.max_evidence_chars) for q in t["evidence"][: cfg.max_evidence]]
+    prov["schwartz"] = prov["big_five"] = Provenance(
+        source="text",
+        evidence=quotes,
+        confidence=round(t["confidence"], 3),
+        detail=f"LLM ({cfg.backend.model}) on {len(reviews or [])} review(s)",
+    )
+    return (
+        Schwartz(**{v: round(t[v], 2) for v in SCHWARTZ_VALUES}),
+        BigFive(**{k: round(t[k], 2) for k in BIG_FIVE_TRAITS}),
+    )
+
+
+def _interests(b: dict[str, Any], prov: dict[str, Provenance]) -> Interests:
+    """Interests from reading behaviour, with where each list came from."""
     lists = {k: b[k] for k in ("genres", "favourite_books", "favourite_authors", "dislikes")}
     lists["themes"] = b.get("themes", [])
     basis = "highest ratings" if b["basis"] == "rating" else "most reads"
-    evidence = b["evidence_books"]
     for key in ("favourite_books", "favourite_authors"):
         if lists[key]:
             prov[f"interests.{key}"] = Provenance(
-                source="observed", evidence=evidence, detail=basis
+                source="observed", evidence=b["evidence_books"], detail=basis
             )
     if lists["dislikes"]:
         prov["interests.dislikes"] = Provenance(source="observed", detail="lowest ratings")
@@ -525,17 +577,7 @@ def _assemble(
         )
     if lists["themes"]:
         prov["interests.themes"] = Provenance(source="text", detail="LLM tags of item metadata")
-    return UserProfile(
-        id=reader_id(reader.id),
-        source="imported",
-        demographics=Demographics(country=country, age=age),
-        hofstede=priors.hofstede,
-        wvs=priors.wvs,
-        schwartz=schwartz,
-        big_five=big_five,
-        interests=Interests(**lists),
-        provenance=prov,
-    )
+    return Interests(**lists)
 
 
 def _lend_from_neighbours(readers, behaviour, profiles, cfg, result, rename) -> None:
