@@ -240,6 +240,43 @@ def behaviour_interests(
     low, high = scale
     like = low + cfg.like_share * (high - low)
     dislike = low + cfg.dislike_share * (high - low)
+    ratings, reads, shelves = _tally(reader)
+    mean = {i: sum(v) / len(v) for i, v in ratings.items()}
+    liked = sorted(
+        (i for i, v in mean.items() if v >= like), key=lambda i: (-mean[i], -reads[i], i)
+    )
+    disliked = sorted((i for i, v in mean.items() if v <= dislike), key=lambda i: (mean[i], i))
+    basis = "rating"
+    if not liked and not ratings:  # no ratings at all: the most read items stand in
+        liked = [i for i, n in sorted(reads.items(), key=lambda x: (-x[1], x[0])) if n >= 2]
+        basis = "reads"
+    fav_authors, bad_authors = _authors(mean, liked, reads, items, (like, dislike), basis)
+    dislikes = sorted(bad_authors)[: cfg.max_favourites]
+    if len(dislikes) < cfg.max_favourites:
+        # A book whose author is already disliked as a whole says nothing new.
+        books = [i for i in disliked if (items.get(i) or {}).get("author") not in bad_authors]
+        dislikes += [_label(items.get(i), i) for i in books][: cfg.max_favourites - len(dislikes)]
+    genres, untagged = _genres(liked or [i for i, _ in reads.most_common()], items, shelves)
+    top_books = liked[: cfg.max_favourites]
+    return {
+        "favourite_books": [_label(items.get(i), i) for i in top_books],
+        "favourite_authors": fav_authors[: cfg.max_favourites],
+        "dislikes": dislikes,
+        "genres": genres[: cfg.max_genres],
+        "basis": basis,
+        "n_rated": len(ratings),
+        "n_read": sum(reads.values()),
+        "untagged": untagged[:20],
+        "evidence_books": [
+            f"{_label(items.get(i), i)}: {mean[i]:g}" if i in mean else _label(items.get(i), i)
+            for i in top_books[:3]
+        ],
+    }
+
+
+def _tally(reader: _Reader) -> tuple[dict[str, list[float]], Counter[str], Counter[str]]:
+    """(item -> ratings, item -> reads, shelf -> count) of the reader's own events; status
+    shelves (read, to-read, ...) are not tastes and are left out."""
     ratings: dict[str, list[float]] = defaultdict(list)
     reads: Counter[str] = Counter()
     shelves: Counter[str] = Counter()
@@ -251,15 +288,21 @@ def behaviour_interests(
         for s in e["shelves"] or []:
             if s.casefold() not in STATUS_SHELVES:
                 shelves[s.casefold()] += 1
-    mean = {i: sum(v) / len(v) for i, v in ratings.items()}
-    liked = sorted(
-        (i for i, v in mean.items() if v >= like), key=lambda i: (-mean[i], -reads[i], i)
-    )
-    disliked = sorted((i for i, v in mean.items() if v <= dislike), key=lambda i: (mean[i], i))
-    basis = "rating"
-    if not liked and not ratings:  # no ratings at all: the most read items stand in
-        liked = [i for i, n in sorted(reads.items(), key=lambda x: (-x[1], x[0])) if n >= 2]
-        basis = "reads"
+    return ratings, reads, shelves
+
+
+def _authors(
+    mean: dict[str, float],
+    liked: list[str],
+    reads: Counter[str],
+    items: dict[str, dict[str, Any]],
+    bounds: tuple[float, float],
+    basis: str,
+) -> tuple[list[str], list[str]]:
+    """(favourite authors, best first; disliked authors). Rated: an author with a liked book
+    and none disliked is a favourite, one with only disliked books is disliked. Unrated
+    (``basis`` reads): the authors of the most read books."""
+    like, dislike = bounds
     author_scores: dict[str, list[float]] = defaultdict(list)
     for item_id, value in mean.items():
         author = (items.get(item_id) or {}).get("author")
@@ -279,15 +322,17 @@ def behaviour_interests(
     bad_authors = [
         a for a, v in author_scores.items() if max(v) <= dislike and a not in fav_authors
     ]
-    dislikes = sorted(bad_authors)[: cfg.max_favourites]
-    if len(dislikes) < cfg.max_favourites:
-        # A book whose author is already disliked as a whole says nothing new.
-        books = [i for i in disliked if (items.get(i) or {}).get("author") not in bad_authors]
-        dislikes += [_label(items.get(i), i) for i in books][: cfg.max_favourites - len(dislikes)]
-    genre_pool = liked or [i for i, _ in reads.most_common()]
+    return fav_authors, bad_authors
+
+
+def _genres(
+    pool: list[str], items: dict[str, dict[str, Any]], shelves: Counter[str]
+) -> tuple[list[str], list[str]]:
+    """(genres, most frequent first, from the categories of ``pool`` and the reader's own
+    shelves; the items of ``pool`` with no category, to be tagged)."""
     genres: Counter[str] = Counter()
     untagged: list[str] = []
-    for item_id in genre_pool:
+    for item_id in pool:
         cats = (items.get(item_id) or {}).get("categories") or []
         for c in cats:
             if c.casefold() not in STATUS_SHELVES:
@@ -295,23 +340,8 @@ def behaviour_interests(
         if not cats and item_id in items:
             untagged.append(item_id)
     genres.update({s: n for s, n in shelves.items()})
-    top_books = liked[: cfg.max_favourites]
-    return {
-        "favourite_books": [_label(items.get(i), i) for i in top_books],
-        "favourite_authors": fav_authors[: cfg.max_favourites],
-        "dislikes": dislikes,
-        "genres": [g[:200] for g, _ in sorted(genres.items(), key=lambda x: (-x[1], x[0]))][
-            : cfg.max_genres
-        ],
-        "basis": basis,
-        "n_rated": len(ratings),
-        "n_read": sum(reads.values()),
-        "untagged": untagged[:20],
-        "evidence_books": [
-            f"{_label(items.get(i), i)}: {mean[i]:g}" if i in mean else _label(items.get(i), i)
-            for i in top_books[:3]
-        ],
-    }
+    ranked = sorted(genres.items(), key=lambda x: (-x[1], x[0]))
+    return [g[:200] for g, _ in ranked], untagged
 
 
 def country_prior_traits(country: str) -> tuple[Schwartz, BigFive]:
