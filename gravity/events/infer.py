@@ -199,6 +199,12 @@ def load_readers(data: EventsData, cfg: InferConfig) -> tuple[dict[str, _Reader]
             and wanted is not None
             and all(per_country[c] >= quota for c in wanted)
         )
+    _attach_events(readers, events)
+    return readers, skipped
+
+
+def _attach_events(readers: dict[str, _Reader], events: Any) -> None:
+    """Each reader's personal events, and relational events counted as neighbours both ways."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -220,7 +226,6 @@ def load_readers(data: EventsData, cfg: InferConfig) -> tuple[dict[str, _Reader]
             reader.neighbours[other] += 1
         if other in readers:
             readers[other].neighbours[row["user_id"]] += 1
-    return readers, skipped
 
 
 def _label(item: dict[str, Any] | None, item_id: str) -> str:
