@@ -183,45 +183,12 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics per system and slice, with the counts behind them."""
     import numpy as np
-    import scipy.sparse as sp
 
     from gravity.progress import Progress
 
     ids = graph.nodes["id"].to_pylist()
-    kinds = graph.nodes["kind"].to_pylist()
-    user_ids = [i[2:] for i, k in zip(ids, kinds) if k == "user"]
-    item_ids = [i[2:] for i, k in zip(ids, kinds) if k == "item"]
-    u_index = {u: k for k, u in enumerate(user_ids)}
-    i_index = {i: k for k, i in enumerate(item_ids)}
-    node_index = {n: k for k, n in enumerate(ids)}
-    rated = graph.edges_of("rated")
-    rows = [u_index[s[2:]] for s, _, _ in rated]
-    cols = [i_index[d[2:]] for _, d, _ in rated]
-    train = sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(user_ids), len(item_ids))
-    )
-    train.sum_duplicates()
-    counts = {
-        "heldout_pairs": len(heldout),
-        "heldout_unknown_user": 0,
-        "heldout_unknown_item": 0,
-        "heldout_in_training": 0,
-    }
-    relevant: dict[int, set[int]] = defaultdict(set)
-    for user, item in sorted(heldout):
-        if user not in u_index:
-            counts["heldout_unknown_user"] += 1
-        elif item not in i_index:
-            counts["heldout_unknown_item"] += 1
-        elif train[u_index[user], i_index[item]]:
-            counts["heldout_in_training"] += 1
-        else:
-            relevant[u_index[user]].add(i_index[item])
-    if counts["heldout_in_training"]:
-        raise GravityError(
-            f"{counts['heldout_in_training']} held-out pairs are training edges of the graph: "
-            "build it with --split pointing at this split file"
-        )
+    user_ids, item_ids, train = _rated_matrix(graph)
+    relevant, counts = _relevant(heldout, user_ids, item_ids, train)
     users = sorted(relevant)
     if cfg.max_users is not None and len(users) > cfg.max_users:
         rng = np.random.default_rng(cfg.seed)
@@ -231,6 +198,7 @@ def evaluate(
     order = np.lexsort((np.arange(len(pop)), -pop))
     head = set(order[: int(np.ceil(cfg.head_share * len(pop)))].tolist())
     cold = {u for u in users if n_train[u] <= cfg.cold_max}
+    node_index = {n: k for k, n in enumerate(ids)}
     user_nodes = [node_index[f"u:{u}"] for u in user_ids]
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
@@ -258,6 +226,59 @@ def evaluate(
         "timings_s": timings,
         "config": cfg.model_dump(mode="json"),
     }
+
+
+def _rated_matrix(graph: Graph) -> tuple[list[str], list[str], Any]:
+    """(user ids, item ids, the users x items CSR matrix of the graph's training ratings)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    ids = graph.nodes["id"].to_pylist()
+    kinds = graph.nodes["kind"].to_pylist()
+    user_ids = [i[2:] for i, k in zip(ids, kinds) if k == "user"]
+    item_ids = [i[2:] for i, k in zip(ids, kinds) if k == "item"]
+    u_index = {u: k for k, u in enumerate(user_ids)}
+    i_index = {i: k for k, i in enumerate(item_ids)}
+    rated = graph.edges_of("rated")
+    rows = [u_index[s[2:]] for s, _, _ in rated]
+    cols = [i_index[d[2:]] for _, d, _ in rated]
+    train = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(user_ids), len(item_ids))
+    )
+    train.sum_duplicates()
+    return user_ids, item_ids, train
+
+
+def _relevant(
+    heldout: set[tuple[str, str]], user_ids: list[str], item_ids: list[str], train: Any
+) -> tuple[dict[int, set[int]], dict[str, int]]:
+    """(user index -> held-out item indices, counts of the held-out pairs set aside by reason).
+
+    A held-out pair that is a training edge is a leak: refused."""
+    u_index = {u: k for k, u in enumerate(user_ids)}
+    i_index = {i: k for k, i in enumerate(item_ids)}
+    counts = {
+        "heldout_pairs": len(heldout),
+        "heldout_unknown_user": 0,
+        "heldout_unknown_item": 0,
+        "heldout_in_training": 0,
+    }
+    relevant: dict[int, set[int]] = defaultdict(set)
+    for user, item in sorted(heldout):
+        if user not in u_index:
+            counts["heldout_unknown_user"] += 1
+        elif item not in i_index:
+            counts["heldout_unknown_item"] += 1
+        elif train[u_index[user], i_index[item]]:
+            counts["heldout_in_training"] += 1
+        else:
+            relevant[u_index[user]].add(i_index[item])
+    if counts["heldout_in_training"]:
+        raise GravityError(
+            f"{counts['heldout_in_training']} held-out pairs are training edges of the graph: "
+            "build it with --split pointing at this split file"
+        )
+    return relevant, counts
 
 
 def _slices(recs, users, relevant, cold, head, k) -> dict[str, dict[str, Any]]:
