@@ -163,8 +163,25 @@ def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license
         "| split | pairs | readers | books |",
         "|---|---|---|---|",
     ]
-    for name, st in stats.items():
-        lines.append(f"| {name} | {st['pairs']} | {st['users']} | {st['books']} |")
+    lines += _count_tables(stats, summary)
+    lines += ["", "## Generation models", ""] + [f"- `{m}`" for m in models]
+    lines += [
+        "",
+        "## Generation config",
+        "",
+        "```yaml",
+        yaml.safe_dump(config, sort_keys=False).strip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _count_tables(stats: dict[str, dict[str, Any]], summary: dict[str, Any]) -> list[str]:
+    """The card's count rows: per split, the generation summary, per country, facet and intent."""
+    lines = [
+        f"| {name} | {st['pairs']} | {st['users']} | {st['books']} |" for name, st in stats.items()
+    ]
     if summary:
         lines += [
             "",
@@ -187,17 +204,7 @@ def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license
             lines.append(
                 f"| {k} | " + " | ".join(str(st[key].get(k, 0)) for st in stats.values()) + " |"
             )
-    lines += ["", "## Generation models", ""] + [f"- `{m}`" for m in models]
-    lines += [
-        "",
-        "## Generation config",
-        "",
-        "```yaml",
-        yaml.safe_dump(config, sort_keys=False).strip(),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def export_run(
