@@ -80,6 +80,24 @@ def export_sheets(
     cases = _read_cases(eval_dir)
     if show_profile and any("profile_text" not in c for c in cases):
         raise GravityError(f"{eval_dir}/cases.jsonl: no profile_text; rerun `gravity evaluate`")
+    rows, key = _sheet_rows(cases, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "sheets.csv", buffer.getvalue())
+    atomic_write_text(out / "key.json", json.dumps(key, indent=2) + "\n")
+    profiles = {c["reader_id"]: c.get("profile_text", "") for c in cases}
+    _write_forms(out, rows, profiles if show_profile else None)
+    return len(cases)
+
+
+def _sheet_rows(
+    cases: list[dict[str, Any]], seed: int
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, list[str]]]]:
+    """(one sheet row per case and candidate label, the key: case -> label -> systems). Systems
+    that wrote the same text share a label; labels are shuffled per case, not as the judge saw."""
     rows, key = [], {}
     for case in cases:
         groups = {g[0]: g for g in candidate_groups(case["descriptions"])}
@@ -100,15 +118,13 @@ def export_sheets(
                     "rater_id": "",
                 }
             )
-    out.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "sheets.csv", buffer.getvalue())
-    atomic_write_text(out / "key.json", json.dumps(key, indent=2) + "\n")
-    profiles = {c["reader_id"]: c.get("profile_text", "") for c in cases}
-    for reader in sorted(profiles):
+    return rows, key
+
+
+def _write_forms(out: Path, rows: list[dict[str, Any]], profiles: dict[str, str] | None) -> None:
+    """reader-<id>.html for every reader of ``rows``; ``profiles`` (reader -> profile text) are
+    shown when given."""
+    for reader in sorted({r["reader_id"] for r in rows}):
         mine = [r for r in rows if r["reader_id"] == reader]
         form_cases = [
             {
@@ -125,13 +141,12 @@ def export_sheets(
         page = _html(
             "human_form.html.j2",
             reader=reader,
-            profile_text=profiles[reader] if show_profile else "",
+            profile_text=profiles[reader] if profiles is not None else "",
             cases=form_cases,
             rows=mine,
             columns=COLUMNS,
         )
         atomic_write_text(out / f"reader-{reader}.html", page)
-    return len(cases)
 
 
 def _parse_file(path: Path, key: dict[str, dict[str, list[str]]]) -> list[dict[str, Any]]:
