@@ -268,23 +268,11 @@ def sample_profiles(
     for index in range(n):
         # One stream per profile: profile i does not depend on n.
         rng = random.Random(f"gravity-sampler:{code}:{seed}:{index}")
-        big_five = BigFive(
-            **{
-                t: _clip(rng.gauss(cfg.big_five_mean[t], cfg.big_five_sd), 1, 5)
-                for t in BIG_FIVE_TRAITS
-            }
-        )
-        schwartz = Schwartz(
-            **{
-                v: _clip(
-                    rng.gauss(cfg.schwartz_mean[v] + shifts.get(v, 0.0), cfg.schwartz_sd), 1, 6
-                )
-                for v in SCHWARTZ_VALUES
-            }
-        )
+        big_five, schwartz = _draw_traits(rng, cfg, shifts)
+        # The draws stay in this order (genres, demographics, the other interests): a profile
+        # of a given (country, seed, index) is the same in every version.
         n_genres = 2 + (big_five.openness >= 3.5) + (big_five.openness >= 4.2)
         genres = rng.sample(cfg.genres, k=min(n_genres, len(cfg.genres)))
-        others = [g for g in cfg.genres if g not in genres]
         demographics = Demographics(
             country=code,
             age=rng.randint(*cfg.age_range),
@@ -292,14 +280,6 @@ def sample_profiles(
             language=DEFAULT_LANGUAGES.get(code),
             education=rng.choice(cfg.educations),  # type: ignore[arg-type]
             occupation=rng.choice(cfg.occupations),
-        )
-        interests = Interests(
-            genres=genres,
-            themes=rng.sample(cfg.themes, k=min(2 + rng.randint(0, 1), len(cfg.themes))),
-            dislikes=rng.sample(others, k=min(1, len(others))),
-            reading_goals=rng.sample(
-                cfg.reading_goals, k=min(1 + rng.randint(0, 1), len(cfg.reading_goals))
-            ),
         )
         profiles.append(
             UserProfile(
@@ -310,7 +290,35 @@ def sample_profiles(
                 wvs=priors.wvs,
                 schwartz=schwartz,
                 big_five=big_five,
-                interests=interests,
+                interests=_draw_interests(rng, cfg, genres),
             )
         )
     return profiles
+
+
+def _draw_traits(
+    rng: random.Random, cfg: SamplerConfig, shifts: dict[str, float]
+) -> tuple[BigFive, Schwartz]:
+    """Big Five (1-5) and Schwartz values (1-6, shifted by the country's culture), clipped."""
+    big_five = BigFive(
+        **{
+            t: _clip(rng.gauss(cfg.big_five_mean[t], cfg.big_five_sd), 1, 5)
+            for t in BIG_FIVE_TRAITS
+        }
+    )
+    schwartz = Schwartz(
+        **{
+            v: _clip(rng.gauss(cfg.schwartz_mean[v] + shifts.get(v, 0.0), cfg.schwartz_sd), 1, 6)
+            for v in SCHWARTZ_VALUES
+        }
+    )
+    return big_five, schwartz
+
+
+def _draw_interests(rng: random.Random, cfg: SamplerConfig, genres: list[str]) -> Interests:
+    """Themes, one disliked genre (not a liked one) and reading goals around ``genres``."""
+    others = [g for g in cfg.genres if g not in genres]
+    themes = rng.sample(cfg.themes, k=min(2 + rng.randint(0, 1), len(cfg.themes)))
+    dislikes = rng.sample(others, k=min(1, len(others)))
+    goals = rng.sample(cfg.reading_goals, k=min(1 + rng.randint(0, 1), len(cfg.reading_goals)))
+    return Interests(genres=genres, themes=themes, dislikes=dislikes, reading_goals=goals)
