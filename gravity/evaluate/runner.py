@@ -329,24 +329,13 @@ def evaluate(
         cfg.bootstrap, cfg.bootstrap_method, 0.95, cfg.seed, cfg.min_readers
     )
     metrics = compute_metrics(outcomes, meta, systems, cfg.focus, values, settings)
-    generators = generator_models(cfg)
-    judge_name = _name(cfg.judge.model)
     metrics["judge"] = {
         **judge_stats,
-        "backend": cfg.judge.backend,
-        "model": judge_name,
-        "self_preference_systems": sorted(s for s, m in generators.items() if m == judge_name),
+        **_judge_provenance(cfg),
         "agreement_with_alignment": agreement_with_alignment(outcomes, values["alignment"]),
         "rejected": len(rejects),
     }
-    metrics["length"] = {
-        "mean_words": mean_words(words, systems),
-        "mean_words_by_country": {
-            country: mean_words({c: w for c, w in words.items() if meta[c][1] == country}, systems)
-            for country in sorted({country for _, country in meta.values()})
-        },
-        **length_controlled(outcomes, words, systems),
-    }
+    metrics["length"] = _length_metrics(outcomes, words, meta, systems)
     metrics["cases"] = len(cases)
     metrics["readers"] = len({c.reader.id for c in cases})
     metrics["leakage"] = {
@@ -355,3 +344,31 @@ def evaluate(
     }
     write_report(out, metrics, cfg)
     return metrics
+
+
+def _length_metrics(
+    outcomes: list[Any],
+    words: dict[str, dict[str, int]],
+    meta: dict[str, tuple[str, str]],
+    systems: list[str],
+) -> dict[str, Any]:
+    """Mean words per system, overall and per country, and the length-controlled win rates."""
+    return {
+        "mean_words": mean_words(words, systems),
+        "mean_words_by_country": {
+            country: mean_words({c: w for c, w in words.items() if meta[c][1] == country}, systems)
+            for country in sorted({country for _, country in meta.values()})
+        },
+        **length_controlled(outcomes, words, systems),
+    }
+
+
+def _judge_provenance(cfg: EvalConfig) -> dict[str, Any]:
+    """The judge's backend and model, and the systems it judges that it also wrote."""
+    generators = generator_models(cfg)
+    judge_name = _name(cfg.judge.model)
+    return {
+        "backend": cfg.judge.backend,
+        "model": judge_name,
+        "self_preference_systems": sorted(s for s, m in generators.items() if m == judge_name),
+    }
