@@ -116,7 +116,6 @@ def build_graph(
     ``cfg.backend`` with the result store ``store``, only if some item needs it).
     """
     from gravity.intents.canon import canonical_intents
-    from gravity.intents.scorer import train_scorer
 
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -135,24 +134,12 @@ def build_graph(
     item_intents = {
         i: sorted({canon.of_phrase[p] for p in ps}) for i, ps in extraction.phrases.items()
     }
-    labels = {
-        i: ((row.get("title") or i) + (f" by {row['author']}" if row.get("author") else ""))[:200]
-        for i, row in items_meta.items()
-    }
-    nodes, edges, counts = assemble(ratings, follows, item_intents, canon.labels, labels, cfg)
+    nodes, edges, counts = assemble(
+        ratings, follows, item_intents, canon.labels, _node_labels(items_meta), cfg
+    )
     timings["graph_s"] = time.monotonic() - t2
     t3 = time.monotonic()
-    edge_rows = list(
-        zip(
-            edges["src"].to_pylist(),
-            edges["dst"].to_pylist(),
-            edges["relation"].to_pylist(),
-            edges["weight"].to_pylist(),
-        )
-    )
-    scorer = train_scorer(
-        nodes["id"].to_pylist(), nodes["kind"].to_pylist(), edge_rows, cfg.scorer, progress
-    )
+    scorer = _train(nodes, edges, cfg, progress)
     timings["scorer_s"] = time.monotonic() - t3
     counts = counts | {
         "items_sent_to_llm": len(to_extract),
@@ -165,6 +152,31 @@ def build_graph(
     manifest["split"] = split
     manifest["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
     return Graph(nodes, edges, manifest, scorer)
+
+
+def _node_labels(items_meta: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """item id -> "title by author" (the id when there is no title)."""
+    return {
+        i: ((row.get("title") or i) + (f" by {row['author']}" if row.get("author") else ""))[:200]
+        for i, row in items_meta.items()
+    }
+
+
+def _train(nodes: Any, edges: Any, cfg: BuildConfig, progress: bool) -> Any:
+    """The graph's scorer, trained on its node and edge tables."""
+    from gravity.intents.scorer import train_scorer
+
+    edge_rows = list(
+        zip(
+            edges["src"].to_pylist(),
+            edges["dst"].to_pylist(),
+            edges["relation"].to_pylist(),
+            edges["weight"].to_pylist(),
+        )
+    )
+    return train_scorer(
+        nodes["id"].to_pylist(), nodes["kind"].to_pylist(), edge_rows, cfg.scorer, progress
+    )
 
 
 def _items_to_extract(

@@ -104,8 +104,6 @@ def extract_intents(
     ``reviews`` maps item ids to their review texts (the longest are sent). Counts add up:
     every item ends in ``phrases`` or in ``rejects``.
     """
-    import numpy as np
-
     from gravity.embed import embed
 
     out = Extraction()
@@ -116,31 +114,16 @@ def extract_intents(
     n_rounds = (len(items) + round_size - 1) // round_size
     for r, start in enumerate(range(0, len(items), round_size)):
         batch = list(range(start, min(start + round_size, len(items))))
-        contexts = []
-        for pos in batch:
-            near: list[dict[str, Any]] = []
-            if done and neighbours:
-                sims = vectors[done] @ vectors[pos]
-                # Stable: equal similarities keep the earlier (more-rated) item first.
-                order = np.argsort(-sims, kind="stable")[:neighbours]
-                for j in order:
-                    other = items[done[j]]
-                    near.append(
-                        {
-                            "title": _prompt_item(other)["title"],
-                            "intents": out.phrases[other["id"]],
-                        }
-                    )
-            texts = sorted(set(reviews.get(items[pos]["id"], [])), key=lambda t: (-len(t), t))
-            contexts.append(
-                render(
-                    "item_intents.j2",
-                    item=_prompt_item(items[pos]),
-                    reviews=[_excerpt(t, max_review_chars) for t in texts[:max_reviews]],
-                    neighbours=near,
-                    max_intents=max_intents,
-                )
+        contexts = [
+            render(
+                "item_intents.j2",
+                item=_prompt_item(items[pos]),
+                reviews=_longest(reviews.get(items[pos]["id"], []), max_reviews, max_review_chars),
+                neighbours=_neighbours(pos, done, vectors, items, out.phrases, neighbours),
+                max_intents=max_intents,
             )
+            for pos in batch
+        ]
         requests = [ChatRequest.from_prompt(text, system=SYSTEM) for text in contexts]
         desc = f"item intents {r + 1}/{n_rounds}" if n_rounds > 1 else "item intents"
         titles = [items[pos].get("title") for pos in batch]
@@ -153,6 +136,35 @@ def extract_intents(
             else:
                 out.rejects[item_id] = f"{answer.kind}: {answer.reason}"
     return out
+
+
+def _neighbours(
+    pos: int,
+    done: list[int],
+    vectors: Any,
+    items: Sequence[dict[str, Any]],
+    phrases: dict[str, list[str]],
+    k: int,
+) -> list[dict[str, Any]]:
+    """The ``k`` items already extracted (positions ``done``) nearest to item ``pos``, with their
+    intents: the context that keeps one item's phrases consistent with its neighbours'."""
+    import numpy as np
+
+    if not done or not k:
+        return []
+    sims = vectors[done] @ vectors[pos]
+    # Stable: equal similarities keep the earlier (more-rated) item first.
+    order = np.argsort(-sims, kind="stable")[:k]
+    return [
+        {"title": _prompt_item(items[done[j]])["title"], "intents": phrases[items[done[j]]["id"]]}
+        for j in order
+    ]
+
+
+def _longest(texts: list[str], n: int, max_chars: int) -> list[str]:
+    """The ``n`` longest distinct review texts, each cut to ``max_chars``."""
+    ranked = sorted(set(texts), key=lambda t: (-len(t), t))
+    return [_excerpt(t, max_chars) for t in ranked[:n]]
 
 
 def _ask(

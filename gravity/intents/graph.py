@@ -131,28 +131,9 @@ def assemble(
     item_set = set(items)
     present = {i: ks for i, ks in item_intents.items() if i in item_set}
     edges += [(f"i:{i}", f"c:{k}", "serves", 1.0) for i in sorted(present) for k in present[i]]
-    held: dict[str, Counter[int]] = defaultdict(Counter)
-    for (u, i), w in ratings.items():
-        for k in present.get(i, ()):
-            held[u][k] += w
-    for u in sorted(held):
-        top = max(held[u].values())
-        best = sorted(held[u].items(), key=lambda x: (-x[1], x[0]))[: cfg.user_intents]
-        edges += [(f"u:{u}", f"c:{k}", "holds", round(w / top, 6)) for k, w in best]
+    edges += _holds_edges(ratings, present, cfg.user_intents)
     if cfg.densify_k:
-        by_intent: dict[int, list[str]] = defaultdict(list)
-        for i in sorted(present):
-            for k in present[i]:
-                by_intent[k].append(i)
-        for i in sorted(present):
-            shared: Counter[str] = Counter()
-            for k in present[i]:
-                for j in by_intent[k]:
-                    if j != i:
-                        shared[j] += 1
-            scored = [(j, n / len(set(present[i]) | set(present[j]))) for j, n in shared.items()]
-            scored.sort(key=lambda x: (-x[1], x[0]))
-            edges += [(f"i:{i}", f"i:{j}", "shares_intent", w) for j, w in scored[: cfg.densify_k]]
+        edges += _shares_intent_edges(present, cfg.densify_k)
     node_table = pa.Table.from_pylist(
         [dict(zip(NODE_SCHEMA.names, n)) for n in nodes], schema=NODE_SCHEMA
     )
@@ -162,6 +143,44 @@ def assemble(
     counts = {f"nodes_{k}": sum(n[1] == k for n in nodes) for k in KINDS}
     counts |= {f"edges_{r}": sum(e[2] == r for e in edges) for r in RELATIONS}
     return node_table, edge_table, counts
+
+
+def _holds_edges(
+    ratings: dict[tuple[str, str], float], present: dict[str, list[int]], n: int
+) -> list[tuple[str, str, str, float]]:
+    """user -> intent: the ``n`` intents a user's rated items serve most, weight relative to
+    the user's top intent (ties to the lower intent index)."""
+    held: dict[str, Counter[int]] = defaultdict(Counter)
+    for (u, i), w in ratings.items():
+        for k in present.get(i, ()):
+            held[u][k] += w
+    edges = []
+    for u in sorted(held):
+        top = max(held[u].values())
+        best = sorted(held[u].items(), key=lambda x: (-x[1], x[0]))[:n]
+        edges += [(f"u:{u}", f"c:{k}", "holds", round(w / top, 6)) for k, w in best]
+    return edges
+
+
+def _shares_intent_edges(
+    present: dict[str, list[int]], k: int
+) -> list[tuple[str, str, str, float]]:
+    """item -> item: each item's ``k`` items with the highest Jaccard overlap of intents."""
+    by_intent: dict[int, list[str]] = defaultdict(list)
+    for i in sorted(present):
+        for c in present[i]:
+            by_intent[c].append(i)
+    edges = []
+    for i in sorted(present):
+        shared: Counter[str] = Counter()
+        for c in present[i]:
+            for j in by_intent[c]:
+                if j != i:
+                    shared[j] += 1
+        scored = [(j, n / len(set(present[i]) | set(present[j]))) for j, n in shared.items()]
+        scored.sort(key=lambda x: (-x[1], x[0]))
+        edges += [(f"i:{i}", f"i:{j}", "shares_intent", w) for j, w in scored[:k]]
+    return edges
 
 
 def write_graph(graph: Graph, out: Path) -> None:
