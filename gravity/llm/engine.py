@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -153,39 +153,41 @@ class Engine:
         group = {i: canonical_json(items[i][1].model_dump(exclude={"seed"})) for i in todo}
         todo.sort(key=lambda i: (group[i], -sum(len(m.content) for m in items[i][0].messages)))
         with Progress(len(todo), desc, enabled=self.progress) as bar:
-            start = 0
-            while start < len(todo):
-                batch = [todo[start]]
-                while (
-                    len(batch) < self.batch_size
-                    and start + len(batch) < len(todo)
-                    and group[todo[start + len(batch)]] == group[todo[start]]
-                ):
-                    batch.append(todo[start + len(batch)])
-                start += len(batch)
-                try:
-                    outs = self.backend.generate(
-                        [items[i][0] for i in batch],
-                        items[batch[0]][1],
-                        seeds=[items[i][1].seed for i in batch],
-                    )
-                except WorkerDied as exc:
-                    # The backend's process crashed mid-batch: keep what it had finished.
-                    self._store(batch, exc.completed, keys, items)
-                    raise
-                self.calls += 1
-                if len(outs) != len(batch):
-                    raise RuntimeError(
-                        f"backend {self.backend.name} returned {len(outs)} completions "
-                        f"for {len(batch)} requests"
-                    )
-                self._store(batch, outs, keys, items)
+            for batch in _batches(todo, group, self.batch_size):
+                outs = self._generate_batch(batch, keys, items)
                 for i, out in zip(batch, outs):
                     results[i] = out
-                self.tokens["prompt"] += sum(o.prompt_tokens for o in outs)
-                self.tokens["completion"] += sum(o.completion_tokens for o in outs)
                 bar.advance(len(batch), sum(o.completion_tokens for o in outs))
         return [r for r in results if r is not None]
+
+    def _generate_batch(
+        self,
+        batch: list[int],
+        keys: list[str],
+        items: list[tuple[ChatRequest, SamplingParams]],
+    ) -> list[Completion]:
+        """One backend call for the ``batch`` positions of ``items``; stored as it returns (a
+        crashed worker's finished completions too) and counted."""
+        try:
+            outs = self.backend.generate(
+                [items[i][0] for i in batch],
+                items[batch[0]][1],
+                seeds=[items[i][1].seed for i in batch],
+            )
+        except WorkerDied as exc:
+            # The backend's process crashed mid-batch: keep what it had finished.
+            self._store(batch, exc.completed, keys, items)
+            raise
+        self.calls += 1
+        if len(outs) != len(batch):
+            raise RuntimeError(
+                f"backend {self.backend.name} returned {len(outs)} completions "
+                f"for {len(batch)} requests"
+            )
+        self._store(batch, outs, keys, items)
+        self.tokens["prompt"] += sum(o.prompt_tokens for o in outs)
+        self.tokens["completion"] += sum(o.completion_tokens for o in outs)
+        return outs
 
     def _store(
         self,
@@ -336,6 +338,21 @@ class Engine:
                     results[i] = score
                 bar.advance(len(batch), 0)
         return [r for r in results if r is not None]
+
+
+def _batches(todo: list[int], group: dict[int, str], size: int) -> Iterator[list[int]]:
+    """Consecutive runs of ``todo`` with the same group, at most ``size`` each."""
+    start = 0
+    while start < len(todo):
+        batch = [todo[start]]
+        while (
+            len(batch) < size
+            and start + len(batch) < len(todo)
+            and group[todo[start + len(batch)]] == group[todo[start]]
+        ):
+            batch.append(todo[start + len(batch)])
+        start += len(batch)
+        yield batch
 
 
 def _per_request(params: SamplingParams | Sequence[SamplingParams], n: int) -> list[SamplingParams]:
