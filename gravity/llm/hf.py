@@ -196,30 +196,31 @@ class TransformersBackend(Backend):
             kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
-        new_tokens = out[:, prompt_len:]
         eos_ids = set(_as_list(self.model.generation_config.eos_token_id)) | {tok.eos_token_id}
-        results = []
-        for row, mask in zip(new_tokens.tolist(), enc["attention_mask"].tolist()):
-            n = 0
-            hit_eos = False
-            for token in row:
-                if token in eos_ids:
-                    hit_eos = True
-                    break
-                n += 1
-            text = tok.decode(row[:n], skip_special_tokens=True)
-            text, stopped = _cut_at_stop(text, params.stop)
-            finish = (
-                "stop"
-                if hit_eos or stopped
-                else ("length" if n >= params.max_new_tokens else "stop")
-            )
-            results.append(
-                Completion(
-                    text=text, prompt_tokens=sum(mask), completion_tokens=n, finish_reason=finish
-                )
-            )
-        return results
+        return [
+            self._completion(row, sum(mask), eos_ids, params)
+            for row, mask in zip(out[:, prompt_len:].tolist(), enc["attention_mask"].tolist())
+        ]
+
+    def _completion(
+        self, row: list[int], prompt_tokens: int, eos_ids: set[int], params: SamplingParams
+    ) -> Completion:
+        """One generated row: its text up to the first EOS or stop string, and why it ended."""
+        n = 0
+        hit_eos = False
+        for token in row:
+            if token in eos_ids:
+                hit_eos = True
+                break
+            n += 1
+        text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
+        text, stopped = _cut_at_stop(text, params.stop)
+        finish = (
+            "stop" if hit_eos or stopped else ("length" if n >= params.max_new_tokens else "stop")
+        )
+        return Completion(
+            text=text, prompt_tokens=prompt_tokens, completion_tokens=n, finish_reason=finish
+        )
 
     def score_labels(
         self, requests: list[ChatRequest], labels: list[str]
