@@ -144,6 +144,14 @@ def field_name(loc: tuple[Any, ...], empty: str = "<record>") -> str:
     return ".".join(str(part) for part in loc) or empty
 
 
+def first_problem(
+    exc: ValidationError, model: type[BaseModel] | None = None, empty: str = "<record>"
+) -> str:
+    """The first error of ``exc`` as ``field: reason``: the one-line form of a file's error."""
+    err = exc.errors()[0]
+    return f"{field_name(tuple(err.get('loc', ())), empty)}: {_reason(err, model)}"
+
+
 def validation_problems(
     exc: ValidationError,
     source: Any,

@@ -403,3 +403,19 @@ def swap_dir_into_place(tmp: Path, out: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically, with the user's umask."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_parquet(path: Path, columns: list[str]) -> Any:
+    """The ``columns`` of the parquet file ``path`` (a pyarrow Table); a file that cannot be read
+    or lacks a column is a ``GravityError`` naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise GravityError(f"{path}: cannot read: {exc}") from None
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise GravityError(f"{path}: missing column(s) {', '.join(missing)}")
+    return table.select(columns)

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from gravity.errors import GravityError
+from gravity.errors import GravityError, first_problem
 from gravity.events.models import Event, Item, Meta, Reject, User
-from gravity.io import swap_dir_into_place, temp_dir
+from gravity.io import read_parquet, swap_dir_into_place, temp_dir
 
 USERS, ITEMS, EVENTS, REJECTS, META = (
     "users.parquet",
@@ -58,13 +58,6 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 class EventsFileError(GravityError):
     """A malformed input file: the message names the file (and line and field where known)."""
-
-
-def validation_reason(exc: ValidationError) -> str:
-    """The first problem of a validation error as ``field: reason``."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "<row>"
-    return f"{where}: {err['msg'].removeprefix('Value error, ')}"
 
 
 @dataclass
@@ -111,7 +104,7 @@ class Collector:
             new_items = [Item.model_validate(i) for i in items]
             new_events = [Event.model_validate(e) for e in events]
         except ValidationError as exc:
-            self.reject(file, line, "invalid_field", validation_reason(exc))
+            self.reject(file, line, "invalid_field", first_problem(exc, empty="<row>"))
             return False
         for user in new_users:
             if user.id in self.users:
@@ -226,17 +219,8 @@ def read_events_dir(path: str | Path) -> EventsData:
     except OSError as exc:
         raise GravityError(f"{path / META}: cannot read: {exc.strerror or exc}") from None
     except ValidationError as exc:
-        raise GravityError(f"{path / META}: {validation_reason(exc)}") from None
-    tables = {}
-    for name in (USERS, ITEMS, EVENTS):
-        try:
-            table = pq.read_table(path / name)
-        except (OSError, pa.ArrowException) as exc:
-            raise GravityError(f"{path / name}: cannot read: {exc}") from None
-        missing = [c for c in SCHEMAS[name].names if c not in table.column_names]
-        if missing:
-            raise GravityError(f"{path / name}: missing column(s) {', '.join(missing)}")
-        tables[name] = table.select(SCHEMAS[name].names)
+        raise GravityError(f"{path / META}: {first_problem(exc, Meta, '<row>')}") from None
+    tables = {n: read_parquet(path / n, SCHEMAS[n].names) for n in (USERS, ITEMS, EVENTS)}
     return EventsData(path, tables[USERS], tables[ITEMS], tables[EVENTS], meta)
 
 

@@ -29,8 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gravity.errors import GravityError
+from gravity.errors import GravityError, first_problem
 from gravity.intents.config import BuildConfig
+from gravity.io import read_parquet
 
 NODES, EDGES, SCORER, MANIFEST = "nodes.parquet", "edges.parquet", "scorer.npz", "manifest.json"
 RELATIONS = ("rated", "follows", "serves", "holds", "shares_intent")
@@ -229,9 +230,7 @@ def read_graph(path: str | Path) -> Graph:
     try:
         Manifest.model_validate(manifest)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "<root>"
-        raise GravityError(f"{path / MANIFEST}: {where}: {err['msg']}") from None
+        raise GravityError(f"{path / MANIFEST}: {first_problem(exc, Manifest, '<root>')}") from None
     if set(manifest["files"]) != {NODES, EDGES, SCORER}:
         raise GravityError(f"{path / MANIFEST}: files: must list {NODES}, {EDGES}, {SCORER}")
     for name, digest in manifest["files"].items():
@@ -241,15 +240,9 @@ def read_graph(path: str | Path) -> Graph:
             raise GravityError(f"{path / name}: does not match manifest.json (files.{name})")
     tables = {}
     for name, schema in ((NODES, NODE_SCHEMA), (EDGES, EDGE_SCHEMA)):
+        table = read_parquet(path / name, schema.names)
         try:
-            table = pq.read_table(path / name)
-        except (OSError, pa.ArrowException) as exc:
-            raise GravityError(f"{path / name}: cannot read: {exc}") from None
-        missing = [c for c in schema.names if c not in table.column_names]
-        if missing:
-            raise GravityError(f"{path / name}: missing column(s) {', '.join(missing)}")
-        try:
-            tables[name] = table.select(schema.names).cast(schema)
+            tables[name] = table.cast(schema)
         except (pa.ArrowException, ValueError) as exc:
             raise GravityError(f"{path / name}: wrong column types: {exc}") from None
     nodes, edges = tables[NODES], tables[EDGES]

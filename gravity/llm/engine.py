@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from gravity.errors import first_problem
 from gravity.llm.base import Backend, ChatRequest, Completion, Message, SamplingParams
 from gravity.llm.worker import WorkerDied
 from gravity.progress import Progress
@@ -82,9 +83,7 @@ def parse_structured(text: str, model: type[T]) -> T | Reject:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "<root>"
-        return Reject(f"schema: {where}: {err['msg']}", text, "schema_mismatch")
+        return Reject(f"schema: {first_problem(exc, model, '<root>')}", text, "schema_mismatch")
 
 
 class Engine:
