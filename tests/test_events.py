@@ -551,6 +551,29 @@ def test_profiles_infer_cli_bad_events_folder(tmp_path) -> None:
     ]
 
 
+def test_profiles_infer_cli_unknown_country_in_a_hand_made_folder(tmp_path) -> None:
+    """A users table whose country is no known code (a folder not written by an importer):
+    one error line naming the country, exit 2, no output file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "ge"
+    import_events("events", [GENERIC], out)
+    users = pq.read_table(out / "users.parquet")
+    countries = ["ZZ" if c is not None else None for c in users.column("country").to_pylist()]
+    users = users.set_column(
+        users.schema.get_field_index("country"), "country", pa.array(countries)
+    )
+    pq.write_table(users, out / "users.parquet")
+    target = tmp_path / "p.jsonl"
+    args = ["profiles", "infer", "--events", str(out), "-o", str(target)]
+    result = CliRunner().invoke(app, [*args, "--no-text-inference", "--no-tag-items"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "ZZ" in lines[0], lines
+    assert not target.exists()
+
+
 @pytest.mark.slow
 def test_infer_values_from_reviews_with_the_embedded_model(amazon_dir, tmp_path) -> None:
     """A real run of the text inference on the embedded model: each reader ends with values from

@@ -519,14 +519,16 @@ def _assemble(
 ) -> UserProfile | None:
     """The reader's profile, each field with its provenance; None (counted) without a country."""
     prov: dict[str, Provenance] = {}
-    demographics = _demographics(reader, default_country, prov, result)
-    if demographics is None:
+    country_age = _country_and_age(reader, default_country, prov, result)
+    if country_age is None:
         return None
-    priors = country_priors(demographics.country)
+    country, age = country_age
+    priors = country_priors(country)  # an unknown country is an error naming it, here
+    demographics = Demographics(country=country, age=age)
     for facet, value in (("hofstede", priors.hofstede), ("wvs", priors.wvs)):
         if value is not None:
             prov[facet] = Provenance(source="country_prior", detail="country reference table")
-    schwartz, big_five = _values_and_traits(demographics.country, traits, reviews, cfg, prov)
+    schwartz, big_five = _values_and_traits(country, traits, reviews, cfg, prov)
     return UserProfile(
         id=reader_id(reader.id),
         source="imported",
@@ -540,12 +542,12 @@ def _assemble(
     )
 
 
-def _demographics(
+def _country_and_age(
     reader: _Reader,
     default_country: str | None,
     prov: dict[str, Provenance],
     result: InferResult,
-) -> Demographics | None:
+) -> tuple[str, int | None] | None:
     """Country (observed, else the configured default) and age (dropped below 13)."""
     country = reader.country
     if country is not None:
@@ -562,7 +564,7 @@ def _demographics(
         age = None
     if age is not None:
         prov["demographics.age"] = Provenance(source="observed", detail="the user's record")
-    return Demographics(country=country, age=age)
+    return country, age
 
 
 def _values_and_traits(
