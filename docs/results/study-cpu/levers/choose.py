@@ -12,6 +12,8 @@ from pathlib import Path
 
 def main(metrics_path: str, default: str) -> str:
     metrics = json.loads(Path(metrics_path).read_text())
+    if metrics["focus"] != default:
+        raise SystemExit(f"{metrics_path}: focus is {metrics['focus']!r}, not {default!r}")
     paired = metrics["overall"]["paired"]  # paired[v][metric] = default - v
     best, best_value = "none", 0.0
     for name, row in sorted(paired.items()):

@@ -2,8 +2,8 @@
 # The lever and ablation runs of attempts.md (sections 2 to 4), from a finished
 # `gravity run configs/study.yaml` folder: each lever changes one setting of the study; levers
 # are kept only if they win on validation readers (choose.py); the ablation trains on each
-# facet's pairs alone. On one H200 the whole script took about 10 minutes; on 2 CPU cores each
-# training or evaluation of a system takes as long as in the study itself.
+# facet's pairs alone. On one H200 it took about 10 minutes (trainings side by side); on 2 CPU
+# cores each training or evaluation of a system takes as long as in the study itself.
 #   bash docs/results/study-cpu/levers/levers.sh [STUDY_FOLDER] [WORK_FOLDER]
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -14,7 +14,8 @@ mkdir -p "$W/models"
 cp "$HERE/train.yaml" "$W/train.yaml"
 sed "s#BOOKS#$S/books-heldout.jsonl#" "$HERE/eval.yaml" > "$W/eval.yaml"
 
-# Validation readers: 8 per country, seed 2 (training readers are seed 0, test readers seed 1).
+# Validation readers: 8 per country, seed 2 (training readers are seed 0, test readers seed 1);
+# they are asked about the same 12 held-out books as the test readers.
 rm -f "$W/heldout-val.jsonl"
 for c in US BR JP IN; do
   gravity profiles sample --country $c --n 8 --seed 2 -o "$W/val-$c.jsonl"
@@ -50,7 +51,7 @@ levers=()
 for v in g-ep3 g-beta05 g-r32 g-full g-contrast g-more; do levers+=(--extra-model "$W/models/$v"); done
 gravity evaluate --profiles "$W/heldout-val.jsonl" --out "$W/eval-val" --config "$W/eval.yaml" \
   --focus g-default --extra-model "$W/models/g-default" "${levers[@]}"
-chosen=$(python "$HERE/choose.py" "$W/eval-val/metrics.json" g-default | tail -n 1)
+chosen=$(python3 "$HERE/choose.py" "$W/eval-val/metrics.json" g-default | tail -n 1)
 
 # The ablation on the test readers, and the chosen lever (if any) on them.
 abl=()
