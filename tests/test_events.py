@@ -197,6 +197,16 @@ def _bx_copy(tmp_path: Path, name: str, data: bytes) -> Path:
     return folder
 
 
+def _corrupt_gzip(data: bytes) -> bytes:
+    """A gzip file whose header is valid and whose compressed stream is damaged (an invalid
+    deflate block type: zlib raises its own error, which is not an OSError)."""
+    import gzip
+
+    packed = bytearray(gzip.compress(data))
+    packed[10] = 0xFF  # the first byte after the 10-byte gzip header: the first block's type
+    return bytes(packed)
+
+
 HOSTILE = {
     "bx_header": lambda t: (
         "bookcrossing",
@@ -270,6 +280,25 @@ HOSTILE = {
             ).parent
         ],
         "events.jsonl:1: stars: unknown field",
+    ),
+    "amazon_deep_json": lambda t: (
+        "amazon",
+        [_write(t / "r.jsonl", b'{"user_id": ' + b"[" * 200_000 + b"\n")],
+        "r.jsonl:1:",
+    ),
+    "amazon_corrupt_gzip": lambda t: (
+        "amazon",
+        [_write(t / "r.jsonl.gz", _corrupt_gzip(b'{"user_id": "u", "parent_asin": "a"}\n' * 4000))],
+        "r.jsonl.gz:",
+    ),
+    "gr_corrupt_gzip": lambda t: (
+        "goodreads",
+        [
+            _write(
+                t / "gr.csv.gz", _corrupt_gzip(b"Book Id,Title,Author,My Rating\n1,A,B,3\n" * 4000)
+            )
+        ],
+        "gr.csv.gz:",
     ),
     "generic_no_events": lambda t: (
         "events",

@@ -13,7 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from gravity.errors import GravityError
 from gravity.events.store import EventsFileError
+from gravity.io import describe
 
 # Review texts and descriptions can exceed csv's default 128 KiB field limit.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -84,29 +86,44 @@ def csv_rows(
         raise EventsFileError(f"{name}:{line}: not valid {exc.encoding} text") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise EventsFileError(f"{name}: cannot read: {exc}") from None
+    except GravityError:
+        raise
+    except Exception as exc:  # any other failure of reading or parsing: one line naming the file
+        raise unreadable(name, line, exc) from None
+
+
+def unreadable(name: Any, line: int, exc: Exception) -> EventsFileError:
+    """``EventsFileError`` naming the file and line for a failure no other clause expected
+    (a compressed stream damaged midway, nesting too deep to parse, memory)."""
+    return EventsFileError(f"{name}:{line}: {describe(exc)[2]}")
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line, object)`` per non-blank line; a line that is not a JSON object raises
     ``EventsFileError`` naming the file and line."""
     stream = open_text(path, "utf-8")
-    number = 0
+    at = 1  # the line being read or parsed
     try:
         with stream:
             for number, text in enumerate(stream, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise EventsFileError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
-                if not isinstance(value, dict):
-                    raise EventsFileError(f"{path}:{number}: a record must be a JSON object")
-                yield number, value
+                at = number
+                if text.strip():
+                    try:
+                        value = json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        raise EventsFileError(f"{path}:{at}: invalid JSON: {exc.msg}") from None
+                    if not isinstance(value, dict):
+                        raise EventsFileError(f"{path}:{at}: a record must be a JSON object")
+                    yield number, value
+                at = number + 1  # a failure from here on is in reading the next line
     except UnicodeDecodeError:
-        raise EventsFileError(f"{path}:{number + 1}: not valid UTF-8 text") from None
+        raise EventsFileError(f"{path}:{at}: not valid UTF-8 text") from None
     except (OSError, EOFError) as exc:
         raise EventsFileError(f"{path}: cannot read: {exc}") from None
+    except GravityError:
+        raise
+    except Exception as exc:  # any other failure of reading or parsing: one line naming the file
+        raise unreadable(path, at, exc) from None
 
 
 def parse_time(value: Any) -> datetime | None:
