@@ -89,7 +89,7 @@ def csv_rows(
     except GravityError:
         raise
     except Exception as exc:  # any other failure of reading or parsing: one line naming the file
-        raise unreadable(name, line, exc) from None
+        raise unreadable(name, reader.line_num or line, exc) from None
 
 
 def unreadable(name: Any, line: int, exc: Exception) -> EventsFileError:
