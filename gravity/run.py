@@ -24,7 +24,9 @@ from gravity.profiles import dump_profiles, load_many, sample_profiles
 from gravity.profiles.models import UserProfile
 
 
-def build_profiles(stage: ProfilesStage, held_books: list[Book] | None = None) -> list[UserProfile]:
+def build_profiles(
+    stage: ProfilesStage, held_books: list[Book] | None = None, role: str = "training"
+) -> list[UserProfile]:
     """Readers loaded from files, inferred from events, and sampled for each configured country.
 
     Readers inferred from events never see the events on ``held_books`` (matched by catalog id,
@@ -39,7 +41,10 @@ def build_profiles(stage: ProfilesStage, held_books: list[Book] | None = None) -
 
         data, removed = without_books(read_events_dir(stage.events), held_books or [])
         if removed:
-            print(f"{stage.events}: {removed} events on held-out books set aside")
+            print(
+                f"{stage.events}: {removed} events on held-out books set aside "
+                f"before inferring the {role} readers"
+            )
         profiles.extend(infer_profiles(data, stage.infer).profiles)
     if stage.n_per_country:
         for country in stage.countries:
@@ -151,7 +156,7 @@ def prepare_run(
     is written (``gravity run --dry-run`` plans from the same)."""
     train_books, held_books = split_books(_catalog(cfg.books), cfg.heldout_books, cfg.generate.seed)
     readers = build_profiles(cfg.profiles, held_books)
-    heldout = build_profiles(cfg.heldout, held_books)
+    heldout = build_profiles(cfg.heldout, held_books, role="held-out")
     overlap = sorted({p.id for p in readers} & {p.id for p in heldout})
     if overlap:
         raise GravityError(

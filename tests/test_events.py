@@ -778,7 +778,7 @@ def test_run_config_reads_readers_and_books_from_an_events_folder(bx, tmp_path) 
 
 
 @pytest.mark.parametrize("books_from", ["events", "catalog"])
-def test_run_keeps_held_out_books_out_of_every_inferred_profile(bx, books_from) -> None:
+def test_run_keeps_held_out_books_out_of_every_inferred_profile(bx, books_from, capsys) -> None:
     """`gravity run` splits the books first and infers readers without the events on held-out
     books, whether the catalog is built from the same events (matched by id) or comes from
     elsewhere (matched by title and author): a held-out book is named in no profile."""
@@ -799,6 +799,9 @@ def test_run_keeps_held_out_books_out_of_every_inferred_profile(bx, books_from) 
         }
 
     readers, heldout, _, held_books = prepare_run(cfg)
+    said = capsys.readouterr().out  # what was set aside, said once for each side
+    for role in ("training", "held-out"):
+        assert said.count(f"set aside before inferring the {role} readers") == 1, said
     unfiltered = build_profiles(cfg.profiles) + build_profiles(cfg.heldout)
     assert named(unfiltered, held_books), "without the exclusion some held-out book is named"
     assert not named(readers + heldout, held_books)
