@@ -12,6 +12,7 @@ import json
 import random
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,24 @@ def build_profiles(
     return profiles
 
 
-def _catalog(path: Path | None) -> list[Book]:
-    """The catalog file, or the most rated items of an events folder."""
+def _catalog(path: Path | None, heldout: ProfilesStage | None = None) -> list[Book]:
+    """The catalog file, or the most rated items of an events folder. When the held-out readers
+    are one side of a split of that same folder, their events are not counted: which books
+    training and evaluation use owes nothing to the held-out readers."""
     if path is not None and path.is_dir():
         from gravity.events import read_events_dir
         from gravity.events.books import books_from_events
+        from gravity.events.infer import in_heldout
 
-        return books_from_events(read_events_dir(path))
+        skip = None
+        if (
+            heldout is not None
+            and heldout.events is not None
+            and heldout.infer.split == "heldout"
+            and heldout.events.resolve() == path.resolve()
+        ):
+            skip = partial(in_heldout, cfg=heldout.infer)
+        return books_from_events(read_events_dir(path), skip_user=skip)
     return load_catalog(path)
 
 
@@ -154,7 +166,8 @@ def prepare_run(
 ) -> tuple[list[UserProfile], list[UserProfile], list[Book], list[Book]]:
     """(training readers, held-out readers, training books, held-out books), checked; nothing
     is written (``gravity run --dry-run`` plans from the same)."""
-    train_books, held_books = split_books(_catalog(cfg.books), cfg.heldout_books, cfg.generate.seed)
+    catalog = _catalog(cfg.books, cfg.heldout)
+    train_books, held_books = split_books(catalog, cfg.heldout_books, cfg.generate.seed)
     readers = build_profiles(cfg.profiles, held_books)
     heldout = build_profiles(cfg.heldout, held_books, role="held-out")
     overlap = sorted({p.id for p in readers} & {p.id for p in heldout})

@@ -863,3 +863,54 @@ def test_max_users_per_country_takes_the_first_readers_of_each_country(bx) -> No
     first, skipped = load_readers(data, InferConfig(min_events=4, max_users=3))
     assert sorted(first) == sorted(reachable)[:3]
     assert len(first) + sum(skipped.values()) == n_users
+
+
+def test_catalog_popularity_leaves_out_the_held_out_readers(tmp_path) -> None:
+    """Hand-made case: book A is rated by 3 held-out-side users only, B by 2 training-side users,
+    C by 1. Counted over everyone, A is the most rated; with the held-out readers drawn from the
+    same folder, the catalog is B then C and A is not in it."""
+    from gravity.config import ProfilesStage
+    from gravity.events.books import books_from_events
+    from gravity.events.infer import InferConfig, in_heldout
+    from gravity.run import _catalog
+
+    infer = InferConfig(split="heldout", text_inference=False, tag_items=False)
+    ids = [f"u{i}" for i in range(200)]
+    held = [u for u in ids if in_heldout(u, infer)][:3]
+    train = [u for u in ids if not in_heldout(u, infer)][:2]
+    assert len(held) == 3 and len(train) == 2
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "users.csv").write_text(
+        "id,location,country,age\n" + "".join(f"{u},,US,30\n" for u in held + train)
+    )
+    (src / "items.jsonl").write_text(
+        "".join(
+            json.dumps({"id": i, "title": f"Book {i}", "author": f"Author {i}", "year": 2000})
+            + "\n"
+            for i in "ABC"
+        )
+    )
+    rows = [(u, "A") for u in held] + [(u, "B") for u in train] + [(train[0], "C")]
+    (src / "events.csv").write_text(
+        "user_id,kind,action,item_id,value\n"
+        + "".join(f"{u},personal,rate,{i},4\n" for u, i in rows)
+    )
+    out = tmp_path / "ev"
+    import_events("events", [src], out)
+    data = read_events_dir(out)
+
+    assert [b.id for b in books_from_events(data)] == ["A", "B", "C"]
+    assert [b.id for b in books_from_events(data, top=1)] == ["A"]
+    skip = [b.id for b in books_from_events(data, skip_user=lambda u: in_heldout(u, infer))]
+    assert skip == ["B", "C"]
+
+    stage = ProfilesStage(n_per_country=0, events=out, infer=infer)
+    assert [b.id for b in _catalog(out, stage)] == ["B", "C"]
+    # Held-out readers from elsewhere, or not a split of this folder: everyone counts.
+    assert [b.id for b in _catalog(out, None)] == ["A", "B", "C"]
+    other = stage.model_copy(update={"infer": infer.model_copy(update={"split": "all"})})
+    assert [b.id for b in _catalog(out, other)] == ["A", "B", "C"]
+    elsewhere = tmp_path / "copy"
+    shutil.copytree(out, elsewhere)
+    assert [b.id for b in _catalog(elsewhere, stage)] == ["A", "B", "C"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-
-import pyarrow.compute as pc
+from collections.abc import Callable
 
 from gravity.books import Book
 from gravity.events.store import EventsData
@@ -26,6 +25,18 @@ def _title_key(title: str | None, author: str | None) -> tuple[str, str]:
         return " ".join(re.sub(r"[^\w]+", " ", (text or "").casefold()).split())
 
     return norm(title), norm(author)
+
+
+def _item_counts(data: EventsData, skip_user: Callable[[str], bool] | None) -> Counter[str]:
+    """Events per item, leaving out the events of users ``skip_user`` names."""
+    items = data.events.column("item_id").to_pylist()
+    if skip_user is None:
+        return Counter(i for i in items if i is not None)
+    users = data.events.column("user_id").to_pylist()
+    skipped = {u for u in set(users) if skip_user(u)}
+    return Counter(
+        i for i, u in zip(items, users, strict=True) if i is not None and u not in skipped
+    )
 
 
 def without_books(data: EventsData, books: list[Book]) -> tuple[EventsData, int]:
@@ -53,11 +64,17 @@ def without_books(data: EventsData, books: list[Book]) -> tuple[EventsData, int]
     return dataclasses.replace(data, events=events), data.events.num_rows - events.num_rows
 
 
-def books_from_events(data: EventsData, top: int = 200, min_events: int = 1) -> list[Book]:
+def books_from_events(
+    data: EventsData,
+    top: int = 200,
+    min_events: int = 1,
+    skip_user: Callable[[str], bool] | None = None,
+) -> list[Book]:
     """The ``top`` items with the most events (at least ``min_events``) that have a title and an
     author, as ``Book``s: categories become genres; a description only where the data has one
-    (10-4000 characters), else None and the prompts work from title, author and year."""
-    counts = Counter(pc.drop_null(data.events.column("item_id")).to_pylist())
+    (10-4000 characters), else None and the prompts work from title, author and year. Events of
+    users for whom ``skip_user`` is true are not counted (held-out readers choose no book)."""
+    counts = _item_counts(data, skip_user)
     items = {row["id"]: row for row in data.items.to_pylist()}
     books: list[Book] = []
     seen: set[str] = set()
