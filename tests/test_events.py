@@ -865,6 +865,29 @@ def test_max_users_per_country_takes_the_first_readers_of_each_country(bx) -> No
     assert len(first) + sum(skipped.values()) == n_users
 
 
+def _hand_made_events(tmp: Path, users: list[str], items: dict[str, tuple[str, str]], rows) -> Path:
+    """An events folder from (user, item) ratings; items: id -> (title, author)."""
+    src = tmp / "src"
+    src.mkdir()
+    (src / "users.csv").write_text(
+        "id,location,country,age\n" + "".join(f"{u},,US,30\n" for u in users)
+    )
+    (src / "items.jsonl").write_text(
+        "".join(
+            json.dumps({"id": i, "title": t, "author": a, "year": 2000}) + "\n"
+            for i, (t, a) in items.items()
+        )
+    )
+    (src / "events.csv").write_text(
+        "user_id,kind,action,item_id,value\n"
+        + "".join(f"{u},personal,rate,{i},4\n" for u, i in rows)
+    )
+    out = tmp / "ev"
+    meta = import_events("events", [src], out)
+    assert not meta.rejected
+    return out
+
+
 def test_catalog_popularity_leaves_out_the_held_out_readers(tmp_path) -> None:
     """Hand-made case: book A is rated by 3 held-out-side users only, B by 2 training-side users,
     C by 1. Counted over everyone, A is the most rated; with the held-out readers drawn from the
@@ -879,25 +902,9 @@ def test_catalog_popularity_leaves_out_the_held_out_readers(tmp_path) -> None:
     held = [u for u in ids if in_heldout(u, infer)][:3]
     train = [u for u in ids if not in_heldout(u, infer)][:2]
     assert len(held) == 3 and len(train) == 2
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "users.csv").write_text(
-        "id,location,country,age\n" + "".join(f"{u},,US,30\n" for u in held + train)
-    )
-    (src / "items.jsonl").write_text(
-        "".join(
-            json.dumps({"id": i, "title": f"Book {i}", "author": f"Author {i}", "year": 2000})
-            + "\n"
-            for i in "ABC"
-        )
-    )
     rows = [(u, "A") for u in held] + [(u, "B") for u in train] + [(train[0], "C")]
-    (src / "events.csv").write_text(
-        "user_id,kind,action,item_id,value\n"
-        + "".join(f"{u},personal,rate,{i},4\n" for u, i in rows)
-    )
-    out = tmp_path / "ev"
-    import_events("events", [src], out)
+    items = {i: (f"Book {i}", f"Author {i}") for i in "ABC"}
+    out = _hand_made_events(tmp_path, held + train, items, rows)
     data = read_events_dir(out)
 
     assert [b.id for b in books_from_events(data)] == ["A", "B", "C"]
@@ -914,3 +921,57 @@ def test_catalog_popularity_leaves_out_the_held_out_readers(tmp_path) -> None:
     elsewhere = tmp_path / "copy"
     shutil.copytree(out, elsewhere)
     assert [b.id for b in _catalog(elsewhere, stage)] == ["A", "B", "C"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        (("The King of Torts", "John Grisham"), ("King of Torts: A Novel", "JOHN GRISHAM"), True),
+        (
+            ("She's Come Undone (Oprah's Book Club (Paperback))", "Wally Lamb"),
+            ("She's Come Undone", "Wally Lamb"),
+            True,
+        ),
+        (
+            ("Angela's Ashes (MMP) : A Memoir", "Frank McCourt"),
+            ("ANGELA'S ASHES", "Frank Mccourt"),
+            True,
+        ),
+        (
+            ("Harry Potter and the Chamber of Secrets (Book 2)", "J. K. Rowling"),
+            ("Harry Potter and the Goblet of Fire (Book 4)", "J.K. Rowling"),
+            False,
+        ),
+        (("The Hours", "Michael Cunningham"), ("The Hours", "Someone Else"), False),
+        (("(Untitled)", "X"), ("Untitled", "X"), True),  # nothing outside brackets: kept whole
+        (("The", "X"), ("A", "X"), False),  # a title that is only an article stays itself
+    ],
+)
+def test_work_key_tells_editions_of_one_work(a, b, same) -> None:
+    from gravity.events.books import work_key
+
+    assert (work_key(*a) == work_key(*b)) is same
+    assert all(work_key(*x)[0] for x in (a, b))  # never an empty title
+
+
+def test_catalog_has_one_book_per_work_and_sets_aside_every_edition(tmp_path) -> None:
+    """Two editions of one work (3 events in all) outrank a book with 2; the catalog names the
+    work by its most rated edition, once; holding that book out removes the events on both
+    editions, so no other edition of a held-out book reaches a profile or a training book."""
+    from gravity.books import Book
+    from gravity.events.books import books_from_events, without_books
+
+    items = {
+        "K1": ("The King of Torts", "John Grisham"),
+        "K2": ("King of Torts: A Novel (Paperback)", "John Grisham"),
+        "B": ("Bel Canto", "Ann Patchett"),
+    }
+    rows = [("u1", "K1"), ("u2", "K1"), ("u3", "K2"), ("u1", "B"), ("u2", "B")]
+    data = read_events_dir(_hand_made_events(tmp_path, ["u1", "u2", "u3"], items, rows))
+    assert [b.id for b in books_from_events(data)] == ["K1", "B"]
+    assert [b.id for b in books_from_events(data, top=1)] == ["K1"]
+    assert [b.id for b in books_from_events(data, min_events=3)] == ["K1"]  # 2 + 1 editions
+    held = Book(id="K1", title="The King of Torts", author="John Grisham", description=None)
+    rest, removed = without_books(data, [held])
+    assert removed == 3
+    assert set(rest.events.column("item_id").to_pylist()) == {"B"}

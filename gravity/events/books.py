@@ -18,13 +18,19 @@ def book_id(item_id: str) -> str:
     return _BAD_ID.sub("-", item_id)[:128].lstrip("-_.:") or "item"
 
 
-def _title_key(title: str | None, author: str | None) -> tuple[str, str]:
-    """(title, author) compared without case, punctuation or spacing."""
+def work_key(title: str | None, author: str | None) -> tuple[str, str]:
+    """(title, author) of a work, the same for its editions: compared without case, punctuation
+    or spacing, without a subtitle (from the first ':'), a bracketed part ('(Book 3)',
+    "(Oprah's Book Club)") or a leading English article. Editions of one work have their own
+    ids (one ISBN each); this key is what tells that they are one book."""
 
     def norm(text: str | None) -> str:
         return " ".join(re.sub(r"[^\w]+", " ", (text or "").casefold()).split())
 
-    return norm(title), norm(author)
+    full = norm(title)
+    main = norm(re.split(r"[(\[:]", title or "", maxsplit=1)[0])
+    main = re.sub(r"^(the|a|an) ", "", main) or main
+    return main or full, norm(author)
 
 
 def _item_counts(data: EventsData, skip_user: Callable[[str], bool] | None) -> Counter[str]:
@@ -42,7 +48,8 @@ def _item_counts(data: EventsData, skip_user: Callable[[str], bool] | None) -> C
 def without_books(data: EventsData, books: list[Book]) -> tuple[EventsData, int]:
     """``data`` without the events on ``books``, and how many were set aside: profiles inferred
     from it never saw those books. An item is one of the books by catalog id (a catalog built
-    from these events) or by title and author (a catalog from elsewhere)."""
+    from these events) or by its work (``work_key``: another edition, or a catalog from
+    elsewhere)."""
     import dataclasses
 
     import pyarrow as pa
@@ -50,11 +57,11 @@ def without_books(data: EventsData, books: list[Book]) -> tuple[EventsData, int]
     if not books or data.events.num_rows == 0:
         return data, 0
     ids = {b.id for b in books}
-    titles = {_title_key(b.title, b.author) for b in books}
+    works = {work_key(b.title, b.author) for b in books}
     dropped = {
         row["id"]
         for row in data.items.select(["id", "title", "author"]).to_pylist()
-        if book_id(row["id"]) in ids or _title_key(row["title"], row["author"]) in titles
+        if book_id(row["id"]) in ids or work_key(row["title"], row["author"]) in works
     }
     keep = [
         item is None or (item not in dropped and book_id(item) not in ids)
@@ -70,20 +77,18 @@ def books_from_events(
     min_events: int = 1,
     skip_user: Callable[[str], bool] | None = None,
 ) -> list[Book]:
-    """The ``top`` items with the most events (at least ``min_events``) that have a title and an
-    author, as ``Book``s: categories become genres; a description only where the data has one
-    (10-4000 characters), else None and the prompts work from title, author and year. Events of
-    users for whom ``skip_user`` is true are not counted (held-out readers choose no book)."""
-    counts = _item_counts(data, skip_user)
+    """The ``top`` works with the most events on their editions (at least ``min_events``) that
+    have a title and an author, as ``Book``s, one per work (its most rated edition): categories
+    become genres; a description only where the data has one (10-4000 characters), else None
+    and the prompts work from title, author and year. Events of users for whom ``skip_user`` is
+    true are not counted (held-out readers choose no book)."""
     items = {row["id"]: row for row in data.items.to_pylist()}
     books: list[Book] = []
     seen: set[str] = set()
-    for item_id, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])):
+    for item_id, n in _work_counts(_item_counts(data, skip_user), items):
         if n < min_events or len(books) >= top:
             break
-        item = items.get(item_id)
-        if not item or not item["title"] or not item["author"]:
-            continue
+        item = items[item_id]
         bid = book_id(item_id)
         if bid in seen:
             continue
@@ -104,3 +109,20 @@ def books_from_events(
             )
         )
     return books
+
+
+def _work_counts(counts: Counter[str], items: dict[str, dict]) -> list[tuple[str, int]]:
+    """(item id, events on every edition of its work), most first: one entry per work with a
+    title and an author, named by its edition with the most events (ties: the smallest id)."""
+    works: dict[tuple[str, str], tuple[int, str, int]] = {}
+    for item_id, n in counts.items():
+        item = items.get(item_id)
+        if not item or not item["title"] or not item["author"]:
+            continue
+        key = work_key(item["title"], item["author"])
+        total, best, best_n = works.get(key, (0, item_id, n))
+        if (-n, item_id) < (-best_n, best):
+            best, best_n = item_id, n
+        works[key] = (total + n, best, best_n)
+    ranked = sorted(works.values(), key=lambda w: (-w[0], w[1]))
+    return [(best, total) for total, best, _ in ranked]
