@@ -888,14 +888,10 @@ def _hand_made_events(tmp: Path, users: list[str], items: dict[str, tuple[str, s
     return out
 
 
-def test_catalog_popularity_leaves_out_the_held_out_readers(tmp_path) -> None:
-    """Hand-made case: book A is rated by 3 held-out-side users only, B by 2 training-side users,
-    C by 1. Counted over everyone, A is the most rated; with the held-out readers drawn from the
-    same folder, the catalog is B then C and A is not in it."""
-    from gravity.config import ProfilesStage
-    from gravity.events.books import books_from_events
+def _split_events(tmp_path: Path):
+    """A hand-made folder: book A rated by 3 users on the held-out side of the default split
+    only, B by 2 training-side users, C by 1. Returns (folder, held-out-side infer config)."""
     from gravity.events.infer import InferConfig, in_heldout
-    from gravity.run import _catalog
 
     infer = InferConfig(split="heldout", text_inference=False, tag_items=False)
     ids = [f"u{i}" for i in range(200)]
@@ -904,7 +900,18 @@ def test_catalog_popularity_leaves_out_the_held_out_readers(tmp_path) -> None:
     assert len(held) == 3 and len(train) == 2
     rows = [(u, "A") for u in held] + [(u, "B") for u in train] + [(train[0], "C")]
     items = {i: (f"Book {i}", f"Author {i}") for i in "ABC"}
-    out = _hand_made_events(tmp_path, held + train, items, rows)
+    return _hand_made_events(tmp_path, held + train, items, rows), infer
+
+
+def test_catalog_popularity_leaves_out_the_held_out_readers(tmp_path) -> None:
+    """Counted over everyone, A (rated by held-out-side users only) is the most rated; with the
+    held-out readers drawn from the same folder, the catalog is B then C and A is not in it."""
+    from gravity.config import ProfilesStage
+    from gravity.events.books import books_from_events
+    from gravity.events.infer import in_heldout
+    from gravity.run import _catalog
+
+    out, infer = _split_events(tmp_path)
     data = read_events_dir(out)
 
     assert [b.id for b in books_from_events(data)] == ["A", "B", "C"]
@@ -921,6 +928,25 @@ def test_catalog_popularity_leaves_out_the_held_out_readers(tmp_path) -> None:
     elsewhere = tmp_path / "copy"
     shutil.copytree(out, elsewhere)
     assert [b.id for b in _catalog(elsewhere, stage)] == ["A", "B", "C"]
+
+
+def test_run_leaves_the_held_out_readers_out_of_the_catalog_through_a_symlink(tmp_path) -> None:
+    """`gravity run` (and its dry run, through the same prepare_run) counts the catalog without
+    the held-out readers, also when the held-out section names the folder through a link."""
+    from gravity.config import RunConfig
+    from gravity.run import prepare_run
+
+    out, _ = _split_events(tmp_path)
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    cfg_data = _bookcrossing_config(out)
+    cfg_data.update(books=str(out), heldout_books=1, out_dir=str(tmp_path / "run"))
+    cfg_data["heldout"]["events"] = str(link)
+    for stage in ("profiles", "heldout"):
+        cfg_data[stage]["infer"]["min_events"] = 1
+    readers, heldout, train_books, held_books = prepare_run(RunConfig.model_validate(cfg_data))
+    assert sorted(b.id for b in train_books + held_books) == ["B", "C"]
+    assert readers and heldout
 
 
 @pytest.mark.parametrize(
@@ -945,6 +971,46 @@ def test_catalog_popularity_leaves_out_the_held_out_readers(tmp_path) -> None:
         (("The Hours", "Michael Cunningham"), ("The Hours", "Someone Else"), False),
         (("(Untitled)", "X"), ("Untitled", "X"), True),  # nothing outside brackets: kept whole
         (("The", "X"), ("A", "X"), False),  # a title that is only an article stays itself
+        # Editions of one work as real catalogs spell them: '&', HTML entities, accents,
+        # initials, inverted names, ' - ', ';' and '...' subtitles.
+        (
+            ("Clan of the Cave Bear", "Jean Auel"),
+            ("The Clan of the Cave Bear (Earth's Children (Paperback))", "Jean M. Auel"),
+            True,
+        ),
+        (("Angels & Demons", "Dan Brown"), ("Angels and Demons", "DAN BROWN"), True),
+        (
+            ("Pride &amp; Prejudice (Wordsworth)", "Jane Austen"),
+            ("Pride and Prejudice", "Austen"),
+            True,
+        ),
+        (
+            ("Cien años de soledad", "Gabriel García Márquez"),
+            ("Cien anos de soledad", "Gabriel Garcia Marquez"),
+            True,
+        ),
+        (
+            ("The Catcher in the Rye", "Salinger, J.D."),
+            ("Catcher in the Rye", "J. D. Salinger"),
+            True,
+        ),
+        (
+            ("Fahrenheit 451 - T.D.", "Ray Bradbury"),
+            ("Fahrenheit 451; a novel", "RAY BRADBURY"),
+            True,
+        ),
+        (
+            ("Stupid White Men ...and Other Sorry Excuses", "Michael Moore"),
+            ("Stupid White Men", "Michael Moore"),
+            True,
+        ),
+        (("(The Hours)", "Michael Cunningham"), ("The Hours", "Michael Cunningham"), True),
+        (("The (Hours)", "X Y"), ("The (Other)", "X Y"), False),  # an article alone is no title
+        (
+            ("Pride and Prejudice", "Jane Austen"),
+            ("Pride and Prejudice", "Seth Grahame-Smith"),
+            False,
+        ),
     ],
 )
 def test_work_key_tells_editions_of_one_work(a, b, same) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable
 
@@ -18,19 +20,30 @@ def book_id(item_id: str) -> str:
     return _BAD_ID.sub("-", item_id)[:128].lstrip("-_.:") or "item"
 
 
+_ARTICLE = re.compile(r"^(the|a|an|der|die|das|le|la|les|el|los|las|il|lo) ")
+_SUBTITLE = re.compile(r"[(\[:;]| - | -- |\.\.\.")
+
+
+def _plain(text: str | None) -> str:
+    """Casefolded words only: HTML entities decoded, accents and punctuation dropped, '&' read
+    as 'and'."""
+    text = unicodedata.normalize("NFKD", html.unescape(html.unescape(text or "")))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
+    return " ".join(re.sub(r"[\W_]+", " ", text.replace("&", " and ")).split())
+
+
 def work_key(title: str | None, author: str | None) -> tuple[str, str]:
-    """(title, author) of a work, the same for its editions: compared without case, punctuation
-    or spacing, without a subtitle (from the first ':'), a bracketed part ('(Book 3)',
-    "(Oprah's Book Club)") or a leading English article. Editions of one work have their own
-    ids (one ISBN each); this key is what tells that they are one book."""
-
-    def norm(text: str | None) -> str:
-        return " ".join(re.sub(r"[^\w]+", " ", (text or "").casefold()).split())
-
-    full = norm(title)
-    main = norm(re.split(r"[(\[:]", title or "", maxsplit=1)[0])
-    main = re.sub(r"^(the|a|an) ", "", main) or main
-    return main or full, norm(author)
+    """(title, author) of a work, the same for its editions, which have ids of their own (one
+    ISBN each). Loose on purpose, since grouping two books as one costs a catalog entry while
+    missing an edition of a held-out book leaks it: the title before a subtitle (':', ';',
+    ' - ', '...') or a bracketed part, without a leading article; the author's surname (the last
+    word of three or more letters, so initials and their spelling do not count)."""
+    text = html.unescape(html.unescape(title or "")).casefold()  # '&amp;' is not a ';' subtitle
+    main = _ARTICLE.sub("", _plain(_SUBTITLE.split(text, maxsplit=1)[0]))
+    if main in {"", "the", "a", "an"}:  # nothing before the bracket or subtitle
+        main = _ARTICLE.sub("", _plain(text)) or _plain(text)
+    names = [w for w in _plain(author).split() if len(w) > 2]
+    return main, names[-1] if names else _plain(author)
 
 
 def _item_counts(data: EventsData, skip_user: Callable[[str], bool] | None) -> Counter[str]:
