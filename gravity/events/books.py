@@ -62,7 +62,7 @@ def without_books(data: EventsData, books: list[Book]) -> tuple[EventsData, int]
     """``data`` without the events on ``books``, and how many were set aside: profiles inferred
     from it never saw those books. An item is one of the books by catalog id (a catalog built
     from these events) or by its work (``work_key``: another edition, or a catalog from
-    elsewhere)."""
+    elsewhere); an item without an author, by its title alone."""
     import dataclasses
 
     import pyarrow as pa
@@ -71,10 +71,16 @@ def without_books(data: EventsData, books: list[Book]) -> tuple[EventsData, int]
         return data, 0
     ids = {b.id for b in books}
     works = {work_key(b.title, b.author) for b in books}
+    titles = {title for title, _ in works}
+
+    def held(row: dict) -> bool:
+        key = work_key(row["title"], row["author"])
+        return key in works or (not key[1] and key[0] in titles)
+
     dropped = {
         row["id"]
         for row in data.items.select(["id", "title", "author"]).to_pylist()
-        if book_id(row["id"]) in ids or work_key(row["title"], row["author"]) in works
+        if book_id(row["id"]) in ids or held(row)
     }
     keep = [
         item is None or (item not in dropped and book_id(item) not in ids)
