@@ -248,7 +248,8 @@ def _header(metrics: dict[str, Any], systems: list[str]) -> list[str]:
         "",
         f"95% CIs: {boot['method']} bootstrap over readers ({boot['resamples']} resamples, "
         "scipy.stats.bootstrap; where BCa is undefined for a cell's data, the percentile CI, "
-        "as metrics.json records per cell); a cell with fewer than "
+        "and where every reader has the same value, that value as both bounds, as "
+        "metrics.json records per cell); a cell with fewer than "
         f"{boot['min_readers']} readers says 'too few readers'.",
     ]
 
