@@ -25,22 +25,50 @@ from gravity.profiles import dump_profiles, load_many, sample_profiles
 from gravity.profiles.models import UserProfile
 
 
+class EventsCache:
+    """Events folders read once, and their held-out books set aside once, for one run: the
+    catalog and both reader sections often name the same folder."""
+
+    def __init__(self) -> None:
+        self._read: dict[Path, Any] = {}
+        self._kept: dict[tuple[Path, tuple[str, ...]], Any] = {}
+
+    def read(self, path: Path) -> Any:
+        """``read_events_dir(path)``, once per folder."""
+        from gravity.events import read_events_dir
+
+        key = path.resolve()
+        if key not in self._read:
+            self._read[key] = read_events_dir(path)
+        return self._read[key]
+
+    def without(self, path: Path, books: list[Book]) -> tuple[Any, int]:
+        """``without_books`` of the folder, once per folder and set of books."""
+        from gravity.events.books import without_books
+
+        key = (path.resolve(), tuple(sorted(b.id for b in books)))
+        if key not in self._kept:
+            self._kept[key] = without_books(self.read(path), books)
+        return self._kept[key]
+
+
 def build_profiles(
-    stage: ProfilesStage, held_books: list[Book] | None = None, role: str = "training"
+    stage: ProfilesStage,
+    held_books: list[Book] | None = None,
+    role: str = "training",
+    events: EventsCache | None = None,
 ) -> list[UserProfile]:
     """Readers loaded from files, inferred from events, and sampled for each configured country.
 
     Readers inferred from events never see the events on ``held_books`` (matched by catalog id,
-    or title and author): the books evaluation describes are in no inferred profile, nor in what
+    or by work): the books evaluation describes are in no inferred profile, nor in what
     training learns from. Profiles read from files are taken as they are.
     """
     profiles = list(load_many(stage.files)) if stage.files else []
     if stage.events is not None:
-        from gravity.events import read_events_dir
-        from gravity.events.books import without_books
         from gravity.events.infer import infer_profiles
 
-        data, removed = without_books(read_events_dir(stage.events), held_books or [])
+        data, removed = (events or EventsCache()).without(stage.events, held_books or [])
         if removed:
             print(
                 f"{stage.events}: {removed} events on held-out books set aside "
@@ -59,12 +87,13 @@ def build_profiles(
     return profiles
 
 
-def _catalog(path: Path | None, heldout: ProfilesStage | None = None) -> list[Book]:
+def _catalog(
+    path: Path | None, heldout: ProfilesStage | None = None, events: EventsCache | None = None
+) -> list[Book]:
     """The catalog file, or the most rated items of an events folder. When the held-out readers
     are one side of a split of that same folder, their events are not counted: which books
     training and evaluation use owes nothing to the held-out readers."""
     if path is not None and path.is_dir():
-        from gravity.events import read_events_dir
         from gravity.events.books import books_from_events
         from gravity.events.infer import in_heldout
 
@@ -76,7 +105,7 @@ def _catalog(path: Path | None, heldout: ProfilesStage | None = None) -> list[Bo
             and heldout.events.resolve() == path.resolve()
         ):
             skip = partial(in_heldout, cfg=heldout.infer)
-        return books_from_events(read_events_dir(path), skip_user=skip)
+        return books_from_events((events or EventsCache()).read(path), skip_user=skip)
     return load_catalog(path)
 
 
@@ -166,10 +195,11 @@ def prepare_run(
 ) -> tuple[list[UserProfile], list[UserProfile], list[Book], list[Book]]:
     """(training readers, held-out readers, training books, held-out books), checked; nothing
     is written (``gravity run --dry-run`` plans from the same)."""
-    catalog = _catalog(cfg.books, cfg.heldout)
+    events = EventsCache()
+    catalog = _catalog(cfg.books, cfg.heldout, events)
     train_books, held_books = split_books(catalog, cfg.heldout_books, cfg.generate.seed)
-    readers = build_profiles(cfg.profiles, held_books)
-    heldout = build_profiles(cfg.heldout, held_books, role="held-out")
+    readers = build_profiles(cfg.profiles, held_books, events=events)
+    heldout = build_profiles(cfg.heldout, held_books, role="held-out", events=events)
     overlap = sorted({p.id for p in readers} & {p.id for p in heldout})
     if overlap:
         raise GravityError(
