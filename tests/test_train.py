@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from gravity.errors import GravityError
 from gravity.llm import BackendConfig, ChatRequest, SamplingParams, make_backend
 from gravity.train import TrainConfig, train
+from gravity.train.config import cpu_group
 from tests.fakes import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,6 +238,12 @@ def test_cli_train_and_flags(tiny_model, tmp_path):
 
 
 def test_two_process_accelerate_launch(tiny_model, tmp_path):
+    """Two launched processes on a CPU machine train as ONE group, each on its share.
+
+    Proof of the group, not of two lucky independent trainings: both ranks report world size 2,
+    and one epoch over 4 pairs at batch 1 takes 2 steps (each rank sees 2 pairs); two processes
+    training alone would each take 4 steps, and both would write the shared outputs.
+    """
     data = _pairs(tmp_path / "pairs.jsonl")
     out = tmp_path / "ddp"
     cmd = [
@@ -248,6 +255,8 @@ def test_two_process_accelerate_launch(tiny_model, tmp_path):
         "2",
         "--num_machines",
         "1",
+        "--main_process_port",
+        str(_free_port()),
         "--mixed_precision",
         "no",
         "--dynamo_backend",
@@ -262,7 +271,7 @@ def test_two_process_accelerate_launch(tiny_model, tmp_path):
         str(out),
         "--model",
         str(tiny_model),
-        "--max-steps",
+        "--num-train-epochs",
         "1",
         "--max-length",
         "128",
@@ -272,10 +281,33 @@ def test_two_process_accelerate_launch(tiny_model, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.count("dpo: 1 steps on 4 examples") == 2  # both processes finished
+    assert "train: process 1 of 2" in run.stdout and "train: process 2 of 2" in run.stdout
+    assert run.stdout.count("dpo: 2 steps on 4 examples") == 2  # both ranks, one shared run
     assert (out / "adapter_model.safetensors").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["steps"] == 1
+    assert metrics["processes"] == 2
+    assert metrics["steps"] == 2  # 4 pairs / (2 processes x batch 1): data was sharded
+    json.loads((out / "adapter_config.json").read_text())  # written whole, once
+
+
+def test_cpu_group_only_for_several_processes_without_cuda(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert cpu_group() is False
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cpu_group() is False
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cpu_group() is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cpu_group() is False  # CUDA: accelerate forms the NCCL group itself
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -329,6 +361,7 @@ _KILL_AT_STEP_3 = """
 import os, signal, sys
 from transformers import TrainerCallback
 from gravity.train import TrainConfig, train
+from gravity.train.config import cpu_group
 
 class Kill(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):

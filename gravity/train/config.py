@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +74,15 @@ def _check_overrides(config_cls: type, overrides: dict[str, Any]) -> None:
             raise GravityError(f"trl_overrides: '{key}' is not a {config_cls.__name__} field{hint}")
 
 
+def cpu_group() -> bool:
+    """Whether the launched processes of a training must form a CPU (gloo) group: several were
+    launched (``WORLD_SIZE`` > 1) and there is no CUDA device. accelerate forms such a group
+    only when asked for the CPU; otherwise each process trains alone as a group of one."""
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def _trl_args(kind: str, cfg: TrainConfig, out: Path) -> Any:
     try:
         from trl import DPOConfig, SFTConfig
@@ -97,6 +107,8 @@ def _trl_args(kind: str, cfg: TrainConfig, out: Path) -> Any:
         "bf16": cfg.precision == "bf16",
         "fp16": cfg.precision == "fp16",
         "disable_tqdm": False,
+        # Several processes without CUDA train as one CPU group (see trainer.process_state).
+        "use_cpu": cpu_group(),
     }
     if kind == "dpo":
         kwargs["beta"] = cfg.beta

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 
 from gravity.errors import GravityError
 from gravity.train.card import _model_card
-from gravity.train.config import TrainConfig, _trl_args
+from gravity.train.config import TrainConfig, _trl_args, cpu_group
 from gravity.train.data import training_rows
 from gravity.train.fingerprint import (
     CHECKPOINTS,
@@ -25,10 +26,29 @@ from gravity.train.fingerprint import (
 )
 
 
-def _say(message: str) -> None:
+def process_state() -> Any:
+    """accelerate's process state for this training, the same object for every caller.
+
+    A launcher (``accelerate launch``, ``torchrun``) that starts several processes on a machine
+    without CUDA must make them one CPU group (gloo): accelerate only does so when asked for the
+    CPU, and otherwise leaves each process alone as the main process of a group of one, so that
+    every process trains on all the data and writes the shared outputs at the same time. Raises
+    when the launcher's world size and the group's disagree.
+    """
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
+    state = PartialState(cpu=cpu_group())
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if state.num_processes != launched:
+        raise GravityError(
+            f"train: launched as {launched} processes, but they formed a group of "
+            f"{state.num_processes} ({state.distributed_type}); each would train alone"
+        )
+    return state
+
+
+def _say(message: str) -> None:
+    if process_state().is_main_process:
         print(message, flush=True)
 
 
@@ -57,6 +77,9 @@ def train(
             "(use a --merge output)"
         )
     fingerprint = _fingerprint(kind, cfg, dataset, base)
+    state = process_state()
+    if state.num_processes > 1:
+        print(f"train: process {state.process_index + 1} of {state.num_processes}", flush=True)
     resume = _prepare_folder(out, fingerprint)
     trainer, tokenizer = _trainer(kind, cfg, dataset, base, out, fingerprint, callbacks)
     if len(trainer.train_dataset) == 0:
@@ -73,6 +96,7 @@ def train(
         "base_model": portable_model_name(cfg.model),
         "lora": not cfg.full,
         "train_pairs": len(dataset),
+        "processes": state.num_processes,
         "steps": trainer.state.global_step,
         "resumed_from": resume and Path(resume).name,
         "train_runtime_s": round(wall, 2),
@@ -89,9 +113,7 @@ def train(
 def _prepare_folder(out: Path, fingerprint: dict[str, Any]) -> str | None:
     """Clear ``out`` of finished outputs and foreign checkpoints; the checkpoint to resume from
     (one of this training's), if any."""
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     resumable, stale = _checkpoints(out / CHECKPOINTS, fingerprint["id"])
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
