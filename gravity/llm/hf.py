@@ -113,17 +113,18 @@ def load_model_and_tokenizer(model: str, dtype: str = "auto", device: str = "aut
 
 
 class TransformersBackend(Backend):
-    """Batched ``model.generate`` with left padding and a random stream per request; JSON is
-    prompted for, then validated."""
+    """Batched ``model.generate`` with left padding and a random stream per request; a request
+    with a JSON schema is decoded under that schema's grammar (``constrain.JsonConstraint``)."""
 
     name = "transformers"
-    constrains_json = False
+    constrains_json = True
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self.model: Any = None
         self.tokenizer: Any = None
         self._path: str | None = None
+        self._llg_tokenizer: Any = None
 
     def load(self) -> None:
         if self._loaded:
@@ -135,8 +136,16 @@ class TransformersBackend(Backend):
         self._loaded = True
 
     def close(self) -> None:
-        self.model = self.tokenizer = None
+        self.model = self.tokenizer = self._llg_tokenizer = None
         super().close()
+
+    def _json_constraint(self, schema: dict[str, Any], rows: int, prompt_len: int) -> Any:
+        """The logits processor that keeps each row's output valid JSON for ``schema``."""
+        from gravity.llm.constrain import JsonConstraint, llg_tokenizer
+
+        if self._llg_tokenizer is None:
+            self._llg_tokenizer = llg_tokenizer(self.tokenizer)
+        return JsonConstraint(self._llg_tokenizer, schema, rows, prompt_len)
 
     def fingerprint(self) -> dict[str, Any]:
         path = Path(resolve_model(self.config.model))
@@ -181,17 +190,16 @@ class TransformersBackend(Backend):
             "top_p": None,
             "top_k": None,
         }
+        processors: list[Any] = []
+        if params.json_schema is not None:
+            # The grammar's mask first: the sampler (or the argmax) then picks among allowed
+            # tokens only.
+            processors.append(self._json_constraint(params.json_schema, len(requests), prompt_len))
         if params.temperature > 0:
-            kwargs["logits_processor"] = LogitsProcessorList(
-                [
-                    RowSampler(
-                        row_uniforms(row_seeds, params.max_new_tokens, self.model.device),
-                        prompt_len,
-                        params.temperature,
-                        params.top_p,
-                    )
-                ]
-            )
+            uniforms = row_uniforms(row_seeds, params.max_new_tokens, self.model.device)
+            processors.append(RowSampler(uniforms, prompt_len, params.temperature, params.top_p))
+        if processors:
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
         with torch.inference_mode():
