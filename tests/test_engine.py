@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -16,7 +17,14 @@ import pytest
 from pydantic import BaseModel
 
 from gravity.llm import ChatRequest, SamplingParams
-from gravity.llm.engine import Engine, Parsed, Reject, extract_json, parse_structured
+from gravity.llm.engine import (
+    Engine,
+    Parsed,
+    Reject,
+    StructuredStop,
+    extract_json,
+    parse_structured,
+)
 from gravity.store import Store
 from tests.fakes import ScriptedBackend
 
@@ -264,3 +272,77 @@ def test_progress_plain_lines_when_not_a_tty(capsys):
             bar.advance(1, tokens=10)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and err[-1].startswith("demo: 3/3 requests,") and "tok/s" in err[-1]
+
+
+class SchemaEcho(ScriptedBackend):
+    """A model that cannot follow a schema: it answers every JSON request with the schema
+    itself (what the embedded model did on the transformers backend before constraints)."""
+
+    def generate(self, requests, params, seeds=None):
+        outs = super().generate(requests, params, seeds)
+        if params.json_schema is None:
+            return outs
+        echo = json.dumps(params.json_schema)
+        return [o.model_copy(update={"text": echo}) for o in outs]
+
+
+def test_fast_stop_when_the_first_answers_are_all_invalid(tmp_path):
+    backend = SchemaEcho()
+    store = Store(tmp_path / "s.db")
+    engine = Engine(backend, store, progress=False, batch_size=4)
+    reqs = _requests(50)
+    with pytest.raises(StructuredStop) as err:
+        engine.generate_structured(reqs, PARAMS, Title, max_attempts=3, desc="tag", fast_stop=8)
+    assert len(backend.seen) == 8  # the other 42 never asked, and no retry pass
+    stop = err.value
+    assert (len(stop.rejected), stop.not_asked) == (8, 42)  # 50 in = 8 rejected + 42 not asked
+    message = str(stop)
+    assert "\n" not in message
+    assert message.startswith("tag: stopped: the first 8 answers were all invalid")
+    assert "schema_mismatch 8" in message and "42 more not asked" in message
+    assert "properties" in message  # the sample shows what the model wrote
+    assert "llamacpp" in message  # and what to do
+    assert store.count_completions() == 8  # what was done is kept
+
+
+def test_no_fast_stop_when_one_of_the_first_answers_is_valid():
+    script = ["junk"] * 7 + ['{"title": "A", "year": 1}'] + ["junk"] * 12
+    engine = Engine(ScriptedBackend(script=script), None, progress=False, batch_size=4)
+    reqs = [ChatRequest.from_prompt(f"q{i:02d}") for i in range(20)]
+    params = PARAMS.model_copy(update={"temperature": 0.0})
+    results = engine.generate_structured(reqs, params, Title, max_attempts=3, fast_stop=8)
+    assert len(results) == 20  # every row accounted
+    assert sum(isinstance(r, Parsed) for r in results) == 1
+    assert len(engine.backend.seen) == 20  # greedy: no retry pass (it would repeat the answers)
+    assert all(r.reason == "no JSON object in output" for r in results if isinstance(r, Reject))
+
+
+def test_fewer_rows_than_the_fast_stop_are_retried_not_stopped():
+    engine = Engine(SchemaEcho(), None, progress=False)
+    results = engine.generate_structured(_requests(3), PARAMS, Title, max_attempts=2, fast_stop=8)
+    assert [r.kind for r in results] == ["schema_mismatch"] * 3
+    assert all(r.reason.endswith("(after 2 attempts)") for r in results)
+
+
+def test_a_retry_pass_that_fails_again_ends_the_retries(capsys):
+    valid = '{"title": "A", "year": 1}'
+    # First pass: 1 valid among 10; retry 1: the first 4 retried answers fail again.
+    script = [valid] + ["junk"] * 9 + ["junk"] * 4 + [valid] * 20
+    engine = Engine(ScriptedBackend(script=script), None, progress=False, batch_size=32)
+    reqs = [ChatRequest.from_prompt(f"q{i:02d}") for i in range(10)]
+    results = engine.generate_structured(reqs, PARAMS, Title, max_attempts=3, fast_stop=4)
+    assert len(engine.backend.seen) == 10 + 4  # retry 1 stopped after its first 4
+    assert sum(isinstance(r, Parsed) for r in results) == 1 and len(results) == 10
+    assert "the first 4 answers all failed again; no more retries" in capsys.readouterr().err
+
+
+def test_json_instruction_shows_an_example_object_not_the_schema():
+    free = ScriptedBackend(script=['{"title": "A", "year": 1}'], constrains_json=False)
+    Engine(free, None, progress=False).generate_structured(
+        [ChatRequest.from_prompt("q")], PARAMS, Title
+    )
+    hint = free.seen[0].messages[-1].content.split("\n", 2)[-1]
+    assert "properties" not in hint and "$defs" not in hint
+    example = json.loads(hint.splitlines()[-1])
+    assert example == {"title": "...", "year": 0}
+    Title.model_validate(example)

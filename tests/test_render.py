@@ -117,7 +117,7 @@ def _variables(name: str, profile) -> dict:
             "rows": [],
             "columns": ["case_id"],
         },
-        "json_instruction.j2": {"schema": '{"type": "object"}'},
+        "json_instruction.j2": {"example": '{"genres": ["..."]}'},
         "intent_facet.j2": {"intent": "a light read for a holiday"},
         "infer_traits.j2": {"reviews": ["Loved it."]},
         "item_intents.j2": {

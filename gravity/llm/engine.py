@@ -7,21 +7,27 @@
 - ``generate_structured``: JSON validated into a pydantic model; a parse or validation failure
   is retried with a new seed a bounded number of times, then returned as a ``Reject`` with its
   reason. Parsing never raises.
+- A fast stop: when the first ``fast_stop`` answers of a step's first pass are all rejects, the
+  step ends with ``StructuredStop`` (one line: the step, the counts, a sample, what to do); a
+  retry pass whose first ``fast_stop`` answers all fail again ends the retries. Retries happen
+  only where a new seed can change the answer (sampling, ``temperature`` > 0).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from gravity.errors import first_problem
+from gravity.errors import GravityError, first_problem, printable
 from gravity.llm.base import Backend, ChatRequest, Completion, Message, SamplingParams
+from gravity.llm.constrain import json_example
 from gravity.llm.worker import WorkerDied
 from gravity.progress import Progress
 from gravity.prompts import render
@@ -31,6 +37,13 @@ T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
 
 RETRY_SEED_STRIDE = 1_000_003  # retry k of a request uses seed + k * stride: never a sample seed
+FAST_STOP = 32
+"""Default of ``fast_stop``: answers of a structured step checked before the rest are asked."""
+
+STRUCTURED_ADVICE = (
+    "use a backend that constrains JSON (transformers with llguidance, llamacpp, openai, vllm) "
+    "or a larger --model"
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,23 @@ class Reject:
     reason: str
     text: str = ""
     kind: str = "unparsable"
+
+
+class StructuredStop(GravityError):
+    """The first answers of a structured step were all rejects: the step stopped early.
+
+    ``rejected`` rows were asked and failed; ``not_asked`` rows were never sent (the store
+    keeps every completion made)."""
+
+    def __init__(self, step: str, rejected: list[Reject], not_asked: int, advice: str) -> None:
+        self.step, self.rejected, self.not_asked = step, rejected, not_asked
+        kinds = Counter(r.kind for r in rejected)
+        summary = ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+        sample = printable(rejected[0].text or rejected[0].reason, 120)
+        super().__init__(
+            f"{step}: stopped: the first {len(rejected)} answers were all invalid ({summary}; "
+            f"{not_asked} more not asked); sample: '{sample}'; {advice}"
+        )
 
 
 @dataclass(frozen=True)
@@ -215,47 +245,52 @@ class Engine:
         parse: Callable[[Completion, int], R | Reject],
         max_attempts: int = 3,
         desc: str = "generate",
+        fast_stop: int | None = None,
+        advice: str = STRUCTURED_ADVICE,
     ) -> list[Parsed[R] | Reject]:
         """Completions turned into results by ``parse(completion, index)``.
 
         ``parse`` returns a result or a ``Reject``; rejected requests are retried with a new seed
-        up to ``max_attempts`` in all, then returned as the last ``Reject`` (reason annotated).
-        A request the backend refused (``finish_reason="error"``) is a ``backend_error`` reject
+        (only when sampling: at temperature 0 a new seed gives the same answer) up to
+        ``max_attempts`` in all, then returned as the last ``Reject`` (reason annotated). A
+        request the backend refused (``finish_reason="error"``) is a ``backend_error`` reject
         with the backend's reason, without retries.
+
+        ``fast_stop=K``: the first K requests of the first pass are asked before the others;
+        when all K are rejected, ``StructuredStop`` is raised (its message ends with
+        ``advice``). A retry pass whose first K answers are all rejected ends the retries.
         """
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         per_request = [p.model_copy(update={"n": 1}) for p in _per_request(params, len(requests))]
         results: list[Parsed[R] | Reject | None] = [None] * len(requests)
+        run = _Pass(self, requests, per_request, parse, results)
         pending = list(range(len(requests)))
-        last: dict[int, Reject] = {}
+        final: list[int] = []  # rejected for good
         for attempt in range(max_attempts):
+            if attempt > 0:
+                # Only a sampled answer can change with the seed; the others would repeat.
+                final += [i for i in pending if per_request[i].temperature == 0]
+                pending = [i for i in pending if per_request[i].temperature > 0]
             if not pending:
                 break
-            attempt_params = [
-                per_request[i].model_copy(
-                    update={"seed": per_request[i].seed + attempt * RETRY_SEED_STRIDE}
-                )
-                for i in pending
-            ]
             label = desc if attempt == 0 else f"{desc} (retry {attempt})"
-            outs = self.generate([requests[i] for i in pending], attempt_params, desc=label)
-            still: list[int] = []
-            for i, out in zip(pending, outs):
-                if out.finish_reason == "error":
-                    # The backend refused this request (e.g. HTTP 4xx): a new seed cannot help.
-                    results[i] = Reject(out.error or "backend error", "", "backend_error")
-                    continue
-                parsed = parse(out, i)
-                if isinstance(parsed, Reject):
-                    last[i] = parsed
-                    still.append(i)
-                else:
-                    results[i] = Parsed(parsed, out, attempt + 1)
-            pending = still
-        for i in pending:
-            suffix = f" (after {max_attempts} attempts)" if max_attempts > 1 else ""
-            results[i] = Reject(f"{last[i].reason}{suffix}", last[i].text, last[i].kind)
+            head = pending[:fast_stop] if fast_stop else pending
+            still = run.ask(head, attempt, label)
+            if fast_stop and len(head) == fast_stop and len(still) == len(head):
+                if attempt == 0:
+                    rejects = [run.last[i] for i in head]
+                    raise StructuredStop(desc, rejects, len(pending) - len(head), advice)
+                note = f"{label}: the first {len(head)} answers all failed again; no more retries"
+                print(note, file=sys.stderr, flush=True)
+                final += pending
+                pending = []
+                break
+            pending = still + run.ask(pending[len(head) :], attempt, label)
+        for i in final + pending:
+            last, tries = run.last[i], run.tried[i]
+            suffix = f" (after {tries} attempts)" if tries > 1 else ""
+            results[i] = Reject(f"{last.reason}{suffix}", last.text, last.kind)
         return [r for r in results if r is not None]
 
     def generate_structured(
@@ -265,8 +300,11 @@ class Engine:
         model: type[T],
         max_attempts: int = 3,
         desc: str = "generate",
+        fast_stop: int | None = FAST_STOP,
+        advice: str = STRUCTURED_ADVICE,
     ) -> list[Parsed[T] | Reject]:
-        """JSON outputs validated into ``model``; retried with new seeds, then rejected."""
+        """JSON outputs validated into ``model``; retried with new seeds, then rejected; a step
+        whose first ``fast_stop`` answers all fail stops (see ``generate_parsed``)."""
         schema = model.model_json_schema()
         params = [
             p.model_copy(update={"json_schema": schema})
@@ -274,14 +312,22 @@ class Engine:
         ]
         prepared = [self.with_json_instruction(r, schema) for r in requests]
         return self.generate_parsed(
-            prepared, params, lambda out, _i: parse_structured(out.text, model), max_attempts, desc
+            prepared,
+            params,
+            lambda out, _i: parse_structured(out.text, model),
+            max_attempts,
+            desc,
+            fast_stop,
+            advice,
         )
 
     def with_json_instruction(self, request: ChatRequest, schema: dict[str, Any]) -> ChatRequest:
-        """``request`` with the JSON-schema instruction appended, unless the backend constrains."""
+        """``request`` with an instruction and an example object for ``schema`` appended, unless
+        the backend constrains its decoding to the schema."""
         if self.backend.constrains_json:
             return request
-        hint = render("json_instruction.j2", schema=json.dumps(schema, ensure_ascii=False))
+        example = json.dumps(json_example(schema), ensure_ascii=False)
+        hint = render("json_instruction.j2", example=example)
         messages = list(request.messages)
         last = messages[-1]
         messages[-1] = Message(role=last.role, content=f"{last.content}\n\n{hint}")
@@ -337,6 +383,46 @@ class Engine:
                     results[i] = score
                 bar.advance(len(batch), 0)
         return [r for r in results if r is not None]
+
+
+@dataclass
+class _Pass:
+    """Asks requests of ``generate_parsed`` once per attempt: fills ``results`` with what parsed
+    (or what the backend refused), ``last`` with each request's latest reject and ``tried``
+    with the attempts made."""
+
+    engine: Engine
+    requests: Sequence[ChatRequest]
+    per_request: list[SamplingParams]
+    parse: Callable[[Completion, int], Any]
+    results: list[Any]
+    last: dict[int, Reject] = field(default_factory=dict)
+    tried: Counter[int] = field(default_factory=Counter)
+
+    def ask(self, indices: list[int], attempt: int, label: str) -> list[int]:
+        """Ask ``indices`` once (attempt ``attempt``: its seeds); the ones rejected."""
+        if not indices:
+            return []
+        stride = attempt * RETRY_SEED_STRIDE
+        params = [
+            self.per_request[i].model_copy(update={"seed": self.per_request[i].seed + stride})
+            for i in indices
+        ]
+        outs = self.engine.generate([self.requests[i] for i in indices], params, desc=label)
+        self.tried.update(indices)
+        still: list[int] = []
+        for i, out in zip(indices, outs):
+            if out.finish_reason == "error":
+                # The backend refused this request (e.g. HTTP 4xx): a new seed cannot help.
+                self.results[i] = Reject(out.error or "backend error", "", "backend_error")
+                continue
+            parsed = self.parse(out, i)
+            if isinstance(parsed, Reject):
+                self.last[i] = parsed
+                still.append(i)
+            else:
+                self.results[i] = Parsed(parsed, out, attempt + 1)
+        return still
 
 
 def _batches(todo: list[int], group: dict[int, str], size: int) -> Iterator[list[int]]:
