@@ -225,6 +225,42 @@ class _Estimator:
         )
 
 
+def estimate_step(
+    stage: str,
+    step: str,
+    backend: BackendConfig,
+    requests: list[ChatRequest],
+    completion_per_call: int,
+    cfg: RunConfig | None = None,
+) -> Step:
+    """One LLM step's calls, tokens and time, estimated as ``gravity run --dry-run`` does."""
+    est = _Estimator(cfg or RunConfig(), TokenCounter())
+    est.add(
+        stage,
+        step,
+        backend,
+        backend.model,
+        len(requests),
+        requests.__getitem__,
+        completion_per_call,
+    )
+    return est.steps[0]
+
+
+def announce_step(step: Step, max_attempts: int, fast_stop: int) -> str:
+    """The line said before an LLM step starts: its calls and the time they may take."""
+    retries = (
+        f", then up to {max_attempts - 1} retries of failed answers" if max_attempts > 1 else ""
+    )
+    stop = f"; stops if its first {fast_stop} answers all fail" if fast_stop else ""
+    time = (
+        f"at most about {_duration(step.seconds)} (every answer at its token limit)"
+        if step.seconds is not None
+        else f"time not estimated for {step.backend}:{step.model} (no measured tokens/s)"
+    )
+    return f"{step.step}: {step.calls} LLM calls{retries}{stop}; {time}"
+
+
 def _likelihood(backend: BackendConfig, method: str) -> bool:
     """Whether a judge on ``backend`` reads label probabilities (no tokens generated)."""
     from gravity.llm import BACKENDS
@@ -504,6 +540,30 @@ def _training(
     return out
 
 
+def _inference(est: _Estimator, cfg: RunConfig) -> None:
+    """The LLM steps of reader inference from events (item tags, traits from reviews)."""
+    from gravity.events.infer import llm_requests
+    from gravity.run import EventsCache
+
+    events = EventsCache()
+    for side in ("profiles", "heldout"):
+        stage = getattr(cfg, side)
+        if stage.events is None or not (stage.infer.text_inference or stage.infer.tag_items):
+            continue
+        infer = stage.infer
+        for name, requests in llm_requests(events.read(stage.events), infer).items():
+            if requests:
+                est.add(
+                    f"{side} (infer)",
+                    name,
+                    infer.backend,
+                    infer.backend.model,
+                    len(requests),
+                    requests.__getitem__,
+                    infer.max_new_tokens,
+                )
+
+
 def _offline_profiles(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
     """``cfg`` with the LLM steps of reader inference off (they would load a model), and a
     warning for each side that has them."""
@@ -516,7 +576,7 @@ def _offline_profiles(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
             update[side] = stage.model_copy(update={"infer": offline})
             warnings.append(
                 f"{side}.infer: readers counted without text inference and item tagging; their "
-                "LLM calls are not in this plan"
+                "LLM calls are counted before held-out books are set aside (an upper bound)"
             )
     return cfg.model_copy(update=update), warnings
 
@@ -572,6 +632,7 @@ def build_plan(cfg: RunConfig) -> Plan:
         warnings.append("evaluate would stop: it needs at least two held-out readers")
     counter = TokenCounter()
     est = _Estimator(cfg, counter)
+    _inference(est, cfg)
     modes = _synthesis(est, cfg, readers, train_books, warnings)
     evaluation = _evaluation(est, cfg, heldout, held_books)
     training = _training(cfg, modes, warnings)

@@ -195,7 +195,9 @@ def test_json_needs_dry_run(tmp_path) -> None:
     assert result.exit_code == 2 and "--dry-run" in result.stderr
 
 
-def test_readers_from_events_are_counted_without_the_inference_llm(tmp_path, no_models) -> None:
+def test_readers_from_events_are_counted_and_so_are_their_inference_calls(
+    tmp_path, no_models
+) -> None:
     from gravity.events.importers import import_events
 
     events = tmp_path / "events"
@@ -219,5 +221,8 @@ def test_readers_from_events_are_counted_without_the_inference_llm(tmp_path, no_
     plan = build_plan(cfg)
     assert sum(plan.readers["training"].values()) > 0
     assert sum(plan.readers["heldout"].values()) > 0
-    assert any("profiles.infer" in w and "not in this plan" in w for w in plan.warnings)
+    assert any("profiles.infer" in w and "an upper bound" in w for w in plan.warnings)
+    infer_steps = {(s.stage, s.step): s.calls for s in plan.steps if "(infer)" in s.stage}
+    assert infer_steps[("profiles (infer)", "tag items")] > 0
+    assert infer_steps[("heldout (infer)", "tag items")] > 0
     assert not (tmp_path / "run").exists()

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import os
 import re
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,11 @@ class InferConfig(BaseModel):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     max_new_tokens: int = Field(default=320, ge=16, description="Token limit of an LLM answer.")
     max_attempts: int = Field(default=3, ge=1, le=10, description="Tries per LLM answer.")
+    fast_stop: int = Field(
+        default=32,
+        ge=0,
+        description="Stop an LLM step whose first N answers are all invalid (0: never stop).",
+    )
     temperature: float = Field(default=0.3, ge=0, description="LLM sampling temperature.")
     seed: int = Field(default=0, description="Seed of the train/heldout split and the LLM.")
 
@@ -380,6 +386,49 @@ def _pseudonymizer(cfg: InferConfig):
     return lambda uid: pseudonym(uid, key.encode("utf-8"))
 
 
+@dataclass
+class _LLMWork:
+    """The readers of ``data`` and what the LLM steps would be asked about them: the items to
+    tag and each reader's review texts."""
+
+    readers: dict[str, _Reader]
+    skipped: Counter[str]
+    items: dict[str, dict[str, Any]]
+    behaviour: dict[str, dict[str, Any]]
+    to_tag: list[str]
+    with_text: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, data: EventsData, cfg: InferConfig) -> _LLMWork:
+        readers, skipped = load_readers(data, cfg)
+        needed = {e["item_id"] for r in readers.values() for e in r.personal}
+        items = {row["id"]: row for row in data.items.to_pylist() if row["id"] in needed}
+        scale = (data.meta.rating_min or 1.0, data.meta.rating_max or 5.0)
+        behaviour = {uid: behaviour_interests(r, items, cfg, scale) for uid, r in readers.items()}
+        to_tag = sorted(
+            {i for b in behaviour.values() if not b["genres"] for i in b["untagged"]}
+            if cfg.tag_items
+            else set()
+        )
+        texts = (
+            {uid: reviews_of(r, cfg) for uid, r in readers.items()} if cfg.text_inference else {}
+        )
+        with_text = {uid: t for uid, t in texts.items() if t}
+        return cls(readers, skipped, items, behaviour, to_tag, with_text)
+
+
+def llm_requests(data: EventsData, cfg: InferConfig) -> dict[str, list[Any]]:
+    """The requests each LLM step of ``infer_profiles`` would send (first attempts), by step:
+    for plans and estimates; nothing is generated."""
+    from gravity.events.tasks import tag_requests, traits_requests
+
+    work = _LLMWork.of(data, cfg)
+    return {
+        "tag items": tag_requests([work.items[i] for i in work.to_tag]),
+        "traits from reviews": traits_requests([work.with_text[u] for u in sorted(work.with_text)]),
+    }
+
+
 def infer_profiles(
     data: EventsData, cfg: InferConfig, engine: Any = None, store: Path | None = None
 ) -> InferResult:
@@ -390,21 +439,10 @@ def infer_profiles(
     """
     default_country = _default_country(cfg)
     rename = _pseudonymizer(cfg)
-    readers, skipped = load_readers(data, cfg)
-    needed = {e["item_id"] for r in readers.values() for e in r.personal}
-    items = {row["id"]: row for row in data.items.to_pylist() if row["id"] in needed}
-    scale = (data.meta.rating_min or 1.0, data.meta.rating_max or 5.0)
-    result = InferResult(profiles=[], skipped=skipped)
-    behaviour = {uid: behaviour_interests(r, items, cfg, scale) for uid, r in readers.items()}
-    to_tag = sorted(
-        {i for b in behaviour.values() if not b["genres"] for i in b["untagged"]}
-        if cfg.tag_items
-        else set()
-    )
-    with_text = (
-        {uid: reviews_of(r, cfg) for uid, r in readers.items()} if cfg.text_inference else {}
-    )
-    with_text = {uid: t for uid, t in with_text.items() if t}
+    work = _LLMWork.of(data, cfg)
+    readers, items, behaviour = work.readers, work.items, work.behaviour
+    result = InferResult(profiles=[], skipped=work.skipped)
+    to_tag, with_text = work.to_tag, work.with_text
     traits = _llm_tasks(items, to_tag, with_text, cfg, engine, store, result)
     _genres_from_tags(behaviour, result, cfg)
     profiles: dict[str, UserProfile] = {}
@@ -451,11 +489,14 @@ def _llm_tasks(
     from gravity.events.tasks import tag_items, traits_from_reviews
     from gravity.llm import SamplingParams
 
+    _announce(items, to_tag, with_text, cfg)
+
     params = SamplingParams(
         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed
     )
     with _engine(engine, cfg, store) as llm:
-        tagged = tag_items(llm, [items[i] for i in to_tag], params, cfg.max_attempts)
+        stop = cfg.fast_stop or None
+        tagged = tag_items(llm, [items[i] for i in to_tag], params, cfg.max_attempts, stop)
         for item_id, tags in zip(to_tag, tagged):
             if isinstance(tags, str):
                 result.llm_rejects[f"tag_items: {tags.split(':')[0]}"] += 1
@@ -463,11 +504,33 @@ def _llm_tasks(
                 result.item_tags[item_id] = tags.model_dump()
         uids = sorted(with_text)
         texts = [with_text[u] for u in uids]
-        for uid, out in zip(uids, traits_from_reviews(llm, texts, params, cfg.max_attempts)):
+        answers = traits_from_reviews(llm, texts, params, cfg.max_attempts, stop)
+        for uid, out in zip(uids, answers):
             if isinstance(out, str):
                 result.llm_rejects[f"traits: {out.split(':')[0]}"] += 1
             traits[uid] = out
     return traits
+
+
+def _announce(
+    items: dict[str, dict[str, Any]],
+    to_tag: list[str],
+    with_text: dict[str, list[str]],
+    cfg: InferConfig,
+) -> None:
+    """Say, before the first call, how many LLM calls each step makes and how long they may
+    take."""
+    from gravity.events.tasks import tag_requests, traits_requests
+    from gravity.plan import announce_step, estimate_step
+
+    steps = {
+        "tag items": tag_requests([items[i] for i in to_tag]),
+        "traits from reviews": traits_requests([with_text[u] for u in sorted(with_text)]),
+    }
+    for name, requests in steps.items():
+        if requests:
+            step = estimate_step("profiles", name, cfg.backend, requests, cfg.max_new_tokens)
+            print(announce_step(step, cfg.max_attempts, cfg.fast_stop), file=sys.stderr, flush=True)
 
 
 def _genres_from_tags(

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from gravity.llm.base import ChatRequest, SamplingParams
-from gravity.llm.engine import Engine, Parsed
+from gravity.llm.engine import FAST_STOP, STRUCTURED_ADVICE, Engine, Parsed
 from gravity.profiles.models import BIG_FIVE_TRAITS, SCHWARTZ_VALUES
 from gravity.profiles.sampler import SamplerConfig
 from gravity.prompts import render
@@ -66,17 +66,43 @@ def verified_quotes(quotes: Sequence[str], reviews: Sequence[str]) -> list[str]:
 
 
 def tag_items(
-    engine: Engine, items: Sequence[dict[str, Any]], params: SamplingParams, max_attempts: int = 3
+    engine: Engine,
+    items: Sequence[dict[str, Any]],
+    params: SamplingParams,
+    max_attempts: int = 3,
+    fast_stop: int | None = FAST_STOP,
 ) -> list[ItemTags | str]:
-    """Tags per item, or the reject reason where the model gave no usable answer."""
-    requests = [
+    """Tags per item, or the reject reason where the model gave no usable answer; raises
+    ``StructuredStop`` when the first ``fast_stop`` answers are all invalid."""
+    requests = tag_requests(items)
+    outs = engine.generate_structured(
+        requests,
+        params,
+        ItemTags,
+        max_attempts,
+        desc="tag items",
+        fast_stop=fast_stop,
+        advice=f"{STRUCTURED_ADVICE}, or --no-tag-items to skip the step",
+    )
+    return [o.value if isinstance(o, Parsed) else o.reason for o in outs]
+
+
+def tag_requests(items: Sequence[dict[str, Any]]) -> list[ChatRequest]:
+    """The prompt that asks for each item's tags."""
+    return [
         ChatRequest.from_prompt(
             render("tag_item.j2", item=_bounded_item(item), genres=GENRES), system=SYSTEM
         )
         for item in items
     ]
-    outs = engine.generate_structured(requests, params, ItemTags, max_attempts, desc="tag items")
-    return [o.value if isinstance(o, Parsed) else o.reason for o in outs]
+
+
+def traits_requests(reviews: Sequence[Sequence[str]]) -> list[ChatRequest]:
+    """The prompt that asks for each reader's values and traits from their reviews."""
+    return [
+        ChatRequest.from_prompt(render("infer_traits.j2", reviews=list(r)), system=SYSTEM)
+        for r in reviews
+    ]
 
 
 def _bounded_item(item: dict[str, Any]) -> dict[str, Any]:
@@ -91,18 +117,22 @@ def traits_from_reviews(
     reviews: Sequence[Sequence[str]],
     params: SamplingParams,
     max_attempts: int = 3,
+    fast_stop: int | None = FAST_STOP,
 ) -> list[Any | str]:
     """``TextTraits`` per reader (evidence reduced to verified quotes), or a reject reason.
 
     An answer whose evidence quotes occur nowhere in the reader's reviews is rejected: a value
     profile must rest on what the reader wrote.
     """
-    requests = [
-        ChatRequest.from_prompt(render("infer_traits.j2", reviews=list(r)), system=SYSTEM)
-        for r in reviews
-    ]
+    requests = traits_requests(reviews)
     outs = engine.generate_structured(
-        requests, params, TextTraits, max_attempts, desc="traits from reviews"
+        requests,
+        params,
+        TextTraits,
+        max_attempts,
+        desc="traits from reviews",
+        fast_stop=fast_stop,
+        advice=f"{STRUCTURED_ADVICE}, or --no-text-inference to skip the step",
     )
     results: list[Any | str] = []
     for texts, out in zip(reviews, outs):
