@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from gravity.errors import GravityError
 from gravity.llm.base import ChatRequest, Completion, SamplingParams
-from gravity.llm.engine import Engine, Parsed, Reject
+from gravity.llm.engine import FAST_STOP, STRUCTURED_ADVICE, Engine, Parsed, Reject
 
 Method = Literal["auto", "likelihood", "constrained"]
 
@@ -153,7 +153,15 @@ class LabelJudge:
         def parse(out: Completion, _i: int) -> str | Reject:
             return parse_choice(out.text, labels)
 
-        results = self.engine.generate_parsed(prepared, params, parse, max_attempts=1, desc=desc)
+        results = self.engine.generate_parsed(
+            prepared,
+            params,
+            parse,
+            max_attempts=1,
+            desc=desc,
+            fast_stop=FAST_STOP,
+            advice=f"{STRUCTURED_ADVICE}, or judge_method likelihood on a backend that scores",
+        )
         return [
             Choice({k: float(k == r.value) for k in labels}) if isinstance(r, Parsed) else r
             for r in results

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from gravity.llm.base import ChatRequest, SamplingParams
-from gravity.llm.engine import Engine, Parsed, Reject, parse_structured
+from gravity.llm.engine import FAST_STOP, Engine, Parsed, Reject, parse_structured
 from gravity.prompts import render
 
 SYSTEM = "You are a careful literary analyst. Answer only with the JSON object asked for."
@@ -195,4 +195,4 @@ def _ask(
             return Reject("no readable intent phrase in the answer", completion.text, "no_phrase")
         return kept[:max_intents]
 
-    return engine.generate_parsed(prepared, params, parse, max_attempts, desc)
+    return engine.generate_parsed(prepared, params, parse, max_attempts, desc, FAST_STOP)
