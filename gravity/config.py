@@ -77,6 +77,11 @@ class PlanConfig(_Config):
         description="DPO training pairs per second (embedded model on a 2-core CPU: 0.091 "
         "LoRA, 0.082 full).",
     )
+    reference: Path | None = Field(
+        default=None,
+        description="metrics.json of a reference evaluation: its per-reader SDs give the "
+        "smallest effect this run's held-out readers can detect (80% power, two-sided 5%).",
+    )
 
 
 def _heldout_default() -> ProfilesStage:

@@ -104,6 +104,7 @@ class Plan(BaseModel):
     stage_seconds: dict[str, float | None]
     total_seconds: float | None
     warnings: list[str]
+    power: list[str] = []
 
 
 def _installed(module: str) -> bool:
@@ -665,7 +666,28 @@ def build_plan(cfg: RunConfig) -> Plan:
         stage_seconds=stage_seconds,
         total_seconds=None if None in times else round(sum(times), 1),  # type: ignore[arg-type]
         warnings=warnings,
+        power=_power(cfg, len(heldout)),
     )
+
+
+def _power(cfg: RunConfig, readers: int) -> list[str]:
+    """What an evaluation of ``readers`` held-out readers could detect, sized by the per-reader
+    SDs of the reference evaluation ``plan.reference`` names (none named: no lines)."""
+    import json
+
+    from gravity.evaluate.power import power_lines, power_rows
+
+    path = cfg.plan.reference
+    if path is None:
+        return []
+    try:
+        metrics = json.loads(Path(path).read_text())
+        focus = metrics["focus"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GravityError(
+            f"plan.reference: {path}: not an evaluation's metrics.json ({exc})"
+        ) from None
+    return [f"power, from {path}:", *power_lines(power_rows(metrics, n=readers), focus)]
 
 
 def _duration(seconds: float | None) -> str:
@@ -713,5 +735,6 @@ def render_plan(plan: Plan, config: Path | None = None) -> str:
         lines.append(f"{name}: {rate}")
     for model, how in plan.token_counting.items():
         lines.append(f"prompt tokens of {model}: {how}")
+    lines.extend(plan.power)
     lines.extend(f"warning: {w}" for w in plan.warnings)
     return "\n".join(lines) + "\n"

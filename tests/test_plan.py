@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 from gravity.books import load_catalog
 from gravity.cli import app
 from gravity.config import RunConfig
+from gravity.errors import GravityError
 from gravity.io import load_yaml_model
 from gravity.llm import BACKENDS
 from gravity.llm.base import ChatRequest
-from gravity.plan import CHARS_PER_TOKEN, Plan, TokenCounter, build_plan
+from gravity.plan import CHARS_PER_TOKEN, Plan, TokenCounter, build_plan, render_plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 COUNTRIES = ["BR", "IN", "JP", "US"]
@@ -226,3 +227,25 @@ def test_readers_from_events_are_counted_and_so_are_their_inference_calls(
     assert infer_steps[("profiles (infer)", "tag items")] > 0
     assert infer_steps[("heldout (infer)", "tag items")] > 0
     assert not (tmp_path / "run").exists()
+
+
+def test_power_from_a_reference_run(tmp_path, no_models) -> None:
+    """The dry run says what the config's held-out readers could detect, from the per-reader
+    SDs of a reference evaluation: the same figures as the power module for that many readers."""
+    from gravity.config import PlanConfig
+    from gravity.evaluate.power import detectable, sd_from_ci
+
+    reference = Path(__file__).parents[1] / "docs/results/study-cpu/metrics.json"
+    cfg = _config("demo.yaml", tmp_path / "run", plan=PlanConfig(reference=reference))
+    plan = build_plan(cfg)
+    readers = sum(plan.readers["heldout"].values())
+    cell = json.loads(reference.read_text())["overall"]["paired"]["base"]["alignment"]
+    sd = sd_from_ci(cell["ci"], cell["n"])
+    (line,) = [p for p in plan.power if p.startswith("gravity - base, alignment")]
+    assert f"detectable at {readers} readers {detectable(sd, readers):.4g}" in line
+    assert plan.power[0] == f"power, from {reference}:"
+    assert "power, from" in render_plan(plan)
+    bad = tmp_path / "metrics.json"
+    bad.write_text("{}")
+    with pytest.raises(GravityError, match="plan.reference: .*metrics.json: not an evaluation"):
+        build_plan(cfg.model_copy(update={"plan": PlanConfig(reference=bad)}))
