@@ -6,7 +6,9 @@
 
 Starts ``--servers`` mock servers on 127.0.0.1 (uvicorn + starlette, one process each; every
 chat completion is a fixed text after ``--latency-ms``, a ``--slow-rate`` share after
-``--slow-ms``, and a ``--error-rate`` share answered 429 or 500 at random), then runs
+``--slow-ms`` (and every prompt that contains SLOW), a ``--error-rate`` share answered 429 or
+500 at random, 404 for a prompt that contains FATAL; ``/stats`` counts requests, answers and
+the most in flight at once), then runs
 ``gravity llm generate --backend openai`` over ``--requests`` one-line prompts with a fresh
 store, once per ``--concurrency``, and prints per run: requests/s, gravity's CPU seconds per
 request, its peak RSS, the store's size per 1,000 requests and the rows in = written +
@@ -42,17 +44,31 @@ def serve(port: int, latency_ms: float, slow_rate: float, slow_ms: float, error_
     from starlette.routing import Route
 
     rng = random.Random(port)
+    stats = {"requests": 0, "answered": 0, "in_flight": 0, "max_in_flight": 0}
 
     async def models(_request):
         return JSONResponse({"data": [{"id": "mock"}]})
 
+    async def counts(_request):
+        return JSONResponse(stats)
+
     async def chat(request):
         body = await request.json()
+        stats["requests"] += 1
+        text = body["messages"][-1]["content"]
+        if "FATAL" in text:  # a request no server can answer: the run must stop
+            return JSONResponse({"error": {"message": "no such model"}}, status_code=404)
         if rng.random() < error_rate:
             return JSONResponse({"error": {"message": "busy"}}, status_code=rng.choice([429, 500]))
-        delay = slow_ms if rng.random() < slow_rate else latency_ms
-        if delay:
-            await asyncio.sleep(delay / 1000)
+        delay = slow_ms if ("SLOW" in text or rng.random() < slow_rate) else latency_ms
+        stats["in_flight"] += 1
+        stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
+        try:
+            if delay:
+                await asyncio.sleep(delay / 1000)
+        finally:
+            stats["in_flight"] -= 1
+        stats["answered"] += 1
         return JSONResponse(
             {
                 "choices": [{"message": {"content": ANSWER}, "finish_reason": "stop"}],
@@ -61,7 +77,11 @@ def serve(port: int, latency_ms: float, slow_rate: float, slow_ms: float, error_
         )
 
     app = Starlette(
-        routes=[Route("/v1/models", models), Route("/v1/chat/completions", chat, methods=["POST"])]
+        routes=[
+            Route("/v1/models", models),
+            Route("/stats", counts),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+        ]
     )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -135,7 +136,7 @@ class Engine:
         self.batch_size = batch_size or _default_batch_size(backend)
         self.use_cache = use_cache
         self.progress = progress
-        self.calls = 0  # backend.generate calls made (for tests and reports)
+        self.calls = 0  # backend.generate calls (or streams) made (for tests and reports)
         self.tokens: Counter[str] = Counter()  # tokens of completions generated (not cached)
         self._fingerprint: dict[str, Any] | None = None
 
@@ -182,12 +183,59 @@ class Engine:
         group = {i: canonical_json(items[i][1].model_dump(exclude={"seed"})) for i in todo}
         todo.sort(key=lambda i: (group[i], -sum(len(m.content) for m in items[i][0].messages)))
         with Progress(len(todo), desc, enabled=self.progress) as bar:
-            for batch in _batches(todo, group, self.batch_size):
-                outs = self._generate_batch(batch, keys, items)
-                for i, out in zip(batch, outs):
-                    results[i] = out
-                bar.advance(len(batch), sum(o.completion_tokens for o in outs))
+            if todo and hasattr(self.backend, "generate_stream"):
+                self._generate_streaming(todo, keys, items, results, bar)
+            else:
+                for batch in _batches(todo, group, self.batch_size):
+                    outs = self._generate_batch(batch, keys, items)
+                    for i, out in zip(batch, outs):
+                        results[i] = out
+                    bar.advance(len(batch), sum(o.completion_tokens for o in outs))
         return [r for r in results if r is not None]
+
+    def _generate_streaming(
+        self,
+        todo: list[int],
+        keys: list[str],
+        items: list[tuple[ChatRequest, SamplingParams]],
+        results: list[Completion | None],
+        bar: Progress,
+    ) -> None:
+        """All of ``todo`` through a backend that dispatches continuously: completions are
+        taken as they finish and stored in chunks (``batch_size`` completions or a second,
+        whichever first), so a kill loses at most one chunk; on an error the finished ones are
+        stored before it is raised."""
+        stream = self.backend.generate_stream(  # type: ignore[attr-defined]
+            [items[i][0] for i in todo], [items[i][1] for i in todo]
+        )
+        self.calls += 1
+        chunk: list[int] = []
+        last = time.monotonic()
+        try:
+            for pos, out in stream:
+                results[todo[pos]] = out
+                chunk.append(todo[pos])
+                if len(chunk) >= self.batch_size or time.monotonic() - last >= 1.0:
+                    self._flush(chunk, results, keys, items, bar)
+                    chunk, last = [], time.monotonic()
+        finally:
+            self._flush(chunk, results, keys, items, bar)
+
+    def _flush(
+        self,
+        chunk: list[int],
+        results: list[Completion | None],
+        keys: list[str],
+        items: list[tuple[ChatRequest, SamplingParams]],
+        bar: Progress,
+    ) -> None:
+        if not chunk:
+            return
+        outs = [results[i] for i in chunk]
+        self._store(chunk, outs, keys, items)  # type: ignore[arg-type]
+        self.tokens["prompt"] += sum(o.prompt_tokens for o in outs)  # type: ignore[union-attr]
+        self.tokens["completion"] += sum(o.completion_tokens for o in outs)  # type: ignore[union-attr]
+        bar.advance(len(chunk), sum(o.completion_tokens for o in outs))  # type: ignore[union-attr]
 
     def _generate_batch(
         self,

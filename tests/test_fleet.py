@@ -1,0 +1,139 @@
+"""The openai backend against mock OpenAI-compatible servers on 127.0.0.1 (bench/fleet.py's):
+continuous dispatch, per-server concurrency, retries under error rates, and what is kept when a
+run stops. Fast: the servers answer a fixed text."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gravity.errors import GravityError
+from gravity.llm import BackendConfig, ChatRequest, SamplingParams, make_backend
+from gravity.llm.engine import Engine
+from gravity.store import Store
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("starlette") is None,
+    reason="the mock servers need uvicorn and starlette (the server extra)",
+)
+BENCH = Path(__file__).parents[1] / "bench" / "fleet.py"
+
+
+class Mock:
+    """One mock server process; ``stats()`` reads its counters."""
+
+    def __init__(self, latency_ms: float = 0, slow_ms: float = 2000, error_rate: float = 0):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        args = ["--latency-ms", str(latency_ms), "--slow-ms", str(slow_ms)]
+        args += ["--error-rate", str(error_rate)]
+        self.proc = subprocess.Popen([sys.executable, str(BENCH), "--serve", str(self.port), *args])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.1)
+        self.proc.kill()
+        raise RuntimeError("mock server did not start")
+
+    def stats(self) -> dict:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=5) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def mocks(request):
+    started: list[Mock] = []
+
+    def start(**kw) -> Mock:
+        started.append(Mock(**kw))
+        return started[-1]
+
+    yield start
+    for m in started:
+        m.stop()
+
+
+def _backend(urls: list[str], **kw):
+    cfg = BackendConfig(backend="openai", model="mock", base_urls=urls, **kw)
+    return make_backend(cfg)
+
+
+PARAMS = SamplingParams(max_new_tokens=8, temperature=0.0)
+
+
+def _reqs(n: int, mark: dict[int, str] | None = None) -> list[ChatRequest]:
+    mark = mark or {}
+    return [ChatRequest.from_prompt(f"item {i} {mark.get(i, '')}") for i in range(n)]
+
+
+def test_a_slow_request_holds_only_its_own_slot(mocks):
+    """Continuous dispatch: while request 0 takes 2 s, the other slot serves the rest (a batch
+    barrier would hold them behind it)."""
+    server = mocks(slow_ms=2000)
+    backend = _backend([server.url], concurrency=2)
+    order = [pos for pos, _ in backend.generate_stream(_reqs(60, {0: "SLOW"}), [PARAMS] * 60)]
+    assert sorted(order) == list(range(60))
+    assert order.index(0) >= 30, order[:10]
+
+
+def test_at_most_concurrency_in_flight_per_server(mocks):
+    servers = [mocks(latency_ms=30), mocks(latency_ms=30)]
+    engine = Engine(_backend([s.url for s in servers], concurrency=3), None, progress=False)
+    outs = engine.generate(_reqs(120), PARAMS)
+    assert len(outs) == 120 and all(o.text for o in outs)
+    stats = [s.stats() for s in servers]
+    assert all(s["max_in_flight"] <= 3 for s in stats), stats
+    assert all(s["max_in_flight"] >= 2 for s in stats), stats  # both were kept busy
+    assert sum(s["answered"] for s in stats) == 120
+
+
+def test_every_row_completes_under_429_and_500_answers(mocks, tmp_path):
+    server = mocks(error_rate=0.2)
+    engine = Engine(
+        _backend([server.url], concurrency=8, max_retries=12),
+        Store(tmp_path / "s.db"),
+        progress=False,
+    )
+    outs = engine.generate(_reqs(150), PARAMS)
+    assert len(outs) == 150 and all(o.finish_reason == "stop" and o.text for o in outs)
+    stats = server.stats()
+    assert stats["answered"] == 150 and stats["requests"] > 150  # the refused were retried
+    assert engine.store.count_completions() == 150
+
+
+def test_a_stopped_run_keeps_what_finished_and_a_rerun_sends_only_the_rest(mocks, tmp_path):
+    server = mocks(latency_ms=5)
+    store = Store(tmp_path / "s.db")
+    engine = Engine(_backend([server.url], concurrency=4), store, progress=False, batch_size=16)
+    # The engine sends longer prompts first: the short FATAL one goes out near the end.
+    requests = _reqs(200, {i: "padding " * 4 for i in range(200)})
+    requests[150] = ChatRequest.from_prompt("FATAL")
+    with pytest.raises(GravityError, match="HTTP 404"):
+        engine.generate(requests, PARAMS)
+    kept = store.count_completions()
+    assert kept > 0  # the completions that finished before the stop were stored
+    answered = server.stats()["answered"]
+    assert kept == answered  # every answer the server gave is in the store
+    rest = [r for i, r in enumerate(requests) if i != 150]
+    outs = Engine(_backend([server.url], concurrency=4), store, progress=False).generate(
+        rest, PARAMS
+    )
+    assert len(outs) == 199
+    assert server.stats()["answered"] == answered + (199 - kept)  # none sent twice
