@@ -49,7 +49,9 @@ class BackendConfig(BaseModel):
     api_key_env: str = Field(
         default="OPENAI_API_KEY", description="Environment variable holding the API key."
     )
-    concurrency: int = Field(default=8, ge=1, description="Requests in flight at once.")
+    concurrency: int = Field(
+        default=8, ge=1, description="Requests in flight at once per server (openai backend)."
+    )
     timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
     max_retries: int = Field(default=4, ge=0, description="Retries on 429/5xx/connection errors.")
     json_mode: Literal["json_schema", "json_object", "prompt"] = Field(
