@@ -7,7 +7,8 @@
 Starts ``--servers`` mock servers on 127.0.0.1 (uvicorn + starlette, one process each; every
 chat completion is a fixed text after ``--latency-ms``, a ``--slow-rate`` share after
 ``--slow-ms`` (and every prompt that contains SLOW), a ``--error-rate`` share answered 429 or
-500 at random, 404 for a prompt that contains FATAL; ``/stats`` counts requests, answers and
+500 at random (and 500 always for a prompt that contains FAIL500), 404 for a prompt that
+contains FATAL; ``/stats`` counts requests, answers and
 the most in flight at once), then runs
 ``gravity llm generate --backend openai`` over ``--requests`` one-line prompts with a fresh
 store, once per ``--concurrency``, and prints per run: requests/s (whole command, and sustained:
@@ -59,6 +60,8 @@ def serve(port: int, latency_ms: float, slow_rate: float, slow_ms: float, error_
         text = body["messages"][-1]["content"]
         if "FATAL" in text:  # a request no server can answer: the run must stop
             return JSONResponse({"error": {"message": "no such model"}}, status_code=404)
+        if "FAIL500" in text:
+            return JSONResponse({"error": {"message": "always fails"}}, status_code=500)
         if rng.random() < error_rate:
             return JSONResponse({"error": {"message": "busy"}}, status_code=rng.choice([429, 500]))
         delay = slow_ms if ("SLOW" in text or rng.random() < slow_rate) else latency_ms

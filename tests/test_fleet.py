@@ -137,3 +137,23 @@ def test_a_stopped_run_keeps_what_finished_and_a_rerun_sends_only_the_rest(mocks
     )
     assert len(outs) == 199
     assert server.stats()["answered"] == answered + (199 - kept)  # none sent twice
+
+
+def test_a_request_out_of_retries_fails_alone(mocks, tmp_path):
+    server = mocks()
+    store = Store(tmp_path / "s.db")
+    engine = Engine(_backend([server.url], concurrency=4, max_retries=1), store, progress=False)
+    outs = engine.generate(_reqs(40, {7: "FAIL500", 23: "FAIL500"}), PARAMS)
+    failed = [i for i, o in enumerate(outs) if o.finish_reason == "error"]
+    assert failed == [7, 23]
+    errors = [outs[i].error for i in failed]
+    assert all("failed after 2 attempt(s)" in e and "HTTP 500" in e for e in errors), errors
+    assert store.count_completions() == 38  # a failed request is not stored: a rerun retries it
+
+
+def test_a_fleet_that_answers_nothing_stops_the_run(mocks):
+    server = mocks(error_rate=1.0)
+    engine = Engine(_backend([server.url], concurrency=2, max_retries=0), None, progress=False)
+    with pytest.raises(GravityError, match=r"the last 2 requests all failed after 1 attempt"):
+        engine.generate(_reqs(30), PARAMS)
+    assert server.stats()["requests"] < 30  # it stopped, not after asking every row

@@ -110,6 +110,7 @@ class OpenAIBackend(Backend):
         self._cooldown: dict[str, float] = {}
         self._next = 0
         self._slots: dict[str, asyncio.Semaphore] = {}  # per server, made inside the loop
+        self._streak = 0  # requests in a row that ran out of retries
 
     @property
     def constrains_json(self) -> bool:  # type: ignore[override]
@@ -201,15 +202,15 @@ class OpenAIBackend(Backend):
                 attempt += 1
                 reason = f"{_error_kind(exc)}: {exc}".rstrip(": ")
                 if attempt > self.config.max_retries:
-                    raise GravityError(
-                        f"openai backend: request failed after {attempt} attempt(s); "
-                        f"last error from {url}: {reason}"
-                    ) from None
+                    return self._exhausted(
+                        f"failed after {attempt} attempt(s); last error from {url}: {reason}"
+                    )
                 delay = min(8.0, 0.25 * 2 ** (attempt - 1)) * (1 + random.random())
                 log.warning("%s: %s; retry %d in %.1fs", url, reason, attempt, delay)
                 await asyncio.sleep(delay)
                 continue
             self.url_counts[url] += 1
+            self._streak = 0
             choice = data["choices"][0]
             usage = data.get("usage") or {}
             return Completion(
@@ -218,6 +219,21 @@ class OpenAIBackend(Backend):
                 completion_tokens=usage.get("completion_tokens", 0),
                 finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
             )
+
+    def _exhausted(self, reason: str) -> Completion:
+        """A request out of retries fails alone (a reject with its reason, sent again by a
+        rerun), unless every slot's last request failed the same way: then the servers are
+        down, and the run stops."""
+        self._streak += 1
+        if self._streak >= self.config.concurrency * len(self.urls):
+            raise GravityError(f"openai backend: the last {self._streak} requests all {reason}")
+        log.warning("a request %s", reason)
+        return Completion(text="", finish_reason="error", error=reason)
+
+    def _check_all_failed(self, outs: Sequence[Completion]) -> None:
+        """A run whose every request ran out of retries stops, however few they were."""
+        if outs and self._streak >= len(outs) and all(o.finish_reason == "error" for o in outs):
+            raise GravityError(f"openai backend: request {outs[-1].error}")
 
     def _client(self) -> Any:
         """An HTTP session for one event loop, with the per-server slots.
@@ -234,12 +250,15 @@ class OpenAIBackend(Backend):
     async def _run(
         self, requests: list[ChatRequest], params: SamplingParams, seeds: list[int]
     ) -> list[Completion]:
+        self._streak = 0
         async with self._client() as client:
-            return list(
+            outs = list(
                 await asyncio.gather(
                     *(self._one(client, r, params, s) for r, s in zip(requests, seeds))
                 )
             )
+        self._check_all_failed(outs)
+        return outs
 
     def generate_stream(
         self, requests: Sequence[ChatRequest], params: Sequence[SamplingParams]
@@ -278,6 +297,10 @@ class OpenAIBackend(Backend):
         is answered; results and a final None (or the error) go to ``out``."""
         todo = iter(range(len(requests)))
         loop = asyncio.get_running_loop()
+        self._streak = 0
+        failed: list[Completion] = []
+        errors: list[GravityError] = []
+        answered = 0
 
         async def put(item: Any) -> None:
             await loop.run_in_executor(None, out.put, item)
@@ -286,7 +309,18 @@ class OpenAIBackend(Backend):
             for i in todo:
                 if stop.is_set():
                     return
-                done = await self._one(client, requests[i], params[i], params[i].seed)
+                try:
+                    done = await self._one(client, requests[i], params[i], params[i].seed)
+                except GravityError as exc:
+                    # The run stops: dispatch nothing more, but let the requests in flight
+                    # finish and be handed over (their answers must not be asked for again).
+                    errors.append(exc)
+                    stop.set()
+                    return
+                nonlocal answered
+                answered += 1
+                if done.finish_reason == "error":
+                    failed.append(done)
                 if out.full():
                     await put((i, done))
                 else:
@@ -296,6 +330,10 @@ class OpenAIBackend(Backend):
             async with self._client() as client:
                 workers = self.config.concurrency * len(self.urls)
                 await asyncio.gather(*(work(client) for _ in range(min(workers, len(requests)))))
+            if errors:
+                raise errors[0]
+            if len(failed) == answered:
+                self._check_all_failed(failed)
         except BaseException as exc:  # handed to the caller's thread, which raises it
             stop.set()
             out.put(exc)
