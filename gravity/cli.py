@@ -73,6 +73,44 @@ human_app = typer.Typer(help="Human evaluation sheets: export, import.", no_args
 app.add_typer(human_app, name="human")
 llm_app = typer.Typer(help="Talk to a model through any backend.", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
+tasks_app = typer.Typer(
+    help="Personalization tasks: list, show, check a task folder.", no_args_is_help=True
+)
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("list")
+def tasks_list() -> None:
+    """The built-in tasks, one a line: name, version, what it writes."""
+    from gravity.taskspec import builtin_tasks, load_task
+
+    for name in builtin_tasks():
+        task = load_task(name)
+        typer.echo(f"{name}\tv{task.spec.version}\t{task.spec.description}")
+
+
+@tasks_app.command("show")
+def tasks_show(
+    task: Annotated[str, typer.Argument(help="A built-in task's name or a task folder.")],
+) -> None:
+    """The task's item schema, output, catalog and templates."""
+    from gravity.taskcheck import describe_task
+    from gravity.taskspec import load_task
+
+    typer.echo(describe_task(load_task(task)))
+
+
+@tasks_app.command("check")
+def tasks_check(
+    task: Annotated[str, typer.Argument(help="A task folder (or a built-in task's name).")],
+) -> None:
+    """Check a task before any model call: its task.yaml, every template (rendered strictly
+    with sample values) and its catalog. Exit 2 with one line naming the file and field."""
+    from gravity.taskcheck import check_task
+
+    spec, n = check_task(task)
+    items = f"{n} {spec.spec.item.plural} in its catalog" if n else "no catalog of its own"
+    typer.echo(f"ok: task '{spec.name}' v{spec.spec.version} (digest {spec.digest}), {items}")
 
 
 def _version(value: bool) -> None:
@@ -312,7 +350,10 @@ def llm_generate(
 
 @app.command("prompt")
 def prompt_cmd(
-    book: Annotated[str, typer.Option(help="Book id in the catalog.")],
+    item: Annotated[str | None, typer.Option(help="Item id in the catalog.")] = None,
+    task: Annotated[
+        str, typer.Option(help="Task: a built-in name (`gravity tasks list`) or a task folder.")
+    ] = "book-description",
     profile: Annotated[
         Path | None,
         typer.Option(help="Profile file (JSON, JSONL, YAML); absent: the base prompt, no reader."),
@@ -321,17 +362,25 @@ def prompt_cmd(
         str | None, typer.Option("--id", help="The profile with this id (files with several).")
     ] = None,
     books: Annotated[
-        Path | None, typer.Option(help="Book catalog (CSV, JSONL, parquet); default: starter.")
+        Path | None,
+        typer.Option(help="Catalog (CSV, JSONL, parquet); default: the task's own catalog."),
     ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the messages as one JSON list.")
     ] = False,
+    book: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Print the prompt a deployed model gets for a reader and a book (what `prompt`, `sft`,
+    """Print the prompt a deployed model gets for a reader and an item (what `prompt`, `sft`,
     `naive` and `gravity` see; without --profile, what `base` sees)."""
-    from gravity.books import load_catalog
     from gravity.profiles import load_profiles
     from gravity.task import deployed_messages
+    from gravity.taskspec import load_task
+
+    if book is not None:
+        raise GravityError("--book: renamed --item (any task's item id)")
+    if item is None:
+        raise GravityError("--item: missing (an item id of the catalog)")
+    spec = load_task(task)
 
     reader = None
     if profile is not None:
@@ -346,13 +395,13 @@ def prompt_cmd(
         reader = readers[0]
     elif id is not None:
         raise GravityError("--id: needs --profile")
-    catalog = load_catalog(books)
-    chosen = [b for b in catalog if b.id == book]
+    catalog = spec.load_catalog(books)
+    chosen = [b for b in catalog if b.id == item]
     if not chosen:
         known = ", ".join(b.id for b in catalog[:5])
-        where = books or "the starter catalog"
-        raise GravityError(f"--book: no book '{book}' in {where} (ids like {known}, ...)")
-    messages = deployed_messages(reader, chosen[0])
+        where = books or f"the catalog of task '{spec.name}'"
+        raise GravityError(f"--item: no {spec.noun} '{item}' in {where} (ids like {known}, ...)")
+    messages = deployed_messages(reader, chosen[0], spec)
     if json_output:
         typer.echo(json.dumps(messages, ensure_ascii=False, indent=2))
         return

@@ -18,6 +18,7 @@ from gravity.io import load_yaml_model
 from gravity.profiles.countries import normalize_country
 from gravity.profiles.sampler import SamplerConfig
 from gravity.synth.config import GenerateConfig
+from gravity.taskspec import DEFAULT_TASK
 from gravity.train import TrainConfig
 
 __all__ = ["PlanConfig", "ProfilesStage", "RunConfig", "load_yaml_model"]
@@ -93,6 +94,11 @@ class RunConfig(_Config):
     """
 
     out_dir: Path = Field(default=Path("runs/demo"), description="Where every stage writes.")
+    task: str | None = Field(
+        default=None,
+        description="The task of every stage (a built-in name or a task folder); sets "
+        "generate.task and evaluate.task. Default: theirs (book-description).",
+    )
     profiles: ProfilesStage = Field(default_factory=ProfilesStage)
     heldout: ProfilesStage = Field(default_factory=_heldout_default)
     heldout_books: int = Field(default=12, ge=1, description="Catalog books kept for evaluation.")
@@ -118,6 +124,21 @@ class RunConfig(_Config):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
+        # One task for the whole run: `task`, or the one section that names a task.
+        named = {
+            f"{name}.task": getattr(self, name).task
+            for name in ("generate", "evaluate")
+            if getattr(self, name).task != DEFAULT_TASK
+        }
+        if self.task is not None:
+            named = {"task": self.task, **named}
+        if len(set(named.values())) > 1:
+            shown = ", ".join(f"{k} '{v}'" for k, v in named.items())
+            raise ValueError(f"one task per run: {shown} differ")
+        task = next(iter(named.values()), None)
+        if task is not None:
+            self.generate = self.generate.model_copy(update={"task": task})
+            self.evaluate = self.evaluate.model_copy(update={"task": task})
         if "naive" in self.train_systems and "naive" not in self.modes:
             raise ValueError("train_systems has 'naive' but modes does not generate naive pairs")
         if {"sft", "gravity"} & set(self.train_systems) and "gravity" not in self.modes:

@@ -49,6 +49,9 @@ def _digest(obj: object) -> str:
 
 def _as_before(row: dict) -> dict:
     """A record of today mapped to the fields it had before tasks (renames undone)."""
+    row = dict(row)
+    assert row.pop("task") == "book-description"
+    assert len(row.pop("task_digest")) == 16
     return row
 
 

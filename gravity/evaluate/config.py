@@ -36,6 +36,12 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    task: str = Field(
+        default="book-description",
+        min_length=1,
+        description="The task systems are evaluated on: a built-in task's name or a task "
+        "folder's path (its judge wording and templates).",
+    )
     systems: list[SystemSpec] = Field(
         default_factory=lambda: [
             SystemSpec(name="base", kind="base"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gravity.books import Book, load_catalog
+from gravity.books import load_catalog
 from gravity.errors import GravityError
 from gravity.evaluate.config import EvalConfig, SystemSpec
 from gravity.evaluate.judge import CaseView, judge_interest, judge_pairwise, judge_ranking
@@ -29,6 +29,7 @@ from gravity.evaluate.metrics import (
     outcome_from_pairs,
 )
 from gravity.io import atomic_write_text, reading
+from gravity.items import Item
 from gravity.judging import LabelJudge
 from gravity.llm import ChatRequest, Message, SamplingParams, make_backend
 from gravity.llm.embedded import is_embedded
@@ -37,6 +38,7 @@ from gravity.profiles.models import UserProfile
 from gravity.profiles.render import render_profile
 from gravity.store import Store
 from gravity.task import choose_books, clean_text, deployed_messages, finished_text, slot_seed
+from gravity.taskspec import Task, load_task
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Case:
     """One reader x one held-out book."""
 
     reader: UserProfile
-    book: Book
+    book: Item
 
     @property
     def id(self) -> str:
@@ -128,7 +130,7 @@ def check_held_out(cases: list[Case], train_paths: list[Path]) -> None:
         )
 
 
-def build_cases(readers: list[UserProfile], catalog: list[Book], cfg: EvalConfig) -> list[Case]:
+def build_cases(readers: list[UserProfile], catalog: list[Item], cfg: EvalConfig) -> list[Case]:
     """Each reader with ``books_per_reader`` seeded books."""
     return [
         Case(reader, book)
@@ -147,9 +149,10 @@ def describe(
     """One description per case from system ``spec`` (empty string if it produced nothing)."""
     backend_cfg = cfg.generation.model_copy(update={"model": system_model(spec, cfg)})
     requests = []
+    task = load_task(cfg.task)
     for case in cases:
         profile = None if spec.kind == "base" else case.reader
-        messages = [Message(**m) for m in deployed_messages(profile, case.book)]
+        messages = [Message(**m) for m in deployed_messages(profile, case.book, task)]
         requests.append(ChatRequest(messages=messages, id=case.id))
     params = [
         SamplingParams(
@@ -227,8 +230,9 @@ def run_judge(
     """Judge every case with the configured protocol; returns (per-case pairs and interest,
     judge statistics, rejects)."""
     judge = LabelJudge(engine, cfg.judge_method, cfg.judge_max_new_tokens)
+    task = load_task(cfg.task)
     views = [
-        CaseView(c.id, c.reader.id, c.reader.country, render_profile(c.reader), c.book)
+        CaseView(c.id, c.reader.id, c.reader.country, render_profile(c.reader), c.book, task)
         for c in cases
     ]
     texts = [{s: descriptions[s][k] for s in descriptions} for k in range(len(cases))]
@@ -257,6 +261,7 @@ def _write_outputs(
     words: dict[str, dict[str, int]],
     per_case: dict[str, Any],
     rejects: list[dict[str, Any]],
+    task: Task,
 ) -> None:
     case_rows = [
         {
@@ -264,7 +269,9 @@ def _write_outputs(
             "reader_id": c.reader.id,
             "country": c.reader.country,
             "book_id": c.book.id,
-            "book_title": c.book.title,
+            "book_title": getattr(c.book, task.spec.item.title_field),
+            "task": task.ref,
+            "task_digest": task.digest,
             "profile_text": render_profile(c.reader),
             "descriptions": {s: descriptions[s][k] for s in descriptions},
             **{name: table[c.id] for name, table in values.items()},
@@ -297,7 +304,7 @@ def evaluate(
 
     if len({r.id for r in readers}) < 2:
         raise GravityError("evaluation needs at least two held-out readers")
-    cases = build_cases(readers, load_catalog(cfg.books), cfg)
+    cases = build_cases(readers, load_catalog(cfg.books, load_task(cfg.task)), cfg)
     train_data, leakage_notes = list(cfg.train_data), []
     if not train_data:
         train_data, leakage_notes = recorded_training_data(cfg)
@@ -318,7 +325,7 @@ def evaluate(
         c.id: {s: len(descriptions[s][k].split()) for s in descriptions}
         for k, c in enumerate(cases)
     }
-    _write_outputs(out, cases, descriptions, values, words, per_case, rejects)
+    _write_outputs(out, cases, descriptions, values, words, per_case, rejects, load_task(cfg.task))
     systems = [s.name for s in cfg.systems]
     meta = {c.id: (c.reader.id, c.reader.country) for c in cases}
     outcomes = [

@@ -54,6 +54,12 @@ class GenerateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    task: str = Field(
+        default="book-description",
+        min_length=1,
+        description="The task pairs are made for: a built-in task's name (`gravity tasks "
+        "list`) or the path of a task folder.",
+    )
     mode: Literal["gravity", "naive"] = Field(
         default="gravity",
         description="gravity: profile-grounded pairs; naive: the paper's ungrounded baseline "
