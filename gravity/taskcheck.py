@@ -92,10 +92,10 @@ def check_templates(task: Task) -> None:
 
 
 def check_task(ref: str) -> tuple[Task, int]:
-    """Load the task ``ref``, render its templates and read its catalog; returns the task and
-    its catalog's item count (0: no catalog of its own). Raises a one-line ``GravityError``."""
+    """Load the task ``ref`` (which renders its templates) and read its catalog; returns the
+    task and its catalog's item count (0: no catalog of its own). Raises a one-line
+    ``GravityError``."""
     task = load_task(ref)
-    check_templates(task)
     n = len(task.load_catalog()) if task.catalog_path() is not None else 0
     return task, n
 

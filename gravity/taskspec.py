@@ -135,8 +135,16 @@ ROLE_VARIABLES: dict[str, tuple[str, ...]] = {
     "system": (),
     "deployed": ("profile_text", "language"),
     "scenario": ("facet", "facet_text", "guidance"),
-    "chosen": ("facet", "facet_text", "scenario", "guidance", "min_words", "max_words"),
-    "generic": ("min_words", "max_words"),
+    "chosen": (
+        "facet",
+        "facet_text",
+        "scenario",
+        "guidance",
+        "min_words",
+        "max_words",
+        "language",
+    ),
+    "generic": ("min_words", "max_words", "language"),
     "judge_quality": ("a", "b", "answer"),
     "judge_pair": ("profile_text", "first", "second", "answer"),
     "judge_persona": ("profile_text", "candidates", "answer"),
@@ -232,7 +240,7 @@ class Task:
         """The language outputs are asked for in for ``profile`` (None: not asked)."""
         if self.spec.output_language != "reader" or profile is None:
             return None
-        return profile.demographics.language
+        return language_name(profile.demographics.language)
 
     def catalog_path(self) -> Path | None:
         return None if self.spec.catalog is None else self.folder / self.spec.catalog
@@ -246,6 +254,16 @@ class Task:
                 f"parquet file of {self.spec.item.plural})"
             )
         return load_items(path, self.spec.item)
+
+
+def language_name(code: str | None) -> str | None:
+    """``pt-BR`` -> ``Portuguese (pt-BR)``; a code pycountry does not know is kept as is."""
+    if not code:
+        return None
+    import pycountry
+
+    found = pycountry.languages.get(alpha_2=code.split("-")[0].lower())
+    return f"{found.name} ({code})" if found is not None else code
 
 
 def builtin_tasks() -> list[str]:
@@ -279,7 +297,11 @@ def _load(folder: Path, builtin: bool, stamp: int) -> Task:
         sources[role] = (path, path.read_text(encoding="utf-8"))
     if spec.catalog is not None and not (folder / spec.catalog).is_file():
         raise GravityError(f"{spec_path}: catalog: no file '{spec.catalog}' in {folder}")
-    return Task(spec, folder, builtin, sources)
+    task = Task(spec, folder, builtin, sources)
+    from gravity.taskcheck import check_templates  # it renders through Task: imported here
+
+    check_templates(task)  # a hostile template fails every command before any model call
+    return task
 
 
 def load_task(ref: str | Path | None = None) -> Task:

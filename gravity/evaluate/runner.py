@@ -343,6 +343,14 @@ def evaluate(
         "rejected": len(rejects),
     }
     metrics["length"] = _length_metrics(outcomes, words, meta, systems)
+    task = load_task(cfg.task)
+    metrics["task"] = {
+        "name": task.name,
+        "version": task.spec.version,
+        "digest": task.digest,
+        "noun": task.noun,
+        "ref": task.ref,
+    }
     metrics["cases"] = len(cases)
     metrics["readers"] = len({c.reader.id for c in cases})
     metrics["leakage"] = {

@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -389,8 +389,11 @@ class Synthesizer:
                 outcome[slot.record_id] = _prefixed("scenario", result)
             else:
                 grounded.append((slot, result.value))
-                chosen_rows.append(DescriptionRow(slot.book, slot.facet, text, result.value))
-                rejected_rows.append(rejected)
+                language = self.task.language(slot.user)
+                chosen_rows.append(
+                    DescriptionRow(slot.book, slot.facet, text, result.value, language)
+                )
+                rejected_rows.append(replace(rejected, language=language))
         seeds = [slot_seed(self.cfg.seed, s.record_id, "chosen") for s, _ in grounded] + [
             slot_seed(self.cfg.seed, s.record_id, "rejected") for s, _ in grounded
         ]
@@ -403,7 +406,7 @@ class Synthesizer:
     # naive mode ----------------------------------------------------------------------------
     def _naive(self, slots: list[Slot]) -> dict[str, Outcome]:
         outcome: dict[str, Outcome] = {}
-        rows = [DescriptionRow(s.book) for s in slots] * 2
+        rows = [DescriptionRow(s.book, language=self.task.language(s.user)) for s in slots] * 2
         seeds = [slot_seed(self.cfg.seed, s.record_id, "a") for s in slots] + [
             slot_seed(self.cfg.seed, s.record_id, "b") for s in slots
         ]

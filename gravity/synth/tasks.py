@@ -70,6 +70,7 @@ class DescriptionRow:
     facet: str | None = None  # None: a generic description (no reader)
     facet_text: str | None = None
     scenario: str | None = None
+    language: str | None = None  # the reader's, where the task asks for it
 
 
 class DescriptionTask:
@@ -88,6 +89,7 @@ class DescriptionTask:
         variables: dict[str, Any] = {
             "min_words": self.filters.min_words,
             "max_words": self.filters.max_words,
+            "language": row.language,
         }
         if row.facet is not None:
             variables.update(
