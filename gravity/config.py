@@ -8,7 +8,7 @@ from its name (``--field-name``, nested sections joined by dots: see ``gravity.f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -17,6 +17,7 @@ from gravity.events.infer import InferConfig
 from gravity.io import load_yaml_model
 from gravity.profiles.countries import normalize_country
 from gravity.profiles.sampler import SamplerConfig
+from gravity.renamed import refuse_renamed
 from gravity.synth.config import GenerateConfig
 from gravity.taskspec import DEFAULT_TASK
 from gravity.train import TrainConfig
@@ -88,7 +89,7 @@ class RunConfig(_Config):
     """Everything ``gravity run`` needs; each stage section has its own defaults.
 
     Stages: training readers (``profiles``) and held-out readers (``heldout``); a seeded split of
-    the catalog into training books and ``heldout_books`` evaluation books; pair synthesis in each
+    the catalog into training books and ``heldout_items`` evaluation books; pair synthesis in each
     of ``modes``; export; training of ``train_systems``; evaluation of base, prompt and the
     trained systems on held-out readers and books.
     """
@@ -101,11 +102,11 @@ class RunConfig(_Config):
     )
     profiles: ProfilesStage = Field(default_factory=ProfilesStage)
     heldout: ProfilesStage = Field(default_factory=_heldout_default)
-    heldout_books: int = Field(default=12, ge=1, description="Catalog books kept for evaluation.")
-    books: Path | None = Field(
+    heldout_items: int = Field(default=12, ge=1, description="Catalog items kept for evaluation.")
+    catalog: Path | None = Field(
         default=None,
         description="Catalog file, or an events folder (its most rated items); default: the "
-        "starter catalog.",
+        "task's own catalog.",
     )
     modes: list[Literal["gravity", "naive"]] = Field(
         default_factory=lambda: ["gravity", "naive"], description="Pair synthesis modes to run."
@@ -121,6 +122,11 @@ class RunConfig(_Config):
     plan: PlanConfig = Field(
         default_factory=PlanConfig, description="Figures for the `--dry-run` time estimate."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return refuse_renamed(data, set(cls.model_fields))
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

@@ -118,7 +118,7 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "pairs": len(rows),
         "users": len({r["user_id"] for r in rows}),
-        "books": len({r.get("book_id") for r in rows}),
+        "items": len({r.get("item_id") for r in rows}),
         "by_country": dict(sorted(Counter(r.get("country", "?") for r in rows).items())),
         "by_facet": dict(sorted(Counter(r.get("facet", "?") for r in rows).items())),
         "by_intent": intent_counts(rows),  # where an intent graph was used
@@ -168,7 +168,7 @@ def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license
         "",
         "## Counts",
         "",
-        "| split | pairs | readers | books |",
+        "| split | pairs | readers | items |",
         "|---|---|---|---|",
     ]
     lines += _count_tables(stats, summary)
@@ -188,7 +188,7 @@ def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license
 def _count_tables(stats: dict[str, dict[str, Any]], summary: dict[str, Any]) -> list[str]:
     """The card's count rows: per split, the generation summary, per country, facet and intent."""
     lines = [
-        f"| {name} | {st['pairs']} | {st['users']} | {st['books']} |" for name, st in stats.items()
+        f"| {name} | {st['pairs']} | {st['users']} | {st['items']} |" for name, st in stats.items()
     ]
     if summary:
         lines += [

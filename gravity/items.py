@@ -8,6 +8,7 @@ problem (bounded) names the file, the line and the field.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -136,8 +137,9 @@ class ItemSchema(BaseModel):
         ]
 
     def model(self) -> type[BaseModel]:
-        """The pydantic model of one item; its id is always the attribute ``id``."""
-        return _item_model(self)
+        """The pydantic model of one item; its id is always the attribute ``id``. One class
+        per schema, so items of the same schema compare equal field by field."""
+        return _item_model(self.model_dump_json())
 
     def listed(self, item: BaseModel) -> list[tuple[str, str]]:
         """(name, value) of the shown, non-empty fields but the id, as text (lists joined)."""
@@ -172,7 +174,9 @@ def _field(name: str, spec: FieldSpec, id_field: str) -> tuple[Any, Any]:
     return (Annotated[kind | None, BeforeValidator(_blank_to_none)], None)
 
 
-def _item_model(schema: ItemSchema) -> type[BaseModel]:
+@lru_cache(maxsize=32)
+def _item_model(schema_json: str) -> type[BaseModel]:
+    schema = ItemSchema.model_validate_json(schema_json)
     extra = "allow" if schema.extra_columns == "keep" else schema.extra_columns
     fields = {
         ("id" if name == schema.id_field else name): _field(name, spec, schema.id_field)

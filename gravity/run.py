@@ -119,7 +119,7 @@ def split_books(catalog: list[Item], n_heldout: int, seed: int) -> tuple[list[It
     """Seeded split into (training books, held-out books)."""
     if n_heldout >= len(catalog):
         raise GravityError(
-            f"heldout_books: {n_heldout} leaves no training books (catalog has {len(catalog)})"
+            f"heldout_items: {n_heldout} leaves no training books (catalog has {len(catalog)})"
         )
     order = sorted(catalog, key=lambda b: b.id)
     random.Random(f"gravity-book-split:{seed}").shuffle(order)
@@ -202,8 +202,8 @@ def prepare_run(
     """(training readers, held-out readers, training books, held-out books), checked; nothing
     is written (``gravity run --dry-run`` plans from the same)."""
     events = EventsCache()
-    catalog = _catalog(cfg.books, cfg.heldout, events, load_task(cfg.generate.task))
-    train_books, held_books = split_books(catalog, cfg.heldout_books, cfg.generate.seed)
+    catalog = _catalog(cfg.catalog, cfg.heldout, events, load_task(cfg.generate.task))
+    train_books, held_books = split_books(catalog, cfg.heldout_items, cfg.generate.seed)
     readers = build_profiles(cfg.profiles, held_books, events=events)
     heldout = build_profiles(cfg.heldout, held_books, role="held-out", events=events)
     overlap = sorted({p.id for p in readers} & {p.id for p in heldout})
@@ -244,7 +244,7 @@ def _run_stages(
     eval_cfg = cfg.evaluate.model_copy(
         update={
             "systems": systems,
-            "books": out / "books-heldout.jsonl",
+            "catalog": out / "books-heldout.jsonl",
             "train_data": [out / f"pairs-{m}" for m in cfg.modes],
             "base_model": cfg.train.model,
         }
@@ -274,7 +274,7 @@ def _generate_all(
         gen = cfg.generate.model_copy(
             update={
                 "mode": mode,
-                "books": out / "books-train.jsonl",
+                "catalog": out / "books-train.jsonl",
                 # Contrasting readers like the genres this run's readers were sampled from.
                 "contrast_genres": cfg.generate.contrast_genres or cfg.profiles.sampler.genres,
             }

@@ -1,16 +1,18 @@
 """``gravity tasks check``: a task folder is refused before any model call, with one line
 naming the file and the field, when its spec is invalid, a template is missing, a template
 uses a variable or item field the task does not provide (strict undefined, sandboxed), or its
-catalog has a bad row. ``describe_task`` is what ``gravity tasks show`` prints."""
+catalog has a bad row. ``describe_task`` is what ``gravity tasks show`` prints; ``tasks_app``
+is the ``gravity tasks`` command group."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 
 from gravity.errors import GravityError
-from gravity.taskspec import ROLE_VARIABLES, SPEC_FILE, Task, load_task
+from gravity.taskspec import ROLE_VARIABLES, SPEC_FILE, Task, builtin_tasks, load_task
 
 _SAMPLE = {"str": "text", "int": 1, "float": 1.0, "bool": True}
 
@@ -50,7 +52,6 @@ def _role_samples(role: str) -> list[dict[str, Any]]:
         "cases": [
             {
                 "case_id": "c1",
-                "book_title": "t",
                 "item_title": "t",
                 "candidates": [{"label": "A", "text": "one"}],
             }
@@ -122,4 +123,38 @@ def describe_task(task: Task) -> str:
     return "\n".join(line for line in lines if line)
 
 
-__all__ = ["SPEC_FILE", "check_task", "describe_task", "sample_item"]
+# --- gravity tasks list | show | check ----------------------------------------------------------
+
+tasks_app = typer.Typer(
+    help="Personalization tasks: list, show, check a task folder.", no_args_is_help=True
+)
+
+
+@tasks_app.command("list")
+def tasks_list() -> None:
+    """The built-in tasks, one a line: name, version, what it writes."""
+    for name in builtin_tasks():
+        task = load_task(name)
+        typer.echo(f"{name}\tv{task.spec.version}\t{task.spec.description}")
+
+
+@tasks_app.command("show")
+def tasks_show(
+    task: Annotated[str, typer.Argument(help="A built-in task's name or a task folder.")],
+) -> None:
+    """The task's item schema, output, catalog and templates."""
+    typer.echo(describe_task(load_task(task)))
+
+
+@tasks_app.command("check")
+def tasks_check(
+    task: Annotated[str, typer.Argument(help="A task folder (or a built-in task's name).")],
+) -> None:
+    """Check a task before any model call: its task.yaml, every template (rendered strictly
+    with sample values) and its catalog. Exit 2 with one line naming the file and field."""
+    spec, n = check_task(task)
+    items = f"{n} {spec.spec.item.plural} in its catalog" if n else "no catalog of its own"
+    typer.echo(f"ok: task '{spec.name}' v{spec.spec.version} (digest {spec.digest}), {items}")
+
+
+__all__ = ["SPEC_FILE", "check_task", "describe_task", "sample_item", "tasks_app"]

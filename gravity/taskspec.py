@@ -154,6 +154,14 @@ ROLE_VARIABLES: dict[str, tuple[str, ...]] = {
 """The variables each role's template gets besides ``item``/the noun and ``task``."""
 
 
+class UnknownTaskError(GravityError):
+    """A task reference that names no built-in task and no task folder."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"--task: {reason}")
+
+
 @dataclass(frozen=True)
 class Task:
     """A loaded task: its spec, its folder and its templates' sources."""
@@ -315,13 +323,13 @@ def load_task(ref: str | Path | None = None) -> Task:
         if Path(text).is_dir():
             builtin, folder = False, Path(text)
         else:
-            raise GravityError(
-                f"--task: no task '{text}'; built-in: {', '.join(builtin_tasks())}, or give "
-                "the path of a task folder"
+            raise UnknownTaskError(
+                f"no task '{text}'; built-in: {', '.join(builtin_tasks())}, or give the path "
+                "of a task folder"
             )
     spec_path = folder / SPEC_FILE
     if not spec_path.is_file():
-        raise GravityError(f"--task: {folder}: no {SPEC_FILE} (is this a task folder?)")
+        raise UnknownTaskError(f"{folder}: no {SPEC_FILE} (is this a task folder?)")
     folder = folder.resolve()
     stamp = max(p.stat().st_mtime_ns for p in folder.iterdir())  # an edited file reloads
     return _load(folder, builtin, stamp)

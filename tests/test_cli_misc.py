@@ -88,4 +88,4 @@ def test_third_party_progress_bars_are_quiet_unless_verbose(pair_export: Path, t
 def test_prompt_old_book_flag_names_the_new_one() -> None:
     result = CliRunner().invoke(app, ["prompt", "--book", "emma"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: --book: renamed --item (any task's item id)"
+    assert result.output.strip() == "error: --book: renamed --item"

@@ -110,7 +110,7 @@ def _variables(name: str, profile) -> dict:
             "cases": [
                 {
                     "case_id": "c1",
-                    "book_title": book.title,
+                    "item_title": book.title,
                     "candidates": [{"label": "A", "text": "one"}],
                 }
             ],

@@ -49,7 +49,7 @@ def _digest(obj: object) -> str:
 
 def _as_before(row: dict) -> dict:
     """A record of today mapped to the fields it had before tasks (renames undone)."""
-    row = dict(row)
+    row = {("book_id" if k == "item_id" else k): v for k, v in row.items()}
     assert row.pop("task") == "book-description"
     assert len(row.pop("task_digest")) == 16
     return row
@@ -105,7 +105,7 @@ def test_demo_pairs_and_export_are_unchanged(tmp_path: Path) -> None:
     catalog.write_text("".join(json.dumps(b.model_dump(mode="json")) + "\n" for b in train_items))
     for mode in ("gravity", "naive"):
         filters = cfg.generate.filters.model_copy(update={"near_duplicate_threshold": None})
-        gen = cfg.generate.model_copy(update={"mode": mode, "books": catalog, "filters": filters})
+        gen = cfg.generate.model_copy(update={"mode": mode, "catalog": catalog, "filters": filters})
         engine = Engine(WriterBackend(), Store(tmp_path / f"{mode}.sqlite"), progress=False)
         synthesize(readers, gen, tmp_path / mode, engine=engine)
         lines = (tmp_path / mode / "pairs.jsonl").read_text().splitlines()

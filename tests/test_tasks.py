@@ -320,16 +320,16 @@ def _run_config(tmp_path: Path, tiny_model: Path, task: str, heldout_items: int)
         "task": task,
         "profiles": {"countries": ["US", "BR"], "n_per_country": 1, "seed": 0},
         "heldout": {"countries": ["US", "JP"], "n_per_country": 1, "seed": 1},
-        "heldout_books": heldout_items,
+        "heldout_items": heldout_items,
         "modes": ["gravity", "naive"],
         "train_systems": ["gravity"],
         "generate": {
             "facets": ["values"],
-            "max_books": 1,
+            "max_items": 1,
             "filters": {"min_words": 5, "near_duplicate_threshold": None},
         },
         "train": {"model": str(tiny_model), "max_steps": 1, "max_length": 1024},
-        "evaluate": {"books_per_reader": 1, "bootstrap": 200, "min_readers": 1},
+        "evaluate": {"items_per_reader": 1, "bootstrap": 200, "min_readers": 1},
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -353,7 +353,7 @@ def test_gravity_run_end_to_end_on_a_task(tmp_path, tiny_model, fake_models, tas
     assert pairs and {p["task"] for p in pairs} == {loaded.name}
     assert {p["task_digest"] for p in pairs} == {loaded.digest}
     catalog = {i.id for i in loaded.load_catalog()}
-    assert {p["book_id"] for p in pairs} <= catalog
+    assert {p["item_id"] for p in pairs} <= catalog
     assert metrics["task"]["name"] == loaded.name and metrics["systems"] == [
         "base",
         "prompt",
@@ -380,8 +380,8 @@ def test_human_form_speaks_the_task(tmp_path) -> None:
         "case_id": "r1:kyoto-temples",
         "reader_id": "r1",
         "country": "JP",
-        "book_id": "kyoto-temples",
-        "book_title": "Temples of Kyoto",
+        "item_id": "kyoto-temples",
+        "item_title": "Temples of Kyoto",
         "task": task.ref,
         "descriptions": {"base": "One <b>pitch</b>.", "gravity": "Another pitch."},
     }
@@ -391,3 +391,132 @@ def test_human_form_speaks_the_task(tmp_path) -> None:
     assert "<h1>Which pitch makes you want to go to this destination?</h1>" in page
     assert "One &lt;b&gt;pitch&lt;/b&gt;." in page  # texts are data, escaped
     shutil.rmtree(tmp_path / "sheets")
+
+
+# --- renamed names (book -> item) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "section, old, new",
+    [
+        ("generate", "max_books", "max_items"),
+        ("generate", "book_selection", "item_selection"),
+        ("generate", "books", "catalog"),
+        ("evaluate", "books_per_reader", "items_per_reader"),
+        ("evaluate", "books", "catalog"),
+        (None, "heldout_books", "heldout_items"),
+        (None, "books", "catalog"),
+    ],
+)
+def test_old_config_field_is_one_line_naming_the_new_one(tmp_path, section, old, new) -> None:
+    from gravity.config import RunConfig, load_yaml_model
+
+    data = {old: 2} if section is None else {section: {old: 2}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(GravityError) as err:
+        load_yaml_model(path, RunConfig)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 1 and str(path) in lines[0]
+    assert f"'{old}' was renamed '{new}'" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, old, new",
+    [
+        (
+            ["generate", "--profiles", "p", "--out", "o", "--max-books", "2"],
+            "--max-books",
+            "--max-items",
+        ),
+        (
+            ["generate", "--profiles", "p", "--out", "o", "--book-selection", "random"],
+            "--book-selection",
+            "--item-selection",
+        ),
+        (
+            ["evaluate", "--profiles", "p", "--out", "o", "--books-per-reader", "1"],
+            "--books-per-reader",
+            "--items-per-reader",
+        ),
+        (
+            ["run", "x.yaml", "--generate.max-books", "1"],
+            "--generate.max-books",
+            "--generate.max-items",
+        ),
+        (["run", "x.yaml", "--heldout-books", "1"], "--heldout-books", "--heldout-items"),
+        (["prompt", "--book", "emma"], "--book", "--item"),
+        (["prompt", "--item", "emma", "--books", "c.csv"], "--books", "--catalog"),
+    ],
+)
+def test_old_flag_is_one_line_naming_the_new_one(args, old, new) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {old}: renamed {new}"
+
+
+# --- the per-task configs -----------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("task", ["product-description", "travel-pitch"])
+def test_task_config_plans_with_the_task_and_loads_no_model(tmp_path, no_models, task) -> None:
+    from gravity.config import RunConfig, load_yaml_model
+    from gravity.plan import build_plan
+
+    cfg = load_yaml_model(ROOT / "configs" / f"{task}.yaml", RunConfig)
+    assert cfg.generate.task == cfg.evaluate.task == task
+    plan = build_plan(cfg.model_copy(update={"out_dir": tmp_path / "run"}))
+    n = len(load_task(task).load_catalog())
+    assert plan.books == {"training": n - 12, "heldout": 12}
+    assert plan.modes == {"gravity": {"slots": 8, "pairs": 8}, "naive": {"slots": 8, "pairs": 8}}
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["product-description", "travel-pitch"])
+def test_gravity_run_on_a_task_with_the_embedded_model(tmp_path, tiny_model, task) -> None:
+    """`gravity run` through the CLI on the embedded model (synthesis, systems, judge), three
+    systems trained on a tiny model: every stage reads the task."""
+    import subprocess
+    import sys
+
+    from tests.fakes import child_env
+
+    config = {
+        "out_dir": str(tmp_path / "run"),
+        "task": task,
+        "profiles": {"countries": ["US", "BR"], "n_per_country": 1, "seed": 0},
+        "heldout": {"countries": ["US", "BR"], "n_per_country": 1, "seed": 1},
+        "heldout_items": 10,
+        "generate": {
+            "facets": ["values"],
+            "max_items": 1,
+            "description_tokens": 96,
+            "scenario_tokens": 48,
+            "filters": {"min_words": 5},
+        },
+        "train": {"model": str(tiny_model), "max_steps": 1, "max_length": 1024},
+        "evaluate": {
+            "items_per_reader": 1,
+            "max_new_tokens": 32,
+            "bootstrap": 200,
+            "min_readers": 2,
+        },
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "gravity", "run", str(path)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "run"
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["task"]["name"] == task and metrics["cases"] == 2
+    assert f"Task: `{task}`" in (out / "eval" / "report.md").read_text()
+    summary = json.loads((out / "pairs-gravity" / "summary.json").read_text())
+    assert summary["rows_in"] == summary["written"] + summary["rejected"] == 2

@@ -37,7 +37,7 @@ COLUMNS = [
     "case_id",
     "reader_id",
     "country",
-    "book_title",
+    "item_title",
     "label",
     "description",
     "rank",
@@ -108,7 +108,8 @@ def _sheet_rows(
                     "case_id": case["case_id"],
                     "reader_id": case["reader_id"],
                     "country": case["country"],
-                    "book_title": case["book_title"],
+                    # An evaluation made before tasks (issue 22) names it book_title.
+                    "item_title": case.get("item_title", case.get("book_title", "")),
                     "label": label,
                     "description": case["descriptions"][rep],
                     "rank": "",
@@ -129,7 +130,7 @@ def _write_forms(
         form_cases = [
             {
                 "case_id": case_id,
-                "book_title": next(r["book_title"] for r in mine if r["case_id"] == case_id),
+                "item_title": next(r["item_title"] for r in mine if r["case_id"] == case_id),
                 "candidates": [
                     {"label": r["label"], "text": r["description"]}
                     for r in mine

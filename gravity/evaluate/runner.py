@@ -61,7 +61,12 @@ def training_ids(paths: list[Path]) -> tuple[set[str], set[str]]:
         with reading(path):  # any failure reading a training folder is one line naming it
             rows = _training_rows(path)
             users |= {r["user_id"] for r in rows if r.get("user_id")}
-            books |= {r["book_id"] for r in rows if r.get("book_id")}
+            # Data made before tasks (issue 22) names items ``book_id``.
+            books |= {
+                r.get("item_id") or r["book_id"]
+                for r in rows
+                if r.get("item_id") or r.get("book_id")
+            }
     return users, books
 
 
@@ -81,7 +86,7 @@ def _training_rows(path: Path) -> list[dict]:
         splits = [load_preference_data(path)]
     rows = []
     for split in splits:
-        cols = [c for c in ("user_id", "book_id") if c in split.column_names]
+        cols = [c for c in ("user_id", "item_id", "book_id") if c in split.column_names]
         rows += split.select_columns(cols).to_list() if cols else []
     return rows
 
@@ -131,11 +136,11 @@ def check_held_out(cases: list[Case], train_paths: list[Path]) -> None:
 
 
 def build_cases(readers: list[UserProfile], catalog: list[Item], cfg: EvalConfig) -> list[Case]:
-    """Each reader with ``books_per_reader`` seeded books."""
+    """Each reader with ``items_per_reader`` seeded books."""
     return [
         Case(reader, book)
         for reader in sorted(readers, key=lambda r: r.id)
-        for book in choose_books(reader, catalog, cfg.books_per_reader, cfg.seed)
+        for book in choose_books(reader, catalog, cfg.items_per_reader, cfg.seed)
     ]
 
 
@@ -268,8 +273,8 @@ def _write_outputs(
             "case_id": c.id,
             "reader_id": c.reader.id,
             "country": c.reader.country,
-            "book_id": c.book.id,
-            "book_title": getattr(c.book, task.spec.item.title_field),
+            "item_id": c.book.id,
+            "item_title": getattr(c.book, task.spec.item.title_field),
             "task": task.ref,
             "task_digest": task.digest,
             "profile_text": render_profile(c.reader),
@@ -304,7 +309,7 @@ def evaluate(
 
     if len({r.id for r in readers}) < 2:
         raise GravityError("evaluation needs at least two held-out readers")
-    cases = build_cases(readers, load_catalog(cfg.books, load_task(cfg.task)), cfg)
+    cases = build_cases(readers, load_catalog(cfg.catalog, load_task(cfg.task)), cfg)
     train_data, leakage_notes = list(cfg.train_data), []
     if not train_data:
         train_data, leakage_notes = recorded_training_data(cfg)
@@ -343,14 +348,7 @@ def evaluate(
         "rejected": len(rejects),
     }
     metrics["length"] = _length_metrics(outcomes, words, meta, systems)
-    task = load_task(cfg.task)
-    metrics["task"] = {
-        "name": task.name,
-        "version": task.spec.version,
-        "digest": task.digest,
-        "noun": task.noun,
-        "ref": task.ref,
-    }
+    metrics["task"] = _task_meta(load_task(cfg.task))
     metrics["cases"] = len(cases)
     metrics["readers"] = len({c.reader.id for c in cases})
     metrics["leakage"] = {
@@ -359,6 +357,17 @@ def evaluate(
     }
     write_report(out, metrics, cfg)
     return metrics
+
+
+def _task_meta(task: Task) -> dict[str, str]:
+    """What metrics.json and the report say of the task."""
+    return {
+        "name": task.name,
+        "version": task.spec.version,
+        "digest": task.digest,
+        "noun": task.noun,
+        "ref": task.ref,
+    }
 
 
 def _length_metrics(

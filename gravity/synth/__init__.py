@@ -30,7 +30,7 @@ def synthesize(
     Inputs (catalog, profiles, config) are validated before anything is created.
     """
     task = load_task(cfg.task)
-    catalog = load_catalog(cfg.books, task)
+    catalog = load_catalog(cfg.catalog, task)
     if not profiles:
         from gravity.errors import GravityError
 

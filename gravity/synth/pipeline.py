@@ -90,12 +90,12 @@ def select_books(
     user: UserProfile, catalog: list[Item], cfg: GenerateConfig, intents: IntentIndex | None
 ) -> tuple[list[Item], str]:
     """The reader's books and where they came from: ``graph`` (the intent graph's
-    recommendations, with ``book_selection: intents``) or ``random`` (a seeded choice), with the
+    recommendations, with ``item_selection: intents``) or ``random`` (a seeded choice), with the
     reason when the graph was asked but could not answer."""
-    if cfg.book_selection == "intents" and intents is not None:
+    if cfg.item_selection == "intents" and intents is not None:
         if not intents.knows(user.id):
-            return choose_books(user, catalog, cfg.max_books, cfg.seed), "random: not in the graph"
-        books = intents.recommend(user.id, catalog, cfg.max_books)
+            return choose_books(user, catalog, cfg.max_items, cfg.seed), "random: not in the graph"
+        books = intents.recommend(user.id, catalog, cfg.max_items)
         if books:
             return books, "graph"
         rated = intents.rated_books(user.id)
@@ -103,10 +103,10 @@ def select_books(
         if not unrated:
             return [], "none: the reader rated every catalog book"
         return (
-            choose_books(user, unrated, cfg.max_books, cfg.seed),
+            choose_books(user, unrated, cfg.max_items, cfg.seed),
             "random: no unrated catalog book in the graph",
         )
-    return choose_books(user, catalog, cfg.max_books, cfg.seed), "random"
+    return choose_books(user, catalog, cfg.max_items, cfg.seed), "random"
 
 
 def build_slots(
@@ -486,7 +486,7 @@ class Synthesizer:
             meta = {
                 "record_id": slot.record_id,
                 "user_id": slot.user.id,
-                "book_id": slot.book.id,
+                "item_id": slot.book.id,
                 "task": self.task.name,
                 "task_digest": self.task.digest,
                 "country": slot.user.country,
@@ -517,7 +517,7 @@ class Synthesizer:
         result.summary = _summary(
             self.cfg, slots, result, self.engine, self.trimmed, time.monotonic() - start
         )
-        result.summary["book_selection"] = dict(sorted(sources.items()))
+        result.summary["item_selection"] = dict(sorted(sources.items()))
         if self.grounding.intents is not None:
             from gravity.intents.select import intent_counts
 
