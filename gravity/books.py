@@ -1,23 +1,15 @@
-"""Book catalogs: the shipped starter catalog, or a user's CSV / JSONL / parquet file."""
+"""Book catalogs: the book task's starter catalog, or a user's CSV / JSONL / parquet file.
+
+``Book`` is the book task's item as Python code builds it (catalogs from events); catalogs read
+from files are validated against the task's item schema (``gravity.items``), which declares the
+same fields and limits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from gravity.errors import MAX_PROBLEMS, InputError, Problem, validation_problems
-from gravity.io import (
-    Record,
-    csv_records,
-    file_error,
-    jsonl_records,
-    parquet_rows,
-    read_text,
-    reading,
-)
-from gravity.resources import catalog_dir
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 REQUIRED_COLUMNS = ("id", "title", "author", "description")
 MIN_DESCRIPTION = 10
@@ -65,59 +57,18 @@ class Book(BaseModel):
 
 
 def default_catalog_path() -> Path:
-    """The shipped starter catalog (72 books, 15 genres)."""
-    return catalog_dir() / "books.jsonl"
+    """The shipped starter catalog of the book task (72 books, 15 genres)."""
+    from gravity.taskspec import load_task
+
+    path = load_task().catalog_path()
+    assert path is not None  # the book task ships its catalog
+    return path
 
 
-def _rows(path: Path) -> list[Record]:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return list(jsonl_records(read_text(path), path))
-    if suffix == ".csv":
-        return csv_records(read_text(path), path)[1]
-    if suffix == ".parquet":
-        return parquet_rows(path)
-    raise file_error(path, "unknown catalog format; use .csv, .jsonl or .parquet")
+def load_catalog(path: str | Path | None = None, task: Any = None) -> list[Any]:
+    """Items of ``path`` validated against ``task``'s item schema (default: the book task and
+    its starter catalog); every problem (bounded) names the file, the line (row) and the field.
+    """
+    from gravity.taskspec import load_task
 
-
-def load_catalog(path: str | Path | None = None) -> list[Book]:
-    """Books from ``path`` (default: the starter catalog); every problem (bounded) names the
-    file, the line (row) and the field."""
-    path = Path(path) if path is not None else default_catalog_path()
-    with reading(path):
-        rows = _rows(path)
-        if not rows:
-            raise file_error(path, "no books in catalog")
-        first = next((r.data for r in rows if isinstance(r.data, dict)), None)
-        missing = [c for c in REQUIRED_COLUMNS if first is not None and c not in first]
-        if missing:
-            raise file_error(
-                path,
-                f"missing column(s) {', '.join(missing)}; required: {', '.join(REQUIRED_COLUMNS)}",
-            )
-        books: list[Book] = []
-        problems: list[Problem] = []
-        seen: dict[str, int] = {}
-        for record in rows:
-            if len(problems) > MAX_PROBLEMS:
-                break
-            if record.problem is not None:
-                problems += record.problem.problems
-                continue
-            if not isinstance(record.data, dict):
-                problems.append(Problem(path, "a book must be a mapping", "<record>", record.line))
-                continue
-            try:
-                book = Book.model_validate(record.data)
-            except ValidationError as exc:
-                problems += validation_problems(exc, path, Book, line=record.line)
-                continue
-            if book.id in seen:
-                reason = f"duplicate book id '{book.id}' (first on line {seen[book.id]})"
-                problems.append(Problem(path, reason, "id", record.line))
-                continue
-            seen[book.id] = record.line
-            books.append(book)
-        if problems:
-            raise InputError(problems)
-        return books
+    return (task if task is not None else load_task()).load_catalog(path)

@@ -25,8 +25,13 @@ from gravity.events.infer import InferConfig
 from gravity.flags import ConfigFlags, config_flags
 from gravity.llm.config import BackendConfig
 from gravity.profiles.sampler import SamplerConfig
+from gravity.renamed import renamed_flag
 from gravity.synth.config import GenerateConfig
 from gravity.train import TrainConfig
+
+# typer vendors click: its UsageError (the base of NoSuchOption) is reached through the one
+# exception it exports.
+_UsageError = typer.BadParameter.__base__
 
 
 class _Group(TyperGroup):
@@ -47,6 +52,34 @@ class _Group(TyperGroup):
             message = exc.format_message().replace("Value error, ", "")
             typer.echo(f"error: {printable(message, 2000)}", err=True)
             raise typer.Exit(2) from None
+        except _UsageError as exc:
+            # A flag renamed when tasks became data (--max-books): one line naming the new one.
+            old = getattr(exc, "option_name", None) or ""
+            new = renamed_flag(old)
+            if new is None:
+                raise
+            typer.echo(f"error: {old}: renamed {new}", err=True)
+            raise typer.Exit(2) from None
+
+
+def _check_task(
+    task: str, flags: ConfigFlags, config: Path | None, fields: tuple[str, ...] = ("task",)
+) -> None:
+    """Load the config's task before any model: an unknown one blames the flag that named it,
+    else the config file's field (``fields``: where the task may have been set)."""
+    from gravity.taskspec import UnknownTaskError, load_task
+
+    try:
+        load_task(task)
+    except UnknownTaskError as exc:
+        given = [f for f in fields if tuple(f.split(".")) in flags.given]
+        if given:
+            where = "--" + given[0]
+        elif config is not None:
+            where = f"{config}: {fields[0]}"
+        else:
+            where = "--" + fields[0]
+        raise GravityError(f"{where}: {exc.reason}") from None
 
 
 def _country_flag(value: str, flag: str = "--country") -> str:
@@ -312,7 +345,10 @@ def llm_generate(
 
 @app.command("prompt")
 def prompt_cmd(
-    book: Annotated[str, typer.Option(help="Book id in the catalog.")],
+    item: Annotated[str | None, typer.Option(help="Item id in the catalog.")] = None,
+    task: Annotated[
+        str, typer.Option(help="Task: a built-in name (`gravity tasks list`) or a task folder.")
+    ] = "book-description",
     profile: Annotated[
         Path | None,
         typer.Option(help="Profile file (JSON, JSONL, YAML); absent: the base prompt, no reader."),
@@ -320,18 +356,23 @@ def prompt_cmd(
     id: Annotated[
         str | None, typer.Option("--id", help="The profile with this id (files with several).")
     ] = None,
-    books: Annotated[
-        Path | None, typer.Option(help="Book catalog (CSV, JSONL, parquet); default: starter.")
+    catalog: Annotated[
+        Path | None,
+        typer.Option(help="Catalog (CSV, JSONL, parquet); default: the task's own catalog."),
     ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the messages as one JSON list.")
     ] = False,
 ) -> None:
-    """Print the prompt a deployed model gets for a reader and a book (what `prompt`, `sft`,
+    """Print the prompt a deployed model gets for a reader and an item (what `prompt`, `sft`,
     `naive` and `gravity` see; without --profile, what `base` sees)."""
-    from gravity.books import load_catalog
     from gravity.profiles import load_profiles
     from gravity.task import deployed_messages
+    from gravity.taskspec import load_task
+
+    if item is None:
+        raise GravityError("--item: missing (an item id of the catalog)")
+    spec = load_task(task)
 
     reader = None
     if profile is not None:
@@ -346,13 +387,13 @@ def prompt_cmd(
         reader = readers[0]
     elif id is not None:
         raise GravityError("--id: needs --profile")
-    catalog = load_catalog(books)
-    chosen = [b for b in catalog if b.id == book]
+    items = spec.load_catalog(catalog)
+    chosen = [b for b in items if b.id == item]
     if not chosen:
-        known = ", ".join(b.id for b in catalog[:5])
-        where = books or "the starter catalog"
-        raise GravityError(f"--book: no book '{book}' in {where} (ids like {known}, ...)")
-    messages = deployed_messages(reader, chosen[0])
+        known = ", ".join(b.id for b in items[:5])
+        where = catalog or f"the catalog of task '{spec.name}'"
+        raise GravityError(f"--item: no {spec.noun} '{item}' in {where} (ids like {known}, ...)")
+    messages = deployed_messages(reader, chosen[0], spec)
     if json_output:
         typer.echo(json.dumps(messages, ensure_ascii=False, indent=2))
         return
@@ -377,6 +418,7 @@ def generate(
     from gravity.synth import synthesize
 
     cfg = flags.resolve(config)
+    _check_task(cfg.task, flags, config)
     loaded = load_many(profiles)
     result = synthesize(loaded, cfg, out, use_cache=not no_cache)
     _print_summary(result.summary, out)
@@ -493,6 +535,7 @@ def evaluate_cmd(
         name = Path(model).name.replace("/", "-")[:40] or "model"
         systems.append({"name": name, "kind": "model", "model": model})
     cfg = flags.resolve(config, {"systems": systems})
+    _check_task(cfg.task, flags, config)
     metrics = evaluate(load_many(profiles), cfg, out)
     _print_eval(metrics, out)
 
@@ -587,6 +630,7 @@ def run(
 ) -> None:
     """Run the whole pipeline a config describes; reruns continue where they stopped."""
     cfg = flags.resolve(config, {"out_dir": out} if out is not None else None)
+    _check_task(cfg.generate.task, flags, config, ("task", "generate.task", "evaluate.task"))
     if dry_run:
         from gravity.plan import build_plan, render_plan
 
@@ -607,8 +651,10 @@ events_app = typer.Typer(
 )
 app.add_typer(events_app, name="events")
 from gravity.intents.cli import intents_app  # noqa: E402
+from gravity.taskcheck import tasks_app  # noqa: E402
 
 app.add_typer(intents_app, name="intents")
+app.add_typer(tasks_app, name="tasks")
 
 
 @events_app.command("import")

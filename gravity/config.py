@@ -8,7 +8,7 @@ from its name (``--field-name``, nested sections joined by dots: see ``gravity.f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -17,7 +17,9 @@ from gravity.events.infer import InferConfig
 from gravity.io import load_yaml_model
 from gravity.profiles.countries import normalize_country
 from gravity.profiles.sampler import SamplerConfig
+from gravity.renamed import refuse_renamed
 from gravity.synth.config import GenerateConfig
+from gravity.taskspec import DEFAULT_TASK
 from gravity.train import TrainConfig
 
 __all__ = ["PlanConfig", "ProfilesStage", "RunConfig", "load_yaml_model"]
@@ -92,19 +94,24 @@ class RunConfig(_Config):
     """Everything ``gravity run`` needs; each stage section has its own defaults.
 
     Stages: training readers (``profiles``) and held-out readers (``heldout``); a seeded split of
-    the catalog into training books and ``heldout_books`` evaluation books; pair synthesis in each
+    the catalog into training books and ``heldout_items`` evaluation books; pair synthesis in each
     of ``modes``; export; training of ``train_systems``; evaluation of base, prompt and the
     trained systems on held-out readers and books.
     """
 
     out_dir: Path = Field(default=Path("runs/demo"), description="Where every stage writes.")
+    task: str | None = Field(
+        default=None,
+        description="The task of every stage (a built-in name or a task folder); sets "
+        "generate.task and evaluate.task. Default: theirs (book-description).",
+    )
     profiles: ProfilesStage = Field(default_factory=ProfilesStage)
     heldout: ProfilesStage = Field(default_factory=_heldout_default)
-    heldout_books: int = Field(default=12, ge=1, description="Catalog books kept for evaluation.")
-    books: Path | None = Field(
+    heldout_items: int = Field(default=12, ge=1, description="Catalog items kept for evaluation.")
+    catalog: Path | None = Field(
         default=None,
         description="Catalog file, or an events folder (its most rated items); default: the "
-        "starter catalog.",
+        "task's own catalog.",
     )
     modes: list[Literal["gravity", "naive"]] = Field(
         default_factory=lambda: ["gravity", "naive"], description="Pair synthesis modes to run."
@@ -121,8 +128,28 @@ class RunConfig(_Config):
         default_factory=PlanConfig, description="Figures for the `--dry-run` time estimate."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return refuse_renamed(data, set(cls.model_fields))
+
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
+        # One task for the whole run: `task`, or the one section that names a task.
+        named = {
+            f"{name}.task": getattr(self, name).task
+            for name in ("generate", "evaluate")
+            if getattr(self, name).task != DEFAULT_TASK
+        }
+        if self.task is not None:
+            named = {"task": self.task, **named}
+        if len(set(named.values())) > 1:
+            shown = ", ".join(f"{k} '{v}'" for k, v in named.items())
+            raise ValueError(f"one task per run: {shown} differ")
+        task = next(iter(named.values()), None)
+        if task is not None:
+            self.generate = self.generate.model_copy(update={"task": task})
+            self.evaluate = self.evaluate.model_copy(update={"task": task})
         if "naive" in self.train_systems and "naive" not in self.modes:
             raise ValueError("train_systems has 'naive' but modes does not generate naive pairs")
         if {"sft", "gravity"} & set(self.train_systems) and "gravity" not in self.modes:

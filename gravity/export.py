@@ -118,7 +118,7 @@ def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "pairs": len(rows),
         "users": len({r["user_id"] for r in rows}),
-        "books": len({r.get("book_id") for r in rows}),
+        "items": len({r.get("item_id") for r in rows}),
         "by_country": dict(sorted(Counter(r.get("country", "?") for r in rows).items())),
         "by_facet": dict(sorted(Counter(r.get("facet", "?") for r in rows).items())),
         "by_intent": intent_counts(rows),  # where an intent graph was used
@@ -132,6 +132,12 @@ def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     rows = [r for part in splits.values() for r in part]
     models = sorted({r.get("generator_model", "?") for r in rows})
+    tasks = sorted({(r.get("task") or "?", r.get("task_digest") or "?") for r in rows})
+    task = (
+        {"name": tasks[0][0], "digest": tasks[0][1]}
+        if len(tasks) == 1
+        else {"name": "mixed", "digest": ", ".join(f"{n}:{d}" for n, d in tasks)}
+    )
     stats = {name: _stats(part) for name, part in splits.items()}
     total = len(rows)
     size = "n<1K" if total < 1000 else "1K<n<10K" if total < 10000 else "10K<n<100K"
@@ -141,7 +147,7 @@ def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license
         "tags": ["dpo", "preference", "personalization", "synthetic", "gravity"],
         "size_categories": [size],
         "pretty_name": "gravity personalized preference pairs",
-        "gravity": {"generation_models": models, "splits": stats},
+        "gravity": {"task": task, "generation_models": models, "splits": stats},
     }
     lines = [
         "---",
@@ -150,17 +156,19 @@ def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license
         "",
         "# gravity preference pairs",
         "",
-        "Synthetic, profile-grounded preference pairs for personalized book descriptions, made "
+        f"Synthetic, profile-grounded preference pairs for the task `{task['name']}` (task "
+        f"digest {task['digest']}), made "
         "by `gravity generate` and exported by `gravity export`. Columns `prompt`, `chosen`, "
         "`rejected` follow TRL's conversational preference format; the rest is metadata "
-        "(record/user/book ids, country, facet, scenario, rejected strategy, mode, models, "
+        "(record/user/item ids, task and its digest, country, facet, scenario, rejected "
+        "strategy, mode, models, "
         "template hashes, seed; with an intent graph, the intent of the reader's path to the "
         "book and the intent a rejected description was written for). Splits are by reader: "
         "no reader is in two splits.",
         "",
         "## Counts",
         "",
-        "| split | pairs | readers | books |",
+        "| split | pairs | readers | items |",
         "|---|---|---|---|",
     ]
     lines += _count_tables(stats, summary)
@@ -180,7 +188,7 @@ def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license
 def _count_tables(stats: dict[str, dict[str, Any]], summary: dict[str, Any]) -> list[str]:
     """The card's count rows: per split, the generation summary, per country, facet and intent."""
     lines = [
-        f"| {name} | {st['pairs']} | {st['users']} | {st['books']} |" for name, st in stats.items()
+        f"| {name} | {st['pairs']} | {st['users']} | {st['items']} |" for name, st in stats.items()
     ]
     if summary:
         lines += [

@@ -2,7 +2,7 @@
 
 Every scalar field of a config model (int, float, str, bool, Path, a ``Literal`` enumeration,
 an Optional of those, or a list of them) becomes a flag named after its dotted path in
-kebab-case: ``max_books`` -> ``--max-books``, ``backend.base_urls`` -> ``--backend.base-urls``
+kebab-case: ``max_items`` -> ``--max-items``, ``backend.base_urls`` -> ``--backend.base-urls``
 (repeat a list flag to give several values), a bool ``merge`` -> ``--merge/--no-merge``.
 ``--help`` shows the field's description, its choices and the model's default. Fields that hold
 models in lists or dicts (``EvalConfig.systems``, ``TrainConfig.trl_overrides``) are YAML-only.

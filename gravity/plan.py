@@ -46,6 +46,7 @@ from gravity.llm.base import ChatRequest
 from gravity.llm.config import BackendConfig
 from gravity.llm.embedded import cache_root, is_embedded
 from gravity.profiles.models import UserProfile
+from gravity.taskspec import load_task
 
 SAMPLE = 48
 """Prompts rendered per step to measure its mean prompt length."""
@@ -279,8 +280,9 @@ def _gravity_steps(est: _Estimator, cfg: RunConfig, slots: list[Any], intents: A
     gen = cfg.generate.model_copy(
         update={"contrast_genres": cfg.generate.contrast_genres or cfg.profiles.sampler.genres}
     )
-    describe = DescriptionTask(gen.filters)
-    scenario = ScenarioTask(gen.filters.on_truncation)
+    task = load_task(gen.task)
+    describe = DescriptionTask(gen.filters, task)
+    scenario = ScenarioTask(gen.filters.on_truncation, task)
     placeholder = "an intent from the graph" if gen.intent_graph and intents is None else None
     grounding = Grounding(gen, intents, placeholder)
     ready = []  # the others are rejected before any call (missing facet, no other intent)
@@ -323,8 +325,9 @@ def _naive_steps(est: _Estimator, cfg: RunConfig, slots: list[Any]) -> int:
     from gravity.synth.tasks import DescriptionRow, DescriptionTask, JudgeRow, QualityJudgeTask
 
     gen = cfg.generate
-    describe = DescriptionTask(gen.filters)
-    quality = QualityJudgeTask()
+    task = load_task(gen.task)
+    describe = DescriptionTask(gen.filters, task)
+    quality = QualityJudgeTask(task)
     likely = _likelihood(gen.backend, "auto")  # the quality judge's method is always auto
     n = len(slots)
 
@@ -432,6 +435,7 @@ def _description_steps(
     from gravity.task import deployed_messages
 
     ev: EvalConfig = cfg.evaluate
+    task = load_task(ev.task)
     for spec in systems:
         # base and prompt run the base model; trained systems are adapters of it
         trained = spec.kind != "model" or spec.name in cfg.train_systems
@@ -440,7 +444,7 @@ def _description_steps(
         def request(i: int, spec: SystemSpec = spec) -> ChatRequest:
             profile = None if spec.kind == "base" else cases[i].reader
             return ChatRequest.model_validate(
-                {"messages": deployed_messages(profile, cases[i].book)}
+                {"messages": deployed_messages(profile, cases[i].book, task)}
             )
 
         name = f"descriptions [{spec.name}]"
@@ -451,24 +455,23 @@ def _judge_steps(est: _Estimator, ev: EvalConfig, cases: list[Any], k: int) -> t
     """The judge's calls over ``k`` systems' descriptions and its interest ratings; returns
     (judge calls, whether the judge reads label likelihoods)."""
     from gravity.profiles.render import render_profile
-    from gravity.prompts import render
 
+    task = load_task(ev.task)
     likely = _likelihood(ev.judge, ev.judge_method)
     answer = "letter" if likely else "json"
     answer_tokens = 0 if likely else ev.judge_max_new_tokens
     n = len(cases)
 
-    def view(i: int) -> dict[str, Any]:
-        return {"profile_text": render_profile(cases[i].reader), "book": cases[i].book}
+    def render(role: str, i: int, **variables: Any) -> str:
+        profile_text = render_profile(cases[i].reader)
+        return task.render(role, cases[i].book, profile_text=profile_text, **variables)
 
     if ev.protocol == "pairwise":
         per_case, shown = math.comb(k, 2) * 2, 2  # every pair of systems, in both orders
         label = "pairwise judgments (pairs x 2 orders)"
 
         def judge(i: int) -> ChatRequest:
-            prompt = render(
-                "judge_pair.j2", **view(i // per_case), first="", second="", answer=answer
-            )
+            prompt = render("judge_pair", i // per_case, first="", second="", answer=answer)
             return ChatRequest.from_prompt(prompt)
     else:
         per_case, shown = k, k  # one call per rotation of the candidates
@@ -476,9 +479,7 @@ def _judge_steps(est: _Estimator, ev: EvalConfig, cases: list[Any], k: int) -> t
 
         def judge(i: int) -> ChatRequest:
             candidates = [{"label": chr(65 + j), "text": ""} for j in range(k)]
-            prompt = render(
-                "judge_persona.j2", **view(i // k), candidates=candidates, answer=answer
-            )
+            prompt = render("judge_persona", i // k, candidates=candidates, answer=answer)
             return ChatRequest.from_prompt(prompt)
 
     calls = n * per_case
@@ -490,9 +491,7 @@ def _judge_steps(est: _Estimator, ev: EvalConfig, cases: list[Any], k: int) -> t
         ev.judge,
         ev.judge.model,
         n * k,
-        lambda i: ChatRequest.from_prompt(
-            render("judge_interest.j2", **view(i // k), text="", answer=answer)
-        ),
+        lambda i: ChatRequest.from_prompt(render("judge_interest", i // k, text="", answer=answer)),
         answer_tokens,
         ev.max_new_tokens,
     )

@@ -10,7 +10,7 @@ import hashlib
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
 from gravity.errors import GravityError
@@ -62,7 +62,26 @@ def render(name: str, **variables: Any) -> str:
         raise GravityError(
             f"prompt template '{name}' not found; available: {', '.join(template_names())}"
         ) from None
-    text = template.render(**variables)
+    return _tidy(template.render(**variables))
+
+
+@lru_cache(maxsize=256)
+def _compiled(source: str, filename: str) -> Any:
+    try:
+        return environment().from_string(source)
+    except TemplateSyntaxError as exc:
+        raise GravityError(
+            f"{filename}:{exc.lineno}: template syntax error: {exc.message}"
+        ) from None
+
+
+def render_source(source: str, filename: str, **variables: Any) -> str:
+    """Render a template given by its source (a task's template, read from ``filename``) in
+    the one environment; blank-line runs are collapsed as in ``render``."""
+    return _tidy(_compiled(source, filename).render(**variables))
+
+
+def _tidy(text: str) -> str:
     lines = [line.rstrip() for line in text.strip().splitlines()]
     out: list[str] = []
     for line in lines:

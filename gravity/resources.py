@@ -33,6 +33,6 @@ def reference_dir() -> Path:
     return profiles_dir() / "reference"
 
 
-def catalog_dir() -> Path:
-    """Folder of the starter book catalog."""
-    return _data_dir("catalog")
+def tasks_dir() -> Path:
+    """Folder of the built-in tasks (one folder each, with its task.yaml)."""
+    return _data_dir("tasks")

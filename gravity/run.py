@@ -16,13 +16,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gravity.books import Book, load_catalog
+from gravity.books import load_catalog
 from gravity.config import ProfilesStage, RunConfig
 from gravity.errors import GravityError
 from gravity.io import atomic_write_text
+from gravity.items import Item
 from gravity.lock import folder_lock
 from gravity.profiles import dump_profiles, load_many, sample_profiles
 from gravity.profiles.models import UserProfile
+from gravity.taskspec import Task, load_task
 
 
 class EventsCache:
@@ -42,7 +44,7 @@ class EventsCache:
             self._read[key] = read_events_dir(path)
         return self._read[key]
 
-    def without(self, path: Path, books: list[Book]) -> tuple[Any, int]:
+    def without(self, path: Path, books: list[Item]) -> tuple[Any, int]:
         """``without_books`` of the folder, once per folder and set of books."""
         from gravity.events.books import without_books
 
@@ -54,7 +56,7 @@ class EventsCache:
 
 def build_profiles(
     stage: ProfilesStage,
-    held_books: list[Book] | None = None,
+    held_books: list[Item] | None = None,
     role: str = "training",
     events: EventsCache | None = None,
 ) -> list[UserProfile]:
@@ -88,8 +90,11 @@ def build_profiles(
 
 
 def _catalog(
-    path: Path | None, heldout: ProfilesStage | None = None, events: EventsCache | None = None
-) -> list[Book]:
+    path: Path | None,
+    heldout: ProfilesStage | None = None,
+    events: EventsCache | None = None,
+    task: Task | None = None,
+) -> list[Item]:
     """The catalog file, or the most rated items of an events folder. When the held-out readers
     are one side of a split of that same folder, their events are not counted: which books
     training and evaluation use owes nothing to the held-out readers."""
@@ -105,15 +110,16 @@ def _catalog(
             and heldout.events.resolve() == path.resolve()
         ):
             skip = partial(in_heldout, cfg=heldout.infer)
-        return books_from_events((events or EventsCache()).read(path), skip_user=skip)
-    return load_catalog(path)
+        top = (task or load_task()).spec.max_catalog_items
+        return books_from_events((events or EventsCache()).read(path), top=top, skip_user=skip)
+    return load_catalog(path, task)
 
 
-def split_books(catalog: list[Book], n_heldout: int, seed: int) -> tuple[list[Book], list[Book]]:
+def split_books(catalog: list[Item], n_heldout: int, seed: int) -> tuple[list[Item], list[Item]]:
     """Seeded split into (training books, held-out books)."""
     if n_heldout >= len(catalog):
         raise GravityError(
-            f"heldout_books: {n_heldout} leaves no training books (catalog has {len(catalog)})"
+            f"heldout_items: {n_heldout} leaves no training books (catalog has {len(catalog)})"
         )
     order = sorted(catalog, key=lambda b: b.id)
     random.Random(f"gravity-book-split:{seed}").shuffle(order)
@@ -121,7 +127,7 @@ def split_books(catalog: list[Book], n_heldout: int, seed: int) -> tuple[list[Bo
     return sorted(order[n_heldout:], key=lambda b: b.id), held
 
 
-def _write_books(path: Path, books: list[Book]) -> None:
+def _write_books(path: Path, books: list[Item]) -> None:
     atomic_write_text(
         path,
         "".join(json.dumps(b.model_dump(mode="json"), ensure_ascii=False) + "\n" for b in books),
@@ -192,12 +198,12 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
 
 def prepare_run(
     cfg: RunConfig,
-) -> tuple[list[UserProfile], list[UserProfile], list[Book], list[Book]]:
+) -> tuple[list[UserProfile], list[UserProfile], list[Item], list[Item]]:
     """(training readers, held-out readers, training books, held-out books), checked; nothing
     is written (``gravity run --dry-run`` plans from the same)."""
     events = EventsCache()
-    catalog = _catalog(cfg.books, cfg.heldout, events)
-    train_books, held_books = split_books(catalog, cfg.heldout_books, cfg.generate.seed)
+    catalog = _catalog(cfg.catalog, cfg.heldout, events, load_task(cfg.generate.task))
+    train_books, held_books = split_books(catalog, cfg.heldout_items, cfg.generate.seed)
     readers = build_profiles(cfg.profiles, held_books, events=events)
     heldout = build_profiles(cfg.heldout, held_books, role="held-out", events=events)
     overlap = sorted({p.id for p in readers} & {p.id for p in heldout})
@@ -213,8 +219,8 @@ def _run_stages(
     cfg: RunConfig,
     readers: list[UserProfile],
     heldout: list[UserProfile],
-    train_books: list[Book],
-    held_books: list[Book],
+    train_books: list[Item],
+    held_books: list[Item],
     progress: bool,
 ) -> dict[str, Any]:
     """Profiles and books, then each stage in turn; stage times go to ``timings.json``."""
@@ -238,7 +244,7 @@ def _run_stages(
     eval_cfg = cfg.evaluate.model_copy(
         update={
             "systems": systems,
-            "books": out / "books-heldout.jsonl",
+            "catalog": out / "books-heldout.jsonl",
             "train_data": [out / f"pairs-{m}" for m in cfg.modes],
             "base_model": cfg.train.model,
         }
@@ -268,7 +274,7 @@ def _generate_all(
         gen = cfg.generate.model_copy(
             update={
                 "mode": mode,
-                "books": out / "books-train.jsonl",
+                "catalog": out / "books-train.jsonl",
                 # Contrasting readers like the genres this run's readers were sampled from.
                 "contrast_genres": cfg.generate.contrast_genres or cfg.profiles.sampler.genres,
             }

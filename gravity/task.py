@@ -2,7 +2,7 @@
 
 Synthesis writes training prompts with it, training learns from them, evaluation asks each system
 the same thing on held-out readers, and ``gravity prompt`` shows it. It holds the prompt a model
-sees (``deployed_messages``), the seeded choice of books per reader (``choose_books``), the
+sees (``deployed_messages``), the seeded choice of items per reader (``choose_books``), the
 per-record sampling seeds (``slot_seed``) and how a completion becomes a usable text
 (``clean_text``, ``finished_text``).
 """
@@ -13,25 +13,33 @@ import hashlib
 import random
 import re
 
-from gravity.books import Book
+from gravity.items import Item
 from gravity.llm.base import Completion
 from gravity.llm.engine import Reject
 from gravity.profiles.models import UserProfile
 from gravity.profiles.render import render_profile
-from gravity.prompts import render
+from gravity.taskspec import Task, load_task
 
 
-def deployed_messages(profile: UserProfile | None, book: Book) -> list[dict[str, str]]:
-    """The deployed task's prompt (system + user turn); ``profile=None`` leaves the reader out."""
+def deployed_messages(
+    profile: UserProfile | None, item: Item, task: Task | None = None
+) -> list[dict[str, str]]:
+    """The deployed task's prompt (system + user turn) for ``item``; ``profile=None`` leaves the
+    reader out. ``task``: default the book task."""
+    task = task if task is not None else load_task()
     profile_text = render_profile(profile) if profile is not None else ""
+    language = task.language(profile)
     return [
-        {"role": "system", "content": render("system.j2")},
-        {"role": "user", "content": render("describe.j2", profile_text=profile_text, book=book)},
+        {"role": "system", "content": task.render("system")},
+        {
+            "role": "user",
+            "content": task.render("deployed", item, profile_text=profile_text, language=language),
+        },
     ]
 
 
-def choose_books(user: UserProfile, catalog: list[Book], k: int, seed: int) -> list[Book]:
-    """``k`` books for ``user``, a seeded choice that depends only on (seed, user id)."""
+def choose_books(user: UserProfile, catalog: list[Item], k: int, seed: int) -> list[Item]:
+    """``k`` items for ``user``, a seeded choice that depends only on (seed, user id)."""
     rng = random.Random(f"gravity-books:{seed}:{user.id}")
     return sorted(rng.sample(catalog, min(k, len(catalog))), key=lambda b: b.id)
 

@@ -73,7 +73,7 @@ def pair_export(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pairs")
     profiles = [p for f in EXAMPLES for p in load_profiles(f)]
     cfg = GenerateConfig(
-        max_books=2,
+        max_items=2,
         facets=["values", "interests"],
         filters=FilterConfig(min_words=5, near_duplicate_threshold=None),
     )
@@ -81,3 +81,22 @@ def pair_export(tmp_path_factory) -> Path:
     synthesize(profiles, cfg, root / "run", engine=engine)
     export_run(root / "run", root / "export", "hf", test_size=0.25, seed=0)
     return root / "export"
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    """Every way a stage loads a model fails the test."""
+
+    from gravity.llm import BACKENDS
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the dry run loaded a model")
+
+    for cls in BACKENDS.values():
+        monkeypatch.setattr(cls, "load", refuse)
+    monkeypatch.setattr("gravity.llm.embedded.embedded_checkpoint", refuse)
+    monkeypatch.setattr("gravity.llm.hf.embedded_checkpoint", refuse)
+    monkeypatch.setattr("gravity.train.train", refuse)
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)

@@ -103,11 +103,15 @@ class WriterBackend(ScriptedBackend):
         forced = next((v for k, v in self.overrides.items() if k in prompt), None)
         if forced is not None:
             return forced
-        if "Which description is better" in prompt:
+        if "is better written and more informative" in prompt:  # any task's quality judge
             # A consistent judge: prefers the description that sorts last, in either order.
             a = prompt.split("Description A:")[1].split("Description B:")[0].strip()
-            b = prompt.split("Description B:")[1].split("Which description")[0].strip()
+            b = prompt.split("Description B:")[1].rsplit("\n\nWhich", 1)[0].strip()
             return json.dumps({"choice": "A" if a > b else "B"})
+        if '"choice" is the letter' in prompt:  # a persona judge (any task)
+            return json.dumps({"choice": "AB"[digest[0] % 2]})
+        if '"choice" is that number' in prompt:  # an interestingness rating
+            return json.dumps({"choice": str(1 + digest[0] % 5)})
         if "describe a concrete situation" in prompt:
             return "The reader is choosing a gift and wonders whether the story fits them."
         words = [WORDS[b % len(WORDS)] for b in digest[:24]]

@@ -23,7 +23,7 @@ def test_prompt_shows_the_deployed_messages_for_a_reader_and_a_book() -> None:
     book = load_catalog()[3]
     reader = load_profiles(JAPAN)[0]
     result = CliRunner().invoke(
-        app, ["prompt", "--profile", str(JAPAN), "--book", book.id, "--json"]
+        app, ["prompt", "--profile", str(JAPAN), "--item", book.id, "--json"]
     )
     assert result.exit_code == 0, result.output
     messages = json.loads(result.stdout)
@@ -34,17 +34,17 @@ def test_prompt_shows_the_deployed_messages_for_a_reader_and_a_book() -> None:
 
 def test_prompt_without_a_profile_is_the_base_prompt() -> None:
     book = load_catalog()[0]
-    result = CliRunner().invoke(app, ["prompt", "--book", book.id])
+    result = CliRunner().invoke(app, ["prompt", "--item", book.id])
     assert result.exit_code == 0, result.output
     assert book.title in result.stdout
     assert "About the reader" not in result.stdout and "Culture" not in result.stdout
 
 
 def test_prompt_unknown_book_is_one_line_naming_the_flag() -> None:
-    result = CliRunner().invoke(app, ["prompt", "--profile", str(JAPAN), "--book", "no-such"])
+    result = CliRunner().invoke(app, ["prompt", "--profile", str(JAPAN), "--item", "no-such"])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --book:") and "no-such" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: --item:") and "no-such" in lines[0]
 
 
 def test_prompt_file_dash_reads_standard_input() -> None:
@@ -83,3 +83,9 @@ def test_third_party_progress_bars_are_quiet_unless_verbose(pair_export: Path, t
     assert "Creating parquet" in verbose
     assert "Creating parquet" not in quiet
     assert "Warning" not in quiet
+
+
+def test_prompt_old_book_flag_names_the_new_one() -> None:
+    result = CliRunner().invoke(app, ["prompt", "--book", "emma"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --book: renamed --item"

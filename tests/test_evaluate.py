@@ -254,8 +254,8 @@ def _eval_dir(tmp_path: Path) -> Path:
                 "case_id": f"r{i}:b",
                 "reader_id": f"r{i}",
                 "country": country,
-                "book_id": "b",
-                "book_title": "Emma, or <Love>",
+                "item_id": "b",
+                "item_title": "Emma, or <Love>",
                 "profile_text": f"Reader r{i} <likes> history.",
                 "descriptions": {
                     "base": f"plain {i}",
@@ -420,16 +420,16 @@ def test_held_out_leakage_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "pairs.jsonl").write_text(
-        json.dumps({"user_id": cases[0].reader.id, "book_id": "other"}) + "\n"
+        json.dumps({"user_id": cases[0].reader.id, "item_id": "other"}) + "\n"
     )
     with pytest.raises(GravityError, match=f"readers \\['{cases[0].reader.id}'\\]"):
         check_held_out(cases, [run])
     (run / "pairs.jsonl").write_text(
-        json.dumps({"user_id": "someone", "book_id": cases[0].book.id}) + "\n"
+        json.dumps({"user_id": "someone", "item_id": cases[0].book.id}) + "\n"
     )
     with pytest.raises(GravityError, match="books"):
         check_held_out(cases, [run])
-    (run / "pairs.jsonl").write_text(json.dumps({"user_id": "someone", "book_id": "other"}) + "\n")
+    (run / "pairs.jsonl").write_text(json.dumps({"user_id": "someone", "item_id": "other"}) + "\n")
     check_held_out(cases, [run])
 
 
@@ -492,17 +492,17 @@ def test_gravity_run_end_to_end_and_resume(tmp_path, tiny_model):
         "out_dir": str(out),
         "profiles": {"countries": ["US", "BR"], "n_per_country": 1, "seed": 0},
         "heldout": {"countries": ["US", "BR"], "n_per_country": 1, "seed": 1},
-        "heldout_books": 10,
+        "heldout_items": 10,
         "generate": {
             "facets": ["values"],
-            "max_books": 1,
+            "max_items": 1,
             "description_tokens": 96,
             "scenario_tokens": 48,
             "filters": {"min_words": 5},
         },
         "train": {"model": str(tiny_model), "max_steps": 1, "max_length": 640},
         "evaluate": {
-            "books_per_reader": 1,
+            "items_per_reader": 1,
             "max_new_tokens": 24,
             "bootstrap": 200,
             "min_readers": 2,
@@ -649,7 +649,7 @@ def test_training_ids_read_every_split_of_an_export(pair_export, tmp_path):
     export_run(pair_export.parent / "run", tmp_path / "pq", "parquet", test_size=0.25)
     for path in (pair_export, tmp_path / "pq"):
         users, books = training_ids([path])
-        assert users == all_users and books == {r["book_id"] for r in rows}
+        assert users == all_users and books == {r["item_id"] for r in rows}
 
 
 _FORM_HARNESS = """

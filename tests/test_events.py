@@ -735,14 +735,14 @@ def test_run_config_reads_readers_and_books_from_an_events_folder(bx, tmp_path) 
     from gravity.run import _catalog, build_profiles
 
     cfg_data = _bookcrossing_config(bx[0])
-    cfg_data["books"] = str(bx[0])
+    cfg_data["catalog"] = str(bx[0])
     cfg = RunConfig.model_validate(cfg_data)
     train, held = build_profiles(cfg.profiles), build_profiles(cfg.heldout)
     assert train and held
     assert not {p.id for p in train} & {p.id for p in held}  # one split, two sides
     assert {p.country for p in held} <= {"US", "BR", "JP", "IN"}
     assert all(p.source == "imported" and p.provenance for p in train + held)
-    books = _catalog(cfg.books)
+    books = _catalog(cfg.catalog)
     assert books and all(b.description is None for b in books)  # Book-Crossing has none
     # The prompts work without a description, from title, author and year.
     book = next(b for b in books if b.year is not None)
@@ -787,8 +787,8 @@ def test_run_keeps_held_out_books_out_of_every_inferred_profile(bx, books_from, 
     from gravity.run import build_profiles, prepare_run
 
     cfg_data = _bookcrossing_config(bx[0])
-    cfg_data["books"] = str(bx[0]) if books_from == "events" else None  # None: starter catalog
-    cfg_data["heldout_books"] = 20 if books_from == "events" else 60  # of 40 and 72 books
+    cfg_data["catalog"] = str(bx[0]) if books_from == "events" else None  # None: starter catalog
+    cfg_data["heldout_items"] = 20 if books_from == "events" else 60  # of 40 and 72 books
     cfg = RunConfig.model_validate(cfg_data)
 
     def named(profiles, books) -> set[str]:
@@ -940,7 +940,7 @@ def test_run_leaves_the_held_out_readers_out_of_the_catalog_through_a_symlink(tm
     link = tmp_path / "link"
     link.symlink_to(out)
     cfg_data = _bookcrossing_config(out)
-    cfg_data.update(books=str(out), heldout_books=1, out_dir=str(tmp_path / "run"))
+    cfg_data.update(catalog=str(out), heldout_items=1, out_dir=str(tmp_path / "run"))
     cfg_data["heldout"]["events"] = str(link)
     for stage in ("profiles", "heldout"):
         cfg_data[stage]["infer"]["min_events"] = 1

@@ -186,7 +186,7 @@ def _flag(path: tuple) -> str:
 
 # Fields whose other value is valid only with a sibling field set too (a cross-field check of
 # the model): field name -> {sibling name: value}, applied at the same level.
-COMPANIONS: dict[str, dict[str, Any]] = {"book_selection": {"intent_graph": "some/graph"}}
+COMPANIONS: dict[str, dict[str, Any]] = {"item_selection": {"intent_graph": "some/graph"}}
 
 
 def _with_companions(path: tuple, value: Any) -> list[tuple[tuple, Any]]:
@@ -321,10 +321,10 @@ def test_every_flag_has_a_description() -> None:
 
 
 def test_an_option_clashing_with_a_field_flag_is_refused() -> None:
-    def command(books: Annotated[Path | None, typer.Option()] = None, *, flags) -> None:
-        """A command with its own --books, which GenerateConfig.books would also claim."""
+    def command(catalog: Annotated[Path | None, typer.Option()] = None, *, flags) -> None:
+        """A command with its own --catalog, which GenerateConfig.catalog would also claim."""
 
-    with pytest.raises(TypeError, match="--books"):
+    with pytest.raises(TypeError, match="--catalog"):
         config_flags(GenerateConfig)(command)
 
 
@@ -332,9 +332,9 @@ def test_help_shows_descriptions_and_choices(cli) -> None:
     result = cli(["generate", "--help"])
     assert result.exit_code == 0
     text = " ".join(result.stdout.replace("│", " ").split())
-    assert "--max-books" in text and "Books per reader." in text
+    assert "--max-items" in text and "Books per reader." in text
     assert "--backend.base-urls" in text and "generic|contrasting|other_intent" in text
-    assert "--book-selection" in text and "random|intents" in text
+    assert "--item-selection" in text and "random|intents" in text
     result = cli(["evaluate", "--help"])
     text = " ".join(result.stdout.replace("│", " ").split())
     assert "--judge.model" in text and "--judge-model" not in text
@@ -344,7 +344,7 @@ def test_help_shows_descriptions_and_choices(cli) -> None:
 @pytest.mark.parametrize(
     "args, flag",
     [
-        (["generate", "--profiles", "p", "--out", "o", "--max-books", "0"], "--max-books"),
+        (["generate", "--profiles", "p", "--out", "o", "--max-items", "0"], "--max-items"),
         (["llm", "generate", "--backend", "nope", "hi"], "--backend"),
         (["generate", "--profiles", "p", "--out", "o", "--facets", "zodiac"], "--facets"),
         (["train", "dpo", "--data", "d", "--out", "o", "--lora-dropout", "1"], "--lora-dropout"),

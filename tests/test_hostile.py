@@ -174,7 +174,7 @@ def _rows() -> list[dict]:
             "chosen": [{"role": "assistant", "content": f"A tale for you, reader {i}."}],
             "rejected": [{"role": "assistant", "content": "A book."}],
             "user_id": f"train-{i}",
-            "book_id": f"b{i}",
+            "item_id": f"b{i}",
         }
         for i in range(3)
     ]
@@ -307,7 +307,7 @@ CASES: list[Case] = [
             f"catalog-{n.rsplit('.', 1)[1]}",
             n,
             Path(n),
-            lambda d, n=n: _generate(d, "--books", str(d / n)),
+            lambda d, n=n: _generate(d, "--catalog", str(d / n)),
             ("run",),
         )
         for n in ("books.jsonl", "books.csv", "books.parquet")

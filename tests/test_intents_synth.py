@@ -200,15 +200,15 @@ def test_a_graph_built_with_a_split_never_recommends_the_held_out_ratings(world,
 def _config(world, **update) -> GenerateConfig:
     base = {
         "facets": ["intents", "values"],
-        "max_books": 2,
-        "book_selection": "intents",
+        "max_items": 2,
+        "item_selection": "intents",
         "rejected_strategy": "other_intent",
         "intent_graph": world["graph"],
-        "books": world["root"] / "catalog.jsonl",
+        "catalog": world["root"] / "catalog.jsonl",
         "filters": NO_DEDUPE,
     }
-    if not base["books"].is_file():
-        base["books"].write_text(
+    if not base["catalog"].is_file():
+        base["catalog"].write_text(
             "".join(json.dumps(b.model_dump(mode="json")) + "\n" for b in world["catalog"])
         )
     return GenerateConfig(**{**base, **update})
@@ -226,19 +226,19 @@ def test_synthesis_with_the_graph(world, tmp_path, example_profiles) -> None:
     cfg = _config(world)
     result = synthesize([*readers, stranger], cfg, tmp_path / "run", engine=engine, progress=False)
     s = result.summary
-    assert s["book_selection"] == {"graph": 4, "random: not in the graph": 1}
+    assert s["item_selection"] == {"graph": 4, "random: not in the graph": 1}
     assert s["rows_in"] == s["written"] + s["rejected"] == 5 * 2 * 2
     for reader in readers:
         want = {b.id for b in index.recommend(reader.id, world["catalog"], 2)}
-        got = {r["book_id"] for r in result.records + result.rejects if r["user_id"] == reader.id}
+        got = {r["item_id"] for r in result.records + result.rejects if r["user_id"] == reader.id}
         assert got == want
     prompts = [r.messages[-1].content for r in backend.seen]
     intents_records = [r for r in result.records if r["facet"] == "intents"]
     assert intents_records
     for r in intents_records:
-        path = index.path(r["user_id"], r["book_id"])
+        path = index.path(r["user_id"], r["item_id"])
         assert r["intent"] == path.intent and r["intent_source"] == path.source
-        assert r["intent_rejected"] in _served(index, r["book_id"]) - _held(index, r["user_id"])
+        assert r["intent_rejected"] in _served(index, r["item_id"]) - _held(index, r["user_id"])
         assert r["intent_rejected"] != r["intent"]
         # The chosen side's scenario and the rejected side were written for those intents.
         assert any(
@@ -288,7 +288,7 @@ def test_a_book_with_no_foreign_intent_is_a_counted_reject(world, tmp_path) -> N
     single.write_text(json.dumps(book.model_dump(mode="json")) + "\n")
     backend = WriterBackend()
     engine = Engine(backend, Store(tmp_path / "s.sqlite"), progress=False)
-    cfg = _config(world, facets=["intents"], books=single, book_selection="random", max_books=1)
+    cfg = _config(world, facets=["intents"], catalog=single, item_selection="random", max_items=1)
     s = synthesize([reader], cfg, tmp_path / "run", engine=engine, progress=False).summary
     assert s["rejects_by_reason"] == {"no_other_intent": 1} and s["written"] == 0
     assert backend.seen == []
@@ -296,7 +296,7 @@ def test_a_book_with_no_foreign_intent_is_a_counted_reject(world, tmp_path) -> N
 
 def test_intent_settings_are_checked_before_any_call(world, tmp_path) -> None:
     with pytest.raises(ValidationError, match="needs intent_graph"):
-        GenerateConfig(book_selection="intents")
+        GenerateConfig(item_selection="intents")
     with pytest.raises(ValidationError, match="needs intent_graph"):
         GenerateConfig(facets=["intents"])
     with pytest.raises(ValidationError, match="add it to facets"):
@@ -321,7 +321,7 @@ def test_intent_settings_are_checked_before_any_call(world, tmp_path) -> None:
     with pytest.raises(GravityError, match="none of the 1 catalog books is an item"):
         synthesize(
             world["readers"][:1],
-            _config(world, books=other),
+            _config(world, catalog=other),
             tmp_path / "run2",
             engine=engine,
             progress=False,
@@ -340,7 +340,7 @@ def test_naive_pairs_use_the_same_books(world, tmp_path) -> None:
     index = world["index"]
     for reader in readers:
         want = {b.id for b in index.recommend(reader.id, world["catalog"], 2)}
-        assert {r["book_id"] for r in rows if r["user_id"] == reader.id} == want
+        assert {r["item_id"] for r in rows if r["user_id"] == reader.id} == want
 
 
 def _run_config(world, out: Path, **generate):
@@ -354,7 +354,7 @@ def _run_config(world, out: Path, **generate):
         data[stage]["events"] = str(world["events"])
         data[stage]["infer"].pop("max_users_per_country")
         data[stage]["infer"]["min_events"] = 4
-    data["books"] = str(world["events"])
+    data["catalog"] = str(world["events"])
     data["out_dir"] = str(out)
     data["generate"].update({"intent_graph": str(world["graph"]), **generate})
     return RunConfig.model_validate(data)
@@ -373,7 +373,7 @@ def test_the_plan_counts_the_calls_synthesis_makes(world, tmp_path) -> None:
     _write_books(tmp_path / "train.jsonl", train_books)
     backend = WriterBackend()
     engine = Engine(backend, Store(tmp_path / "s.sqlite"), progress=False)
-    gen = cfg.generate.model_copy(update={"books": tmp_path / "train.jsonl"})
+    gen = cfg.generate.model_copy(update={"catalog": tmp_path / "train.jsonl"})
     s = synthesize(readers, gen, tmp_path / "pairs", engine=engine, progress=False).summary
     prompts = [r.messages[-1].content for r in backend.seen]
     scenarios = sum("describe a concrete situation" in p for p in prompts)
@@ -404,8 +404,8 @@ def test_gravity_run_with_the_intents_config_end_to_end(world, tmp_path) -> None
     data = cfg.model_dump(mode="json")
     data["train"].update(max_steps=1)
     data["evaluate"].update(bootstrap=200, min_readers=2, max_new_tokens=48)
-    data["generate"].update(description_tokens=96, max_books=1)
-    data["heldout_books"] = 4
+    data["generate"].update(description_tokens=96, max_items=1)
+    data["heldout_items"] = 4
     data["profiles"]["infer"]["max_users"] = 4
     data["heldout"]["infer"].update(countries=None, max_users=3)  # the fixture has few
     path = tmp_path / "intents.yaml"
@@ -420,7 +420,7 @@ def test_gravity_run_with_the_intents_config_end_to_end(world, tmp_path) -> None
     ]
     assert any(r["facet"] == "intents" and r["intent_rejected"] for r in records)
     summary = json.loads((tmp_path / "run" / "pairs-gravity" / "summary.json").read_text())
-    assert summary["book_selection"].get("graph", 0) > 0
+    assert summary["item_selection"].get("graph", 0) > 0
     assert (tmp_path / "run" / "eval" / "report.md").is_file()
 
 
@@ -465,7 +465,7 @@ def test_a_reader_the_graph_cannot_recommend_to_gets_unrated_books_or_none(world
     rated = index.rated_books(reader.id)
     own = [b for b in world["catalog"] if b.id in rated]
     stranger = Book(id="zz-1", title="Unknown", author="Nobody", description="A book " * 3)
-    cfg = _config(world, max_books=3)
+    cfg = _config(world, max_items=3)
     sources: Counter[str] = Counter()
     slots = build_slots([reader], [*own, stranger], cfg, index, sources)
     assert {s.book.id for s in slots} == {"zz-1"}

@@ -154,7 +154,7 @@ def _naive_run(tmp_path, example_profiles, backend):
 
     cfg = GenerateConfig(
         mode="naive",
-        max_books=1,
+        max_items=1,
         facets=["values"],
         filters=FilterConfig(min_words=5, near_duplicate_threshold=None),
     )

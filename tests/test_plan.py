@@ -15,29 +15,11 @@ from gravity.cli import app
 from gravity.config import RunConfig
 from gravity.errors import GravityError
 from gravity.io import load_yaml_model
-from gravity.llm import BACKENDS
 from gravity.llm.base import ChatRequest
 from gravity.plan import CHARS_PER_TOKEN, Plan, TokenCounter, build_plan, render_plan
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 COUNTRIES = ["BR", "IN", "JP", "US"]
-
-
-@pytest.fixture
-def no_models(monkeypatch):
-    """Every way a stage loads a model fails the test."""
-
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("the dry run loaded a model")
-
-    for cls in BACKENDS.values():
-        monkeypatch.setattr(cls, "load", refuse)
-    monkeypatch.setattr("gravity.llm.embedded.embedded_checkpoint", refuse)
-    monkeypatch.setattr("gravity.llm.hf.embedded_checkpoint", refuse)
-    monkeypatch.setattr("gravity.train.train", refuse)
-    import transformers
-
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
 
 
 def _config(name: str, out: Path, **update) -> RunConfig:
@@ -152,7 +134,7 @@ def test_study_config_meets_its_sizing(tmp_path, no_models) -> None:
     cfg = _config("study.yaml", tmp_path / "study")
     plan = build_plan(cfg)
     assert all(plan.readers["heldout"][c] >= 8 for c in COUNTRIES)
-    assert cfg.evaluate.books_per_reader >= 2
+    assert cfg.evaluate.items_per_reader >= 2
     assert sorted(cfg.generate.facets) == ["culture", "interests", "personality", "values"]
     assert plan.total_seconds is not None and plan.total_seconds < 2.5 * 3600
 
@@ -176,7 +158,7 @@ def test_cli_dry_run_prints_and_writes_nothing(tmp_path, no_models) -> None:
 @pytest.mark.parametrize(
     "yaml_text, blamed",
     [
-        ("heldout_books: 5000\n", "heldout_books"),
+        ("heldout_items: 5000\n", "heldout_items"),
         ("modes: [gravity, bogus]\n", "modes"),
         ("generate: {facets: []}\n", "facets"),
     ],
@@ -203,7 +185,7 @@ def test_readers_from_events_are_counted_and_so_are_their_inference_calls(
 
     events = tmp_path / "events"
     import_events("bookcrossing", [Path(__file__).parent / "fixtures/events/bookcrossing"], events)
-    cfg = _config("bookcrossing.yaml", tmp_path / "run", books=events)
+    cfg = _config("bookcrossing.yaml", tmp_path / "run", catalog=events)
     for side in ("profiles", "heldout"):
         stage = getattr(cfg, side)
         # LLM steps on (the dry run must still load no model), and no reader-count limit

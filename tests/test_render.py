@@ -110,7 +110,7 @@ def _variables(name: str, profile) -> dict:
             "cases": [
                 {
                     "case_id": "c1",
-                    "book_title": book.title,
+                    "item_title": book.title,
                     "candidates": [{"label": "A", "text": "one"}],
                 }
             ],
@@ -146,7 +146,9 @@ def _variables(name: str, profile) -> dict:
 
 
 def test_every_template_renders_with_every_example_profile(example_profiles):
-    names = template_names()
+    # The generic task templates (prompts/task/) get a task's variables: test_tasks.py renders
+    # them through every built-in task with every example profile.
+    names = [n for n in template_names() if not n.startswith("task/")]
     assert len(names) >= 9
     for name in names:
         for profile in example_profiles:
@@ -156,7 +158,7 @@ def test_every_template_renders_with_every_example_profile(example_profiles):
 
 def test_every_template_rejects_missing_variables():
     for name in template_names():
-        if name == "system.j2":
+        if name in ("system.j2", "task/system.j2"):
             continue
         with pytest.raises(UndefinedError):
             render(name)

@@ -53,12 +53,12 @@ def _config(tmp_path: Path, tiny_model: Path, **changes) -> RunConfig:
         "out_dir": str(tmp_path / "run"),
         "profiles": {"countries": ["US"], "n_per_country": 2, "seed": 0},
         "heldout": {"countries": ["BR"], "n_per_country": 1, "seed": 1},
-        "heldout_books": 10,
+        "heldout_items": 10,
         "modes": ["gravity"],
         "train_systems": ["gravity"],
         "generate": {
             "facets": ["values"],
-            "max_books": 1,
+            "max_items": 1,
             "filters": {"min_words": 5, "near_duplicate_threshold": None},
         },
         "train": {
@@ -132,7 +132,7 @@ def test_run_passes_its_sampler_genres_to_the_contrasting_strategy(
         },
         generate={
             "facets": ["interests"],
-            "max_books": 1,
+            "max_items": 1,
             "rejected_strategy": "contrasting",
             "filters": {"min_words": 5, "near_duplicate_threshold": None},
         },

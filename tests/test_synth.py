@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _cfg(**kw) -> GenerateConfig:
     kw.setdefault("filters", FilterConfig(min_words=5, near_duplicate_threshold=None))
-    return GenerateConfig(max_books=2, **kw)
+    return GenerateConfig(max_items=2, **kw)
 
 
 def _run(tmp_path, profiles, cfg, backend=None):
@@ -115,7 +115,7 @@ def test_gravity_mode_records_and_accounting(tmp_path, example_profiles):
     rec = result.records[0]
     assert rec["prompt"] == deployed_messages(
         next(p for p in example_profiles if p.id == rec["user_id"]),
-        next(b for b in load_catalog() if b.id == rec["book_id"]),
+        next(b for b in load_catalog() if b.id == rec["item_id"]),
     )
     assert "About the reader:" in rec["prompt"][1]["content"]
     assert rec["chosen"][0]["role"] == rec["rejected"][0]["role"] == "assistant"
@@ -318,7 +318,7 @@ def test_generate_cli_bad_inputs(tmp_path, example_files, setup, expected):
     if (tmp_path / "cfg.yaml").exists():
         args += ["--config", str(tmp_path / "cfg.yaml")]
     if (tmp_path / "books.csv").exists():
-        args += ["--books", str(tmp_path / "books.csv")]
+        args += ["--catalog", str(tmp_path / "books.csv")]
     result = _cli(*args)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -357,7 +357,7 @@ JOB = textwrap.dedent(
     out = Path({out!r})
     out.mkdir(parents=True, exist_ok=True)
     profiles = load_many([Path(p) for p in {profiles!r}])
-    cfg = GenerateConfig(max_books=2, facets=["values", "culture"],
+    cfg = GenerateConfig(max_items=2, facets=["values", "culture"],
                          filters=FilterConfig(min_words=5, near_duplicate_threshold=None))
     engine = Engine(WriterBackend(delay_s=0.1), Store(out / "store.sqlite"), batch_size=2, progress=False)
     synthesize(profiles, cfg, out, engine=engine)
@@ -420,7 +420,7 @@ def _facet_similarity_gap(pairs: list[dict], profiles: dict) -> tuple[float, flo
 
 def _generate_on_embedded(tmp_path, example_files, facets: str) -> tuple[Path, dict]:
     run = tmp_path / "run"
-    args = ["generate", "--out", str(run), "--max-books", "3"]
+    args = ["generate", "--out", str(run), "--max-items", "3"]
     args += [part for facet in facets.split(",") for part in ("--facets", facet)]
     for f in example_files:
         args += ["--profiles", str(f)]
@@ -451,7 +451,7 @@ def _check_dataset(tmp_path, run, example_profiles, tiny_model):
         "rejected",
         "record_id",
         "user_id",
-        "book_id",
+        "item_id",
         "country",
         "facet",
         "scenario",
@@ -499,7 +499,7 @@ def test_generate_on_embedded_model_all_facets(
         "generate",
         "--out",
         str(tmp_path / "naive"),
-        "--max-books",
+        "--max-items",
         "1",
         "--mode",
         "naive",
@@ -535,7 +535,7 @@ def test_contrasting_readers_draw_from_the_configured_genres(tmp_path, example_p
     contrasting = [
         r.messages[-1].content for r in backend.seen if "zz-cartography" in r.messages[-1].content
     ]
-    assert len(contrasting) == 2  # one contrasting description per book (max_books=2)
+    assert len(contrasting) == 2  # one contrasting description per book (max_items=2)
     assert all("zz-beekeeping" in text and "zz-opera" in text for text in contrasting)
 
 

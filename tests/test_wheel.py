@@ -1,4 +1,4 @@
-"""The built wheel carries prompts/ and profiles/ and works outside the source tree."""
+"""The built wheel carries prompts/, profiles/ and tasks/ and works outside the source tree."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ def test_wheel_contains_data(wheel):
     assert "gravity/_data/profiles/reference/hofstede-6d-2015-08-16.csv" in names
     assert "gravity/_data/profiles/reference/README.md" in names
     assert any(n.startswith("gravity/_data/profiles/examples/") for n in names)
+    # The built-in tasks (issue 22) and the generic task templates ship too.
+    for task in ("book-description", "product-description", "travel-pitch"):
+        assert f"gravity/_data/tasks/{task}/task.yaml" in names
+    assert "gravity/_data/tasks/book-description/catalog.jsonl" in names
+    assert "gravity/_data/tasks/travel-pitch/catalog.csv" in names
+    assert "gravity/_data/prompts/task/deployed.j2" in names
 
 
 def test_installed_wheel_runs_from_elsewhere(wheel, tmp_path):
@@ -103,3 +109,12 @@ def test_installed_wheel_runs_from_elsewhere(wheel, tmp_path):
         check=True,
     ).stdout
     assert "uncertainty avoidance: very high (92)" in shown
+    checked = subprocess.run(
+        [sys.executable, "-m", "gravity", "tasks", "check", "travel-pitch"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert "42 destinations in its catalog" in checked.stdout

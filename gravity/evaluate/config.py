@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gravity.llm.config import BackendConfig
+from gravity.renamed import refuse_renamed
 
 
 class SystemSpec(BaseModel):
@@ -36,6 +37,12 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    task: str = Field(
+        default="book-description",
+        min_length=1,
+        description="The task systems are evaluated on: a built-in task's name or a task "
+        "folder's path (its judge wording and templates).",
+    )
     systems: list[SystemSpec] = Field(
         default_factory=lambda: [
             SystemSpec(name="base", kind="base"),
@@ -64,9 +71,11 @@ class EvalConfig(BaseModel):
         default="gravity",
         description="The system whose paired differences against every other are reported.",
     )
-    books: Path | None = Field(default=None, description="Held-out catalog; default: starter.")
-    books_per_reader: int = Field(
-        default=2, ge=1, description="Held-out books each reader is asked about."
+    catalog: Path | None = Field(
+        default=None, description="Held-out catalog; default: the task's own catalog."
+    )
+    items_per_reader: int = Field(
+        default=2, ge=1, description="Held-out items each reader is asked about."
     )
     max_new_tokens: int = Field(
         default=160, ge=8, description="Token limit of a system's description."
@@ -92,6 +101,11 @@ class EvalConfig(BaseModel):
         description="Training runs/exports: evaluation refuses readers or books found in them "
         "(default: the data each evaluated model folder records in train_config.yaml).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return refuse_renamed(data, set(cls.model_fields))
 
     @model_validator(mode="after")
     def _unique(self) -> EvalConfig:

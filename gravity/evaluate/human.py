@@ -31,12 +31,13 @@ from gravity.evaluate.metrics import (
     outcomes_from_judgments,
 )
 from gravity.io import atomic_write_text
+from gravity.taskspec import Task, load_task
 
 COLUMNS = [
     "case_id",
     "reader_id",
     "country",
-    "book_title",
+    "item_title",
     "label",
     "description",
     "rank",
@@ -55,17 +56,13 @@ def _read_cases(eval_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _html(name: str, **variables: Any) -> str:
-    """Render an HTML template from ``prompts/`` with autoescaping (texts are data)."""
-    from jinja2 import FileSystemLoader, StrictUndefined
+def _html(source: str, **variables: Any) -> str:
+    """Render an HTML template (a task's human form) with autoescaping (texts are data)."""
+    from jinja2 import StrictUndefined
     from jinja2.sandbox import SandboxedEnvironment
 
-    from gravity.resources import prompts_dir
-
-    env = SandboxedEnvironment(
-        loader=FileSystemLoader(str(prompts_dir())), undefined=StrictUndefined, autoescape=True
-    )
-    return env.get_template(name).render(**variables)
+    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+    return env.from_string(source).render(**variables)
 
 
 def export_sheets(
@@ -89,7 +86,8 @@ def export_sheets(
     atomic_write_text(out / "sheets.csv", buffer.getvalue())
     atomic_write_text(out / "key.json", json.dumps(key, indent=2) + "\n")
     profiles = {c["reader_id"]: c.get("profile_text", "") for c in cases}
-    _write_forms(out, rows, profiles if show_profile else None)
+    task = load_task(next((c["task"] for c in cases if c.get("task")), None))
+    _write_forms(out, rows, profiles if show_profile else None, task)
     return len(cases)
 
 
@@ -110,7 +108,8 @@ def _sheet_rows(
                     "case_id": case["case_id"],
                     "reader_id": case["reader_id"],
                     "country": case["country"],
-                    "book_title": case["book_title"],
+                    # An evaluation made before tasks (issue 22) names it book_title.
+                    "item_title": case.get("item_title", case.get("book_title", "")),
                     "label": label,
                     "description": case["descriptions"][rep],
                     "rank": "",
@@ -121,7 +120,9 @@ def _sheet_rows(
     return rows, key
 
 
-def _write_forms(out: Path, rows: list[dict[str, Any]], profiles: dict[str, str] | None) -> None:
+def _write_forms(
+    out: Path, rows: list[dict[str, Any]], profiles: dict[str, str] | None, task: Task
+) -> None:
     """reader-<id>.html for every reader of ``rows``; ``profiles`` (reader -> profile text) are
     shown when given."""
     for reader in sorted({r["reader_id"] for r in rows}):
@@ -129,7 +130,7 @@ def _write_forms(out: Path, rows: list[dict[str, Any]], profiles: dict[str, str]
         form_cases = [
             {
                 "case_id": case_id,
-                "book_title": next(r["book_title"] for r in mine if r["case_id"] == case_id),
+                "item_title": next(r["item_title"] for r in mine if r["case_id"] == case_id),
                 "candidates": [
                     {"label": r["label"], "text": r["description"]}
                     for r in mine
@@ -139,7 +140,8 @@ def _write_forms(out: Path, rows: list[dict[str, Any]], profiles: dict[str, str]
             for case_id in dict.fromkeys(r["case_id"] for r in mine)
         ]
         page = _html(
-            "human_form.html.j2",
+            task.sources["human_form"][1],
+            task=task.view(),
             reader=reader,
             profile_text=profiles[reader] if profiles is not None else "",
             cases=form_cases,

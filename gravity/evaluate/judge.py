@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gravity.books import Book
+from gravity.items import Item
 from gravity.judging import Choice, LabelJudge, mean_over_orders
 from gravity.llm.base import ChatRequest
 from gravity.llm.engine import Reject
-from gravity.prompts import render
+from gravity.taskspec import Task, load_task
 
 INTEREST_LABELS = ["1", "2", "3", "4", "5"]
 EMPTY = "(no description)"
@@ -70,7 +70,13 @@ class CaseView:
     reader_id: str
     country: str
     profile_text: str
-    book: Book
+    book: Item
+    task: Task | None = None  # None: the default (book) task
+
+    def render(self, role: str, **variables: Any) -> str:
+        """The case's prompt of ``role`` (judge_pair, judge_persona, judge_interest)."""
+        task = self.task if self.task is not None else load_task()
+        return task.render(role, self.book, profile_text=self.profile_text, **variables)
 
 
 @dataclass
@@ -105,10 +111,8 @@ def _pair_requests(
                     identical += 1
                     continue
                 for first, second in ((s, b), (b, s)):
-                    prompt = render(
-                        "judge_pair.j2",
-                        profile_text=view.profile_text,
-                        book=view.book,
+                    prompt = view.render(
+                        "judge_pair",
                         first=case_texts[first] or EMPTY,
                         second=case_texts[second] or EMPTY,
                         answer=answer,
@@ -194,13 +198,7 @@ def _ranking_requests(
                 {"label": label, "text": case_texts[s] or EMPTY}
                 for label, s in zip(labels_for(len(order)), order)
             ]
-            prompt = render(
-                "judge_persona.j2",
-                profile_text=view.profile_text,
-                book=view.book,
-                candidates=candidates,
-                answer=answer,
-            )
+            prompt = view.render("judge_persona", candidates=candidates, answer=answer)
             requests.append(ChatRequest.from_prompt(prompt))
             slots.append((k, order))
     return requests, slots, plans
@@ -283,13 +281,7 @@ def judge_interest(
                 continue
             requests.append(
                 ChatRequest.from_prompt(
-                    render(
-                        "judge_interest.j2",
-                        profile_text=view.profile_text,
-                        book=view.book,
-                        text=text,
-                        answer=judge.answer,
-                    )
+                    view.render("judge_interest", text=text, answer=judge.answer)
                 )
             )
             slots.append((view.case_id, group))

@@ -236,10 +236,13 @@ def _length_table(metrics: dict[str, Any], systems: list[str]) -> list[str]:
 def _header(metrics: dict[str, Any], systems: list[str]) -> list[str]:
     judge, boot = metrics["judge"], metrics["bootstrap"]
     consistency = judge.get("position_consistency")
+    task = metrics.get("task") or {"name": "book-description", "noun": "book", "digest": "?"}
     return [
         "# gravity evaluation",
         "",
-        f"{metrics['readers']} held-out readers, {metrics['cases']} reader-book cases, "
+        f"Task: `{task['name']}` (digest {task['digest']}).",
+        "",
+        f"{metrics['readers']} held-out readers, {metrics['cases']} reader-{task['noun']} cases, "
         f"{len(systems)} systems. Judge: `{judge['model']}` ({judge['backend']}), "
         f"{judge['protocol']} protocol, {judge['method']} judging; {judge['parsed']} of "
         f"{judge['calls']} calls answered ({_pct(judge['parse_rate'])}); position consistency "

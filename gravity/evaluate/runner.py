@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gravity.books import Book, load_catalog
+from gravity.books import load_catalog
 from gravity.errors import GravityError
 from gravity.evaluate.config import EvalConfig, SystemSpec
 from gravity.evaluate.judge import CaseView, judge_interest, judge_pairwise, judge_ranking
@@ -29,6 +29,7 @@ from gravity.evaluate.metrics import (
     outcome_from_pairs,
 )
 from gravity.io import atomic_write_text, reading
+from gravity.items import Item
 from gravity.judging import LabelJudge
 from gravity.llm import ChatRequest, Message, SamplingParams, make_backend
 from gravity.llm.embedded import is_embedded
@@ -37,6 +38,7 @@ from gravity.profiles.models import UserProfile
 from gravity.profiles.render import render_profile
 from gravity.store import Store
 from gravity.task import choose_books, clean_text, deployed_messages, finished_text, slot_seed
+from gravity.taskspec import Task, load_task
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Case:
     """One reader x one held-out book."""
 
     reader: UserProfile
-    book: Book
+    book: Item
 
     @property
     def id(self) -> str:
@@ -59,7 +61,12 @@ def training_ids(paths: list[Path]) -> tuple[set[str], set[str]]:
         with reading(path):  # any failure reading a training folder is one line naming it
             rows = _training_rows(path)
             users |= {r["user_id"] for r in rows if r.get("user_id")}
-            books |= {r["book_id"] for r in rows if r.get("book_id")}
+            # Data made before tasks (issue 22) names items ``book_id``.
+            books |= {
+                r.get("item_id") or r["book_id"]
+                for r in rows
+                if r.get("item_id") or r.get("book_id")
+            }
     return users, books
 
 
@@ -79,7 +86,7 @@ def _training_rows(path: Path) -> list[dict]:
         splits = [load_preference_data(path)]
     rows = []
     for split in splits:
-        cols = [c for c in ("user_id", "book_id") if c in split.column_names]
+        cols = [c for c in ("user_id", "item_id", "book_id") if c in split.column_names]
         rows += split.select_columns(cols).to_list() if cols else []
     return rows
 
@@ -128,12 +135,12 @@ def check_held_out(cases: list[Case], train_paths: list[Path]) -> None:
         )
 
 
-def build_cases(readers: list[UserProfile], catalog: list[Book], cfg: EvalConfig) -> list[Case]:
-    """Each reader with ``books_per_reader`` seeded books."""
+def build_cases(readers: list[UserProfile], catalog: list[Item], cfg: EvalConfig) -> list[Case]:
+    """Each reader with ``items_per_reader`` seeded books."""
     return [
         Case(reader, book)
         for reader in sorted(readers, key=lambda r: r.id)
-        for book in choose_books(reader, catalog, cfg.books_per_reader, cfg.seed)
+        for book in choose_books(reader, catalog, cfg.items_per_reader, cfg.seed)
     ]
 
 
@@ -147,9 +154,10 @@ def describe(
     """One description per case from system ``spec`` (empty string if it produced nothing)."""
     backend_cfg = cfg.generation.model_copy(update={"model": system_model(spec, cfg)})
     requests = []
+    task = load_task(cfg.task)
     for case in cases:
         profile = None if spec.kind == "base" else case.reader
-        messages = [Message(**m) for m in deployed_messages(profile, case.book)]
+        messages = [Message(**m) for m in deployed_messages(profile, case.book, task)]
         requests.append(ChatRequest(messages=messages, id=case.id))
     params = [
         SamplingParams(
@@ -227,8 +235,9 @@ def run_judge(
     """Judge every case with the configured protocol; returns (per-case pairs and interest,
     judge statistics, rejects)."""
     judge = LabelJudge(engine, cfg.judge_method, cfg.judge_max_new_tokens)
+    task = load_task(cfg.task)
     views = [
-        CaseView(c.id, c.reader.id, c.reader.country, render_profile(c.reader), c.book)
+        CaseView(c.id, c.reader.id, c.reader.country, render_profile(c.reader), c.book, task)
         for c in cases
     ]
     texts = [{s: descriptions[s][k] for s in descriptions} for k in range(len(cases))]
@@ -257,14 +266,17 @@ def _write_outputs(
     words: dict[str, dict[str, int]],
     per_case: dict[str, Any],
     rejects: list[dict[str, Any]],
+    task: Task,
 ) -> None:
     case_rows = [
         {
             "case_id": c.id,
             "reader_id": c.reader.id,
             "country": c.reader.country,
-            "book_id": c.book.id,
-            "book_title": c.book.title,
+            "item_id": c.book.id,
+            "item_title": getattr(c.book, task.spec.item.title_field),
+            "task": task.ref,
+            "task_digest": task.digest,
             "profile_text": render_profile(c.reader),
             "descriptions": {s: descriptions[s][k] for s in descriptions},
             **{name: table[c.id] for name, table in values.items()},
@@ -297,7 +309,7 @@ def evaluate(
 
     if len({r.id for r in readers}) < 2:
         raise GravityError("evaluation needs at least two held-out readers")
-    cases = build_cases(readers, load_catalog(cfg.books), cfg)
+    cases = build_cases(readers, load_catalog(cfg.catalog, load_task(cfg.task)), cfg)
     train_data, leakage_notes = list(cfg.train_data), []
     if not train_data:
         train_data, leakage_notes = recorded_training_data(cfg)
@@ -318,7 +330,7 @@ def evaluate(
         c.id: {s: len(descriptions[s][k].split()) for s in descriptions}
         for k, c in enumerate(cases)
     }
-    _write_outputs(out, cases, descriptions, values, words, per_case, rejects)
+    _write_outputs(out, cases, descriptions, values, words, per_case, rejects, load_task(cfg.task))
     systems = [s.name for s in cfg.systems]
     meta = {c.id: (c.reader.id, c.reader.country) for c in cases}
     outcomes = [
@@ -336,6 +348,7 @@ def evaluate(
         "rejected": len(rejects),
     }
     metrics["length"] = _length_metrics(outcomes, words, meta, systems)
+    metrics["task"] = _task_meta(load_task(cfg.task))
     metrics["cases"] = len(cases)
     metrics["readers"] = len({c.reader.id for c in cases})
     metrics["leakage"] = {
@@ -344,6 +357,17 @@ def evaluate(
     }
     write_report(out, metrics, cfg)
     return metrics
+
+
+def _task_meta(task: Task) -> dict[str, str]:
+    """What metrics.json and the report say of the task."""
+    return {
+        "name": task.name,
+        "version": task.spec.version,
+        "digest": task.digest,
+        "noun": task.noun,
+        "ref": task.ref,
+    }
 
 
 def _length_metrics(

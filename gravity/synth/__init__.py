@@ -12,6 +12,7 @@ from gravity.profiles.models import UserProfile
 from gravity.store import Store
 from gravity.synth.config import FilterConfig, GenerateConfig
 from gravity.synth.pipeline import Synthesizer, SynthResult, check_requirements, write_run
+from gravity.taskspec import load_task
 
 STORE_NAME = "store.sqlite"
 
@@ -28,7 +29,8 @@ def synthesize(
 
     Inputs (catalog, profiles, config) are validated before anything is created.
     """
-    catalog = load_catalog(cfg.books)
+    task = load_task(cfg.task)
+    catalog = load_catalog(cfg.catalog, task)
     if not profiles:
         from gravity.errors import GravityError
 
@@ -37,13 +39,13 @@ def synthesize(
     # One writer per folder; a folder this call creates is removed again if loading fails.
     with folder_lock(out_dir, "output folder"):
         if engine is not None:
-            result = Synthesizer(cfg, engine).run(profiles, catalog)
+            result = Synthesizer(cfg, engine, task).run(profiles, catalog)
         else:
             # Loading the model first: a bad backend or model name fails before anything is
             # written.
             with make_backend(cfg.backend) as backend, Store(out_dir / STORE_NAME) as store:
                 engine = Engine(backend, store, use_cache=use_cache, progress=progress)
-                result = Synthesizer(cfg, engine).run(profiles, catalog)
+                result = Synthesizer(cfg, engine, task).run(profiles, catalog)
         write_run(out_dir, cfg, result)
     return result
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gravity.llm.config import BackendConfig
+from gravity.renamed import refuse_renamed
 
 Facet = Literal["interests", "values", "personality", "culture", "intents"]
 SYNTH_FACETS: tuple[Facet, ...] = typing.get_args(Facet)
@@ -54,6 +55,12 @@ class GenerateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    task: str = Field(
+        default="book-description",
+        min_length=1,
+        description="The task pairs are made for: a built-in task's name (`gravity tasks "
+        "list`) or the path of a task folder.",
+    )
     mode: Literal["gravity", "naive"] = Field(
         default="gravity",
         description="gravity: profile-grounded pairs; naive: the paper's ungrounded baseline "
@@ -68,8 +75,8 @@ class GenerateConfig(BaseModel):
     scenarios_per_facet: int = Field(
         default=1, ge=1, le=20, description="Scenarios (pairs) per reader, book and facet."
     )
-    max_books: int = Field(default=3, ge=1, description="Books per reader.")
-    book_selection: Literal["random", "intents"] = Field(
+    max_items: int = Field(default=3, ge=1, description="Books per reader.")
+    item_selection: Literal["random", "intents"] = Field(
         default="random",
         description="random: a seeded choice from the catalog; intents: the catalog books the "
         "intent graph recommends for the reader, leaving out books they rated (a reader the "
@@ -77,13 +84,14 @@ class GenerateConfig(BaseModel):
     )
     intent_graph: Path | None = Field(
         default=None,
-        description="Graph folder from `gravity intents build`, for book_selection intents, the "
+        description="Graph folder from `gravity intents build`, for item_selection intents, the "
         "intents facet and other_intent negatives.",
     )
-    books: Path | None = Field(
+    catalog: Path | None = Field(
         default=None,
-        description="Book catalog (CSV, JSONL, parquet): id, title, author, description "
-        "(10-4000 characters); optional year, genres. Default: the starter catalog.",
+        description="Catalog (CSV, JSONL, parquet) validated against the task's item schema "
+        "(the book task: id, title, author, description of 10-4000 characters; optional year, "
+        "genres). Default: the task's own catalog.",
     )
     rejected_strategy: Literal["generic", "contrasting", "other_intent"] = Field(
         default="generic",
@@ -107,6 +115,11 @@ class GenerateConfig(BaseModel):
     filters: FilterConfig = Field(default_factory=FilterConfig)
     backend: BackendConfig = Field(default_factory=BackendConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return refuse_renamed(data, set(cls.model_fields))
+
     @field_validator("facets")
     @classmethod
     def _facets(cls, value: list[Facet]) -> list[Facet]:
@@ -119,7 +132,7 @@ class GenerateConfig(BaseModel):
         uses = [
             name
             for name, used in (
-                ("book_selection: intents", self.book_selection == "intents"),
+                ("item_selection: intents", self.item_selection == "intents"),
                 ("facet intents", "intents" in self.facets),
                 ("rejected_strategy: other_intent", self.rejected_strategy == "other_intent"),
             )

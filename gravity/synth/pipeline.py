@@ -15,22 +15,22 @@ import json
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
-from gravity.books import Book
 from gravity.errors import GravityError
 from gravity.io import atomic_write_text
+from gravity.items import Item
 from gravity.judging import LabelJudge
 from gravity.llm.base import SamplingParams
 from gravity.llm.engine import Engine, Parsed, Reject
 from gravity.profiles.models import UserProfile
 from gravity.profiles.render import render_profile
 from gravity.profiles.sampler import SamplerConfig
-from gravity.prompts import render
+from gravity.prompts import render, template_hash
 from gravity.synth.config import GenerateConfig
 from gravity.synth.contrast import contrast_profile
 from gravity.synth.tasks import (
@@ -40,9 +40,9 @@ from gravity.synth.tasks import (
     QualityJudgeTask,
     ScenarioRow,
     ScenarioTask,
-    template_hashes,
 )
 from gravity.task import choose_books, deployed_messages, slot_seed
+from gravity.taskspec import Task, load_task
 
 if TYPE_CHECKING:
     from gravity.intents.select import IntentIndex, IntentPath
@@ -67,7 +67,7 @@ class Slot:
     """One pair to make: a reader, a book, a facet and a sample index."""
 
     user: UserProfile
-    book: Book
+    book: Item
     facet: str
     index: int
     mode: str
@@ -87,15 +87,15 @@ class SynthResult:
 
 
 def select_books(
-    user: UserProfile, catalog: list[Book], cfg: GenerateConfig, intents: IntentIndex | None
-) -> tuple[list[Book], str]:
+    user: UserProfile, catalog: list[Item], cfg: GenerateConfig, intents: IntentIndex | None
+) -> tuple[list[Item], str]:
     """The reader's books and where they came from: ``graph`` (the intent graph's
-    recommendations, with ``book_selection: intents``) or ``random`` (a seeded choice), with the
+    recommendations, with ``item_selection: intents``) or ``random`` (a seeded choice), with the
     reason when the graph was asked but could not answer."""
-    if cfg.book_selection == "intents" and intents is not None:
+    if cfg.item_selection == "intents" and intents is not None:
         if not intents.knows(user.id):
-            return choose_books(user, catalog, cfg.max_books, cfg.seed), "random: not in the graph"
-        books = intents.recommend(user.id, catalog, cfg.max_books)
+            return choose_books(user, catalog, cfg.max_items, cfg.seed), "random: not in the graph"
+        books = intents.recommend(user.id, catalog, cfg.max_items)
         if books:
             return books, "graph"
         rated = intents.rated_books(user.id)
@@ -103,15 +103,15 @@ def select_books(
         if not unrated:
             return [], "none: the reader rated every catalog book"
         return (
-            choose_books(user, unrated, cfg.max_books, cfg.seed),
+            choose_books(user, unrated, cfg.max_items, cfg.seed),
             "random: no unrated catalog book in the graph",
         )
-    return choose_books(user, catalog, cfg.max_books, cfg.seed), "random"
+    return choose_books(user, catalog, cfg.max_items, cfg.seed), "random"
 
 
 def build_slots(
     profiles: list[UserProfile],
-    catalog: list[Book],
+    catalog: list[Item],
     cfg: GenerateConfig,
     intents: IntentIndex | None = None,
     sources: Counter[str] | None = None,
@@ -174,7 +174,7 @@ def check_requirements(cfg: GenerateConfig) -> None:
 
 
 def load_intents(
-    cfg: GenerateConfig, catalog: list[Book], profiles: list[UserProfile] | None = None
+    cfg: GenerateConfig, catalog: list[Item], profiles: list[UserProfile] | None = None
 ) -> IntentIndex | None:
     """The intent graph of ``cfg`` (None when it names none). An error, before any call, when
     it cannot serve the config: no catalog book is an item of it (built from other events), no
@@ -310,11 +310,12 @@ _TRIMMING_TASKS = (ScenarioTask, DescriptionTask)
 class Synthesizer:
     """Runs the synthesis for one config through one engine."""
 
-    def __init__(self, cfg: GenerateConfig, engine: Engine) -> None:
+    def __init__(self, cfg: GenerateConfig, engine: Engine, task: Task | None = None) -> None:
         check_requirements(cfg)
         self.cfg = cfg
         self.engine = engine
-        self.descriptions = DescriptionTask(cfg.filters)
+        self.task = task if task is not None else load_task(cfg.task)
+        self.descriptions = DescriptionTask(cfg.filters, self.task)
         self.grounding = Grounding(cfg, None)  # run() loads the intent graph, if any
         self.trimmed = 0  # outputs kept after trimming at their last full sentence
         self.naive_judge: dict[str, Any] | None = None  # the quality judge's counts (naive mode)
@@ -376,7 +377,7 @@ class Synthesizer:
         rows = [ScenarioRow(s.book, s.facet, text) for s, text, _ in ready]
         seeds = [slot_seed(self.cfg.seed, s.record_id, "scenario") for s, _, _ in ready]
         scenarios = self._run(
-            ScenarioTask(self.cfg.filters.on_truncation),
+            ScenarioTask(self.cfg.filters.on_truncation, self.task),
             rows,
             self._params(self.cfg.scenario_tokens, seeds),
             "scenarios",
@@ -388,8 +389,11 @@ class Synthesizer:
                 outcome[slot.record_id] = _prefixed("scenario", result)
             else:
                 grounded.append((slot, result.value))
-                chosen_rows.append(DescriptionRow(slot.book, slot.facet, text, result.value))
-                rejected_rows.append(rejected)
+                language = self.task.language(slot.user)
+                chosen_rows.append(
+                    DescriptionRow(slot.book, slot.facet, text, result.value, language)
+                )
+                rejected_rows.append(replace(rejected, language=language))
         seeds = [slot_seed(self.cfg.seed, s.record_id, "chosen") for s, _ in grounded] + [
             slot_seed(self.cfg.seed, s.record_id, "rejected") for s, _ in grounded
         ]
@@ -402,7 +406,7 @@ class Synthesizer:
     # naive mode ----------------------------------------------------------------------------
     def _naive(self, slots: list[Slot]) -> dict[str, Outcome]:
         outcome: dict[str, Outcome] = {}
-        rows = [DescriptionRow(s.book) for s in slots] * 2
+        rows = [DescriptionRow(s.book, language=self.task.language(s.user)) for s in slots] * 2
         seeds = [slot_seed(self.cfg.seed, s.record_id, "a") for s in slots] + [
             slot_seed(self.cfg.seed, s.record_id, "b") for s in slots
         ]
@@ -430,7 +434,7 @@ class Synthesizer:
     def _judge_quality(self, rows: list[JudgeRow], record_ids: list[str]) -> list[str | Reject]:
         """ "A" or "B" per row from the judge's probabilities averaged over both orders; a pair
         where neither leads is a Reject (``judge_tie``). Counts go to ``self.naive_judge``."""
-        task = QualityJudgeTask()
+        task = QualityJudgeTask(self.task)
         judge = LabelJudge(self.engine)  # likelihood where the backend can score
         swapped = [JudgeRow(r.book, r.b, r.a) for r in rows]
         requests = [task.build_messages(r, judge.answer) for r in rows + swapped]
@@ -466,7 +470,7 @@ class Synthesizer:
         return verdicts
 
     # both ----------------------------------------------------------------------------------
-    def run(self, profiles: list[UserProfile], catalog: list[Book]) -> SynthResult:
+    def run(self, profiles: list[UserProfile], catalog: list[Item]) -> SynthResult:
         """Synthesize, filter and count every slot; nothing is written here."""
         start = time.monotonic()
         self.grounding = Grounding(self.cfg, load_intents(self.cfg, catalog, profiles))
@@ -474,7 +478,7 @@ class Synthesizer:
         slots = build_slots(profiles, catalog, self.cfg, self.grounding.intents, sources)
         outcome = self._gravity(slots) if self.cfg.mode == "gravity" else self._naive(slots)
         _dedupe(slots, outcome, self.cfg.filters.near_duplicate_threshold)
-        templates = template_hashes(*self._templates())
+        templates = self._template_hashes()
         fingerprint = self.engine.fingerprint
         result = SynthResult()
         for slot in slots:
@@ -482,7 +486,9 @@ class Synthesizer:
             meta = {
                 "record_id": slot.record_id,
                 "user_id": slot.user.id,
-                "book_id": slot.book.id,
+                "item_id": slot.book.id,
+                "task": self.task.name,
+                "task_digest": self.task.digest,
                 "country": slot.user.country,
                 "facet": slot.facet,
                 "mode": self.cfg.mode,
@@ -494,7 +500,7 @@ class Synthesizer:
             chosen, rejected, scenario = value
             result.records.append(
                 {
-                    "prompt": deployed_messages(slot.user, slot.book),
+                    "prompt": deployed_messages(slot.user, slot.book, self.task),
                     "chosen": [{"role": "assistant", "content": chosen}],
                     "rejected": [{"role": "assistant", "content": rejected}],
                     **meta,
@@ -511,7 +517,7 @@ class Synthesizer:
         result.summary = _summary(
             self.cfg, slots, result, self.engine, self.trimmed, time.monotonic() - start
         )
-        result.summary["book_selection"] = dict(sorted(sources.items()))
+        result.summary["item_selection"] = dict(sorted(sources.items()))
         if self.grounding.intents is not None:
             from gravity.intents.select import intent_counts
 
@@ -520,15 +526,14 @@ class Synthesizer:
             result.summary["naive_judge"] = self.naive_judge
         return result
 
-    def _templates(self) -> list[str]:
-        names = ["system.j2", "describe.j2", "generic.j2"]
-        if self.cfg.mode == "gravity":
-            names += ["scenario.j2", "chosen.j2"]
-            if "intents" in self.cfg.facets:
-                names.append(INTENT_TEMPLATE)
-        else:
-            names.append("judge_quality.j2")
-        return names
+    def _template_hashes(self) -> dict[str, str]:
+        """Template name -> content hash of every template this config's records come from."""
+        roles = ["system", "deployed", "generic"]
+        roles += ["scenario", "chosen"] if self.cfg.mode == "gravity" else ["judge_quality"]
+        hashes = self.task.template_hashes(*roles)
+        if self.cfg.mode == "gravity" and "intents" in self.cfg.facets:
+            hashes[INTENT_TEMPLATE] = template_hash(INTENT_TEMPLATE)
+        return hashes
 
 
 def _prefixed(stage: str, reject: Reject) -> Reject:

@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gravity.books import Book
+from gravity.items import Item
 from gravity.judging import Choice, mean_over_orders
 from gravity.llm.base import ChatRequest, Completion
 from gravity.llm.engine import Reject
-from gravity.prompts import render, template_hash
 from gravity.synth.config import FilterConfig
 from gravity.task import finished_text
+from gravity.taskspec import Task, load_task
 
 
 def detect_language(text: str) -> str:
@@ -32,7 +32,7 @@ def detect_language(text: str) -> str:
 
 @dataclass(frozen=True)
 class ScenarioRow:
-    book: Book
+    book: Item
     facet: str
     facet_text: str
 
@@ -40,13 +40,18 @@ class ScenarioRow:
 class ScenarioTask:
     """A short situation in which one facet of the reader shapes what they want to hear."""
 
-    template = "scenario.j2"
-
-    def __init__(self, on_truncation: str = "trim") -> None:
+    def __init__(self, on_truncation: str = "trim", task: Task | None = None) -> None:
         self.on_truncation = on_truncation
+        self.task = task if task is not None else load_task()
 
     def build_messages(self, row: ScenarioRow) -> ChatRequest:
-        prompt = render(self.template, facet=row.facet, facet_text=row.facet_text, book=row.book)
+        prompt = self.task.render(
+            "scenario",
+            row.book,
+            facet=row.facet,
+            facet_text=row.facet_text,
+            guidance=self.task.guidance(row.facet),
+        )
         return ChatRequest.from_prompt(prompt)
 
     def parse(self, completion: Completion, row: ScenarioRow) -> str | Reject:
@@ -61,31 +66,40 @@ class ScenarioTask:
 
 @dataclass(frozen=True)
 class DescriptionRow:
-    book: Book
+    book: Item
     facet: str | None = None  # None: a generic description (no reader)
     facet_text: str | None = None
     scenario: str | None = None
+    language: str | None = None  # the reader's, where the task asks for it
 
 
 class DescriptionTask:
-    """A book description: grounded in a reader's facet (``chosen.j2``) or generic."""
+    """An output of the task (a description, a pitch): grounded in a reader's facet (the
+    ``chosen`` template) or generic (the ``generic`` template)."""
 
-    def __init__(self, filters: FilterConfig) -> None:
+    def __init__(self, filters: FilterConfig, task: Task | None = None) -> None:
         self.filters = filters
+        self.task = task if task is not None else load_task()
 
     @staticmethod
-    def template_for(row: DescriptionRow) -> str:
-        return "generic.j2" if row.facet is None else "chosen.j2"
+    def role_for(row: DescriptionRow) -> str:
+        return "generic" if row.facet is None else "chosen"
 
     def build_messages(self, row: DescriptionRow) -> ChatRequest:
         variables: dict[str, Any] = {
-            "book": row.book,
             "min_words": self.filters.min_words,
             "max_words": self.filters.max_words,
+            "language": row.language,
         }
         if row.facet is not None:
-            variables.update(facet=row.facet, facet_text=row.facet_text, scenario=row.scenario)
-        return ChatRequest.from_prompt(render(self.template_for(row), **variables))
+            variables.update(
+                facet=row.facet,
+                facet_text=row.facet_text,
+                scenario=row.scenario,
+                guidance=self.task.guidance(row.facet),
+            )
+        prompt = self.task.render(self.role_for(row), row.book, **variables)
+        return ChatRequest.from_prompt(prompt)
 
     def parse(self, completion: Completion, row: DescriptionRow) -> str | Reject:
         text = finished_text(completion, self.filters.on_truncation)
@@ -109,7 +123,7 @@ class DescriptionTask:
 
 @dataclass(frozen=True)
 class JudgeRow:
-    book: Book
+    book: Item
     a: str
     b: str
 
@@ -123,14 +137,15 @@ class QualityJudgeTask:
     verdict that flips with the order, gives 0.5, and the pair is dropped as a tie (counted).
     """
 
-    template = "judge_quality.j2"
     labels = ("A", "B")
+
+    def __init__(self, task: Task | None = None) -> None:
+        self.task = task if task is not None else load_task()
 
     def build_messages(self, row: JudgeRow, answer: str = "letter") -> ChatRequest:
         """The prompt with ``row.a`` shown as A and ``row.b`` as B."""
-        return ChatRequest.from_prompt(
-            render(self.template, book=row.book, a=row.a, b=row.b, answer=answer)
-        )
+        prompt = self.task.render("judge_quality", row.book, a=row.a, b=row.b, answer=answer)
+        return ChatRequest.from_prompt(prompt)
 
     @staticmethod
     def verdict(first: Choice, swapped: Choice) -> str | None:
@@ -143,8 +158,3 @@ class QualityJudgeTask:
     def position_consistent(first: Choice, swapped: Choice) -> bool:
         """Whether both orders' most probable answers name the same description."""
         return first.best is not None and first.best == {"A": "B", "B": "A"}.get(swapped.best or "")
-
-
-def template_hashes(*names: str) -> dict[str, str]:
-    """Template name -> content hash, for record metadata."""
-    return {name: template_hash(name) for name in names}

@@ -12,6 +12,19 @@ from gravity.flags import config_yaml
 from gravity.train.config import TrainConfig
 
 
+def _task_of(data: Path) -> str | None:
+    """The task named in the dataset card of ``data`` (an export folder), if any."""
+    card = Path(data) / "README.md"
+    try:
+        front = card.read_text(encoding="utf-8").split("---")[1]
+        task = (yaml.safe_load(front) or {}).get("gravity", {}).get("task")
+    except (OSError, IndexError, yaml.YAMLError, AttributeError):
+        return None
+    if not isinstance(task, dict) or "name" not in task:
+        return None
+    return f"`{task['name']}` (digest {task.get('digest', '?')})"
+
+
 def _model_card(kind: str, cfg: TrainConfig, data: Path, base: str, metrics: dict[str, Any]) -> str:
     method = "DPO (TRL DPOTrainer)" if kind == "dpo" else "SFT on chosen responses (TRL SFTTrainer)"
     adapter = "full fine-tuning" if cfg.full else f"LoRA r={cfg.lora_r}, alpha={cfg.lora_alpha}"
@@ -37,6 +50,7 @@ def _model_card(kind: str, cfg: TrainConfig, data: Path, base: str, metrics: dic
             f"- method: {method}, {adapter}",
             f"- base model: `{base}`{base_note}",
             f"- data: `{data}`",
+            f"- task: {_task_of(data) or 'not recorded in the data'}",
             f"- final metrics: `{json.dumps(metrics, sort_keys=True)}`",
             "",
             "## Config",
