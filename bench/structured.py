@@ -36,7 +36,7 @@ from gravity.llm.engine import Engine, Parsed
 from gravity.profiles import load_profiles
 from gravity.profiles.render import render_profile
 from gravity.prompts import render
-from gravity.resources import catalog_dir, profiles_dir
+from gravity.resources import profiles_dir, tasks_dir
 
 REVIEWS = [
     [
@@ -81,7 +81,8 @@ def _kw(func, **extra):
 
 
 def _items(n: int) -> list[dict]:
-    rows = [json.loads(line) for line in (catalog_dir() / "books.jsonl").read_text().splitlines()]
+    catalog = tasks_dir() / "book-description" / "catalog.jsonl"
+    rows = [json.loads(line) for line in catalog.read_text().splitlines()]
     return [{"publisher": None, **row} for row in rows[:n]]
 
 

@@ -246,7 +246,7 @@ def test_refused_requests_are_counted_rejects_in_the_synthesis_summary(tmp_path,
     backend = RefusingWriter("Reader (values)")
     store = Store(tmp_path / "store.sqlite")
     cfg = GenerateConfig(
-        max_books=2, filters=FilterConfig(min_words=5, near_duplicate_threshold=None)
+        max_items=2, filters=FilterConfig(min_words=5, near_duplicate_threshold=None)
     )
     result = synthesize(
         example_profiles, cfg, tmp_path / "run", engine=Engine(backend, store, progress=False)
