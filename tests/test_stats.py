@@ -176,3 +176,30 @@ def test_top1_tie_survives_rounding_noise():
     assert o.top1 == {"X": 0.5, "Y": 0.5}
     o = outcome_from_pairs("c", "r", "US", {("X", "Y"): 0.51})
     assert o.top1 == {"X": 1.0, "Y": 0.0}
+
+
+def test_paired_differences_pair_per_case_not_per_system():
+    """Planted (issue 23): the focus system writes nothing on each reader's hard book (no
+    interest rating, no alignment) and equals the baseline elsewhere. Paired per case, only the
+    easy books count and the difference is exactly 0; pairing reader means of each system
+    separately scored the focus on easy books only and gave +1.5 [1.5, 1.5] 'higher'."""
+    outcomes, meta, align = [], {}, {}
+    for k in range(6):
+        r = f"r{k}"
+        meta[f"{r}:easy"], meta[f"{r}:hard"] = (r, "US"), (r, "US")
+        outcomes.append(
+            _o(f"{r}:easy", r, {("gravity", "base"): 0.5}, {"gravity": 4.5, "base": 4.5})
+        )
+        outcomes.append(_o(f"{r}:hard", r, {("gravity", "base"): 0.5}, {"base": 1.5}))
+        align[f"{r}:easy"] = {"gravity": 0.2, "base": 0.2}
+        align[f"{r}:hard"] = {"gravity": None, "base": -0.1}
+    settings = BootstrapSettings(resamples=500, min_readers=2)
+    m = compute_metrics(
+        outcomes, meta, ["base", "gravity"], "gravity", {"alignment": align}, settings
+    )
+    for metric in ("interest", "alignment"):
+        est = m["overall"]["paired"]["base"][metric]
+        assert est["value"] == pytest.approx(0.0), metric
+        assert est["n"] == 6 and est["cases"] == 6, metric  # 6 readers, their 6 easy cases
+        assert est["ci"][0] <= 0.0 <= est["ci"][1], metric
+

@@ -13,8 +13,10 @@ Every judged case (one reader x one book) becomes a ``CaseOutcome``:
 
 A reader's value of a metric is the mean over that reader's cases; the reported value is the mean
 over readers (each reader weighs the same), with a bootstrap CI that resamples readers. The
-paired difference of the focus system F against a baseline B is computed per reader (F's value
-minus B's) before averaging, so reader-to-reader variation cancels.
+paired difference of the focus system F against a baseline B is computed per case (F's value
+minus B's, only where both have one), averaged per reader, then over readers, so
+reader-to-reader and book-to-book variation cancel and a system is never scored on a subset of
+cases its baseline is not.
 """
 
 from __future__ import annotations
@@ -141,11 +143,6 @@ def reader_means(
         if v is not None:
             per[o.reader_id].append(v)
     return {r: statistics.fmean(v) for r, v in sorted(per.items()) if v}
-
-
-def paired(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    """reader -> a - b, for readers present in both."""
-    return {r: a[r] - b[r] for r in sorted(a) if r in b}
 
 
 # Bootstrap -----------------------------------------------------------------------------------
@@ -333,6 +330,69 @@ def _case_value_means(
     return {r: statistics.fmean(v) for r, v in per.items()}
 
 
+CaseGetter = Callable[[str], dict[str, float]]  # case id -> system -> value (missing: absent)
+
+
+def paired_per_case(
+    getter: CaseGetter, case_ids: Sequence[str], meta: dict[str, tuple[str, str]], a: str, b: str
+) -> tuple[dict[str, float], int]:
+    """(reader -> mean over the reader's cases of a's value minus b's, number of cases used).
+
+    Only cases where both systems have a value count: a system that wrote nothing on a hard
+    case is not scored on the easy ones alone while its baseline is scored on both."""
+    per: dict[str, list[float]] = defaultdict(list)
+    for case_id in case_ids:
+        values = getter(case_id)
+        va, vb = values.get(a), values.get(b)
+        if va is not None and vb is not None:
+            per[meta[case_id][0]].append(va - vb)
+    return {r: statistics.fmean(v) for r, v in sorted(per.items())}, sum(map(len, per.values()))
+
+
+def _case_getters(
+    outcomes: Sequence[CaseOutcome], case_values: dict[str, CaseValues]
+) -> dict[str, CaseGetter]:
+    """metric -> case id -> system -> value, for every per-system metric."""
+    by_id = {o.case_id: o for o in outcomes}
+    empty = CaseOutcome("", "", "", {}, {})
+    getters: dict[str, CaseGetter] = {
+        "top1": lambda c: by_id.get(c, empty).top1,
+        "interest": lambda c: by_id.get(c, empty).interest,
+    }
+    for name, table in case_values.items():
+        getters[name] = lambda c, table=table: table.get(c, {})
+    return getters
+
+
+def _focus_paired(
+    outcomes: Sequence[CaseOutcome],
+    cases: set[str],
+    systems: Sequence[str],
+    focus: str,
+    case_values: dict[str, CaseValues],
+    meta: dict[str, tuple[str, str]],
+    settings: BootstrapSettings,
+) -> dict[str, dict[str, Any]]:
+    """baseline -> metric -> the focus system's paired difference, paired per case."""
+    getters = _case_getters(outcomes, case_values)
+    judged_ids = [o.case_id for o in outcomes]
+    result: dict[str, dict[str, Any]] = {}
+    for b in systems:
+        if b == focus:
+            continue
+        result[b] = {}
+        for metric, getter in getters.items():
+            ids = judged_ids if metric in ("top1", "interest") else sorted(cases)
+            per_reader, n_cases = paired_per_case(getter, ids, meta, focus, b)
+            est = bootstrap_mean(list(per_reader.values()), settings)
+            result[b][metric] = {**est, "cases": n_cases}
+        wins = reader_means(outcomes, lambda o, b=b: o.wins.get((focus, b)))
+        gain = [(v - 0.5) * 100 for v in wins.values()]
+        n_cases = sum((focus, b) in o.wins for o in outcomes)
+        result[b]["preference_gain"] = {**bootstrap_mean(gain, settings), "cases": n_cases}
+    return result
+
+
 def scope_metrics(
     outcomes: Sequence[CaseOutcome],
     cases: set[str],
@@ -342,8 +402,9 @@ def scope_metrics(
     meta: dict[str, tuple[str, str]],
     settings: BootstrapSettings,
 ) -> dict[str, Any]:
-    """Levels per system, preference gains and the focus system's paired differences for one
-    scope (all cases, or one country's). ``case_values`` holds ``alignment`` and ``copy_rate``."""
+    """Levels per system, preference gains and the focus system's paired differences (paired
+    per case) for one scope (all cases, or one country's). ``case_values`` holds
+    ``alignment`` and ``copy_rate``."""
 
     def judged(metric: str, s: str) -> dict[str, float]:
         if metric == "top1":
@@ -377,14 +438,9 @@ def scope_metrics(
         "paired": {},
     }
     if focus in systems:
-        for b in systems:
-            if b == focus:
-                continue
-            diffs = {k: paired(per_reader[focus][k], per_reader[b][k]) for k in per_reader[focus]}
-            diffs["preference_gain"] = gain(focus, b)
-            result["paired"][b] = {
-                k: bootstrap_mean(list(v.values()), settings) for k, v in diffs.items()
-            }
+        result["paired"] = _focus_paired(
+            outcomes, cases, systems, focus, case_values, meta, settings
+        )
     return result
 
 

@@ -22,6 +22,7 @@ METRIC_NAMES = {
     "copy_rate": "copy rate",
 }
 PERCENT = {"top1", "copy_rate"}  # shown as percentages / percentage points
+PAIRED = "paired per case, mean over readers; n = readers, cases"
 
 
 def fmt_value(value: float, metric: str, signed: bool = False) -> str:
@@ -198,9 +199,19 @@ def _paired_table(scope: dict[str, Any], focus: str) -> list[str]:
         "|---|" + "---|" * len(metrics),
     ]
     for baseline, by_metric in scope["paired"].items():
-        cells = [cell(by_metric[m], m, signed=True) for m in metrics]
+        cells = [_paired_cell(by_metric[m], m) for m in metrics]
         lines.append(f"| {baseline} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _paired_cell(est: dict[str, Any], metric: str) -> str:
+    """A paired difference with the readers (and cases) it pairs: only cases where both
+    systems have a value count, so n can differ from cell to cell."""
+    text = cell(est, metric, signed=True)
+    if est["status"] != "ok":
+        return text
+    cases = est.get("cases")
+    return text + (f" (n={est['n']}" + (f", {cases} cases)" if cases is not None else ")"))
 
 
 def _gain_matrix(scope: dict[str, Any], systems: list[str]) -> list[str]:
@@ -263,7 +274,7 @@ def markdown(metrics: dict[str, Any], cfg: Any) -> str:
     lines += ["## Overall", "", *_system_table(overall, systems, words), ""]
     if focus is not None:
         lines += [
-            f"## `{focus}` against each baseline (paired per reader)",
+            f"## `{focus}` against each baseline ({PAIRED})",
             "",
             *_paired_table(overall, focus),
             "",
@@ -370,7 +381,10 @@ def human_markdown(metrics: dict[str, Any]) -> str:
         "",
     ]
     if focus is not None:
-        lines += [f"## `{focus}` against each baseline (paired per reader)", ""]
+        lines += [
+            f"## `{focus}` against each baseline ({PAIRED})",
+            "",
+        ]
         lines += [*_paired_table(metrics["overall"], focus), ""]
     lines += ["## Preference gain (row vs column, points)", ""]
     lines += [*_gain_matrix(metrics["overall"], systems), "", "## Per country", ""]
