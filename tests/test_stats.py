@@ -203,3 +203,36 @@ def test_paired_differences_pair_per_case_not_per_system():
         assert est["n"] == 6 and est["cases"] == 6, metric  # 6 readers, their 6 easy cases
         assert est["ci"][0] <= 0.0 <= est["ci"][1], metric
 
+
+def _null_per_reader(kind: str, runs: int, n: int, rng):
+    """Per-reader paired differences under the null. Two exchangeable systems make a paired
+    difference symmetric about 0: normal, or a Top-1-like difference (each of a reader's two
+    cases -1, 0 or +1 with probabilities 0.2, 0.6, 0.2; the reader's value is their mean)."""
+    import numpy as np
+
+    if kind == "normal":
+        return rng.normal(0.0, 1.0, size=(runs, n))
+    cases = rng.choice(np.array([-1.0, 0.0, 1.0]), p=[0.2, 0.6, 0.2], size=(runs, n, 2))
+    return cases.mean(axis=2)
+
+
+@pytest.mark.parametrize("kind", ["normal", "discrete"])
+@pytest.mark.parametrize("n", [8, 16, 32])
+def test_default_interval_holds_its_level_on_null_data(kind, n):
+    """With the default settings a 95% CI excludes 0 on at most 6.5% of 20,000 simulated null
+    evaluations (nominal 5%; the binomial SD of the rate is 0.15-0.17 points; the t interval's
+    rate is 6.1% on the discrete data at 8 readers, 5.0-5.3% elsewhere). BCa, the former
+    default, did so on 10-12% at 8 readers. The rate is counted with the vectorised interval
+    ``bootstrap_mean`` uses, which is checked against ``bootstrap_mean`` on 100 of the runs."""
+    import numpy as np
+
+    from gravity.evaluate.intervals import t_intervals
+
+    runs, settings = 20_000, BootstrapSettings()
+    data = _null_per_reader(kind, runs, n, np.random.default_rng(100 + n))
+    low, high, _ = t_intervals(data, settings.level)
+    for k in range(100):
+        est = bootstrap_mean(data[k], settings)
+        assert est["ci"] == pytest.approx([low[k], high[k]], abs=1e-12)
+    rate = float(((low > 0) | (high < 0)).mean())
+    assert rate <= 0.065, rate

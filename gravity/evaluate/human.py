@@ -344,7 +344,7 @@ def import_rankings(
     meta = {c["case_id"]: (c["reader_id"], c["country"]) for c in cases}
     judged = {r["case_id"] for r in rows}
     outcomes = outcomes_from_judgments(judgments_from_rows(rows, key))
-    settings = BootstrapSettings(n_boot, "BCa", 0.95, seed, min_readers)
+    settings = BootstrapSettings(n_boot, seed=seed, min_readers=min_readers)
     focus = "gravity" if "gravity" in systems else systems[-1]
     metrics = compute_metrics(
         outcomes, {c: m for c, m in meta.items() if c in judged}, systems, focus, {}, settings

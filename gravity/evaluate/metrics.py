@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from gravity.errors import MissingDependencyError
+from gravity.evaluate.intervals import BootstrapSettings, bootstrap_mean
 
 
 def _require(module: str, package: str, what: str) -> Any:
@@ -143,62 +143,6 @@ def reader_means(
         if v is not None:
             per[o.reader_id].append(v)
     return {r: statistics.fmean(v) for r, v in sorted(per.items()) if v}
-
-
-# Bootstrap -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BootstrapSettings:
-    """How CIs are computed and when a cell has too few readers to show a number."""
-
-    resamples: int = 2000
-    method: str = "BCa"
-    level: float = 0.95
-    seed: int = 0
-    min_readers: int = 5
-
-
-def bootstrap_mean(values: Sequence[float], settings: BootstrapSettings) -> dict[str, Any]:
-    """Mean of per-reader ``values`` with a bootstrap CI (readers resampled with replacement).
-
-    Returns ``{"value", "ci", "n", "status", "method"}``: ``ci`` is None for fewer than two
-    readers; identical values give the zero-width CI they imply; ``status`` is ``ok``,
-    ``too_few`` (fewer than ``min_readers``) or ``no_data``. Every resample is used: when BCa is
-    undefined for the data (its jackknife or bias term degenerates), the percentile CI is used
-    and ``method`` says so.
-    """
-    x = np.asarray(values, dtype=float)
-    n = int(x.size)
-    if n == 0:
-        return {"value": None, "ci": None, "n": 0, "status": "no_data", "method": None}
-    mean = float(x.mean())
-    status = "ok" if n >= settings.min_readers else "too_few"
-    if n < 2:
-        return {"value": mean, "ci": None, "n": n, "status": status, "method": None}
-    if np.ptp(x) == 0:
-        return {"value": mean, "ci": [mean, mean], "n": n, "status": status, "method": "constant"}
-    method = settings.method
-    ci = _scipy_ci(x, settings, method)
-    if method == "BCa" and not all(math.isfinite(c) for c in ci):
-        method = "percentile"
-        ci = _scipy_ci(x, settings, method)
-    return {"value": mean, "ci": ci, "n": n, "status": status, "method": method}
-
-
-def _scipy_ci(x: np.ndarray, settings: BootstrapSettings, method: str) -> list[float]:
-    bootstrap = _require("scipy.stats", "scipy", "bootstrap CIs").bootstrap
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # degenerate BCa is detected from the result instead
-        res = bootstrap(
-            (x,),
-            np.mean,
-            n_resamples=settings.resamples,
-            confidence_level=settings.level,
-            method=method,
-            vectorized=True,
-            rng=np.random.default_rng(settings.seed),
-        )
-    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 
 
 # Length ---------------------------------------------------------------------------------------

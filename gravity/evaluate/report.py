@@ -257,12 +257,27 @@ def _header(metrics: dict[str, Any], systems: list[str]) -> list[str]:
         f"{_pct(consistency)}; {judge['identical_pairs']} pair(s) of identical descriptions "
         f"counted as ties; {judge['excluded_cases']} case(s) excluded for a missing verdict.",
         "",
-        f"95% CIs: {boot['method']} bootstrap over readers ({boot['resamples']} resamples, "
-        "scipy.stats.bootstrap; where BCa is undefined for a cell's data, the percentile CI, "
-        "and where every reader has the same value, that value as both bounds, as "
-        "metrics.json records per cell); a cell with fewer than "
-        f"{boot['min_readers']} readers says 'too few readers'.",
+        ci_note(boot),
     ]
+
+
+def ci_note(boot: dict[str, Any]) -> str:
+    """How the report's 95% CIs were computed (metrics.json records each cell's method)."""
+    if boot["method"] == "t":
+        how = (
+            "t intervals over readers (mean +- t quantile x standard error; they hold their "
+            "level on simulated null data from 8 readers up, where BCa does not)"
+        )
+    else:
+        how = (
+            f"{boot['method']} bootstrap over readers ({boot['resamples']} resamples, "
+            "scipy.stats.bootstrap; where BCa is undefined for a cell's data, the percentile CI)"
+        )
+    return (
+        f"95% CIs: {how}; where every reader has the same value, that value as both bounds, "
+        "as metrics.json records per cell; a cell with fewer than "
+        f"{boot['min_readers']} readers says 'too few readers'."
+    )
 
 
 def markdown(metrics: dict[str, Any], cfg: Any) -> str:
@@ -371,9 +386,7 @@ def human_markdown(metrics: dict[str, Any]) -> str:
         f"{len(human['raters'])} rater(s) ({', '.join(human['raters'])}), {human['rankings']} "
         f"rankings of {human['cases']} cases; {alpha}.",
         "",
-        f"95% CIs: {boot['method']} bootstrap over readers ({boot['resamples']} resamples); a "
-        f"cell with fewer than {boot['min_readers']} readers says 'too few readers'. Several "
-        "raters of one case are combined by mean rank.",
+        ci_note(boot) + " Several raters of one case are combined by mean rank.",
         "",
         "## Overall",
         "",
