@@ -108,15 +108,16 @@ def test_agreement_with_alignment_by_hand():
     ]
     align = {"c1": {"X": 0.2, "Y": 0.1, "Z": 0.3}}
     # X>Y agrees with 0.2>0.1; X~Z is a tie (left out); Z>Y agrees with 0.3>0.1.
-    assert agreement_with_alignment(outcomes, align) == {"pairs": 2, "agreement": 1.0}
+    assert agreement_with_alignment(outcomes, align) == {"pairs": 2, "agreement": 1.0, "p": 0.5}
     align = {"c1": {"X": 0.0, "Y": 0.1, "Z": None}}
-    assert agreement_with_alignment(outcomes, align) == {"pairs": 1, "agreement": 0.0}
+    assert agreement_with_alignment(outcomes, align) == {"pairs": 1, "agreement": 0.0, "p": 1.0}
     # Averaged probabilities count by the side they lean to: X over Y at 0.6 agrees with
     # 0.2 > 0.1, Y over Z at 0.45 (Z leans ahead) agrees with 0.3 > 0.1, X over Z at 0.7
     # disagrees with 0.2 < 0.3.
     soft = [_o("c1", "r", {("X", "Y"): 0.6, ("X", "Z"): 0.7, ("Y", "Z"): 0.45})]
     align = {"c1": {"X": 0.2, "Y": 0.1, "Z": 0.3}}
-    assert agreement_with_alignment(soft, align) == {"pairs": 3, "agreement": pytest.approx(2 / 3)}
+    got = agreement_with_alignment(soft, align)
+    assert got == {"pairs": 3, "agreement": pytest.approx(2 / 3), "p": 1.0}
 
 
 def test_copy_rate_is_rouge_l_precision():
@@ -236,3 +237,52 @@ def test_default_interval_holds_its_level_on_null_data(kind, n):
         assert est["ci"] == pytest.approx([low[k], high[k]], abs=1e-12)
     rate = float(((low > 0) | (high < 0)).mean())
     assert rate <= 0.065, rate
+
+
+def test_top1_share_gets_a_wilson_interval_never_zero_width():
+    """A system that wins no case: 0.0% with a Wilson interval over the 8 readers (upper bound
+    z^2 / (n + z^2) = 3.8415 / 11.8415), not '0.0% [0.0%, 0.0%]'. With spread, the interval's
+    n is p(1 - p) / SE^2 (by hand: readers 0, 1, 0.5, 0.5 -> SE^2 = (1/6) / 4, n = 6)."""
+    from gravity.evaluate.intervals import proportion_ci
+    from gravity.evaluate.report import cell
+
+    outcomes, meta = [], {}
+    for k in range(8):
+        for book in ("a", "b"):
+            case = f"r{k}:{book}"
+            meta[case] = (f"r{k}", "US")
+            outcomes.append(_o(case, f"r{k}", {("gravity", "base"): 0.0}))
+    m = compute_metrics(outcomes, meta, ["base", "gravity"], "gravity", {}, BootstrapSettings())
+    est = m["overall"]["systems"]["gravity"]["top1"]
+    assert est["value"] == 0.0 and est["method"] == "Wilson"
+    assert est["ci"] == pytest.approx([0.0, 3.841459 / 11.841459], abs=1e-6)
+    assert cell(est, "top1") == "0.0% [0.0%, 32.4%]"
+    z = 1.959964
+    centre, half = 0.5, z / (1 + z * z / 6) * (0.25 / 6 + z * z / 144) ** 0.5
+    got = proportion_ci([0.0, 1.0, 0.5, 0.5], cases=8, settings=BootstrapSettings(min_readers=2))
+    assert got["ci"] == pytest.approx([centre - half, centre + half], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("agree", "pairs", "verdict"),
+    [(14, 25, "not distinguishable from chance"), (5400, 10_000, "above chance")],
+)
+def test_judge_alignment_agreement_uses_a_binomial_test(agree, pairs, verdict):
+    """56% of 25 pairs is chance (two-sided binomial p = 0.69), which the fixed 0.55 threshold
+    called 'above chance'; 54% of 10,000 pairs is not chance (p < 1e-14), which it called 'no
+    better than chance'."""
+    from scipy.stats import binomtest
+
+    from gravity.evaluate.report import reading
+
+    outcomes = [
+        _o(f"c{i}", f"r{i % 7}", {("X", "Y"): 1.0 if i < agree else 0.0}) for i in range(pairs)
+    ]
+    align = {f"c{i}": {"X": 0.2, "Y": 0.1} for i in range(pairs)}
+    got = agreement_with_alignment(outcomes, align)
+    assert got["pairs"] == pairs and got["agreement"] == pytest.approx(agree / pairs)
+    assert got["p"] == pytest.approx(binomtest(agree, pairs).pvalue)
+    judge = {"parse_rate": None, "agreement_with_alignment": got, "self_preference_systems": []}
+    lines = reading({"judge": judge, "focus": None, "length": {"pairs": 0}})
+    line = next(x for x in lines if "alignment score does" in x)
+    assert verdict in line, line

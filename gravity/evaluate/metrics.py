@@ -31,7 +31,12 @@ from typing import Any
 import numpy as np
 
 from gravity.errors import MissingDependencyError
-from gravity.evaluate.intervals import BootstrapSettings, bootstrap_mean
+from gravity.evaluate.intervals import (
+    BootstrapSettings,
+    binomial_p,
+    bootstrap_mean,
+    proportion_ci,
+)
 
 
 def _require(module: str, package: str, what: str) -> Any:
@@ -223,7 +228,9 @@ def agreement_with_alignment(
     outcomes: Sequence[CaseOutcome], alignment: dict[str, dict[str, float | None]]
 ) -> dict[str, Any]:
     """How often the judge and the alignment score order a pair of systems the same way
-    (pairs the judge tied or the score cannot order are left out)."""
+    (pairs the judge tied or the score cannot order are left out), with the two-sided exact
+    binomial p of that share against chance (50%); pairs of one reader are treated as
+    independent, so p is a screen, not a calibrated test."""
     agree = total = 0
     for o in outcomes:
         scores = alignment.get(o.case_id, {})
@@ -235,7 +242,11 @@ def agreement_with_alignment(
                 continue
             total += 1
             agree += (v > 0.5) == (a > c)  # the side the judge leans to, however sure
-    return {"pairs": total, "agreement": agree / total if total else None}
+    return {
+        "pairs": total,
+        "agreement": agree / total if total else None,
+        "p": binomial_p(agree, total),
+    }
 
 
 # Copying ----------------------------------------------------------------------------------------
@@ -337,6 +348,10 @@ def _focus_paired(
     return result
 
 
+def _cases_with(outcomes: Sequence[CaseOutcome], system: str) -> int:
+    return sum(system in o.top1 for o in outcomes)
+
+
 def scope_metrics(
     outcomes: Sequence[CaseOutcome],
     cases: set[str],
@@ -372,7 +387,14 @@ def scope_metrics(
         "judged_readers": len({o.reader_id for o in outcomes}),
         "judged_cases": len(outcomes),
         "systems": {
-            s: {k: bootstrap_mean(list(v.values()), settings) for k, v in per_reader[s].items()}
+            s: {
+                k: (
+                    proportion_ci(list(v.values()), _cases_with(outcomes, s), settings)
+                    if k == "top1"
+                    else bootstrap_mean(list(v.values()), settings)
+                )
+                for k, v in per_reader[s].items()
+            }
             for s in systems
         },
         "preference_gain": {

@@ -62,6 +62,16 @@ def _pct(x: float | None) -> str:
     return "none measured" if x is None else f"{100 * x:.1f}%"
 
 
+def _chance(agree: dict[str, Any]) -> str:
+    """The agreement share read against chance (50%) by its binomial test."""
+    p = agree.get("p")
+    if p is None or p >= 0.05:
+        shown = "" if p is None else f", binomial p = {p:.2g}"
+        return f"not distinguishable from chance (50%{shown})"
+    side = "above" if agree["agreement"] > 0.5 else "below"
+    return f"{side} chance (50%; binomial p = {p:.2g})"
+
+
 def _judge_lines(metrics: dict[str, Any]) -> list[str]:
     judge = metrics["judge"]
     lines = []
@@ -102,10 +112,9 @@ def _judge_lines(metrics: dict[str, Any]) -> list[str]:
             "the score orders."
         )
     else:
-        level = "no better than chance (50%)" if agree["agreement"] <= 0.55 else "above chance"
         lines.append(
             f"- Where it decides, it orders {_pct(agree['agreement'])} of {agree['pairs']} system "
-            f"pairs as the alignment score does: {level}."
+            f"pairs as the alignment score does: {_chance(agree)}."
         )
     if judge["self_preference_systems"]:
         lines.append(
