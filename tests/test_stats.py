@@ -286,3 +286,40 @@ def test_judge_alignment_agreement_uses_a_binomial_test(agree, pairs, verdict):
     lines = reading({"judge": judge, "focus": None, "length": {"pairs": 0}})
     line = next(x for x in lines if "alignment score does" in x)
     assert verdict in line, line
+
+
+def test_holm_by_hand():
+    from gravity.evaluate.intervals import holm
+
+    # Sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.06.
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0] and holm([]) == []
+
+
+def test_higher_lower_labels_are_holm_corrected_and_raw_cis_stay():
+    """gravity's alignment over base alone has a raw p of about 0.03 (its raw CI excludes 0);
+    with the 8 other labelled overall comparisons (each p = 1) Holm gives 9 x p > 0.05, so the
+    label is 'not distinguishable from 0' while the CI stays as computed."""
+    from scipy.stats import ttest_1samp
+
+    from gravity.evaluate.report import direction
+
+    diffs = [0.1, 0.2, 0.05, 0.15, -0.05, 0.1, 0.0, 0.02]
+    raw_p = ttest_1samp(diffs, 0.0).pvalue
+    assert 0.05 / 9 < raw_p < 0.05
+    systems = ["base", "gravity", "other", "third"]
+    outcomes, meta, align = [], {}, {}
+    for k, d in enumerate(diffs):
+        case = f"r{k}:a"
+        meta[case] = (f"r{k}", "US")
+        ties = {(s, b): 0.5 for i, s in enumerate(systems) for b in systems[i + 1 :]}
+        outcomes.append(_o(case, f"r{k}", ties))
+        align[case] = {"base": 0.0, "gravity": d, "other": d, "third": d}
+    m = compute_metrics(
+        outcomes, meta, systems, "gravity", {"alignment": align}, BootstrapSettings()
+    )
+    est = m["overall"]["paired"]["base"]["alignment"]
+    assert est["p"] == pytest.approx(raw_p) and est["ci"][0] > 0
+    assert est["p_holm"] == pytest.approx(9 * raw_p)
+    assert direction(est) == "not distinguishable from 0"
+    assert m["overall"]["paired"]["other"]["alignment"]["p_holm"] == 1.0

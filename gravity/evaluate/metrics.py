@@ -35,6 +35,7 @@ from gravity.evaluate.intervals import (
     BootstrapSettings,
     binomial_p,
     bootstrap_mean,
+    holm,
     proportion_ci,
 )
 
@@ -440,4 +441,33 @@ def compute_metrics(
         metrics["by_country"][country] = scope_metrics(
             subset, cases, systems, focus, case_values, meta, settings
         )
+    metrics["multiple_comparisons"] = {
+        "method": "Holm",
+        "metrics": list(LABELLED),
+        "overall": label_family([metrics["overall"]], 1 - settings.level),
+        "by_country": label_family(list(metrics["by_country"].values()), 1 - settings.level),
+    }
     return metrics
+
+
+LABELLED = ("preference_gain", "top1", "interest", "alignment")  # the report's claims
+
+
+def label_family(scopes: Sequence[dict[str, Any]], alpha: float) -> int:
+    """Holm-adjust the p-values of the scopes' paired differences in ``LABELLED`` metrics as
+    one family; each estimate gets ``p_holm`` and ``label`` ('higher', 'lower' or 'not
+    distinguishable from 0': higher/lower only when the adjusted p is below ``alpha`` and the
+    raw CI, which stays as computed, excludes 0). Returns the family's size."""
+    cells = [
+        est
+        for scope in scopes
+        for by_metric in scope["paired"].values()
+        for metric, est in by_metric.items()
+        if metric in LABELLED and est["status"] == "ok" and est.get("p") is not None
+    ]
+    for est, adjusted in zip(cells, holm([est["p"] for est in cells])):
+        lo, hi = est["ci"]
+        est["p_holm"] = adjusted
+        side = "higher" if lo > 0 else "lower" if hi < 0 else None
+        est["label"] = side if side and adjusted < alpha else "not distinguishable from 0"
+    return len(cells)

@@ -50,10 +50,12 @@ def cell(est: dict[str, Any], metric: str, signed: bool = False) -> str:
 
 
 def direction(est: dict[str, Any]) -> str | None:
-    """'higher' / 'lower' when the CI excludes 0, 'not distinguishable' when it holds 0; None
-    when there is no CI to read."""
+    """'higher' / 'lower' / 'not distinguishable from 0': the label after the Holm correction
+    where metrics.json has one, else whether the raw CI excludes 0; None when there is no CI."""
     if est["status"] != "ok" or est["ci"] is None:
         return None
+    if "label" in est:
+        return est["label"]
     lo, hi = est["ci"]
     return "higher" if lo > 0 else "lower" if hi < 0 else "not distinguishable from 0"
 
@@ -131,6 +133,13 @@ def _focus_lines(metrics: dict[str, Any]) -> list[str]:
     if focus is None:
         return ["- No focus system is among the systems: no paired differences are reported."]
     lines = []
+    family = metrics.get("multiple_comparisons")
+    if family:
+        lines.append(
+            f"- Higher/lower below are labels after a Holm correction over the "
+            f"{family['overall']} overall comparisons (per country: {family['by_country']}, "
+            "one family); the CIs are uncorrected 95% intervals."
+        )
     for baseline, by_metric in metrics["overall"]["paired"].items():
         parts = []
         for metric in ("preference_gain", "top1", "interest", "alignment"):
