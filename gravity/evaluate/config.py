@@ -84,7 +84,7 @@ class EvalConfig(BaseModel):
         default="t",
         description="CI method. t: mean +- t quantile x standard error, which holds its 95% "
         "level on simulated null data from 8 readers up (a paired difference whose readers "
-        "share books takes its standard error from a crossed readers x books bootstrap); BCa, "
+        "share books takes its standard error clustered two ways, by reader and by book); BCa, "
         "percentile: scipy.stats.bootstrap over readers (BCa excluded 0 on 11-14% of null "
         "data at 8 readers).",
     )

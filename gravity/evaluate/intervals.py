@@ -8,10 +8,12 @@ reader counts an evaluation has (8-32 per country).
   ``scipy.stats.bootstrap`` intervals, kept for larger samples.
 - ``proportion_ci``: a Wilson score interval for a share (the Top-1 win rate), which is never
   ``[0%, 0%]`` when every reader has 0.
-- ``crossed_mean``: a paired difference whose readers share books; its standard error comes
-  from a crossed bootstrap that resamples readers and books independently (Owen's pigeonhole
-  bootstrap), since resampling readers alone treats two readers' verdicts on the same book as
-  independent and understates the error.
+- ``crossed_mean``: a paired difference whose readers share books. Readers alone treat two
+  readers' verdicts on one book as independent and understate the error (on simulated null data
+  with a book effect, 32 readers and 12 books, their t interval excluded 0 on 14-28% of runs);
+  the two-way cluster-robust variance (readers and books) does so on 5.4-6.3%. A crossed
+  (pigeonhole) bootstrap, tried first, counts the case-level noise twice: with no book effect
+  it excluded 0 on 0.25% of runs and its CIs were 1.6 times as wide as needed.
 - ``holm``: Holm's step-down adjustment of a family of p-values.
 
 Every estimate is ``{"value", "ci", "n", "status", "method", "p"}``; ``p`` is the two-sided
@@ -45,9 +47,8 @@ def _stats() -> Any:
 class BootstrapSettings:
     """How CIs are computed and when a cell has too few readers to show a number.
 
-    ``method``: ``t`` (t interval; crossed-bootstrap standard error where readers share books),
-    ``BCa`` or ``percentile`` (scipy.stats.bootstrap over readers). ``resamples``: bootstrap
-    resamples (the crossed bootstrap's too)."""
+    ``method``: ``t`` (t interval; two-way readers x books standard error where readers share
+    books), ``BCa`` or ``percentile`` (scipy.stats.bootstrap over readers, ``resamples``)."""
 
     resamples: int = 2000
     method: str = "t"
@@ -159,52 +160,48 @@ def crossed_mean(
 ) -> dict[str, Any]:
     """Mean over readers of each reader's mean over ``rows`` (reader, book, value).
 
-    Where some book is shared by two or more readers and ``method`` is ``t``, the standard
-    error is the standard deviation of the estimate over a crossed bootstrap (readers and books
-    resampled independently; a resampled reader keeps the cases of the resampled books it has)
-    and the interval is a t interval with min(readers, books) - 1 degrees of freedom; otherwise
-    this is ``bootstrap_mean`` of the reader means."""
+    Where some book is shared by two or more readers and ``method`` is ``t``, the variance of
+    the estimate is the two-way cluster-robust one (Cameron, Gelbach and Miller 2011: clustered
+    by reader, plus clustered by book, minus per case), kept at least the readers-only
+    variance; when it is larger, the interval is a t interval with min(readers, books) - 1
+    degrees of freedom (``method`` ``two-way-t``). Otherwise this is ``bootstrap_mean`` of the
+    reader means."""
     per: dict[str, list[float]] = defaultdict(list)
     for reader, _, v in rows:
         per[reader].append(v)
-    means = [sum(v) / len(v) for _, v in sorted(per.items())]
-    plain = bootstrap_mean(means, settings)
-    readers = sorted(per)
+    plain = bootstrap_mean([sum(v) / len(v) for _, v in sorted(per.items())], settings)
     books = sorted({b for _, b, _ in rows})
     shared = len(books) < len({(r, b) for r, b, _ in rows})
     if settings.method != "t" or not shared or plain["method"] in (None, "constant"):
         return plain
-    se = _crossed_se(rows, readers, books, settings)
-    df = min(len(readers), len(books)) - 1
-    ci, p = t_interval(plain["value"], max(se, 0.0), max(df, 1), settings.level)
-    return {**plain, "ci": ci, "p": p, "method": "crossed-t", "books": len(books)}
+    variance, readers_only = _two_way_variance(rows, plain["value"])
+    if variance <= readers_only:
+        return plain
+    df = min(len(per), len(books)) - 1
+    ci, p = t_interval(plain["value"], math.sqrt(variance), df, settings.level)
+    return {**plain, "ci": ci, "p": p, "method": "two-way-t", "books": len(books)}
 
 
-def _crossed_se(
-    rows: Sequence[tuple[str, str, float]],
-    readers: list[str],
-    books: list[str],
-    settings: BootstrapSettings,
-) -> float:
-    r_index = {r: i for i, r in enumerate(readers)}
-    b_index = {b: i for i, b in enumerate(books)}
-    total = np.zeros((len(readers), len(books)))
-    count = np.zeros((len(readers), len(books)))
-    for reader, book, v in rows:
-        total[r_index[reader], b_index[book]] += v
-        count[r_index[reader], b_index[book]] += 1
-    rng = np.random.default_rng(settings.seed)
-    n_r, n_b, n = len(readers), len(books), settings.resamples
-    w_reader = rng.multinomial(n_r, np.full(n_r, 1 / n_r), size=n).astype(float)
-    w_book = rng.multinomial(n_b, np.full(n_b, 1 / n_b), size=n).astype(float)
-    num = w_book @ total.T  # (resamples, readers): each reader's sum over resampled books
-    den = w_book @ count.T
-    present = den > 0
-    reader_mean = np.divide(num, den, out=np.zeros_like(num), where=present)
-    weight = w_reader * present
-    ok = weight.sum(axis=1) > 0
-    estimate = (weight * reader_mean).sum(axis=1)[ok] / weight.sum(axis=1)[ok]
-    return float(estimate.std(ddof=1)) if estimate.size > 1 else 0.0
+def _two_way_variance(
+    rows: Sequence[tuple[str, str, float]], estimate: float
+) -> tuple[float, float]:
+    """(two-way cluster-robust variance of the mean of reader means, the readers-only one)."""
+    r_index: dict[str, int] = {}
+    b_index: dict[str, int] = {}
+    r = np.array([r_index.setdefault(reader, len(r_index)) for reader, _, _ in rows])
+    b = np.array([b_index.setdefault(book, len(b_index)) for _, book, _ in rows])
+    d = np.array([v for _, _, v in rows], dtype=float)
+    n_readers = len(r_index)
+    weight = 1.0 / (n_readers * np.bincount(r)[r])  # each reader weighs the same
+    u = weight * (d - estimate)
+
+    def clustered(groups: np.ndarray, count: int) -> float:
+        sums = np.bincount(groups, weights=u, minlength=count)
+        return float((sums**2).sum() * count / (count - 1))
+
+    readers_only = clustered(r, n_readers)  # = var(reader means) / readers
+    both = readers_only + clustered(b, len(b_index)) - clustered(np.arange(d.size), d.size)
+    return both, readers_only
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

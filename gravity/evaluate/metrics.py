@@ -35,6 +35,7 @@ from gravity.evaluate.intervals import (
     BootstrapSettings,
     binomial_p,
     bootstrap_mean,
+    crossed_mean,
     holm,
     proportion_ci,
 )
@@ -291,18 +292,28 @@ CaseGetter = Callable[[str], dict[str, float]]  # case id -> system -> value (mi
 
 def paired_per_case(
     getter: CaseGetter, case_ids: Sequence[str], meta: dict[str, tuple[str, str]], a: str, b: str
-) -> tuple[dict[str, float], int]:
-    """(reader -> mean over the reader's cases of a's value minus b's, number of cases used).
+) -> list[tuple[str, str, float]]:
+    """(reader, case id, a's value minus b's) for each case where both systems have a value.
 
-    Only cases where both systems have a value count: a system that wrote nothing on a hard
-    case is not scored on the easy ones alone while its baseline is scored on both."""
-    per: dict[str, list[float]] = defaultdict(list)
+    Only such cases count: a system that wrote nothing on a hard case is not scored on the easy
+    ones alone while its baseline is scored on both."""
+    rows = []
     for case_id in case_ids:
         values = getter(case_id)
         va, vb = values.get(a), values.get(b)
         if va is not None and vb is not None:
-            per[meta[case_id][0]].append(va - vb)
-    return {r: statistics.fmean(v) for r, v in sorted(per.items())}, sum(map(len, per.values()))
+            rows.append((meta[case_id][0], case_id, va - vb))
+    return rows
+
+
+def _paired_estimate(
+    rows: list[tuple[str, str, float]], items: dict[str, str] | None, settings: BootstrapSettings
+) -> dict[str, Any]:
+    """The mean over readers of per-case differences; readers who share books (``items``: case
+    id -> book id) get the two-way readers x books standard error."""
+    books = items or {}
+    crossed = [(reader, books.get(case, case), v) for reader, case, v in rows]
+    return {**crossed_mean(crossed, settings), "cases": len(rows)}
 
 
 def _case_getters(
@@ -328,6 +339,7 @@ def _focus_paired(
     case_values: dict[str, CaseValues],
     meta: dict[str, tuple[str, str]],
     settings: BootstrapSettings,
+    items: dict[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """baseline -> metric -> the focus system's paired difference, paired per case."""
     getters = _case_getters(outcomes, case_values)
@@ -339,13 +351,14 @@ def _focus_paired(
         result[b] = {}
         for metric, getter in getters.items():
             ids = judged_ids if metric in ("top1", "interest") else sorted(cases)
-            per_reader, n_cases = paired_per_case(getter, ids, meta, focus, b)
-            est = bootstrap_mean(list(per_reader.values()), settings)
-            result[b][metric] = {**est, "cases": n_cases}
-        wins = reader_means(outcomes, lambda o, b=b: o.wins.get((focus, b)))
-        gain = [(v - 0.5) * 100 for v in wins.values()]
-        n_cases = sum((focus, b) in o.wins for o in outcomes)
-        result[b]["preference_gain"] = {**bootstrap_mean(gain, settings), "cases": n_cases}
+            rows = paired_per_case(getter, ids, meta, focus, b)
+            result[b][metric] = _paired_estimate(rows, items, settings)
+        gain = [
+            (o.reader_id, o.case_id, (o.wins[(focus, b)] - 0.5) * 100)
+            for o in outcomes
+            if (focus, b) in o.wins
+        ]
+        result[b]["preference_gain"] = _paired_estimate(gain, items, settings)
     return result
 
 
@@ -361,6 +374,7 @@ def scope_metrics(
     case_values: dict[str, CaseValues],
     meta: dict[str, tuple[str, str]],
     settings: BootstrapSettings,
+    items: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Levels per system, preference gains and the focus system's paired differences (paired
     per case) for one scope (all cases, or one country's). ``case_values`` holds
@@ -406,7 +420,7 @@ def scope_metrics(
     }
     if focus in systems:
         result["paired"] = _focus_paired(
-            outcomes, cases, systems, focus, case_values, meta, settings
+            outcomes, cases, systems, focus, case_values, meta, settings, items
         )
     return result
 
@@ -418,9 +432,11 @@ def compute_metrics(
     focus: str,
     case_values: dict[str, CaseValues],
     settings: BootstrapSettings,
+    items: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Overall and per-country metrics. ``meta``: every case id -> (reader id, country), judged
-    or not (alignment and copy rate cover every case)."""
+    or not (alignment and copy rate cover every case); ``items``: case id -> book id, so that
+    paired differences of readers who share books get the two-way standard error."""
     countries = sorted({c for _, c in meta.values()})
     metrics: dict[str, Any] = {
         "systems": list(systems),
@@ -429,17 +445,19 @@ def compute_metrics(
             "method": settings.method,
             "resamples": settings.resamples,
             "level": settings.level,
-            "unit": "reader",
+            "unit": "reader" if not items else "reader x book (paired differences)",
             "min_readers": settings.min_readers,
         },
-        "overall": scope_metrics(outcomes, set(meta), systems, focus, case_values, meta, settings),
+        "overall": scope_metrics(
+            outcomes, set(meta), systems, focus, case_values, meta, settings, items
+        ),
         "by_country": {},
     }
     for country in countries:
         cases = {c for c, (_, k) in meta.items() if k == country}
         subset = [o for o in outcomes if o.case_id in cases]
         metrics["by_country"][country] = scope_metrics(
-            subset, cases, systems, focus, case_values, meta, settings
+            subset, cases, systems, focus, case_values, meta, settings, items
         )
     metrics["multiple_comparisons"] = {
         "method": "Holm",

@@ -328,7 +328,8 @@ def evaluate(
     settings = BootstrapSettings(
         cfg.bootstrap, cfg.bootstrap_method, 0.95, cfg.seed, cfg.min_readers
     )
-    metrics = compute_metrics(outcomes, meta, systems, cfg.focus, values, settings)
+    items = {c.id: c.book.id for c in cases}
+    metrics = compute_metrics(outcomes, meta, systems, cfg.focus, values, settings, items)
     metrics["judge"] = {
         **judge_stats,
         **_judge_provenance(cfg),
