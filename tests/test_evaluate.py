@@ -187,7 +187,7 @@ def test_longer_text_judge_is_length_controlled():
     most pairs as judged; the length-controlled win rate puts it back near 50%."""
     import random
 
-    from gravity.evaluate.metrics import length_controlled
+    from gravity.evaluate.length import length_controlled
 
     rng = random.Random(1)
     books = load_catalog()

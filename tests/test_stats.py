@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gravity.evaluate.length import length_controlled
 from gravity.evaluate.metrics import (
     BootstrapSettings,
     Judgment,
@@ -11,7 +12,6 @@ from gravity.evaluate.metrics import (
     bootstrap_mean,
     compute_metrics,
     copy_rate,
-    length_controlled,
     outcome_from_pairs,
     outcomes_from_judgments,
 )
@@ -129,25 +129,70 @@ def test_copy_rate_is_rouge_l_precision():
     assert copy_rate("", profile) is None
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_length_controlled_win_rate_removes_a_length_advantage(seed):
-    """The judge prefers the longer text every time; `long` writes longer most of the time, so
-    it wins most pairs, but at equal length the model predicts about 50%. (Length separates
-    these verdicts perfectly, so the estimate rests on the regularisation: within 0.1 of 50%.)"""
+def _length_cases(n, seed, long_range, short_range, p_win):
+    """Cases of systems `long` and `short` with word counts drawn from the ranges; the judge's
+    verdict for `long` is a coin with P(win) = p_win(long's words, short's words)."""
     import random
 
     rng = random.Random(seed)
     outcomes, words = [], {}
-    for i in range(400):
-        long, short = rng.randint(40, 140), rng.randint(20, 100)
-        if long == short:
-            long += 1
+    for i in range(n):
+        long, short = rng.randint(*long_range), rng.randint(*short_range)
         words[f"c{i}"] = {"long": long, "short": short}
-        outcomes.append(_o(f"c{i}", f"r{i}", {("long", "short"): 1.0 if long > short else 0.0}))
+        win = 1.0 if rng.random() < p_win(long, short) else 0.0
+        outcomes.append(_o(f"c{i}", f"r{i % 40}", {("long", "short"): win}))
+    return outcomes, words
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_length_controlled_win_rate_removes_a_length_advantage(seed):
+    """The judge gives the longer text P = 0.85 whatever the systems; `long` writes longer most
+    of the time, so it wins most pairs, but at equal length the fit predicts 50% (inside its CI)."""
+
+    def p_win(a, b):
+        return 0.85 if a > b else 0.15 if a < b else 0.5
+
+    outcomes, words = _length_cases(400, seed, (40, 140), (20, 100), p_win)
     lc = length_controlled(outcomes, words, ["long", "short"])
-    assert lc["raw"]["long"]["short"] > 0.7
-    assert abs(lc["lc"]["long"]["short"] - 0.5) < 0.1 and lc["gamma"] > 1
+    assert lc["status"] == "ok" and lc["raw"]["long"]["short"] > 0.6
+    lo, hi = lc["lc_ci"]["long"]["short"]
+    assert lo < 0.5 < hi and abs(lc["lc"]["long"]["short"] - 0.5) < 0.1 and lc["gamma"] > 1
     assert lc["lc"]["short"]["long"] == pytest.approx(1 - lc["lc"]["long"]["short"])
+    assert lc["confounded"] == []
+
+
+def test_length_controlled_win_rate_keeps_a_better_system_that_is_mostly_longer():
+    """`long` is better (wins 80% whatever the lengths) and writes longer in about 88% of
+    cases. The fit keeps its advantage, and its CI holds the true 80% (the penalised fit gave
+    82% here, with no CI)."""
+    outcomes, words = _length_cases(600, 7, (60, 140), (20, 100), lambda a, b: 0.8)
+    lc = length_controlled(outcomes, words, ["long", "short"])
+    assert lc["longer"]["long"]["short"] == pytest.approx(0.88, abs=0.05)
+    lo, hi = lc["lc_ci"]["long"]["short"]
+    assert lo < 0.8 < hi and lo > 0.6
+
+
+def test_length_and_system_confounded_is_said_not_estimated():
+    """`long` always writes more (by 1-100 words) and is better: length and system cannot be
+    told apart, so there is no length-controlled rate (the penalised fit said about 50%)."""
+    outcomes, words = _length_cases(400, 3, (101, 140), (20, 100), lambda a, b: 0.8)
+    lc = length_controlled(outcomes, words, ["long", "short"])
+    assert lc["longer"]["long"]["short"] == 1.0 and lc["confounded"] == [["long", "short"]]
+    assert lc["status"] == "not_estimable" and "confounded" in lc["reason"]
+    assert lc["lc"] == {} and lc["raw"]["long"]["short"] == pytest.approx(0.8, abs=0.05)
+
+
+def test_length_deciding_every_verdict_is_said_not_estimated():
+    """A judge that always prefers the longer text: length separates the verdicts, the
+    unpenalised fit has no finite estimate, and the result says so."""
+
+    def p_win(a, b):
+        return 1.0 if a > b else 0.0
+
+    outcomes, words = _length_cases(400, 0, (40, 140), (20, 100), p_win)
+    outcomes = [o for o in outcomes if words[o.case_id]["long"] != words[o.case_id]["short"]]
+    lc = length_controlled(outcomes, words, ["long", "short"])
+    assert lc["status"] == "not_estimable" and "separated" in lc["reason"]
 
 
 def test_length_controlled_win_rate_keeps_a_quality_advantage():
@@ -367,3 +412,18 @@ def test_paired_cells_use_the_book_map_when_readers_share_books():
     assert plain["method"] == "t" and two["alignment"]["method"] == "two-way-t"
     assert two["alignment"]["value"] == pytest.approx(plain["value"])
     assert two["alignment"]["ci"][1] - two["alignment"]["ci"][0] > plain["ci"][1] - plain["ci"][0]
+
+
+def test_report_says_when_length_and_system_are_confounded():
+    from gravity.evaluate.report import reading
+
+    outcomes, words = _length_cases(400, 3, (101, 140), (20, 100), lambda a, b: 0.8)
+    length = length_controlled(outcomes, words, ["long", "short"])
+    length["mean_words"] = {"long": 120.0, "short": 60.0}
+    judge = {"parse_rate": None, "agreement_with_alignment": {"pairs": 0, "agreement": None}}
+    judge["self_preference_systems"] = []
+    text = "\n".join(
+        reading({"judge": judge, "focus": "long", "length": length, "overall": {"paired": {}}})
+    )
+    assert "no length-controlled win rate: length and system are confounded" in text
+    assert "Length and system are confounded for `long` vs `short`" in text

@@ -1,5 +1,6 @@
 """Metrics of an evaluation: per-case outcomes, per-reader means, paired differences with
-bootstrap CIs, a length-controlled win rate, judge quality and copy rate.
+CIs (``intervals.py``), judge quality and copy rate; the length-controlled win rate is in
+``length.py``.
 
 Every judged case (one reader x one book) becomes a ``CaseOutcome``:
 
@@ -21,14 +22,11 @@ cases its baseline is not.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from gravity.errors import MissingDependencyError
 from gravity.evaluate.intervals import (
@@ -150,79 +148,6 @@ def reader_means(
         if v is not None:
             per[o.reader_id].append(v)
     return {r: statistics.fmean(v) for r, v in sorted(per.items()) if v}
-
-
-# Length ---------------------------------------------------------------------------------------
-LENGTH_SCALE = 100.0
-
-
-def length_controlled(
-    outcomes: Sequence[CaseOutcome],
-    words: dict[str, dict[str, int]],
-    systems: Sequence[str],
-) -> dict[str, Any]:
-    """Length-controlled win rates (AlpacaEval 2 style) from pairwise outcomes.
-
-    Fits ``P(S beats B) = sigmoid(theta_S - theta_B + gamma * tanh(dlen / sd) + delta *
-    sign(dlen))``, where ``dlen`` is S's description length minus B's in words and ``sd`` the
-    standard deviation of ``dlen``, by L2-regularised logistic regression (scikit-learn); a pair
-    value v in [0, 1] weighs a win by v and a loss by 1 - v. AlpacaEval 2 uses the tanh term
-    alone; the sign term lets the fit express a judge that prefers the longer text by the same
-    margin whatever the difference (a step in length, which tanh cannot follow). The length
-    terms are penalised ``LENGTH_SCALE**2`` times less than the system terms, so length
-    explains what it can before a system effect is credited (a judge that only rewards length
-    then leaves every system at 50%, even when length separates the verdicts perfectly). The
-    length-controlled win rate of S over B is ``sigmoid(theta_S - theta_B)``: the predicted win
-    rate at equal length. Returns ``{"raw", "lc", "gamma", "pairs"}`` (``raw``/``lc`` are
-    ``S -> B -> rate``; ``gamma`` is ``gamma + delta``, the log-odds a much longer text gains) or
-    ``{"pairs": 0}`` without data.
-    """
-    linear = _require("sklearn.linear_model", "scikit-learn", "the length-controlled win rate")
-    LogisticRegression = linear.LogisticRegression
-
-    index = {s: i for i, s in enumerate(systems)}
-    rows, diffs = [], []
-    for o in outcomes:
-        for (s, b), v in o.wins.items():
-            if s in index and b in index and o.case_id in words:
-                diffs.append(words[o.case_id][s] - words[o.case_id][b])
-                rows.append((index[s], index[b], v))
-    if not rows:
-        return {"pairs": 0}
-    sd = float(np.std(diffs)) or 1.0
-    x, y, w = [], [], []
-    for (i, j, v), d in zip(rows, diffs):
-        feat = np.zeros(len(systems) + 2)
-        feat[i], feat[j] = 1.0, -1.0
-        feat[-2], feat[-1] = LENGTH_SCALE * math.tanh(d / sd), LENGTH_SCALE * float(np.sign(d))
-        for label, weight in ((1, v), (0, 1.0 - v)):
-            if weight > 0:
-                x.append(feat)
-                y.append(label)
-                w.append(weight)
-    model = LogisticRegression(fit_intercept=False, C=1.0, max_iter=10_000, tol=1e-10)
-    model.fit(np.array(x), np.array(y), sample_weight=np.array(w))
-    theta = model.coef_[0][:-2]
-    gamma = float(model.coef_[0][-2] + model.coef_[0][-1]) * LENGTH_SCALE
-    raw: dict[str, dict[str, float]] = {s: {} for s in systems}
-    lc: dict[str, dict[str, float]] = {s: {} for s in systems}
-    for s in systems:
-        for b in systems:
-            if s == b:
-                continue
-            vals = [o.wins[(s, b)] for o in outcomes if (s, b) in o.wins]
-            if vals:
-                raw[s][b] = statistics.fmean(vals)
-                lc[s][b] = 1 / (1 + math.exp(-(theta[index[s]] - theta[index[b]])))
-    return {"raw": raw, "lc": lc, "gamma": gamma, "pairs": len(rows) // 2}
-
-
-def mean_words(words: dict[str, dict[str, int]], systems: Sequence[str]) -> dict[str, float]:
-    """Mean description length in words per system, over cases."""
-    return {
-        s: statistics.fmean(w[s] for w in words.values() if s in w) if words else 0.0
-        for s in systems
-    }
 
 
 # Judge quality --------------------------------------------------------------------------------

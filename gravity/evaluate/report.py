@@ -173,15 +173,35 @@ def _length_lines(metrics: dict[str, Any]) -> list[str]:
     if not length.get("pairs") or focus is None:
         return []
     raw = [v for v in length["raw"][focus].values()]
-    lc = [v for v in length["lc"][focus].values()]
     if not raw:
         return []
-    return [
+    line = (
         f"- `{focus}` writes {length['mean_words'][focus]:.0f} words on average; its mean win "
-        f"rate against the other systems is {_pct(sum(raw) / len(raw))} as judged and "
-        f"{_pct(sum(lc) / len(lc))} length-controlled (length coefficient "
-        f"{length['gamma']:+.2f}; above 0: longer texts win more often)."
-    ]
+        f"rate against the other systems is {_pct(sum(raw) / len(raw))} as judged"
+    )
+    if length.get("status", "ok") != "ok":
+        lines = [f"{line}; no length-controlled win rate: {length['reason']}."]
+    else:
+        parts = [
+            f"`{b}` {_pct(v)} [{_pct(lo)}, {_pct(hi)}]"
+            for b, v in length["lc"][focus].items()
+            for lo, hi in [length["lc_ci"][focus][b]]
+        ]
+        lines = [
+            f"{line}; length-controlled (at equal length, 95% CI): "
+            + ", ".join(parts)
+            + f" (length coefficient {length['gamma']:+.2f}; above 0: longer texts win more "
+            "often)."
+        ]
+    mixed = [pair for pair in length.get("confounded", []) if focus in pair]
+    if mixed:
+        lines.append(
+            "  Length and system are confounded for "
+            + ", ".join(f"`{a}` vs `{b}`" for a, b in mixed)
+            + ": one writes longer in at least 95% of cases, so a length-controlled rate "
+            "there rests on the few cases that differ (read its CI)."
+        )
+    return lines
 
 
 def reading(metrics: dict[str, Any]) -> list[str]:
@@ -254,10 +274,10 @@ def _length_table(metrics: dict[str, Any], systems: list[str]) -> list[str]:
         "|---|---|---|---|",
     ]
     for s in systems:
-        raw, lc = list(length["raw"][s].values()), list(length["lc"][s].values())
+        raw, lc = list(length["raw"][s].values()), list(length.get("lc", {}).get(s, {}).values())
+        controlled = _pct(sum(lc) / len(lc)) if lc else "not estimable"
         lines.append(
-            f"| {s} | {length['mean_words'][s]:.1f} | {_pct(sum(raw) / len(raw))} "
-            f"| {_pct(sum(lc) / len(lc))} |"
+            f"| {s} | {length['mean_words'][s]:.1f} | {_pct(sum(raw) / len(raw))} | {controlled} |"
         )
     return lines
 

@@ -18,14 +18,13 @@ from gravity.books import Book, load_catalog
 from gravity.errors import GravityError
 from gravity.evaluate.config import EvalConfig, SystemSpec
 from gravity.evaluate.judge import CaseView, judge_interest, judge_pairwise, judge_ranking
+from gravity.evaluate.length import length_controlled, mean_words
 from gravity.evaluate.metrics import (
     BootstrapSettings,
     CaseValues,
     agreement_with_alignment,
     compute_metrics,
     copy_rate,
-    length_controlled,
-    mean_words,
     outcome_from_pairs,
 )
 from gravity.io import atomic_write_text, reading
