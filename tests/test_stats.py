@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gravity.evaluate.copying import copy_rate
 from gravity.evaluate.length import length_controlled
 from gravity.evaluate.metrics import (
     BootstrapSettings,
@@ -11,7 +12,6 @@ from gravity.evaluate.metrics import (
     agreement_with_alignment,
     bootstrap_mean,
     compute_metrics,
-    copy_rate,
     outcome_from_pairs,
     outcomes_from_judgments,
 )
@@ -120,13 +120,50 @@ def test_agreement_with_alignment_by_hand():
     assert got == {"pairs": 3, "agreement": pytest.approx(2 / 3), "p": 1.0}
 
 
-def test_copy_rate_is_rouge_l_precision():
+def test_copy_rate_is_order_free_token_precision():
     profile = "reads history and values tradition and family"
     assert copy_rate(profile, profile) == 1.0
     assert copy_rate("a bright spaceship adventure", profile) == 0.0
-    # LCS "values tradition" = 2 of the description's 4 words.
+    # "values", "tradition" found = 2 of the description's 4 words.
     assert copy_rate("values tradition over spaceships", profile) == 0.5
-    assert copy_rate("", profile) is None
+    # Word order plays no part (ROUGE-L gave 2/3 here).
+    assert copy_rate("family and tradition", profile) == 1.0
+    # Clipped: the profile has "and" twice, the description three times -> 2 of 3.
+    assert copy_rate("and and and", profile) == pytest.approx(2 / 3)
+    assert copy_rate("", profile) is None and copy_rate("Hello", "") is None
+
+
+def test_copy_rate_reads_scripts_without_spaces():
+    """Japanese: character bigrams. The description's 9 bigrams (日本 本の の小 小説 説が が好
+    好き きで です) share 4 with the profile's (日本 本の の小 小説 説を を読 読む): 4/9; ROUGE-L
+    kept no token of either and scored 0.0."""
+    assert copy_rate("日本の小説が好きです", "日本の小説を読む") == pytest.approx(4 / 9)
+    assert copy_rate("東京", "Reader from 東京, Japan") == 1.0
+    assert copy_rate("ＦＡＭＩＬＹ", "family") == 1.0  # NFKC folds full-width letters
+
+
+def test_single_cases_that_echo_the_profile_are_flagged():
+    """One gravity text repeats the profile as a list; it is named in metrics.json and the
+    Reading, the ordinary texts are not."""
+    from gravity.evaluate.report import reading
+
+    profile = "Reader: 41-year-old nurse from Japan, reads in ja. Values: tradition, security."
+    meta = {f"r{k}:a": (f"r{k}", "JP") for k in range(5)}
+    copy = {c: {"base": copy_rate("A quiet novel about a river town.", profile)} for c in meta}
+    for c in meta:
+        copy[c]["gravity"] = copy_rate("A novel of duty and tradition.", profile)
+    copy["r2:a"]["gravity"] = copy_rate(
+        "Readers: - 41-year-old nurse from Japan - tradition", profile
+    )
+    outcomes = [_o(c, r, {("gravity", "base"): 0.5}) for c, (r, _) in meta.items()]
+    m = compute_metrics(
+        outcomes, meta, ["base", "gravity"], "gravity", {"copy_rate": copy}, BootstrapSettings()
+    )
+    assert [(e["case_id"], e["system"]) for e in m["echoes"]] == [("r2:a", "gravity")]
+    judge = {"parse_rate": None, "agreement_with_alignment": {"pairs": 0, "agreement": None}}
+    judge["self_preference_systems"] = []
+    text = "\n".join(reading({**m, "judge": judge, "length": {"pairs": 0}}))
+    assert "1 description(s) echo the profile" in text and "`gravity` on `r2:a`" in text
 
 
 def _length_cases(n, seed, long_range, short_range, p_win):

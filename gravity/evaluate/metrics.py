@@ -1,6 +1,6 @@
 """Metrics of an evaluation: per-case outcomes, per-reader means, paired differences with
-CIs (``intervals.py``), judge quality and copy rate; the length-controlled win rate is in
-``length.py``.
+CIs (``intervals.py``) and judge quality; the copy rate is in ``copying.py``, the
+length-controlled win rate in ``length.py``.
 
 Every judged case (one reader x one book) becomes a ``CaseOutcome``:
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gravity.errors import MissingDependencyError
+from gravity.evaluate.copying import echoes
 from gravity.evaluate.intervals import (
     BootstrapSettings,
     binomial_p,
@@ -174,27 +175,6 @@ def agreement_with_alignment(
         "agreement": agree / total if total else None,
         "p": binomial_p(agree, total),
     }
-
-
-# Copying ----------------------------------------------------------------------------------------
-def copy_rate(description: str, source: str) -> float | None:
-    """ROUGE-L precision of ``description`` against ``source``: the share of the description's
-    words that form a longest common subsequence with the source (1 = copied word for word)."""
-    rouge_scorer = _require("rouge_score.rouge_scorer", "rouge-score", "the copy rate")
-    if not description.strip() or not source.strip():
-        return None
-    scorer = _scorer(rouge_scorer)
-    return float(scorer.score(source, description)["rougeL"].precision)
-
-
-_SCORER: Any = None
-
-
-def _scorer(module: Any) -> Any:
-    global _SCORER
-    if _SCORER is None:  # building the scorer loads a tokenizer; once per process is enough
-        _SCORER = module.RougeScorer(["rougeL"], use_stemmer=False)
-    return _SCORER
 
 
 # Aggregation ------------------------------------------------------------------------------------
@@ -384,6 +364,7 @@ def compute_metrics(
         metrics["by_country"][country] = scope_metrics(
             subset, cases, systems, focus, case_values, meta, settings, items
         )
+    metrics["echoes"] = echoes(case_values.get("copy_rate", {}), meta)
     metrics["multiple_comparisons"] = {
         "method": "Holm",
         "metrics": list(LABELLED),

@@ -204,9 +204,29 @@ def _length_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _echo_lines(metrics: dict[str, Any]) -> list[str]:
+    found = metrics.get("echoes") or []
+    if not found:
+        return []
+    shown = ", ".join(
+        f"`{e['system']}` on `{e['case_id']}` ({_pct(e['copy_rate'])})" for e in found[:5]
+    )
+    more = f" and {len(found) - 5} more (metrics.json: echoes)" if len(found) > 5 else ""
+    return [
+        f"- {len(found)} description(s) echo the profile (half or more of their tokens are "
+        f"found in it): {shown}{more}. One such text can carry a paired difference on its "
+        "own: check the estimate without its reader."
+    ]
+
+
 def reading(metrics: dict[str, Any]) -> list[str]:
     """The "Reading" section, derived from the measured figures."""
-    return [*_judge_lines(metrics), *_focus_lines(metrics), *_length_lines(metrics)]
+    return [
+        *_judge_lines(metrics),
+        *_focus_lines(metrics),
+        *_echo_lines(metrics),
+        *_length_lines(metrics),
+    ]
 
 
 def _system_table(
@@ -390,9 +410,10 @@ def _notes(metrics: dict[str, Any]) -> list[str]:
         "",
         "Definitions are in the README (section Evaluation). Alignment: embedding similarity "
         "(all-MiniLM-L6-v2) of a description to its reader's profile minus its mean similarity "
-        "to the other readers' profiles. Copy rate: ROUGE-L precision of a description against "
-        "the reader's rendered profile (`base` never sees the profile: its copy rate is the "
-        "chance level).",
+        "to the other readers' profiles. Copy rate: the share of a description's tokens found in "
+        "the reader's rendered profile, order-free, each token counted at most as often as the "
+        "profile has it; scripts without spaces count character bigrams (`base` never sees the "
+        "profile: its copy rate is the chance level).",
         "",
         "Held-out check: "
         + (
@@ -478,7 +499,7 @@ def plots(out: Path, metrics: dict[str, Any]) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.4 * len(systems)), 3.8))
     for ax, metric, title in (
         (axes[0], "alignment", "Alignment (own profile vs others)"),
-        (axes[1], "copy_rate", "Copy rate (ROUGE-L precision vs profile)"),
+        (axes[1], "copy_rate", "Copy rate (share of tokens found in the profile)"),
     ):
         _bars(ax, {"overall": metrics["overall"]}, systems, metric)
         ax.axhline(0, color="grey", linewidth=1)
