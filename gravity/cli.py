@@ -545,11 +545,17 @@ def human_import(
     out: Annotated[
         Path, typer.Option(help="Folder for ratings/<rater>.csv, human-metrics.json, report.md.")
     ],
+    focus: Annotated[
+        str | None,
+        typer.Option(
+            help="System whose paired differences are reported (default: the evaluation's focus)."
+        ),
+    ] = None,
 ) -> None:
     """Compute the evaluation metrics from human rankings (all raters imported into OUT)."""
     from gravity.evaluate.human import import_rankings
 
-    metrics = import_rankings(evaluation, sheets, filled, out)
+    metrics = import_rankings(evaluation, sheets, filled, out, focus=focus)
     human = metrics["human"]
     for system in metrics["systems"]:
         top1 = metrics["overall"]["systems"][system]["top1"]["value"]

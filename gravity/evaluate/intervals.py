@@ -171,7 +171,7 @@ def crossed_mean(
         per[reader].append(v)
     plain = bootstrap_mean([sum(v) / len(v) for _, v in sorted(per.items())], settings)
     books = sorted({b for _, b, _ in rows})
-    shared = len(books) < len({(r, b) for r, b, _ in rows})
+    shared = 2 <= len(books) < len({(r, b) for r, b, _ in rows})  # one book: no book spread
     if settings.method != "t" or not shared or plain["method"] in (None, "constant"):
         return plain
     variance, readers_only = _two_way_variance(rows, plain["value"])
