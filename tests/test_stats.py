@@ -464,3 +464,39 @@ def test_report_says_when_length_and_system_are_confounded():
     )
     assert "no length-controlled win rate: length and system are confounded" in text
     assert "Length and system are confounded for `long` vs `short`" in text
+
+
+def test_evaluate_report_recomputes_from_stored_cases_and_verdicts(tmp_path):
+    """`gravity evaluate report DIR --focus prompt` on the committed lever evaluation: no model
+    is called, the judge's call statistics are kept, and prompt's alignment difference from
+    base is the mean over readers of per-case differences, computed here from cases.jsonl."""
+    import json
+    import shutil
+    import statistics
+    from collections import defaultdict
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from gravity.cli import app
+
+    src = Path(__file__).parent.parent / "docs/results/study-cpu/levers/test-chosen"
+    folder = tmp_path / "eval"
+    shutil.copytree(src, folder)
+    old = json.loads((folder / "metrics.json").read_text())
+    result = CliRunner().invoke(app, ["evaluate", "report", str(folder), "--focus", "prompt"])
+    assert result.exit_code == 0, result.output
+    m = json.loads((folder / "metrics.json").read_text())
+    assert m["focus"] == "prompt" and m["judge"]["calls"] == old["judge"]["calls"]
+    per = defaultdict(list)
+    for line in (folder / "cases.jsonl").read_text().splitlines():
+        case = json.loads(line)
+        a, b = case["alignment"]["prompt"], case["alignment"]["base"]
+        if a is not None and b is not None:
+            per[case["reader_id"]].append(a - b)
+    expected = statistics.fmean(statistics.fmean(v) for v in per.values())
+    est = m["overall"]["paired"]["base"]["alignment"]
+    assert est["value"] == pytest.approx(expected) and est["n"] == len(per)
+    assert "## `prompt` against each baseline" in (folder / "report.md").read_text()
+    bad = CliRunner().invoke(app, ["evaluate", "report", str(folder), "--focus", "nope"])
+    assert bad.exit_code == 2 and "not a system" in bad.output

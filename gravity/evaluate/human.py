@@ -304,6 +304,23 @@ def rater_agreement(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _human_metrics(
+    rows: list[dict[str, Any]],
+    key: dict[str, dict[str, list[str]]],
+    cases: list[dict[str, Any]],
+    focus: str | None,
+    settings: BootstrapSettings,
+) -> dict[str, Any]:
+    """The evaluation's metrics over the judged cases, from the raters' rankings."""
+    meta = {c["case_id"]: (c["reader_id"], c["country"]) for c in cases}
+    judged = {r["case_id"] for r in rows}
+    items = {c["case_id"]: c["book_id"] for c in cases if c.get("book_id")}
+    outcomes = outcomes_from_judgments(judgments_from_rows(rows, key))
+    systems = sorted(cases[0]["descriptions"])
+    judged_meta = {c: m for c, m in meta.items() if c in judged}
+    return compute_metrics(outcomes, judged_meta, systems, focus or "", {}, settings, items)
+
+
 def _from_cases(rows: list[dict[str, Any]], meta: dict[str, tuple[str, str]]) -> list[dict]:
     """Rows with the reader and country of their case in the evaluation: a sheet's own
     reader_id and country columns are not trusted (a fill-down would merge readers)."""
@@ -367,25 +384,12 @@ def import_rankings(
     new_raters = {r["rater_id"] for r in new_rows}
     kept = [p for p in sorted((out / "ratings").glob("*.csv")) if p.stem not in new_raters]
     rows = _from_cases(read_rankings(kept, key), meta) + new_rows if kept else new_rows
-    systems = sorted(cases[0]["descriptions"])
-    judged = {r["case_id"] for r in rows}
-    outcomes = outcomes_from_judgments(judgments_from_rows(rows, key))
     settings = BootstrapSettings(n_boot, seed=seed, min_readers=min_readers)
-    focus = focus or _recorded_focus(eval_dir)
-    items = {c["case_id"]: c["book_id"] for c in cases if c.get("book_id")}
-    metrics = compute_metrics(
-        outcomes,
-        {c: m for c, m in meta.items() if c in judged},
-        systems,
-        focus or "",
-        {},
-        settings,
-        items,
-    )
+    metrics = _human_metrics(rows, key, cases, focus or _recorded_focus(eval_dir), settings)
     metrics["human"] = {
         "raters": sorted({r["rater_id"] for r in rows}),
         "rankings": len({(r["rater_id"], r["case_id"]) for r in rows}),
-        "cases": len(judged),
+        "cases": len({r["case_id"] for r in rows}),
         "files": [str(p) for p in filled],
         "agreement": rater_agreement(rows),
     }

@@ -76,19 +76,31 @@ def length_controlled(
     if isinstance(fit, str):
         return {**result, "status": "not_estimable", "reason": fit, "lc": {}, "lc_ci": {}}
     theta, cov, gamma = fit
+    lc, lc_ci = _rates(theta, cov, systems, result["raw"], level)
+    return {**result, "status": "ok", "lc": lc, "lc_ci": lc_ci, "gamma": gamma}
+
+
+def _rates(
+    theta: np.ndarray,
+    cov: np.ndarray,
+    systems: Sequence[str],
+    raw: dict[str, dict[str, float]],
+    level: float,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list[float]]]]:
+    """S -> B -> sigmoid(theta_S - theta_B), and its CI (delta method on the log-odds)."""
     z = _norm_ppf(1 - (1 - level) / 2)
     lc: dict[str, dict[str, float]] = {s: {} for s in systems}
     lc_ci: dict[str, dict[str, list[float]]] = {s: {} for s in systems}
-    for s in systems:
-        for b in systems:
-            if s == b or b not in result["raw"][s]:
+    for i, s in enumerate(systems):
+        for j, b in enumerate(systems):
+            if s == b or b not in raw[s]:
                 continue
             c = np.zeros(len(systems))
-            c[index[s]], c[index[b]] = 1.0, -1.0
+            c[i], c[j] = 1.0, -1.0
             est, se = float(c @ theta), math.sqrt(max(float(c @ cov @ c), 0.0))
             lc[s][b] = _sigmoid(est)
             lc_ci[s][b] = [_sigmoid(est - z * se), _sigmoid(est + z * se)]
-    return {**result, "status": "ok", "lc": lc, "lc_ci": lc_ci, "gamma": gamma}
+    return lc, lc_ci
 
 
 def _raw(outcomes: Sequence[Any], systems: Sequence[str]) -> dict[str, dict[str, float]]:

@@ -350,7 +350,9 @@ def compute_metrics(
             "method": settings.method,
             "resamples": settings.resamples,
             "level": settings.level,
-            "unit": "reader" if not items else "reader x book (paired differences)",
+            "unit": "reader x book (paired differences)"
+            if items and settings.method == "t"
+            else "reader",
             "min_readers": settings.min_readers,
         },
         "overall": scope_metrics(

@@ -149,7 +149,7 @@ def _focus_lines(metrics: dict[str, Any]) -> list[str]:
             verdict = direction(est)
             text = f"{METRIC_NAMES[metric]} {cell(est, metric, signed=True)}"
             parts.append(text + (f" ({verdict})" if verdict else ""))
-        lines.append(f"- `{focus}` - `{baseline}` per reader: " + "; ".join(parts) + ".")
+        lines.append(f"- `{focus}` - `{baseline}`, paired per case: " + "; ".join(parts) + ".")
         align, copy = by_metric.get("alignment"), by_metric.get("copy_rate")
         if (
             align is not None
