@@ -324,7 +324,9 @@ def ci_note(boot: dict[str, Any]) -> str:
     if boot["method"] == "t":
         how = (
             "t intervals over readers (mean +- t quantile x standard error; they hold their "
-            "level on simulated null data from 8 readers up, where BCa does not)"
+            "level on simulated null data from 8 readers up, where BCa does not); a paired "
+            "difference whose readers share books takes its standard error clustered by reader "
+            "and by book ('two-way-t' in metrics.json)"
         )
     else:
         how = (
@@ -332,8 +334,9 @@ def ci_note(boot: dict[str, Any]) -> str:
             "scipy.stats.bootstrap; where BCa is undefined for a cell's data, the percentile CI)"
         )
     return (
-        f"95% CIs: {how}; where every reader has the same value, that value as both bounds, "
-        "as metrics.json records per cell; a cell with fewer than "
+        f"95% CIs: {how}; a Top-1 win rate, a share, has a Wilson interval; where every reader "
+        "has the same value, that value as both bounds, as metrics.json records per cell; a "
+        "cell with fewer than "
         f"{boot['min_readers']} readers says 'too few readers'."
     )
 
