@@ -764,7 +764,7 @@ def test_position_bound_judge_leans_nowhere_at_any_strength(gap):
     metrics, _, outcomes = _judge(cases, descriptions, first)
     assert all(v == 0.5 for o in outcomes for v in o.wins.values())
     rising = {c.id: {s: 0.1 * k for k, s in enumerate(sorted(SYSTEMS5))} for c in cases}
-    assert agreement_with_alignment(outcomes, rising) == {"pairs": 0, "agreement": None}
+    assert agreement_with_alignment(outcomes, rising) == {"pairs": 0, "agreement": None, "p": None}
     assert metrics["overall"]["preference_gain"]["gravity"]["base"]["value"] == 0.0
 
 
