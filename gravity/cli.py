@@ -492,11 +492,23 @@ def train_cmd(
 _SYSTEMS = "Systems (each adds an entry to the YAML-only `systems` list)"
 
 
-@app.command("evaluate")
+evaluate_app = typer.Typer(
+    help="Compare systems on held-out readers and books: judge, alignment, per country.",
+    invoke_without_command=True,
+)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@evaluate_app.callback(invoke_without_command=True)
 @config_flags(EvalConfig)
 def evaluate_cmd(
-    profiles: Annotated[list[Path], typer.Option(help="Held-out reader profile file(s).")],
-    out: Annotated[Path, typer.Option(help="Output folder: report.md, metrics.json, plots.")],
+    ctx: typer.Context,
+    profiles: Annotated[
+        list[Path] | None, typer.Option(help="Held-out reader profile file(s).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder: report.md, metrics.json, plots.")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML with EvalConfig fields.")] = None,
     sft: Annotated[
         Path | None,
@@ -522,7 +534,14 @@ def evaluate_cmd(
     *,
     flags: ConfigFlags,
 ) -> None:
-    """Compare systems on held-out readers and books: judge, alignment, per country."""
+    """Compare systems on held-out readers and books: judge, alignment, per country.
+
+    `gravity evaluate report EVAL_DIR` recomputes an evaluation's report from what it stored."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not profiles or out is None:
+        missing = "--profiles" if not profiles else "--out"
+        raise GravityError(f"evaluate: missing option '{missing}' (or use `evaluate report`)")
     from gravity.evaluate import evaluate
     from gravity.profiles import load_many
 
@@ -538,6 +557,26 @@ def evaluate_cmd(
     _check_task(cfg.task, flags, config)
     metrics = evaluate(load_many(profiles), cfg, out)
     _print_eval(metrics, out)
+
+
+@evaluate_app.command("report")
+def evaluate_report(
+    evaluation: Annotated[Path, typer.Argument(help="A `gravity evaluate` output folder.")],
+    focus: Annotated[
+        str | None,
+        typer.Option(help="System whose paired differences are reported (default: as stored)."),
+    ] = None,
+    bootstrap_method: Annotated[
+        str | None,
+        typer.Option(help="CI method t, BCa or percentile (default: as stored in its config)."),
+    ] = None,
+) -> None:
+    """Recompute metrics.json, report.md and the plots from the stored cases and verdicts (no
+    model is called; alignment scores are read, copy rates recomputed)."""
+    from gravity.evaluate.recompute import recompute
+
+    metrics = recompute(evaluation, focus, bootstrap_method)
+    _print_eval(metrics, evaluation)
 
 
 def _print_eval(metrics: dict, out: Path) -> None:
@@ -588,11 +627,17 @@ def human_import(
     out: Annotated[
         Path, typer.Option(help="Folder for ratings/<rater>.csv, human-metrics.json, report.md.")
     ],
+    focus: Annotated[
+        str | None,
+        typer.Option(
+            help="System whose paired differences are reported (default: the evaluation's focus)."
+        ),
+    ] = None,
 ) -> None:
     """Compute the evaluation metrics from human rankings (all raters imported into OUT)."""
     from gravity.evaluate.human import import_rankings
 
-    metrics = import_rankings(evaluation, sheets, filled, out)
+    metrics = import_rankings(evaluation, sheets, filled, out, focus=focus)
     human = metrics["human"]
     for system in metrics["systems"]:
         top1 = metrics["overall"]["systems"][system]["top1"]["value"]

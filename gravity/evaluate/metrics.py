@@ -1,5 +1,6 @@
 """Metrics of an evaluation: per-case outcomes, per-reader means, paired differences with
-bootstrap CIs, a length-controlled win rate, judge quality and copy rate.
+CIs (``intervals.py``) and judge quality; the copy rate is in ``copying.py``, the
+length-controlled win rate in ``length.py``.
 
 Every judged case (one reader x one book) becomes a ``CaseOutcome``:
 
@@ -13,23 +14,30 @@ Every judged case (one reader x one book) becomes a ``CaseOutcome``:
 
 A reader's value of a metric is the mean over that reader's cases; the reported value is the mean
 over readers (each reader weighs the same), with a bootstrap CI that resamples readers. The
-paired difference of the focus system F against a baseline B is computed per reader (F's value
-minus B's) before averaging, so reader-to-reader variation cancels.
+paired difference of the focus system F against a baseline B is computed per case (F's value
+minus B's, only where both have one), averaged per reader, then over readers, so
+reader-to-reader and book-to-book variation cancel and a system is never scored on a subset of
+cases its baseline is not.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from gravity.errors import MissingDependencyError
+from gravity.evaluate.copying import echoes
+from gravity.evaluate.intervals import (
+    BootstrapSettings,
+    binomial_p,
+    bootstrap_mean,
+    crossed_mean,
+    holm,
+    proportion_ci,
+)
 
 
 def _require(module: str, package: str, what: str) -> Any:
@@ -143,146 +151,14 @@ def reader_means(
     return {r: statistics.fmean(v) for r, v in sorted(per.items()) if v}
 
 
-def paired(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    """reader -> a - b, for readers present in both."""
-    return {r: a[r] - b[r] for r in sorted(a) if r in b}
-
-
-# Bootstrap -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class BootstrapSettings:
-    """How CIs are computed and when a cell has too few readers to show a number."""
-
-    resamples: int = 2000
-    method: str = "BCa"
-    level: float = 0.95
-    seed: int = 0
-    min_readers: int = 5
-
-
-def bootstrap_mean(values: Sequence[float], settings: BootstrapSettings) -> dict[str, Any]:
-    """Mean of per-reader ``values`` with a bootstrap CI (readers resampled with replacement).
-
-    Returns ``{"value", "ci", "n", "status", "method"}``: ``ci`` is None for fewer than two
-    readers; identical values give the zero-width CI they imply; ``status`` is ``ok``,
-    ``too_few`` (fewer than ``min_readers``) or ``no_data``. Every resample is used: when BCa is
-    undefined for the data (its jackknife or bias term degenerates), the percentile CI is used
-    and ``method`` says so.
-    """
-    x = np.asarray(values, dtype=float)
-    n = int(x.size)
-    if n == 0:
-        return {"value": None, "ci": None, "n": 0, "status": "no_data", "method": None}
-    mean = float(x.mean())
-    status = "ok" if n >= settings.min_readers else "too_few"
-    if n < 2:
-        return {"value": mean, "ci": None, "n": n, "status": status, "method": None}
-    if np.ptp(x) == 0:
-        return {"value": mean, "ci": [mean, mean], "n": n, "status": status, "method": "constant"}
-    method = settings.method
-    ci = _scipy_ci(x, settings, method)
-    if method == "BCa" and not all(math.isfinite(c) for c in ci):
-        method = "percentile"
-        ci = _scipy_ci(x, settings, method)
-    return {"value": mean, "ci": ci, "n": n, "status": status, "method": method}
-
-
-def _scipy_ci(x: np.ndarray, settings: BootstrapSettings, method: str) -> list[float]:
-    bootstrap = _require("scipy.stats", "scipy", "bootstrap CIs").bootstrap
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # degenerate BCa is detected from the result instead
-        res = bootstrap(
-            (x,),
-            np.mean,
-            n_resamples=settings.resamples,
-            confidence_level=settings.level,
-            method=method,
-            vectorized=True,
-            rng=np.random.default_rng(settings.seed),
-        )
-    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
-
-
-# Length ---------------------------------------------------------------------------------------
-LENGTH_SCALE = 100.0
-
-
-def length_controlled(
-    outcomes: Sequence[CaseOutcome],
-    words: dict[str, dict[str, int]],
-    systems: Sequence[str],
-) -> dict[str, Any]:
-    """Length-controlled win rates (AlpacaEval 2 style) from pairwise outcomes.
-
-    Fits ``P(S beats B) = sigmoid(theta_S - theta_B + gamma * tanh(dlen / sd) + delta *
-    sign(dlen))``, where ``dlen`` is S's description length minus B's in words and ``sd`` the
-    standard deviation of ``dlen``, by L2-regularised logistic regression (scikit-learn); a pair
-    value v in [0, 1] weighs a win by v and a loss by 1 - v. AlpacaEval 2 uses the tanh term
-    alone; the sign term lets the fit express a judge that prefers the longer text by the same
-    margin whatever the difference (a step in length, which tanh cannot follow). The length
-    terms are penalised ``LENGTH_SCALE**2`` times less than the system terms, so length
-    explains what it can before a system effect is credited (a judge that only rewards length
-    then leaves every system at 50%, even when length separates the verdicts perfectly). The
-    length-controlled win rate of S over B is ``sigmoid(theta_S - theta_B)``: the predicted win
-    rate at equal length. Returns ``{"raw", "lc", "gamma", "pairs"}`` (``raw``/``lc`` are
-    ``S -> B -> rate``; ``gamma`` is ``gamma + delta``, the log-odds a much longer text gains) or
-    ``{"pairs": 0}`` without data.
-    """
-    linear = _require("sklearn.linear_model", "scikit-learn", "the length-controlled win rate")
-    LogisticRegression = linear.LogisticRegression
-
-    index = {s: i for i, s in enumerate(systems)}
-    rows, diffs = [], []
-    for o in outcomes:
-        for (s, b), v in o.wins.items():
-            if s in index and b in index and o.case_id in words:
-                diffs.append(words[o.case_id][s] - words[o.case_id][b])
-                rows.append((index[s], index[b], v))
-    if not rows:
-        return {"pairs": 0}
-    sd = float(np.std(diffs)) or 1.0
-    x, y, w = [], [], []
-    for (i, j, v), d in zip(rows, diffs):
-        feat = np.zeros(len(systems) + 2)
-        feat[i], feat[j] = 1.0, -1.0
-        feat[-2], feat[-1] = LENGTH_SCALE * math.tanh(d / sd), LENGTH_SCALE * float(np.sign(d))
-        for label, weight in ((1, v), (0, 1.0 - v)):
-            if weight > 0:
-                x.append(feat)
-                y.append(label)
-                w.append(weight)
-    model = LogisticRegression(fit_intercept=False, C=1.0, max_iter=10_000, tol=1e-10)
-    model.fit(np.array(x), np.array(y), sample_weight=np.array(w))
-    theta = model.coef_[0][:-2]
-    gamma = float(model.coef_[0][-2] + model.coef_[0][-1]) * LENGTH_SCALE
-    raw: dict[str, dict[str, float]] = {s: {} for s in systems}
-    lc: dict[str, dict[str, float]] = {s: {} for s in systems}
-    for s in systems:
-        for b in systems:
-            if s == b:
-                continue
-            vals = [o.wins[(s, b)] for o in outcomes if (s, b) in o.wins]
-            if vals:
-                raw[s][b] = statistics.fmean(vals)
-                lc[s][b] = 1 / (1 + math.exp(-(theta[index[s]] - theta[index[b]])))
-    return {"raw": raw, "lc": lc, "gamma": gamma, "pairs": len(rows) // 2}
-
-
-def mean_words(words: dict[str, dict[str, int]], systems: Sequence[str]) -> dict[str, float]:
-    """Mean description length in words per system, over cases."""
-    return {
-        s: statistics.fmean(w[s] for w in words.values() if s in w) if words else 0.0
-        for s in systems
-    }
-
-
 # Judge quality --------------------------------------------------------------------------------
 def agreement_with_alignment(
     outcomes: Sequence[CaseOutcome], alignment: dict[str, dict[str, float | None]]
 ) -> dict[str, Any]:
     """How often the judge and the alignment score order a pair of systems the same way
-    (pairs the judge tied or the score cannot order are left out)."""
+    (pairs the judge tied or the score cannot order are left out), with the two-sided exact
+    binomial p of that share against chance (50%); pairs of one reader are treated as
+    independent, so p is a screen, not a calibrated test."""
     agree = total = 0
     for o in outcomes:
         scores = alignment.get(o.case_id, {})
@@ -294,28 +170,11 @@ def agreement_with_alignment(
                 continue
             total += 1
             agree += (v > 0.5) == (a > c)  # the side the judge leans to, however sure
-    return {"pairs": total, "agreement": agree / total if total else None}
-
-
-# Copying ----------------------------------------------------------------------------------------
-def copy_rate(description: str, source: str) -> float | None:
-    """ROUGE-L precision of ``description`` against ``source``: the share of the description's
-    words that form a longest common subsequence with the source (1 = copied word for word)."""
-    rouge_scorer = _require("rouge_score.rouge_scorer", "rouge-score", "the copy rate")
-    if not description.strip() or not source.strip():
-        return None
-    scorer = _scorer(rouge_scorer)
-    return float(scorer.score(source, description)["rougeL"].precision)
-
-
-_SCORER: Any = None
-
-
-def _scorer(module: Any) -> Any:
-    global _SCORER
-    if _SCORER is None:  # building the scorer loads a tokenizer; once per process is enough
-        _SCORER = module.RougeScorer(["rougeL"], use_stemmer=False)
-    return _SCORER
+    return {
+        "pairs": total,
+        "agreement": agree / total if total else None,
+        "p": binomial_p(agree, total),
+    }
 
 
 # Aggregation ------------------------------------------------------------------------------------
@@ -333,6 +192,85 @@ def _case_value_means(
     return {r: statistics.fmean(v) for r, v in per.items()}
 
 
+CaseGetter = Callable[[str], dict[str, float]]  # case id -> system -> value (missing: absent)
+
+
+def paired_per_case(
+    getter: CaseGetter, case_ids: Sequence[str], meta: dict[str, tuple[str, str]], a: str, b: str
+) -> list[tuple[str, str, float]]:
+    """(reader, case id, a's value minus b's) for each case where both systems have a value.
+
+    Only such cases count: a system that wrote nothing on a hard case is not scored on the easy
+    ones alone while its baseline is scored on both."""
+    rows = []
+    for case_id in case_ids:
+        values = getter(case_id)
+        va, vb = values.get(a), values.get(b)
+        if va is not None and vb is not None:
+            rows.append((meta[case_id][0], case_id, va - vb))
+    return rows
+
+
+def _paired_estimate(
+    rows: list[tuple[str, str, float]], items: dict[str, str] | None, settings: BootstrapSettings
+) -> dict[str, Any]:
+    """The mean over readers of per-case differences; readers who share books (``items``: case
+    id -> book id) get the two-way readers x books standard error."""
+    books = items or {}
+    crossed = [(reader, books.get(case, case), v) for reader, case, v in rows]
+    return {**crossed_mean(crossed, settings), "cases": len(rows)}
+
+
+def _case_getters(
+    outcomes: Sequence[CaseOutcome], case_values: dict[str, CaseValues]
+) -> dict[str, CaseGetter]:
+    """metric -> case id -> system -> value, for every per-system metric."""
+    by_id = {o.case_id: o for o in outcomes}
+    empty = CaseOutcome("", "", "", {}, {})
+    getters: dict[str, CaseGetter] = {
+        "top1": lambda c: by_id.get(c, empty).top1,
+        "interest": lambda c: by_id.get(c, empty).interest,
+    }
+    for name, table in case_values.items():
+        getters[name] = lambda c, table=table: table.get(c, {})
+    return getters
+
+
+def _focus_paired(
+    outcomes: Sequence[CaseOutcome],
+    cases: set[str],
+    systems: Sequence[str],
+    focus: str,
+    case_values: dict[str, CaseValues],
+    meta: dict[str, tuple[str, str]],
+    settings: BootstrapSettings,
+    items: dict[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """baseline -> metric -> the focus system's paired difference, paired per case."""
+    getters = _case_getters(outcomes, case_values)
+    judged_ids = [o.case_id for o in outcomes]
+    result: dict[str, dict[str, Any]] = {}
+    for b in systems:
+        if b == focus:
+            continue
+        result[b] = {}
+        for metric, getter in getters.items():
+            ids = judged_ids if metric in ("top1", "interest") else sorted(cases)
+            rows = paired_per_case(getter, ids, meta, focus, b)
+            result[b][metric] = _paired_estimate(rows, items, settings)
+        gain = [
+            (o.reader_id, o.case_id, (o.wins[(focus, b)] - 0.5) * 100)
+            for o in outcomes
+            if (focus, b) in o.wins
+        ]
+        result[b]["preference_gain"] = _paired_estimate(gain, items, settings)
+    return result
+
+
+def _cases_with(outcomes: Sequence[CaseOutcome], system: str) -> int:
+    return sum(system in o.top1 for o in outcomes)
+
+
 def scope_metrics(
     outcomes: Sequence[CaseOutcome],
     cases: set[str],
@@ -341,9 +279,11 @@ def scope_metrics(
     case_values: dict[str, CaseValues],
     meta: dict[str, tuple[str, str]],
     settings: BootstrapSettings,
+    items: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Levels per system, preference gains and the focus system's paired differences for one
-    scope (all cases, or one country's). ``case_values`` holds ``alignment`` and ``copy_rate``."""
+    """Levels per system, preference gains and the focus system's paired differences (paired
+    per case) for one scope (all cases, or one country's). ``case_values`` holds
+    ``alignment`` and ``copy_rate``."""
 
     def judged(metric: str, s: str) -> dict[str, float]:
         if metric == "top1":
@@ -367,7 +307,14 @@ def scope_metrics(
         "judged_readers": len({o.reader_id for o in outcomes}),
         "judged_cases": len(outcomes),
         "systems": {
-            s: {k: bootstrap_mean(list(v.values()), settings) for k, v in per_reader[s].items()}
+            s: {
+                k: (
+                    proportion_ci(list(v.values()), _cases_with(outcomes, s), settings)
+                    if k == "top1"
+                    else bootstrap_mean(list(v.values()), settings)
+                )
+                for k, v in per_reader[s].items()
+            }
             for s in systems
         },
         "preference_gain": {
@@ -377,14 +324,9 @@ def scope_metrics(
         "paired": {},
     }
     if focus in systems:
-        for b in systems:
-            if b == focus:
-                continue
-            diffs = {k: paired(per_reader[focus][k], per_reader[b][k]) for k in per_reader[focus]}
-            diffs["preference_gain"] = gain(focus, b)
-            result["paired"][b] = {
-                k: bootstrap_mean(list(v.values()), settings) for k, v in diffs.items()
-            }
+        result["paired"] = _focus_paired(
+            outcomes, cases, systems, focus, case_values, meta, settings, items
+        )
     return result
 
 
@@ -395,9 +337,11 @@ def compute_metrics(
     focus: str,
     case_values: dict[str, CaseValues],
     settings: BootstrapSettings,
+    items: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Overall and per-country metrics. ``meta``: every case id -> (reader id, country), judged
-    or not (alignment and copy rate cover every case)."""
+    or not (alignment and copy rate cover every case); ``items``: case id -> book id, so that
+    paired differences of readers who share books get the two-way standard error."""
     countries = sorted({c for _, c in meta.values()})
     metrics: dict[str, Any] = {
         "systems": list(systems),
@@ -406,16 +350,50 @@ def compute_metrics(
             "method": settings.method,
             "resamples": settings.resamples,
             "level": settings.level,
-            "unit": "reader",
+            "unit": "reader x book (paired differences)"
+            if items and settings.method == "t"
+            else "reader",
             "min_readers": settings.min_readers,
         },
-        "overall": scope_metrics(outcomes, set(meta), systems, focus, case_values, meta, settings),
+        "overall": scope_metrics(
+            outcomes, set(meta), systems, focus, case_values, meta, settings, items
+        ),
         "by_country": {},
     }
     for country in countries:
         cases = {c for c, (_, k) in meta.items() if k == country}
         subset = [o for o in outcomes if o.case_id in cases]
         metrics["by_country"][country] = scope_metrics(
-            subset, cases, systems, focus, case_values, meta, settings
+            subset, cases, systems, focus, case_values, meta, settings, items
         )
+    metrics["echoes"] = echoes(case_values.get("copy_rate", {}), meta)
+    metrics["multiple_comparisons"] = {
+        "method": "Holm",
+        "metrics": list(LABELLED),
+        "overall": label_family([metrics["overall"]], 1 - settings.level),
+        "by_country": label_family(list(metrics["by_country"].values()), 1 - settings.level),
+    }
     return metrics
+
+
+LABELLED = ("preference_gain", "top1", "interest", "alignment")  # the report's claims
+
+
+def label_family(scopes: Sequence[dict[str, Any]], alpha: float) -> int:
+    """Holm-adjust the p-values of the scopes' paired differences in ``LABELLED`` metrics as
+    one family; each estimate gets ``p_holm`` and ``label`` ('higher', 'lower' or 'not
+    distinguishable from 0': higher/lower only when the adjusted p is below ``alpha`` and the
+    raw CI, which stays as computed, excludes 0). Returns the family's size."""
+    cells = [
+        est
+        for scope in scopes
+        for by_metric in scope["paired"].values()
+        for metric, est in by_metric.items()
+        if metric in LABELLED and est["status"] == "ok" and est.get("p") is not None
+    ]
+    for est, adjusted in zip(cells, holm([est["p"] for est in cells])):
+        lo, hi = est["ci"]
+        est["p_holm"] = adjusted
+        side = "higher" if lo > 0 else "lower" if hi < 0 else None
+        est["label"] = side if side and adjusted < alpha else "not distinguishable from 0"
+    return len(cells)

@@ -22,6 +22,7 @@ METRIC_NAMES = {
     "copy_rate": "copy rate",
 }
 PERCENT = {"top1", "copy_rate"}  # shown as percentages / percentage points
+PAIRED = "paired per case, mean over readers; n = readers, cases"
 
 
 def fmt_value(value: float, metric: str, signed: bool = False) -> str:
@@ -49,16 +50,28 @@ def cell(est: dict[str, Any], metric: str, signed: bool = False) -> str:
 
 
 def direction(est: dict[str, Any]) -> str | None:
-    """'higher' / 'lower' when the CI excludes 0, 'not distinguishable' when it holds 0; None
-    when there is no CI to read."""
+    """'higher' / 'lower' / 'not distinguishable from 0': the label after the Holm correction
+    where metrics.json has one, else whether the raw CI excludes 0; None when there is no CI."""
     if est["status"] != "ok" or est["ci"] is None:
         return None
+    if "label" in est:
+        return est["label"]
     lo, hi = est["ci"]
     return "higher" if lo > 0 else "lower" if hi < 0 else "not distinguishable from 0"
 
 
 def _pct(x: float | None) -> str:
     return "none measured" if x is None else f"{100 * x:.1f}%"
+
+
+def _chance(agree: dict[str, Any]) -> str:
+    """The agreement share read against chance (50%) by its binomial test."""
+    p = agree.get("p")
+    if p is None or p >= 0.05:
+        shown = "" if p is None else f", binomial p = {p:.2g}"
+        return f"not distinguishable from chance (50%{shown})"
+    side = "above" if agree["agreement"] > 0.5 else "below"
+    return f"{side} chance (50%; binomial p = {p:.2g})"
 
 
 def _judge_lines(metrics: dict[str, Any]) -> list[str]:
@@ -101,10 +114,9 @@ def _judge_lines(metrics: dict[str, Any]) -> list[str]:
             "the score orders."
         )
     else:
-        level = "no better than chance (50%)" if agree["agreement"] <= 0.55 else "above chance"
         lines.append(
             f"- Where it decides, it orders {_pct(agree['agreement'])} of {agree['pairs']} system "
-            f"pairs as the alignment score does: {level}."
+            f"pairs as the alignment score does: {_chance(agree)}."
         )
     if judge["self_preference_systems"]:
         lines.append(
@@ -121,6 +133,13 @@ def _focus_lines(metrics: dict[str, Any]) -> list[str]:
     if focus is None:
         return ["- No focus system is among the systems: no paired differences are reported."]
     lines = []
+    family = metrics.get("multiple_comparisons")
+    if family:
+        lines.append(
+            f"- Higher/lower below are labels after a Holm correction over the "
+            f"{family['overall']} overall comparisons (per country: {family['by_country']}, "
+            "one family); the CIs are uncorrected 95% intervals."
+        )
     for baseline, by_metric in metrics["overall"]["paired"].items():
         parts = []
         for metric in ("preference_gain", "top1", "interest", "alignment"):
@@ -130,7 +149,7 @@ def _focus_lines(metrics: dict[str, Any]) -> list[str]:
             verdict = direction(est)
             text = f"{METRIC_NAMES[metric]} {cell(est, metric, signed=True)}"
             parts.append(text + (f" ({verdict})" if verdict else ""))
-        lines.append(f"- `{focus}` - `{baseline}` per reader: " + "; ".join(parts) + ".")
+        lines.append(f"- `{focus}` - `{baseline}`, paired per case: " + "; ".join(parts) + ".")
         align, copy = by_metric.get("alignment"), by_metric.get("copy_rate")
         if (
             align is not None
@@ -154,20 +173,60 @@ def _length_lines(metrics: dict[str, Any]) -> list[str]:
     if not length.get("pairs") or focus is None:
         return []
     raw = [v for v in length["raw"][focus].values()]
-    lc = [v for v in length["lc"][focus].values()]
     if not raw:
         return []
-    return [
+    line = (
         f"- `{focus}` writes {length['mean_words'][focus]:.0f} words on average; its mean win "
-        f"rate against the other systems is {_pct(sum(raw) / len(raw))} as judged and "
-        f"{_pct(sum(lc) / len(lc))} length-controlled (length coefficient "
-        f"{length['gamma']:+.2f}; above 0: longer texts win more often)."
+        f"rate against the other systems is {_pct(sum(raw) / len(raw))} as judged"
+    )
+    if length.get("status", "ok") != "ok":
+        lines = [f"{line}; no length-controlled win rate: {length['reason']}."]
+    else:
+        parts = [
+            f"`{b}` {_pct(v)} [{_pct(lo)}, {_pct(hi)}]"
+            for b, v in length["lc"][focus].items()
+            for lo, hi in [length["lc_ci"][focus][b]]
+        ]
+        lines = [
+            f"{line}; length-controlled (at equal length, 95% CI): "
+            + ", ".join(parts)
+            + f" (length coefficient {length['gamma']:+.2f}; above 0: longer texts win more "
+            "often)."
+        ]
+    mixed = [pair for pair in length.get("confounded", []) if focus in pair]
+    if mixed:
+        lines.append(
+            "  Length and system are confounded for "
+            + ", ".join(f"`{a}` vs `{b}`" for a, b in mixed)
+            + ": one writes longer in at least 95% of cases, so a length-controlled rate "
+            "there rests on the few cases that differ (read its CI)."
+        )
+    return lines
+
+
+def _echo_lines(metrics: dict[str, Any]) -> list[str]:
+    found = metrics.get("echoes") or []
+    if not found:
+        return []
+    shown = ", ".join(
+        f"`{e['system']}` on `{e['case_id']}` ({_pct(e['copy_rate'])})" for e in found[:5]
+    )
+    more = f" and {len(found) - 5} more (metrics.json: echoes)" if len(found) > 5 else ""
+    return [
+        f"- {len(found)} description(s) echo the profile (half or more of their tokens are "
+        f"found in it): {shown}{more}. One such text can carry a paired difference on its "
+        "own: check the estimate without its reader."
     ]
 
 
 def reading(metrics: dict[str, Any]) -> list[str]:
     """The "Reading" section, derived from the measured figures."""
-    return [*_judge_lines(metrics), *_focus_lines(metrics), *_length_lines(metrics)]
+    return [
+        *_judge_lines(metrics),
+        *_focus_lines(metrics),
+        *_echo_lines(metrics),
+        *_length_lines(metrics),
+    ]
 
 
 def _system_table(
@@ -198,9 +257,19 @@ def _paired_table(scope: dict[str, Any], focus: str) -> list[str]:
         "|---|" + "---|" * len(metrics),
     ]
     for baseline, by_metric in scope["paired"].items():
-        cells = [cell(by_metric[m], m, signed=True) for m in metrics]
+        cells = [_paired_cell(by_metric[m], m) for m in metrics]
         lines.append(f"| {baseline} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _paired_cell(est: dict[str, Any], metric: str) -> str:
+    """A paired difference with the readers (and cases) it pairs: only cases where both
+    systems have a value count, so n can differ from cell to cell."""
+    text = cell(est, metric, signed=True)
+    if est["status"] != "ok":
+        return text
+    cases = est.get("cases")
+    return text + (f" (n={est['n']}" + (f", {cases} cases)" if cases is not None else ")"))
 
 
 def _gain_matrix(scope: dict[str, Any], systems: list[str]) -> list[str]:
@@ -225,10 +294,10 @@ def _length_table(metrics: dict[str, Any], systems: list[str]) -> list[str]:
         "|---|---|---|---|",
     ]
     for s in systems:
-        raw, lc = list(length["raw"][s].values()), list(length["lc"][s].values())
+        raw, lc = list(length["raw"][s].values()), list(length.get("lc", {}).get(s, {}).values())
+        controlled = _pct(sum(lc) / len(lc)) if lc else "not estimable"
         lines.append(
-            f"| {s} | {length['mean_words'][s]:.1f} | {_pct(sum(raw) / len(raw))} "
-            f"| {_pct(sum(lc) / len(lc))} |"
+            f"| {s} | {length['mean_words'][s]:.1f} | {_pct(sum(raw) / len(raw))} | {controlled} |"
         )
     return lines
 
@@ -249,12 +318,30 @@ def _header(metrics: dict[str, Any], systems: list[str]) -> list[str]:
         f"{_pct(consistency)}; {judge['identical_pairs']} pair(s) of identical descriptions "
         f"counted as ties; {judge['excluded_cases']} case(s) excluded for a missing verdict.",
         "",
-        f"95% CIs: {boot['method']} bootstrap over readers ({boot['resamples']} resamples, "
-        "scipy.stats.bootstrap; where BCa is undefined for a cell's data, the percentile CI, "
-        "and where every reader has the same value, that value as both bounds, as "
-        "metrics.json records per cell); a cell with fewer than "
-        f"{boot['min_readers']} readers says 'too few readers'.",
+        ci_note(boot),
     ]
+
+
+def ci_note(boot: dict[str, Any]) -> str:
+    """How the report's 95% CIs were computed (metrics.json records each cell's method)."""
+    if boot["method"] == "t":
+        how = (
+            "t intervals over readers (mean +- t quantile x standard error; they hold their "
+            "level on simulated null data from 8 readers up, where BCa does not); a paired "
+            "difference whose readers share books takes its standard error clustered by reader "
+            "and by book ('two-way-t' in metrics.json)"
+        )
+    else:
+        how = (
+            f"{boot['method']} bootstrap over readers ({boot['resamples']} resamples, "
+            "scipy.stats.bootstrap; where BCa is undefined for a cell's data, the percentile CI)"
+        )
+    return (
+        f"95% CIs: {how}; a Top-1 win rate, a share, has a Wilson interval; where every reader "
+        "has the same value, that value as both bounds, as metrics.json records per cell; a "
+        "cell with fewer than "
+        f"{boot['min_readers']} readers says 'too few readers'."
+    )
 
 
 def markdown(metrics: dict[str, Any], cfg: Any) -> str:
@@ -266,7 +353,7 @@ def markdown(metrics: dict[str, Any], cfg: Any) -> str:
     lines += ["## Overall", "", *_system_table(overall, systems, words), ""]
     if focus is not None:
         lines += [
-            f"## `{focus}` against each baseline (paired per reader)",
+            f"## `{focus}` against each baseline ({PAIRED})",
             "",
             *_paired_table(overall, focus),
             "",
@@ -329,9 +416,10 @@ def _notes(metrics: dict[str, Any]) -> list[str]:
         "",
         "Definitions are in the README (section Evaluation). Alignment: embedding similarity "
         "(all-MiniLM-L6-v2) of a description to its reader's profile minus its mean similarity "
-        "to the other readers' profiles. Copy rate: ROUGE-L precision of a description against "
-        "the reader's rendered profile (`base` never sees the profile: its copy rate is the "
-        "chance level).",
+        "to the other readers' profiles. Copy rate: the share of a description's tokens found in "
+        "the reader's rendered profile, order-free, each token counted at most as often as the "
+        "profile has it; scripts without spaces count character bigrams (`base` never sees the "
+        "profile: its copy rate is the chance level).",
         "",
         "Held-out check: "
         + (
@@ -363,9 +451,7 @@ def human_markdown(metrics: dict[str, Any]) -> str:
         f"{len(human['raters'])} rater(s) ({', '.join(human['raters'])}), {human['rankings']} "
         f"rankings of {human['cases']} cases; {alpha}.",
         "",
-        f"95% CIs: {boot['method']} bootstrap over readers ({boot['resamples']} resamples); a "
-        f"cell with fewer than {boot['min_readers']} readers says 'too few readers'. Several "
-        "raters of one case are combined by mean rank.",
+        ci_note(boot) + " Several raters of one case are combined by mean rank.",
         "",
         "## Overall",
         "",
@@ -373,7 +459,10 @@ def human_markdown(metrics: dict[str, Any]) -> str:
         "",
     ]
     if focus is not None:
-        lines += [f"## `{focus}` against each baseline (paired per reader)", ""]
+        lines += [
+            f"## `{focus}` against each baseline ({PAIRED})",
+            "",
+        ]
         lines += [*_paired_table(metrics["overall"], focus), ""]
     lines += ["## Preference gain (row vs column, points)", ""]
     lines += [*_gain_matrix(metrics["overall"], systems), "", "## Per country", ""]
@@ -416,7 +505,7 @@ def plots(out: Path, metrics: dict[str, Any]) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.4 * len(systems)), 3.8))
     for ax, metric, title in (
         (axes[0], "alignment", "Alignment (own profile vs others)"),
-        (axes[1], "copy_rate", "Copy rate (ROUGE-L precision vs profile)"),
+        (axes[1], "copy_rate", "Copy rate (share of tokens found in the profile)"),
     ):
         _bars(ax, {"overall": metrics["overall"]}, systems, metric)
         ax.axhline(0, color="grey", linewidth=1)

@@ -17,15 +17,14 @@ from typing import Any
 from gravity.books import load_catalog
 from gravity.errors import GravityError
 from gravity.evaluate.config import EvalConfig, SystemSpec
+from gravity.evaluate.copying import copy_rate
 from gravity.evaluate.judge import CaseView, judge_interest, judge_pairwise, judge_ranking
+from gravity.evaluate.length import length_controlled, mean_words
 from gravity.evaluate.metrics import (
     BootstrapSettings,
     CaseValues,
     agreement_with_alignment,
     compute_metrics,
-    copy_rate,
-    length_controlled,
-    mean_words,
     outcome_from_pairs,
 )
 from gravity.io import atomic_write_text, reading
@@ -220,8 +219,8 @@ def alignment_scores(cases: list[Case], descriptions: dict[str, list[str]]) -> C
 
 
 def copy_rates(cases: list[Case], descriptions: dict[str, list[str]]) -> CaseValues:
-    """case id -> system -> ROUGE-L precision of the description against the reader's rendered
-    profile (the text the profile-prompted systems saw; for ``base`` a chance level)."""
+    """case id -> system -> copy rate of the description against the reader's rendered profile
+    (the text the profile-prompted systems saw; for ``base`` a chance level)."""
     profiles = {c.reader.id: render_profile(c.reader) for c in cases}
     return {
         c.id: {s: copy_rate(texts[k], profiles[c.reader.id]) for s, texts in descriptions.items()}
@@ -340,7 +339,8 @@ def evaluate(
     settings = BootstrapSettings(
         cfg.bootstrap, cfg.bootstrap_method, 0.95, cfg.seed, cfg.min_readers
     )
-    metrics = compute_metrics(outcomes, meta, systems, cfg.focus, values, settings)
+    items = {c.id: c.book.id for c in cases}
+    metrics = compute_metrics(outcomes, meta, systems, cfg.focus, values, settings, items)
     metrics["judge"] = {
         **judge_stats,
         **_judge_provenance(cfg),
