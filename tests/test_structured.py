@@ -86,8 +86,8 @@ def test_dry_run_counts_the_inference_calls(bx, tmp_path):
     config.write_text(
         f"out_dir: {tmp_path / 'run'}\n"
         f"profiles: {{n_per_country: 0, events: {bx}, infer: {infer}}}\n"
-        f"books: {bx}\n"
-        "heldout_books: 2\n"
+        f"catalog: {bx}\n"
+        "heldout_items: 2\n"
     )
     result = CliRunner().invoke(app, ["run", str(config), "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
