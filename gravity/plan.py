@@ -256,7 +256,7 @@ def announce_step(step: Step, max_attempts: int, fast_stop: int) -> str:
     )
     stop = f"; stops if its first {fast_stop} answers all fail" if fast_stop else ""
     time = (
-        f"at most about {_duration(step.seconds)} (every answer at its token limit)"
+        f"first pass at most about {_duration(step.seconds)} (every answer at its token limit)"
         if step.seconds is not None
         else f"time not estimated for {step.backend}:{step.model} (no measured tokens/s)"
     )

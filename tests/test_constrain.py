@@ -109,3 +109,45 @@ def _valid(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_closed_schema_leaves_data_and_allof_branches_alone():
+    both = {
+        "allOf": [
+            {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+            {"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"]},
+        ]
+    }
+    assert closed_schema(both) == both  # closing each branch would forbid the other's key
+    const = {"const": {"properties": {"x": 1}}}
+    assert closed_schema(const) == const  # a value, not a schema
+
+
+def test_an_allof_schema_constrains_and_a_bad_schema_is_one_line(tiny_backend):
+    from gravity.errors import GravityError
+
+    both = {
+        "allOf": [
+            {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+            {"type": "object", "properties": {"b": {"type": "integer"}}, "required": ["b"]},
+        ]
+    }
+    params = SamplingParams(max_new_tokens=60, temperature=0.0, json_schema=both)
+    (out,) = tiny_backend.generate(_requests(1), params)  # compiles (no key is forbidden)
+    assert out.text.startswith('{"')
+    bad = {"type": "string", "pattern": "(?<=a)b"}  # look-behind: no grammar for it
+    with pytest.raises(GravityError, match="cannot be compiled") as err:
+        tiny_backend.generate(_requests(1), params.model_copy(update={"json_schema": bad}))
+    assert "\n" not in str(err.value)
+
+
+def test_json_example_of_a_recursive_schema_ends():
+    schema = {
+        "$defs": {"Node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/Node"}}}},
+        "$ref": "#/$defs/Node",
+    }
+    example = json_example(schema)
+    depth = 0
+    while isinstance(example, dict):
+        example, depth = example["child"], depth + 1
+    assert 1 <= depth <= 9

@@ -346,3 +346,24 @@ def test_json_instruction_shows_an_example_object_not_the_schema():
     example = json.loads(hint.splitlines()[-1])
     assert example == {"title": "...", "year": 0}
     Title.model_validate(example)
+
+
+def test_fast_stop_counts_the_first_answers_of_a_step_across_rounds():
+    """A step asked in rounds smaller than the fast stop (intent extraction does so) stops once
+    its first answers, counted across the rounds, are all invalid."""
+    backend = SchemaEcho()
+    engine = Engine(backend, None, progress=False)
+    for round_ in range(3):  # 3 rounds of 3: 9 answers, all invalid, below the stop of 10
+        reqs = _requests(3, prefix=f"round {round_}")
+        results = engine.generate_structured(reqs, PARAMS, Title, 1, "intents", fast_stop=10)
+        assert all(isinstance(r, Reject) for r in results)
+    with pytest.raises(StructuredStop, match="intents: stopped: the first 10 answers"):
+        engine.generate_structured(
+            _requests(5, "round 3"), PARAMS, Title, 1, "intents", fast_stop=10
+        )
+    assert len(backend.seen) == 10  # the 10th answer stopped the step; 4 never asked
+    # Another step has its own count; a step whose first answers parsed is never stopped.
+    ok = Engine(ScriptedBackend(script=['{"title": "A", "year": 1}']), None, progress=False)
+    ok.generate_structured(_requests(1), PARAMS, Title, 1, "tags", fast_stop=2)
+    results = ok.generate_structured(_requests(6, "more"), PARAMS, Title, 1, "tags", fast_stop=2)
+    assert len(results) == 6

@@ -157,3 +157,30 @@ def test_a_fleet_that_answers_nothing_stops_the_run(mocks):
     with pytest.raises(GravityError, match=r"the last 2 requests all failed after 1 attempt"):
         engine.generate(_reqs(30), PARAMS)
     assert server.stats()["requests"] < 30  # it stopped, not after asking every row
+
+
+def test_a_consumer_that_stops_early_stops_the_dispatch(monkeypatch):
+    """More answers than the hand-over queue holds, and a consumer that leaves after one: the
+    stream closes in moments and its thread ends (it never waits on a full queue)."""
+    import threading
+
+    backend = _backend(["http://127.0.0.1:9/v1"], concurrency=8, timeout_s=30)
+    sent = []
+
+    async def instant(client, request, params, seed):
+        sent.append(seed)
+        from gravity.llm.base import Completion
+
+        return Completion(text="x")
+
+    monkeypatch.setattr(backend, "_one", instant)
+    before = set(threading.enumerate())
+    stream = backend.generate_stream(_reqs(6000), [PARAMS] * 6000)
+    next(stream)
+    time.sleep(1.0)  # the workers fill the queue meanwhile
+    start = time.monotonic()
+    stream.close()
+    assert time.monotonic() - start < 5
+    time.sleep(0.5)
+    assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert len(sent) < 6000  # dispatch stopped with the consumer

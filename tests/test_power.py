@@ -78,3 +78,29 @@ def test_power_rows_from_a_metrics_file_by_hand():
     (line,) = power_lines([row], "gravity")
     assert line.startswith("gravity - base, alignment: smallest effect detectable at 32 readers")
     assert "80% power, two-sided 5%" in line and "+0.006 would need" in line
+
+
+def test_power_rows_skip_cells_without_a_spread_and_read_two_way_intervals():
+    x = np.random.default_rng(1).normal(0.0, 0.03, size=12)
+    se = x.std(ddof=1) / math.sqrt(12)
+    books = 4  # two-way interval: df = min(readers, books) - 1 = 3
+    lo, hi = stats.t.interval(0.95, 3, loc=x.mean(), scale=se)
+    cells = {
+        "alignment": {
+            "value": x.mean(),
+            "ci": [lo, hi],
+            "n": 12,
+            "status": "ok",
+            "method": "two-way-t",
+            "books": books,
+        },
+        "top1": {"value": 0.0, "ci": [0.0, 0.0], "n": 12, "status": "ok", "method": "constant"},
+        "preference_gain": {"value": 1.0, "ci": [float("nan"), 2.0], "n": 12, "status": "ok"},
+    }
+    (row,) = power_rows({"overall": {"paired": {"base": cells}}})
+    assert row["sd"] == pytest.approx(x.std(ddof=1), rel=1e-9)  # read with df 3, not 11
+    assert row["two_way"]
+    (line,) = power_lines([row], "gravity")
+    assert "Holm" in line and "readers share items" in line
+    (none,) = power_rows({"overall": {"paired": {"base": cells}}}, n=0)
+    assert none["detectable"] == math.inf  # no held-out readers: nothing detectable

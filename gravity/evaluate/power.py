@@ -8,8 +8,9 @@ t test detects is about
     (t[1 - alpha/2, n - 1] + t[power, n - 1]) * sd / sqrt(n)
 
 (the usual approximation; at n = 32 and sd = 0.029: 0.0148). ``readers_needed`` inverts it.
-``sd_from_ci`` backs a per-reader SD out of a reported interval when a run did not record one
-(exact for a t interval, approximate for a bootstrap one).
+``sd_from_ci`` backs a per-reader SD out of a reported interval (exact for a t interval, with
+its degrees of freedom; approximate for a bootstrap one). The level is per comparison: a report
+that labels many comparisons after a Holm correction needs a larger effect than these lines say.
 """
 
 from __future__ import annotations
@@ -59,12 +60,21 @@ def readers_needed(
     return high
 
 
-def sd_from_ci(ci: tuple[float, float] | list[float], n: int, level: float = 0.95) -> float | None:
-    """The per-reader SD implied by a ``level`` interval of a mean over ``n`` readers."""
-    if n < 2 or ci is None or None in ci:
+def sd_from_ci(
+    ci: tuple[float, float] | list[float] | None,
+    n: int,
+    level: float = 0.95,
+    df: int | None = None,
+) -> float | None:
+    """The per-reader SD implied by a ``level`` t interval of a mean over ``n`` readers with
+    ``df`` degrees of freedom (default ``n - 1``); None without a finite interval."""
+    if n < 2 or ci is None or len(ci) != 2 or None in ci or not all(map(math.isfinite, ci)):
+        return None
+    df = n - 1 if df is None else df
+    if df < 1:
         return None
     half = (ci[1] - ci[0]) / 2
-    return half * math.sqrt(n) / _t(1 - (1 - level) / 2, n - 1)
+    return half * math.sqrt(n) / _t(1 - (1 - level) / 2, df)
 
 
 def power_rows(
@@ -79,14 +89,17 @@ def power_rows(
     for baseline, cells in metrics.get("overall", {}).get("paired", {}).items():
         for metric in HEADLINE:
             cell = cells.get(metric)
-            if not cell or cell.get("value") is None or not cell.get("n"):
+            if not _usable(cell):
                 continue
             sd = cell.get("sd")
             if sd is None:
-                sd = sd_from_ci(cell.get("ci"), cell["n"], level)
+                df = None
+                if cell.get("method") == "two-way-t":  # its interval's df: min(readers, books) - 1
+                    df = min(cell["n"], cell.get("books", cell["n"])) - 1
+                sd = sd_from_ci(cell.get("ci"), cell["n"], level, df)
             if sd is None:
                 continue
-            at = n or cell["n"]
+            at = cell["n"] if n is None else n
             rows.append(
                 {
                     "baseline": baseline,
@@ -94,6 +107,7 @@ def power_rows(
                     "observed": cell["value"],
                     "sd": sd,
                     "readers": at,
+                    "two_way": cell.get("method") == "two-way-t",
                     "alpha": alpha,
                     "power": power,
                     "detectable": detectable(sd, at, alpha, power),
@@ -101,6 +115,15 @@ def power_rows(
                 }
             )
     return rows
+
+
+def _usable(cell: dict[str, Any] | None) -> bool:
+    """A cell with an estimate and an interval that says something about its spread."""
+    if not cell or cell.get("value") is None or not cell.get("n"):
+        return False
+    if cell.get("status", "ok") != "ok" or cell.get("method") == "constant":
+        return False
+    return math.isfinite(cell["value"])
 
 
 def power_lines(rows: list[dict[str, Any]], focus: str) -> list[str]:
@@ -113,6 +136,8 @@ def power_lines(rows: list[dict[str, Any]], focus: str) -> list[str]:
             f"{focus} - {r['baseline']}, {r['metric']}: smallest effect detectable at "
             f"{r['readers']} readers {r['detectable']:.4g} ({r['power']:.0%} power, two-sided "
             f"{r['alpha']:.0%}, per-reader SD {r['sd']:.4g}); the observed "
-            f"{r['observed']:+.4g} would need {needed}"
+            f"{r['observed']:+.4g} would need {needed}; unadjusted for the report's Holm "
+            "correction"
+            + ("; readers share items: assumes items grow with readers" if r.get("two_way") else "")
         )
     return lines

@@ -15,7 +15,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from gravity.errors import GravityError
+from gravity.errors import GravityError, printable
 
 # Compact, predictable JSON: no free whitespace (a small model can otherwise loop on newlines
 # until its token limit), the usual separators.
@@ -34,6 +34,7 @@ def _llguidance() -> Any:
 
 
 _SCHEMA_MAPS = {"properties", "$defs", "definitions", "patternProperties"}
+_LEFT_OPEN = {"const", "enum", "default", "examples", "allOf"}
 
 
 @lru_cache(maxsize=64)
@@ -53,8 +54,12 @@ def closed_schema(node: Any) -> Any:
         return node
     out = {
         # A mapping of names to schemas is not a schema itself: close each of its schemas.
+        # Values (const, enum, default, examples) are data, and the branches of allOf are
+        # parts of one object (closing each would forbid the others' keys): left as they are.
         k: {n: closed_schema(v) for n, v in value.items()}
         if k in _SCHEMA_MAPS and isinstance(value, dict)
+        else value
+        if k in _LEFT_OPEN
         else closed_schema(value)
         for k, value in node.items()
     }
@@ -72,15 +77,22 @@ class JsonConstraint:
     matcher has failed or stopped is left unmasked: its output is cut at EOS by the backend.
     """
 
-    def __init__(self, tokenizer: Any, schema: dict[str, Any], rows: int, prompt_len: int) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        schema: dict[str, Any],
+        rows: int,
+        prompt_len: int,
+        eos_ids: tuple[int, ...] = (),
+    ) -> None:
         llg = _llguidance()
         grammar = _grammar(json.dumps(schema))
         self.matchers = [llg.LLMatcher(tokenizer, grammar, log_level=0) for _ in range(rows)]
         error = self.matchers[0].get_error() if self.matchers else ""
         if error:
-            raise ValueError(f"JSON schema cannot be compiled to a grammar: {error}")
+            raise GravityError(f"JSON schema cannot be compiled to a grammar: {printable(error)}")
         self.prompt_len = prompt_len
-        self.eos = tokenizer.eos_token
+        self.eos = sorted({tokenizer.eos_token, *eos_ids})
         self.done = [False] * rows
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
@@ -97,7 +109,7 @@ class JsonConstraint:
             if matcher.is_stopped():
                 # The document is complete: only EOS may follow.
                 allowed = torch.zeros(vocab, dtype=torch.bool, device=scores.device)
-                allowed[self.eos] = True
+                allowed[[e for e in self.eos if e < vocab]] = True
                 self.done[row] = True
             else:
                 bias = matcher.compute_logit_bias()
@@ -132,15 +144,17 @@ def json_example(schema: dict[str, Any]) -> Any:
     return _example(schema, schema.get("$defs", {}))
 
 
-def _example(node: dict[str, Any], defs: dict[str, Any]) -> Any:
+def _example(node: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> Any:
+    if depth > 8:  # a recursive schema: stop with a placeholder
+        return None
     if node.get("examples"):
         return node["examples"][0]
     if "$ref" in node:
-        return _example(defs.get(node["$ref"].rsplit("/", 1)[-1], {}), defs)
+        return _example(defs.get(node["$ref"].rsplit("/", 1)[-1], {}), defs, depth + 1)
     for key in ("anyOf", "oneOf", "allOf"):
         if node.get(key):
             options = [o for o in node[key] if o.get("type") != "null"] or node[key]
-            return _example(options[0], defs)
+            return _example(options[0], defs, depth + 1)
     if "const" in node:
         return node["const"]
     if node.get("enum"):
@@ -148,10 +162,10 @@ def _example(node: dict[str, Any], defs: dict[str, Any]) -> Any:
     kind = node.get("type", "object")
     if kind == "object":
         props = node.get("properties", {})
-        return {name: _example(sub, defs) for name, sub in props.items()}
+        return {name: _example(sub, defs, depth + 1) for name, sub in props.items()}
     if kind == "array":
         items = node.get("items", {})
-        return [_example(items, defs)] * max(1, node.get("minItems", 1))
+        return [_example(items, defs, depth + 1)] * max(1, node.get("minItems", 1))
     if kind in ("number", "integer"):
         low = node.get("minimum", node.get("exclusiveMinimum", 0))
         high = node.get("maximum", node.get("exclusiveMaximum", low))

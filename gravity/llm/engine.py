@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -62,13 +63,21 @@ class StructuredStop(GravityError):
     ``rejected`` rows were asked and failed; ``not_asked`` rows were never sent (the store
     keeps every completion made)."""
 
-    def __init__(self, step: str, rejected: list[Reject], not_asked: int, advice: str) -> None:
+    def __init__(
+        self,
+        step: str,
+        rejected: list[Reject],
+        not_asked: int,
+        advice: str,
+        asked: int | None = None,
+    ) -> None:
         self.step, self.rejected, self.not_asked = step, rejected, not_asked
+        asked = len(rejected) if asked is None else asked
         kinds = Counter(r.kind for r in rejected)
         summary = ", ".join(f"{k} {n}" for k, n in kinds.most_common())
         sample = printable(rejected[0].text or rejected[0].reason, 120)
         super().__init__(
-            f"{step}: stopped: the first {len(rejected)} answers were all invalid ({summary}; "
+            f"{step}: stopped: the first {asked} answers were all invalid ({summary}; "
             f"{not_asked} more not asked); sample: '{sample}'; {advice}"
         )
 
@@ -139,6 +148,7 @@ class Engine:
         self.calls = 0  # backend.generate calls (or streams) made (for tests and reports)
         self.tokens: Counter[str] = Counter()  # tokens of completions generated (not cached)
         self._fingerprint: dict[str, Any] | None = None
+        self._first_answers: dict[str, list[int]] = {}  # step -> [asked, parsed] (fast stop)
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -212,12 +222,13 @@ class Engine:
         chunk: list[int] = []
         last = time.monotonic()
         try:
-            for pos, out in stream:
-                results[todo[pos]] = out
-                chunk.append(todo[pos])
-                if len(chunk) >= self.batch_size or time.monotonic() - last >= 1.0:
-                    self._flush(chunk, results, keys, items, bar)
-                    chunk, last = [], time.monotonic()
+            with contextlib.closing(stream):  # an error here stops the backend's dispatch
+                for pos, out in stream:
+                    results[todo[pos]] = out
+                    chunk.append(todo[pos])
+                    if len(chunk) >= self.batch_size or time.monotonic() - last >= 1.0:
+                        self._flush(chunk, results, keys, items, bar)
+                        chunk, last = [], time.monotonic()
         finally:
             self._flush(chunk, results, keys, items, bar)
 
@@ -323,12 +334,12 @@ class Engine:
             if not pending:
                 break
             label = desc if attempt == 0 else f"{desc} (retry {attempt})"
+            if attempt == 0:
+                pending = self._first_pass(run, pending, label, fast_stop, advice)
+                continue
             head = pending[:fast_stop] if fast_stop else pending
             still = run.ask(head, attempt, label)
             if fast_stop and len(head) == fast_stop and len(still) == len(head):
-                if attempt == 0:
-                    rejects = [run.last[i] for i in head]
-                    raise StructuredStop(desc, rejects, len(pending) - len(head), advice)
                 note = f"{label}: the first {len(head)} answers all failed again; no more retries"
                 print(note, file=sys.stderr, flush=True)
                 final += pending
@@ -340,6 +351,24 @@ class Engine:
             suffix = f" (after {tries} attempts)" if tries > 1 else ""
             results[i] = Reject(f"{last.reason}{suffix}", last.text, last.kind)
         return [r for r in results if r is not None]
+
+    def _first_pass(
+        self, run: _Pass, pending: list[int], desc: str, fast_stop: int | None, advice: str
+    ) -> list[int]:
+        """The first attempt of ``pending``; the rejected. The first ``fast_stop`` answers of a
+        step (``desc``), counted across calls (a step may come in rounds), are asked before the
+        others, and raise ``StructuredStop`` when none of them parsed."""
+        tally = self._first_answers.setdefault(desc, [0, 0])  # asked, parsed
+        if not fast_stop or tally[0] >= fast_stop:
+            return run.ask(pending, 0, desc)
+        head = pending[: fast_stop - tally[0]]
+        still = run.ask(head, 0, desc)
+        tally[0] += len(head)
+        tally[1] += sum(isinstance(run.results[i], Parsed) for i in head)
+        if tally[0] >= fast_stop and tally[1] == 0:
+            rejects = [run.last[i] if i in run.last else run.results[i] for i in head]
+            raise StructuredStop(desc, rejects, len(pending) - len(head), advice, tally[0])
+        return still + run.ask(pending[len(head) :], 0, desc)
 
     def generate_structured(
         self,

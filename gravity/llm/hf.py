@@ -145,7 +145,8 @@ class TransformersBackend(Backend):
 
         if self._llg_tokenizer is None:
             self._llg_tokenizer = llg_tokenizer(self.tokenizer)
-        return JsonConstraint(self._llg_tokenizer, schema, rows, prompt_len)
+        eos = tuple(_as_list(self.model.generation_config.eos_token_id))
+        return JsonConstraint(self._llg_tokenizer, schema, rows, prompt_len, eos)
 
     def fingerprint(self) -> dict[str, Any]:
         path = Path(resolve_model(self.config.model))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import queue
@@ -78,10 +79,12 @@ async def _post(client: Any, url: str, body: dict[str, Any], headers: dict[str, 
 
 def _transport_errors() -> tuple[type[BaseException], ...]:
     """What a request that got no usable answer raises: connection errors, timeouts, a body
-    that is not JSON."""
+    that is not an OpenAI answer."""
     import aiohttp
 
-    return (aiohttp.ClientError, asyncio.TimeoutError, ValueError)
+    # ValueError: a body that is not JSON; KeyError, IndexError, TypeError: JSON without
+    # a choice (a server's error object under status 200).
+    return (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, IndexError, TypeError)
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -197,6 +200,7 @@ class OpenAIBackend(Backend):
                     log.warning("%s refused a request: %s", url, reason)
                     return Completion(text="", finish_reason="error", error=reason)
                 data = resp.json()
+                choice = data["choices"][0]
             except (*_transport_errors(), _Retryable) as exc:
                 self._cooldown[url] = time.monotonic() + COOLDOWN_S
                 attempt += 1
@@ -211,7 +215,6 @@ class OpenAIBackend(Backend):
                 continue
             self.url_counts[url] += 1
             self._streak = 0
-            choice = data["choices"][0]
             usage = data.get("usage") or {}
             return Completion(
                 text=(choice.get("message") or {}).get("content") or "",
@@ -284,7 +287,13 @@ class OpenAIBackend(Backend):
                 yield item
         finally:
             stop.set()
-            worker.join(timeout=self.config.timeout_s)
+            # Workers may be waiting to put into a full queue: drain it so they see the stop.
+            deadline = time.monotonic() + self.config.timeout_s
+            while worker.is_alive() and time.monotonic() < deadline:
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        out.get_nowait()
+                worker.join(timeout=0.05)
 
     async def _stream(
         self,
@@ -299,23 +308,31 @@ class OpenAIBackend(Backend):
         loop = asyncio.get_running_loop()
         self._streak = 0
         failed: list[Completion] = []
-        errors: list[GravityError] = []
+        errors: list[Exception] = []
+        halt = asyncio.Event()  # set by a worker whose request stops the run
         answered = 0
 
+        def put_blocking(item: Any) -> None:
+            """Put, waiting for room, unless the consumer has gone (then drop it)."""
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    out.put(item, timeout=0.1)
+                    return
+
         async def put(item: Any) -> None:
-            await loop.run_in_executor(None, out.put, item)
+            await loop.run_in_executor(None, put_blocking, item)
 
         async def work(client: Any) -> None:
             for i in todo:
-                if stop.is_set():
+                if stop.is_set() or halt.is_set():
                     return
                 try:
                     done = await self._one(client, requests[i], params[i], params[i].seed)
-                except GravityError as exc:
+                except Exception as exc:
                     # The run stops: dispatch nothing more, but let the requests in flight
                     # finish and be handed over (their answers must not be asked for again).
                     errors.append(exc)
-                    stop.set()
+                    halt.set()
                     return
                 nonlocal answered
                 answered += 1
@@ -335,10 +352,9 @@ class OpenAIBackend(Backend):
             if len(failed) == answered:
                 self._check_all_failed(failed)
         except BaseException as exc:  # handed to the caller's thread, which raises it
-            stop.set()
-            out.put(exc)
+            put_blocking(exc)
             return
-        out.put(None)
+        put_blocking(None)
 
     def generate(
         self,
