@@ -30,6 +30,17 @@ def refuse_renamed(data: Any, fields: set[str]) -> Any:
     return data
 
 
+def upgrade_renamed(data: Any) -> Any:
+    """``data`` (a config recorded before the rename, e.g. in an old report) with each old field
+    under its new name: records are read as written, only users' configs are refused."""
+    if not isinstance(data, dict):
+        return data
+    return {
+        RENAMED_FIELDS.get(k, k) if RENAMED_FIELDS.get(k) not in data else k: v
+        for k, v in data.items()
+    }
+
+
 def renamed_flag(option: str) -> str | None:
     """The new name of an old flag (``--generate.max-books`` -> ``--generate.max-items``)."""
     if option in RENAMED_FLAGS:

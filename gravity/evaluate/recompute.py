@@ -21,6 +21,7 @@ from gravity.evaluate.intervals import BootstrapSettings
 from gravity.evaluate.metrics import agreement_with_alignment, compute_metrics, outcome_from_pairs
 from gravity.evaluate.report import write_report
 from gravity.evaluate.runner import _length_metrics
+from gravity.renamed import upgrade_renamed
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -43,7 +44,7 @@ def stored_config(eval_dir: Path) -> EvalConfig:
     if not match:
         raise GravityError(f"{eval_dir}: no report.md with a Config section to recompute from")
     try:
-        return EvalConfig.model_validate(yaml.safe_load(match.group(1)))
+        return EvalConfig.model_validate(upgrade_renamed(yaml.safe_load(match.group(1))))
     except (yaml.YAMLError, ValidationError) as exc:
         raise GravityError(f"{path}: its Config section is not a valid EvalConfig: {exc}") from None
 
