@@ -355,11 +355,12 @@ def test_fast_stop_counts_the_first_answers_of_a_step_across_rounds():
     engine = Engine(backend, None, progress=False)
     for round_ in range(3):  # 3 rounds of 3: 9 answers, all invalid, below the stop of 10
         reqs = _requests(3, prefix=f"round {round_}")
-        results = engine.generate_structured(reqs, PARAMS, Title, 1, "intents", fast_stop=10)
+        desc = f"intents {round_ + 1}/4"  # rounds are labelled as intent extraction does
+        results = engine.generate_structured(reqs, PARAMS, Title, 1, desc, fast_stop=10)
         assert all(isinstance(r, Reject) for r in results)
     with pytest.raises(StructuredStop, match="intents: stopped: the first 10 answers"):
         engine.generate_structured(
-            _requests(5, "round 3"), PARAMS, Title, 1, "intents", fast_stop=10
+            _requests(5, "round 3"), PARAMS, Title, 1, "intents 4/4", fast_stop=10
         )
     assert len(backend.seen) == 10  # the 10th answer stopped the step; 4 never asked
     # Another step has its own count; a step whose first answers parsed is never stopped.

@@ -358,7 +358,9 @@ class Engine:
         """The first attempt of ``pending``; the rejected. The first ``fast_stop`` answers of a
         step (``desc``), counted across calls (a step may come in rounds), are asked before the
         others, and raise ``StructuredStop`` when none of them parsed."""
-        tally = self._first_answers.setdefault(desc, [0, 0])  # asked, parsed
+        # A step asked in rounds labels them "name i/n": one count for all its rounds.
+        step = re.sub(r"\s+\d+/\d+$", "", desc)
+        tally = self._first_answers.setdefault(step, [0, 0])  # asked, parsed
         if not fast_stop or tally[0] >= fast_stop:
             return run.ask(pending, 0, desc)
         head = pending[: fast_stop - tally[0]]
@@ -367,7 +369,7 @@ class Engine:
         tally[1] += sum(isinstance(run.results[i], Parsed) for i in head)
         if tally[0] >= fast_stop and tally[1] == 0:
             rejects = [run.last[i] if i in run.last else run.results[i] for i in head]
-            raise StructuredStop(desc, rejects, len(pending) - len(head), advice, tally[0])
+            raise StructuredStop(step, rejects, len(pending) - len(head), advice, tally[0])
         return still + run.ask(pending[len(head) :], 0, desc)
 
     def generate_structured(
