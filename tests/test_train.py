@@ -361,7 +361,6 @@ _KILL_AT_STEP_3 = """
 import os, signal, sys
 from transformers import TrainerCallback
 from gravity.train import TrainConfig, train
-from gravity.train.config import cpu_group
 
 class Kill(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
