@@ -71,6 +71,14 @@ class EvalConfig(BaseModel):
         default="gravity",
         description="The system whose paired differences against every other are reported.",
     )
+    controls: Literal["all", "alignment", "off"] = Field(
+        default="all",
+        description="Controls in the report: all: the positive control (each text against the "
+        "same system's text for another reader on the same item), the oracle control (texts "
+        "made from profile fields, no model) and the negative control (the focus system "
+        "against itself under another seed), by alignment and by the judge (6 more judge calls "
+        "and 1 more description per case); alignment: the same by alignment only; off: none.",
+    )
     catalog: Path | None = Field(
         default=None, description="Held-out catalog; default: the task's own catalog."
     )

@@ -204,6 +204,16 @@ def _two_way_variance(
     return both, readers_only
 
 
+def clip_ci(est: dict[str, Any], low: float, high: float) -> dict[str, Any]:
+    """``est`` with its interval cut to [low, high], the range the quantity can take (a t
+    interval of a share can pass 0 or 1); ``clipped`` says when it was. Coverage is kept: the
+    true value lies in the range."""
+    ci = est.get("ci")
+    if ci is not None and (ci[0] < low or ci[1] > high):
+        return {**est, "ci": [max(ci[0], low), min(ci[1], high)], "clipped": True}
+    return est
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values, in the input order (each at most 1)."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])

@@ -34,6 +34,7 @@ from gravity.evaluate.intervals import (
     BootstrapSettings,
     binomial_p,
     bootstrap_mean,
+    clip_ci,
     crossed_mean,
     holm,
     proportion_ci,
@@ -211,14 +212,24 @@ def paired_per_case(
     return rows
 
 
+BOUNDS = {"top1": 1.0, "copy_rate": 1.0, "interest": 4.0, "preference_gain": 50.0}
+"""The largest possible absolute paired difference of each bounded metric."""
+
+
 def _paired_estimate(
-    rows: list[tuple[str, str, float]], items: dict[str, str] | None, settings: BootstrapSettings
+    rows: list[tuple[str, str, float]],
+    items: dict[str, str] | None,
+    settings: BootstrapSettings,
+    metric: str | None = None,
 ) -> dict[str, Any]:
     """The mean over readers of per-case differences; readers who share books (``items``: case
-    id -> book id) get the two-way readers x books standard error."""
+    id -> book id) get the two-way readers x books standard error. A bounded metric's interval
+    is cut at the bounds (a Top-1 difference cannot pass -100 points); ``clipped`` says so."""
     books = items or {}
     crossed = [(reader, books.get(case, case), v) for reader, case, v in rows]
-    return {**crossed_mean(crossed, settings), "cases": len(rows)}
+    est = {**crossed_mean(crossed, settings), "cases": len(rows)}
+    bound = BOUNDS.get(metric or "")
+    return est if bound is None else clip_ci(est, -bound, bound)
 
 
 def _case_getters(
@@ -257,18 +268,28 @@ def _focus_paired(
         for metric, getter in getters.items():
             ids = judged_ids if metric in ("top1", "interest") else sorted(cases)
             rows = paired_per_case(getter, ids, meta, focus, b)
-            result[b][metric] = _paired_estimate(rows, items, settings)
+            result[b][metric] = _paired_estimate(rows, items, settings, metric)
         gain = [
             (o.reader_id, o.case_id, (o.wins[(focus, b)] - 0.5) * 100)
             for o in outcomes
             if (focus, b) in o.wins
         ]
-        result[b]["preference_gain"] = _paired_estimate(gain, items, settings)
+        result[b]["preference_gain"] = _paired_estimate(gain, items, settings, "preference_gain")
     return result
 
 
 def _cases_with(outcomes: Sequence[CaseOutcome], system: str) -> int:
     return sum(system in o.top1 for o in outcomes)
+
+
+LEVEL_RANGES = {"interest": (1.0, 5.0), "copy_rate": (0.0, 1.0)}
+"""The range of each bounded per-system level; its interval is cut to it."""
+
+
+def _level(metric: str, values: list[float], settings: BootstrapSettings) -> dict[str, Any]:
+    est = bootstrap_mean(values, settings)
+    bounds = LEVEL_RANGES.get(metric)
+    return est if bounds is None else clip_ci(est, *bounds)
 
 
 def scope_metrics(
@@ -311,7 +332,7 @@ def scope_metrics(
                 k: (
                     proportion_ci(list(v.values()), _cases_with(outcomes, s), settings)
                     if k == "top1"
-                    else bootstrap_mean(list(v.values()), settings)
+                    else _level(k, list(v.values()), settings)
                 )
                 for k, v in per_reader[s].items()
             }

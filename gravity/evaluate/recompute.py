@@ -20,7 +20,7 @@ from gravity.evaluate.copying import copy_rate
 from gravity.evaluate.intervals import BootstrapSettings
 from gravity.evaluate.metrics import agreement_with_alignment, compute_metrics, outcome_from_pairs
 from gravity.evaluate.report import write_report
-from gravity.evaluate.runner import _length_metrics
+from gravity.evaluate.runner import _length_metrics, add_controls_and_power
 from gravity.renamed import upgrade_renamed
 
 
@@ -73,7 +73,12 @@ def recompute(
             raise GravityError(f"--bootstrap-method {bootstrap_method}: valid: t, BCa, percentile")
         cfg = cfg.model_copy(update={"bootstrap_method": bootstrap_method})
     meta = {c["case_id"]: (c["reader_id"], c["country"]) for c in cases}
-    items = {c["case_id"]: c["book_id"] for c in cases if c.get("book_id")}
+    # Records written before tasks (issue 22) name the item ``book_id``.
+    items = {
+        c["case_id"]: c.get("item_id") or c["book_id"]
+        for c in cases
+        if c.get("item_id") or c.get("book_id")
+    }
     values = {
         "alignment": {c["case_id"]: c.get("alignment", {}) for c in cases},
         "copy_rate": {
@@ -100,6 +105,7 @@ def recompute(
     }
     words = {c["case_id"]: c["words"] for c in cases}
     metrics["length"] = _length_metrics(outcomes, words, meta, systems)
+    add_controls_and_power(metrics, cases, settings, (old.get("controls") or {}).get("judge_calls"))
     metrics["cases"] = len(cases)
     metrics["readers"] = len({c["reader_id"] for c in cases})
     metrics["leakage"] = old.get("leakage", {"checked_against": [], "notes": []})

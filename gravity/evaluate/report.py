@@ -11,6 +11,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from gravity.evaluate.control_report import (
+    control_lines,
+    control_table,
+    judge_evidence,
+    power_section,
+)
 from gravity.flags import config_yaml
 from gravity.io import atomic_write_text
 
@@ -140,6 +146,7 @@ def _focus_lines(metrics: dict[str, Any]) -> list[str]:
             f"{family['overall']} overall comparisons (per country: {family['by_country']}, "
             "one family); the CIs are uncorrected 95% intervals."
         )
+    unvalidated = judge_evidence(metrics) is not True
     for baseline, by_metric in metrics["overall"]["paired"].items():
         parts = []
         for metric in ("preference_gain", "top1", "interest", "alignment"):
@@ -147,6 +154,8 @@ def _focus_lines(metrics: dict[str, Any]) -> list[str]:
                 continue
             est = by_metric[metric]
             verdict = direction(est)
+            if verdict and unvalidated and metric != "alignment":
+                verdict = "judge not validated: not evidence"
             text = f"{METRIC_NAMES[metric]} {cell(est, metric, signed=True)}"
             parts.append(text + (f" ({verdict})" if verdict else ""))
         lines.append(f"- `{focus}` - `{baseline}`, paired per case: " + "; ".join(parts) + ".")
@@ -222,6 +231,7 @@ def _echo_lines(metrics: dict[str, Any]) -> list[str]:
 def reading(metrics: dict[str, Any]) -> list[str]:
     """The "Reading" section, derived from the measured figures."""
     return [
+        *control_lines(metrics),
         *_judge_lines(metrics),
         *_focus_lines(metrics),
         *_echo_lines(metrics),
@@ -359,6 +369,14 @@ def markdown(metrics: dict[str, Any], cfg: Any) -> str:
             "",
         ]
     lines += [
+        "## Controls",
+        "",
+        *control_table(metrics),
+        "",
+        "## Power",
+        "",
+        *power_section(metrics),
+        "",
         "## Preference gain (row vs column, points: pairwise win rate - 50%)",
         "",
         *_gain_matrix(overall, systems),

@@ -17,6 +17,12 @@ from typing import Any
 from gravity.books import load_catalog
 from gravity.errors import GravityError
 from gravity.evaluate.config import EvalConfig, SystemSpec
+from gravity.evaluate.controls import (
+    alignment_controls,
+    control_texts,
+    judge_controls,
+    summarize,
+)
 from gravity.evaluate.copying import copy_rate
 from gravity.evaluate.judge import CaseView, judge_interest, judge_pairwise, judge_ranking
 from gravity.evaluate.length import length_controlled, mean_words
@@ -27,6 +33,7 @@ from gravity.evaluate.metrics import (
     compute_metrics,
     outcome_from_pairs,
 )
+from gravity.evaluate.power import power_rows
 from gravity.io import atomic_write_text, reading
 from gravity.items import Item
 from gravity.judging import LabelJudge
@@ -148,9 +155,15 @@ def system_model(spec: SystemSpec, cfg: EvalConfig) -> str:
 
 
 def describe(
-    cases: list[Case], spec: SystemSpec, cfg: EvalConfig, store: Store, progress: bool
+    cases: list[Case],
+    spec: SystemSpec,
+    cfg: EvalConfig,
+    store: Store,
+    progress: bool,
+    role: str = "describe",
 ) -> list[str]:
-    """One description per case from system ``spec`` (empty string if it produced nothing)."""
+    """One description per case from system ``spec`` (empty string if it produced nothing);
+    ``role`` names the sampling seeds (the negative control samples with another)."""
     backend_cfg = cfg.generation.model_copy(update={"model": system_model(spec, cfg)})
     requests = []
     task = load_task(cfg.task)
@@ -162,14 +175,13 @@ def describe(
         SamplingParams(
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
-            seed=slot_seed(cfg.seed, case.id, "describe"),
+            seed=slot_seed(cfg.seed, case.id, role),
         )
         for case in cases
     ]
+    desc = f"describe[{spec.name}]" if role == "describe" else f"{role}[{spec.name}]"
     with make_backend(backend_cfg) as backend:
-        outs = Engine(backend, store, progress=progress).generate(
-            requests, params, desc=f"describe[{spec.name}]"
-        )
+        outs = Engine(backend, store, progress=progress).generate(requests, params, desc=desc)
     texts = []
     for out in outs:
         # Cut at the last full sentence; a truncated text without one is kept as written (the
@@ -257,18 +269,18 @@ def run_judge(
     return per_case, stats, result.rejects + interest_rejects
 
 
-def _write_outputs(
-    out: Path,
+def _case_rows(
     cases: list[Case],
     descriptions: dict[str, list[str]],
     values: dict[str, CaseValues],
     words: dict[str, dict[str, int]],
-    per_case: dict[str, Any],
-    rejects: list[dict[str, Any]],
+    controls: list[dict[str, Any]],
     task: Task,
-) -> None:
-    case_rows = [
-        {
+) -> list[dict[str, Any]]:
+    """The rows of ``cases.jsonl``: each case's texts, values and (if run) controls."""
+    rows = []
+    for k, c in enumerate(cases):
+        row = {
             "case_id": c.id,
             "reader_id": c.reader.id,
             "country": c.reader.country,
@@ -281,8 +293,18 @@ def _write_outputs(
             **{name: table[c.id] for name, table in values.items()},
             "words": words[c.id],
         }
-        for k, c in enumerate(cases)
-    ]
+        if controls and controls[k]:
+            row["controls"] = controls[k]
+        rows.append(row)
+    return rows
+
+
+def _write_outputs(
+    out: Path,
+    case_rows: list[dict[str, Any]],
+    per_case: dict[str, Any],
+    rejects: list[dict[str, Any]],
+) -> None:
     judged = [
         {
             "case_id": case_id,
@@ -298,6 +320,68 @@ def _write_outputs(
     atomic_write_text(out / "cases.jsonl", jsonl(case_rows))
     atomic_write_text(out / "judgments.jsonl", jsonl(judged))
     atomic_write_text(out / "rejects.jsonl", jsonl(rejects))
+
+
+def run_controls(
+    cases: list[Case],
+    descriptions: dict[str, list[str]],
+    cfg: EvalConfig,
+    store: Store,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """The controls' texts and alignment differences per case (``controls.py``); [] when
+    ``cfg.controls`` is ``off``."""
+    if cfg.controls == "off":
+        return []
+    task = load_task(cfg.task)
+    rows = control_texts(
+        cases,
+        descriptions,
+        cfg.systems,
+        cfg.focus,
+        cfg.controls,
+        cfg.seed,
+        task.noun,
+        task.spec.item.title_field,
+        lambda some, spec, role: describe(some, spec, cfg, store, progress, role),
+    )
+    profiles = {c.reader.id: render_profile(c.reader) for c in cases}
+    own = [{s: descriptions[s][k] for s in descriptions} for k in range(len(cases))]
+    with_rows = [
+        {"reader_id": c.reader.id, "own": own[k], "controls": row}
+        for k, (c, row) in enumerate(zip(cases, rows))
+        if row
+    ]
+    differences = iter(alignment_controls(with_rows, profiles))
+    for row in rows:
+        if row:
+            row["alignment"] = next(differences)
+    return rows
+
+
+def _judge_controls(
+    cases: list[Case],
+    descriptions: dict[str, list[str]],
+    controls: list[dict[str, Any]],
+    cfg: EvalConfig,
+    engine: Engine,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The judge on the controls (``controls: all``): P values into each control row; returns
+    the calls' statistics and the rejects."""
+    if cfg.controls != "all" or not controls:
+        return {}, []
+    task = load_task(cfg.task)
+    judge = LabelJudge(engine, cfg.judge_method, cfg.judge_max_new_tokens)
+    views = [
+        CaseView(c.id, c.reader.id, c.reader.country, render_profile(c.reader), c.book, task)
+        for c in cases
+    ]
+    own = [{s: descriptions[s][k] for s in descriptions} for k in range(len(cases))]
+    values, stats, rejects = judge_controls(views, own, controls, judge, cfg.seed)
+    for row, found in zip(controls, values):
+        if row:
+            row["judge"] = found
+    return stats, rejects
 
 
 def evaluate(
@@ -318,9 +402,13 @@ def evaluate(
         descriptions = {
             spec.name: describe(cases, spec, cfg, store, progress) for spec in cfg.systems
         }
+        controls = run_controls(cases, descriptions, cfg, store, progress)
         with make_backend(cfg.judge) as judge_backend:
             engine = Engine(judge_backend, store, progress=progress)
             per_case, judge_stats, rejects = run_judge(cases, descriptions, cfg, engine)
+            control_stats, control_rejects = _judge_controls(
+                cases, descriptions, controls, cfg, engine
+            )
     values = {
         "alignment": alignment_scores(cases, descriptions),
         "copy_rate": copy_rates(cases, descriptions),
@@ -329,7 +417,8 @@ def evaluate(
         c.id: {s: len(descriptions[s][k].split()) for s in descriptions}
         for k, c in enumerate(cases)
     }
-    _write_outputs(out, cases, descriptions, values, words, per_case, rejects, load_task(cfg.task))
+    case_rows = _case_rows(cases, descriptions, values, words, controls, load_task(cfg.task))
+    _write_outputs(out, case_rows, per_case, rejects + control_rejects)
     systems = [s.name for s in cfg.systems]
     meta = {c.id: (c.reader.id, c.reader.country) for c in cases}
     outcomes = [
@@ -348,6 +437,7 @@ def evaluate(
         "rejected": len(rejects),
     }
     metrics["length"] = _length_metrics(outcomes, words, meta, systems)
+    add_controls_and_power(metrics, case_rows, settings, control_stats)
     metrics["task"] = _task_meta(load_task(cfg.task))
     metrics["cases"] = len(cases)
     metrics["readers"] = len({c.reader.id for c in cases})
@@ -357,6 +447,20 @@ def evaluate(
     }
     write_report(out, metrics, cfg)
     return metrics
+
+
+def add_controls_and_power(
+    metrics: dict[str, Any],
+    case_rows: list[dict[str, Any]],
+    settings: BootstrapSettings,
+    judge_calls: dict[str, Any] | None = None,
+) -> None:
+    """metrics.json's ``controls`` (None without them) and ``power`` blocks."""
+    controls = summarize(case_rows, settings)
+    if controls is not None and judge_calls:
+        controls["judge_calls"] = judge_calls
+    metrics["controls"] = controls
+    metrics["power"] = power_rows(metrics)
 
 
 def _task_meta(task: Task) -> dict[str, str]:
