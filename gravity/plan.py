@@ -418,6 +418,7 @@ def _evaluation(
     cases = build_cases(heldout, books, cfg.evaluate)
     _description_steps(est, cfg, cases, systems)
     calls, likely = _judge_steps(est, cfg.evaluate, cases, len(systems))
+    control_calls = _control_steps(est, cfg, cases, systems)
     return {
         "cases": len(cases),
         "systems": [s.name for s in systems],
@@ -425,7 +426,75 @@ def _evaluation(
         "judge_method": "likelihood" if likely else "constrained",
         "judge_calls": calls,
         "interest_calls": len(cases) * len(systems),
+        "control_calls": control_calls,
     }
+
+
+def _control_steps(
+    est: _Estimator, cfg: RunConfig, cases: list[Any], systems: list[SystemSpec]
+) -> dict[str, int]:
+    """The controls' extra calls: a partner's description where the partner has no case on the
+    item (per system), the control system's description under the other seed, and (controls
+    ``all``) the judge's three control pairs per case in both orders."""
+    from gravity.evaluate.controls import control_system, partners
+    from gravity.task import deployed_messages
+
+    ev: EvalConfig = cfg.evaluate
+    if ev.controls == "off" or not cases:
+        return {"descriptions": 0, "judge": 0}
+    task = load_task(ev.task)
+    have = {c.id for c in cases}
+    chosen = partners(cases, ev.seed)
+    missing = len({f"{p.id}:{c.book.id}" for c in cases if (p := chosen.get(c.id))} - have)
+    system = control_system([(s.name, s.kind) for s in systems], ev.focus)
+    model = cfg.train.model  # base, prompt and trained systems all run the base model
+
+    def request(i: int) -> ChatRequest:
+        case = cases[i % len(cases)]
+        return ChatRequest.model_validate(
+            {"messages": deployed_messages(case.reader, case.book, task)}
+        )
+
+    n = missing * len(systems) + len(cases)
+    est.add(
+        "evaluation",
+        f"control descriptions (partners, [{system}] reseeded)",
+        ev.generation,
+        model,
+        n,
+        request,
+        ev.max_new_tokens,
+    )
+    judge = 0
+    if ev.controls == "all":
+        judge = 6 * len(cases)
+        likely = _likelihood(ev.judge, ev.judge_method)
+        answer = "letter" if likely else "json"
+        from gravity.profiles.render import render_profile
+
+        def pair(i: int) -> ChatRequest:
+            case = cases[i // 6]
+            prompt = task.render(
+                "judge_pair",
+                case.book,
+                profile_text=render_profile(case.reader),
+                first="",
+                second="",
+                answer=answer,
+            )
+            return ChatRequest.from_prompt(prompt)
+
+        est.add(
+            "evaluation",
+            "control judgments (3 pairs x 2 orders)",
+            ev.judge,
+            ev.judge.model,
+            judge,
+            pair,
+            0 if likely else ev.judge_max_new_tokens,
+            2 * ev.max_new_tokens,
+        )
+    return {"descriptions": n, "judge": judge}
 
 
 def _description_steps(
