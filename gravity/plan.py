@@ -46,7 +46,7 @@ from gravity.llm.base import ChatRequest
 from gravity.llm.config import BackendConfig
 from gravity.llm.embedded import cache_root, is_embedded
 from gravity.profiles.models import UserProfile
-from gravity.taskspec import load_task
+from gravity.taskspec import Task, load_task
 
 SAMPLE = 48
 """Prompts rendered per step to measure its mean prompt length."""
@@ -465,36 +465,43 @@ def _control_steps(
         request,
         ev.max_new_tokens,
     )
-    judge = 0
-    if ev.controls == "all":
-        judge = 6 * len(cases)
-        likely = _likelihood(ev.judge, ev.judge_method)
-        answer = "letter" if likely else "json"
-        from gravity.profiles.render import render_profile
-
-        def pair(i: int) -> ChatRequest:
-            case = cases[i // 6]
-            prompt = task.render(
-                "judge_pair",
-                case.book,
-                profile_text=render_profile(case.reader),
-                first="",
-                second="",
-                answer=answer,
-            )
-            return ChatRequest.from_prompt(prompt)
-
-        est.add(
-            "evaluation",
-            "control judgments (3 pairs x 2 orders)",
-            ev.judge,
-            ev.judge.model,
-            judge,
-            pair,
-            0 if likely else ev.judge_max_new_tokens,
-            2 * ev.max_new_tokens,
-        )
+    judge = 6 * len(cases) if ev.controls == "all" else 0
+    if judge:
+        _control_judge_step(est, ev, cases, task)
     return {"descriptions": n, "judge": judge}
+
+
+def _control_judge_step(est: _Estimator, ev: EvalConfig, cases: list[Any], task: Task) -> None:
+    """The judge's three control pairs per case, both orders (controls ``all``)."""
+    from gravity.profiles.render import render_profile
+
+    likely = _likelihood(ev.judge, ev.judge_method)
+    answer = "letter" if likely else "json"
+
+    def pair(i: int) -> ChatRequest:
+        case = cases[i // 6]
+        prompt = task.render(
+            "judge_pair",
+            case.book,
+            profile_text=render_profile(case.reader),
+            first="",
+            second="",
+            answer=answer,
+        )
+        return ChatRequest.from_prompt(prompt)
+
+    answer_tokens = 0 if likely else ev.judge_max_new_tokens
+    label = "control judgments (3 pairs x 2 orders)"
+    est.add(
+        "evaluation",
+        label,
+        ev.judge,
+        ev.judge.model,
+        6 * len(cases),
+        pair,
+        answer_tokens,
+        2 * ev.max_new_tokens,
+    )
 
 
 def _description_steps(

@@ -608,6 +608,17 @@ def _report_metrics(pairs_by_reader, judge_stats, align=None, copy=None, min_rea
     return m
 
 
+def _validated(metrics):
+    """``metrics`` with the controls of a judge that passed the positive control."""
+    from gravity.evaluate.controls import summarize
+    from tests.test_controls import SETTINGS, _row
+
+    rows = [_row(f"r{k}", f"i{k}", 0.1 + 0.01 * k, 0.8 + 0.01 * k) for k in range(6)]
+    metrics["controls"] = summarize(rows, SETTINGS)
+    assert metrics["controls"]["judge_validated"] is True
+    return metrics
+
+
 def test_report_reading_is_computed_from_what_was_measured():
     from gravity.evaluate.report import reading
 
@@ -618,7 +629,11 @@ def test_report_reading_is_computed_from_what_was_measured():
         "position_consistency": 0.2,
         "first_position_mass": 0.7,
     }
-    tied = "\n".join(reading(_report_metrics([0.5] * 6, judge)))
+    unchecked = "\n".join(reading(_report_metrics([0.5] * 6, judge)))  # no controls run
+    assert "preference gain (points) +0.0 [+0.0, +0.0] (judge not validated: not evidence)" in (
+        unchecked
+    )
+    tied = "\n".join(reading(_validated(_report_metrics([0.5] * 6, judge))))
     assert "answered 40 of 40 calls (100.0%): usable" in tied
     assert "mostly follows position: only 20.0% of pairs" in tied
     assert "shown first 70.0% of its probability" in tied

@@ -136,7 +136,29 @@ def test_study_config_meets_its_sizing(tmp_path, no_models) -> None:
     assert all(plan.readers["heldout"][c] >= 8 for c in COUNTRIES)
     assert cfg.evaluate.items_per_reader >= 2
     assert sorted(cfg.generate.facets) == ["culture", "interests", "personality", "values"]
-    assert plan.total_seconds is not None and plan.total_seconds < 2.5 * 3600
+    # 2.3 h when it ran; the controls every evaluation now has add about 16 minutes
+    assert plan.total_seconds is not None and plan.total_seconds < 2.75 * 3600
+
+
+def test_powered_study_config_meets_its_sizing(tmp_path, no_models) -> None:
+    """configs/study-powered.yaml: at least 200 held-out readers, 40 per country, controls on,
+    a smallest detectable alignment difference of at most 0.008 from the CPU study's SDs, and
+    an estimate of at most 5 h on 2 cores."""
+    from gravity.evaluate.power import detectable
+
+    cfg = _config("study-powered.yaml", tmp_path / "powered")
+    plan = build_plan(cfg)
+    assert all(plan.readers["heldout"][c] >= 40 for c in COUNTRIES)
+    assert sum(plan.readers["heldout"].values()) >= 200
+    assert cfg.evaluate.controls == "all"
+    assert plan.total_seconds is not None and plan.total_seconds <= 5 * 3600
+    line = next(x for x in plan.power if x.startswith("gravity - base, alignment"))
+    shown = float(line.split("smallest effect detectable at 200 readers ")[1].split()[0])
+    assert shown <= 0.008
+    # the same figure by hand: the reference's SD, 200 readers
+    sd = float(line.split("per-reader SD ")[1].split(")")[0])
+    assert shown == pytest.approx(detectable(sd, 200), rel=1e-3)
+    assert not (tmp_path / "powered").exists()
 
 
 def test_cli_dry_run_prints_and_writes_nothing(tmp_path, no_models) -> None:

@@ -44,8 +44,8 @@ def control_lines(metrics: dict[str, Any]) -> list[str]:
     c = metrics.get("controls")
     if not c:
         return [
-            "- No controls were run (`controls: off`): nothing in this report shows what its "
-            "metrics could have seen."
+            "- No controls were run (`controls: off`, or an evaluation made before gravity had "
+            "controls): nothing in this report shows what its metrics could have seen."
         ]
     system = c["system"]
     align = c["matched"].get(system)
@@ -124,7 +124,7 @@ def control_table(metrics: dict[str, Any]) -> list[str]:
     """The Controls section's table (or why there is none)."""
     c = metrics.get("controls")
     if not c:
-        return ["No controls were run (`controls: off`)."]
+        return ["No controls were run (`controls: off`, or an evaluation made before controls)."]
     system = c["system"]
     judged = c.get("matched_judge")
     lines = [

@@ -49,6 +49,22 @@ def stored_config(eval_dir: Path) -> EvalConfig:
         raise GravityError(f"{path}: its Config section is not a valid EvalConfig: {exc}") from None
 
 
+def _overridden(
+    cfg: EvalConfig, eval_dir: Path, focus: str | None, bootstrap_method: str | None
+) -> EvalConfig:
+    """The stored config with the focus system and CI method asked for, checked."""
+    systems = [s.name for s in cfg.systems]
+    if focus is not None:
+        if focus not in systems:
+            raise GravityError(f"--focus {focus}: not a system of {eval_dir}; valid: {systems}")
+        cfg = cfg.model_copy(update={"focus": focus})
+    if bootstrap_method is not None:
+        if bootstrap_method not in ("t", "BCa", "percentile"):
+            raise GravityError(f"--bootstrap-method {bootstrap_method}: valid: t, BCa, percentile")
+        cfg = cfg.model_copy(update={"bootstrap_method": bootstrap_method})
+    return cfg
+
+
 def recompute(
     eval_dir: str | Path, focus: str | None = None, bootstrap_method: str | None = None
 ) -> dict[str, Any]:
@@ -62,16 +78,8 @@ def recompute(
     if not old_path.is_file():
         raise GravityError(f"{eval_dir}: no metrics.json (the judge's statistics live there)")
     old = json.loads(old_path.read_text(encoding="utf-8"))
-    cfg = stored_config(eval_dir)
+    cfg = _overridden(stored_config(eval_dir), eval_dir, focus, bootstrap_method)
     systems = [s.name for s in cfg.systems]
-    if focus is not None:
-        if focus not in systems:
-            raise GravityError(f"--focus {focus}: not a system of {eval_dir}; valid: {systems}")
-        cfg = cfg.model_copy(update={"focus": focus})
-    if bootstrap_method is not None:
-        if bootstrap_method not in ("t", "BCa", "percentile"):
-            raise GravityError(f"--bootstrap-method {bootstrap_method}: valid: t, BCa, percentile")
-        cfg = cfg.model_copy(update={"bootstrap_method": bootstrap_method})
     meta = {c["case_id"]: (c["reader_id"], c["country"]) for c in cases}
     # Records written before tasks (issue 22) name the item ``book_id``.
     items = {

@@ -419,6 +419,32 @@ def evaluate(
     }
     case_rows = _case_rows(cases, descriptions, values, words, controls, load_task(cfg.task))
     _write_outputs(out, case_rows, per_case, rejects + control_rejects)
+    metrics = _metrics(cases, case_rows, per_case, values, words, cfg)
+    metrics["judge"] = {
+        **judge_stats,
+        **_judge_provenance(cfg),
+        **metrics["judge"],
+        "rejected": len(rejects),
+    }
+    if metrics["controls"] is not None and control_stats:
+        metrics["controls"]["judge_calls"] = control_stats
+    metrics["leakage"] = {
+        "checked_against": [str(p) for p in train_data],
+        "notes": leakage_notes,
+    }
+    write_report(out, metrics, cfg)
+    return metrics
+
+
+def _metrics(
+    cases: list[Case],
+    case_rows: list[dict[str, Any]],
+    per_case: dict[str, Any],
+    values: dict[str, CaseValues],
+    words: dict[str, dict[str, int]],
+    cfg: EvalConfig,
+) -> dict[str, Any]:
+    """metrics.json's figures (all but the judge's call statistics and the held-out check)."""
     systems = [s.name for s in cfg.systems]
     meta = {c.id: (c.reader.id, c.reader.country) for c in cases}
     outcomes = [
@@ -431,21 +457,13 @@ def evaluate(
     items = {c.id: c.book.id for c in cases}
     metrics = compute_metrics(outcomes, meta, systems, cfg.focus, values, settings, items)
     metrics["judge"] = {
-        **judge_stats,
-        **_judge_provenance(cfg),
-        "agreement_with_alignment": agreement_with_alignment(outcomes, values["alignment"]),
-        "rejected": len(rejects),
+        "agreement_with_alignment": agreement_with_alignment(outcomes, values["alignment"])
     }
     metrics["length"] = _length_metrics(outcomes, words, meta, systems)
-    add_controls_and_power(metrics, case_rows, settings, control_stats)
+    add_controls_and_power(metrics, case_rows, settings)
     metrics["task"] = _task_meta(load_task(cfg.task))
     metrics["cases"] = len(cases)
     metrics["readers"] = len({c.reader.id for c in cases})
-    metrics["leakage"] = {
-        "checked_against": [str(p) for p in train_data],
-        "notes": leakage_notes,
-    }
-    write_report(out, metrics, cfg)
     return metrics
 
 
