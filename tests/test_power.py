@@ -104,3 +104,17 @@ def test_power_rows_skip_cells_without_a_spread_and_read_two_way_intervals():
     assert "Holm" in line and "readers share items" in line
     (none,) = power_rows({"overall": {"paired": {"base": cells}}}, n=0)
     assert none["detectable"] == math.inf  # no held-out readers: nothing detectable
+
+
+def test_a_clipped_interval_gives_the_sd_of_the_computed_one():
+    """A Top-1 difference's t interval cut at -1 (metrics.py) is narrower than computed: the SD
+    is read from the computed interval, which the cell keeps."""
+    from gravity.evaluate.intervals import BootstrapSettings, clip_ci, crossed_mean
+
+    x = [-1.0, -1.0, 0.0, 1.0, -1.0, -0.5]  # per-reader Top-1 differences, wide spread
+    rows = [(f"r{k}", f"r{k}", v) for k, v in enumerate(x)]
+    est = crossed_mean(rows, BootstrapSettings(min_readers=2))
+    cut = clip_ci(est, -1.0, 1.0)
+    assert cut["clipped"] and cut["ci"][0] == -1.0 and cut["ci_uncut"] == est["ci"]
+    (row,) = power_rows({"overall": {"paired": {"base": {"top1": cut}}}})
+    assert row["sd"] == pytest.approx(float(np.std(x, ddof=1)), rel=1e-9)

@@ -206,11 +206,12 @@ def _two_way_variance(
 
 def clip_ci(est: dict[str, Any], low: float, high: float) -> dict[str, Any]:
     """``est`` with its interval cut to [low, high], the range the quantity can take (a t
-    interval of a share can pass 0 or 1); ``clipped`` says when it was. Coverage is kept: the
-    true value lies in the range."""
+    interval of a share can pass 0 or 1); ``clipped`` says when it was, and ``ci_uncut`` keeps
+    the interval as computed (its width is what a per-reader SD is backed out of). Coverage is
+    kept: the true value lies in the range."""
     ci = est.get("ci")
     if ci is not None and (ci[0] < low or ci[1] > high):
-        return {**est, "ci": [max(ci[0], low), min(ci[1], high)], "clipped": True}
+        return {**est, "ci": [max(ci[0], low), min(ci[1], high)], "clipped": True, "ci_uncut": ci}
     return est
 
 

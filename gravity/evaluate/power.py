@@ -96,7 +96,8 @@ def power_rows(
                 df = None
                 if cell.get("method") == "two-way-t":  # its interval's df: min(readers, books) - 1
                     df = min(cell["n"], cell.get("books", cell["n"])) - 1
-                sd = sd_from_ci(cell.get("ci"), cell["n"], level, df)
+                # a clipped interval (metrics.py) keeps its computed one for this
+                sd = sd_from_ci(cell.get("ci_uncut") or cell.get("ci"), cell["n"], level, df)
             if sd is None:
                 continue
             at = cell["n"] if n is None else n
