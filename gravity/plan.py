@@ -741,16 +741,18 @@ def build_plan(cfg: RunConfig) -> Plan:
         stage_seconds=stage_seconds,
         total_seconds=None if None in times else round(sum(times), 1),  # type: ignore[arg-type]
         warnings=warnings,
-        power=_power(cfg, len(heldout)),
+        power=_power(cfg, len(heldout), len(held_books)),
     )
 
 
-def _power(cfg: RunConfig, readers: int) -> list[str]:
-    """What an evaluation of ``readers`` held-out readers could detect, sized by the per-reader
-    SDs of the reference evaluation ``plan.reference`` names (none named: no lines)."""
+def _power(cfg: RunConfig, readers: int, books: int) -> list[str]:
+    """What an evaluation of ``readers`` held-out readers on ``books`` held-out items could
+    detect, sized by the per-reader SDs of the reference evaluation ``plan.reference`` names
+    (none named: no lines); with the reference's ``cases.jsonl`` beside it, the alignment
+    differences also by their reader and item variance (items stay fixed as readers grow)."""
     import json
 
-    from gravity.evaluate.power import power_lines, power_rows
+    from gravity.evaluate.power import power_lines, power_rows, two_way_lines, two_way_rows
 
     path = cfg.plan.reference
     if path is None:
@@ -762,7 +764,15 @@ def _power(cfg: RunConfig, readers: int) -> list[str]:
         raise GravityError(
             f"plan.reference: {path}: not an evaluation's metrics.json ({exc})"
         ) from None
-    return [f"power, from {path}:", *power_lines(power_rows(metrics, n=readers), focus)]
+    lines = [f"power, from {path}:", *power_lines(power_rows(metrics, n=readers), focus)]
+    cases_path = Path(path).parent / "cases.jsonl"
+    if cases_path.is_file():
+        try:
+            cases = [json.loads(x) for x in cases_path.read_text().splitlines() if x.strip()]
+        except ValueError as exc:
+            raise GravityError(f"plan.reference: {cases_path}: not JSON lines ({exc})") from None
+        lines += two_way_lines(two_way_rows(cases, focus, readers, books), focus)
+    return lines
 
 
 def _duration(seconds: float | None) -> str:

@@ -230,8 +230,10 @@ def test_a_personalizing_writer_passes_and_a_reader_blind_judge_fails(tmp_path, 
     assert "its verdicts below count as evidence" in report
     assert "smallest effect detectable at 12 readers" in report
     assert metrics["power"] and all(r["readers"] == 12 for r in metrics["power"])
+    written = json.loads((out / "metrics.json").read_text())
     again = recompute(out)  # from the stored cases, no model
-    assert again["controls"] == json.loads((out / "metrics.json").read_text())["controls"]
+    assert again["controls"] == written["controls"] and again["power"] == written["power"]
+    assert again["task"] == written["task"]
 
     blind, out2 = _evaluate(tmp_path, monkeypatch, _Fake("position"), name="blind")
     assert blind["controls"]["judge_validated"] is False
@@ -242,11 +244,26 @@ def test_a_personalizing_writer_passes_and_a_reader_blind_judge_fails(tmp_path, 
 
 
 def test_a_writer_that_ignores_the_reader_fails_the_positive_control(tmp_path, monkeypatch):
-    metrics, _ = _evaluate(tmp_path, monkeypatch, _Fake("reader", personal=False))
+    metrics, out = _evaluate(tmp_path, monkeypatch, _Fake("reader", personal=False))
     c = metrics["controls"]
     lo, hi = c["matched"]["prompt"]["ci"]
     assert lo <= 0 <= hi and c["alignment_sees_reader"] is False
     assert c["judge_validated"] is False  # no text names a country: every pair ties
+    # the judge itself can see the reader (the oracle texts name the country): the report says
+    # the system may be what does not personalize
+    assert c["oracle"]["judge"]["ci"][0] > 0.5
+    assert "It does tell the oracle texts apart" in (out / "report.md").read_text()
+
+
+def test_the_control_system_sees_a_profile():
+    from gravity.evaluate.controls import control_system
+
+    systems = [("base", "base"), ("prompt", "prompt"), ("gravity", "model")]
+    assert control_system(systems, "gravity") == "gravity"
+    assert control_system(systems, "base") == "gravity"  # base's texts differ only by seed
+    assert control_system(systems, "missing") == "gravity"
+    assert control_system([("base", "base"), ("b2", "base")], "base") == "base"
+    assert control_system([("base", "base"), ("b2", "base")], "x") == "b2"
 
 
 def test_controls_off_makes_no_extra_calls(tmp_path, monkeypatch):

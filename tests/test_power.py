@@ -118,3 +118,61 @@ def test_a_clipped_interval_gives_the_sd_of_the_computed_one():
     assert cut["clipped"] and cut["ci"][0] == -1.0 and cut["ci_uncut"] == est["ci"]
     (row,) = power_rows({"overall": {"paired": {"base": {"top1": cut}}}})
     assert row["sd"] == pytest.approx(float(np.std(x, ddof=1)), rel=1e-9)
+
+
+def _crossed(rng, readers, books, per_reader=2, sd_reader=0.02, sd_book=0.01, sd_case=0.02):
+    """Per-case differences of readers who each see ``per_reader`` of ``books`` shared books."""
+    book_effect = rng.normal(0, sd_book, size=books)
+    rows = []
+    for r in range(readers):
+        effect = rng.normal(0, sd_reader)
+        for b in rng.choice(books, size=per_reader, replace=False):
+            rows.append((f"r{r}", f"b{b}", effect + book_effect[b] + rng.normal(0, sd_case)))
+    return rows
+
+
+def test_two_way_projection_matches_simulated_spread_at_the_planned_size():
+    """Components estimated at a small reference (32 readers, 12 books) project the standard
+    error at the planned size (200 readers, 36 books); checked against the spread of the mean
+    over simulated evaluations of that size. Readers alone would understate it."""
+    from gravity.evaluate.intervals import variance_components
+
+    rng = np.random.default_rng(7)
+    projected, readers_only = [], []
+    for _ in range(60):
+        reader, book, _, _ = variance_components(_crossed(rng, 32, 12))
+        projected.append(math.sqrt(reader / 200 + book / 36))
+        readers_only.append(math.sqrt(reader / 200))
+    means = []
+    for _ in range(400):
+        rows = _crossed(rng, 200, 36)
+        per = {}
+        for r, _, v in rows:
+            per.setdefault(r, []).append(v)
+        means.append(np.mean([np.mean(v) for v in per.values()]))
+    empirical = float(np.std(means, ddof=1))
+    assert np.mean(projected) == pytest.approx(empirical, rel=0.2)
+    assert np.mean(readers_only) < 0.85 * empirical  # the book part matters here
+
+
+def test_variance_components_add_up_to_the_two_way_variance_at_the_reference():
+    from gravity.evaluate.intervals import _two_way_variance, variance_components
+
+    rows = _crossed(np.random.default_rng(3), 32, 12, sd_book=0.03)
+    reader, book, readers, books = variance_components(rows)
+    per = {}
+    for r, _, v in rows:
+        per.setdefault(r, []).append(v)
+    both, _ = _two_way_variance(rows, float(np.mean([np.mean(v) for v in per.values()])))
+    assert (readers, books) == (32, 12)
+    assert reader / 32 + book / 12 == pytest.approx(both, rel=1e-9)
+
+
+def test_detectable_two_way_by_hand():
+    from gravity.evaluate.power import detectable_two_way
+
+    # se = sqrt(0.0004 / 200 + 0.0001 / 36); df = 35
+    se = math.sqrt(0.0004 / 200 + 0.0001 / 36)
+    want = (stats.t.ppf(0.975, 35) + stats.t.ppf(0.8, 35)) * se
+    assert detectable_two_way(0.0004, 0.0001, 200, 36) == pytest.approx(want, rel=1e-12)
+    assert detectable_two_way(0.0004, 0.0001, 200, 1) == math.inf

@@ -50,6 +50,11 @@ def control_lines(metrics: dict[str, Any]) -> list[str]:
     system = c["system"]
     align = c["matched"].get(system)
     lines = [_positive_line(system, align, c.get("alignment_sees_reader"))]
+    if metrics.get("focus") not in (None, system):
+        lines.append(
+            f"- The controls were run for `{system}` (the focus system when the evaluation ran); "
+            f"the paired differences below are for `{metrics['focus']}`."
+        )
     lines.append(_judge_line(c))
     oracle = c["oracle"]
     lines.append(
@@ -90,13 +95,19 @@ def _judge_line(c: dict[str, Any]) -> str:
             "below count as evidence."
         )
     oracle = c["oracle"].get("judge")
-    return (
+    line = (
         f"- The judge is not validated: with the reader's persona, P(the `{system}` text "
         f"written for this reader wins over one for another reader) is {estimate(judged, 'p')}, "
         "an interval that does not lie above 0.5"
         + (f" (oracle texts: {estimate(oracle, 'p')})" if oracle else "")
         + ". Its verdicts below are shown, but they are not evidence."
     )
+    if oracle and oracle["status"] == "ok" and oracle.get("ci") and oracle["ci"][0] > 0.5:
+        line += (
+            f" It does tell the oracle texts apart, so either `{system}` barely writes for its "
+            "reader or the judge sees only profile words a text repeats."
+        )
+    return line
 
 
 def _negative_line(system: str, c: dict[str, Any]) -> str:

@@ -41,13 +41,14 @@ NEGATIVE_ROLE = "describe:negative-control"
 
 def control_system(systems: Sequence[tuple[str, str]], focus: str) -> str:
     """The system the judge controls and the negative control use: the focus system when it is
-    evaluated, else the last one that sees a profile, else the last one. ``systems``: (name,
+    evaluated and sees a profile, else the last one that sees a profile (a ``base`` text for two
+    readers differs only by its sampling seed), else the focus or last one. ``systems``: (name,
     kind) pairs."""
     names = [name for name, _ in systems]
-    if focus in names:
-        return focus
     profiled = [name for name, kind in systems if kind != "base"]
-    return (profiled or names)[-1]
+    if focus in profiled:
+        return focus
+    return (profiled or [focus if focus in names else names[-1]])[-1]
 
 
 def partners(cases: Sequence[Any], seed: int) -> dict[str, Any]:

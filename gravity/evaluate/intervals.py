@@ -215,6 +215,21 @@ def clip_ci(est: dict[str, Any], low: float, high: float) -> dict[str, Any]:
     return est
 
 
+def variance_components(rows: Sequence[tuple[str, str, float]]) -> tuple[float, float, int, int]:
+    """(reader part, book part, readers, books) of the two-way variance of the mean of reader
+    means over ``rows`` (reader, book, value), each part scaled to one unit (reader part x
+    readers, book part x books), so that at R readers and B books the variance is about
+    ``reader / R + book / B``: what a plan projects when the books stay fixed as readers grow.
+    The book part is never below 0."""
+    per: dict[str, list[float]] = defaultdict(list)
+    for reader, _, v in rows:
+        per[reader].append(v)
+    estimate = float(np.mean([sum(v) / len(v) for v in per.values()]))
+    both, readers_only = _two_way_variance(rows, estimate)
+    readers, books = len(per), len({b for _, b, _ in rows})
+    return readers_only * readers, max(both - readers_only, 0.0) * books, readers, books
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values, in the input order (each at most 1)."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])

@@ -127,6 +127,84 @@ def _usable(cell: dict[str, Any] | None) -> bool:
     return math.isfinite(cell["value"])
 
 
+def detectable_two_way(
+    reader_part: float,
+    book_part: float,
+    readers: int,
+    books: int,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> float:
+    """The smallest detectable mean difference when readers share ``books`` items: standard
+    error sqrt(reader_part / readers + book_part / books) (``intervals.variance_components``),
+    with min(readers, books) - 1 degrees of freedom, as the report's two-way interval has;
+    ``inf`` below 2 readers or books. Adding readers does not shrink the book part."""
+    df = min(readers, books) - 1
+    if df < 1:
+        return math.inf
+    se = math.sqrt(reader_part / readers + book_part / books)
+    return (_t(1 - alpha / 2, df) + _t(power, df)) * se
+
+
+def two_way_rows(
+    cases: list[dict[str, Any]],
+    focus: str,
+    readers: int,
+    books: int,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> list[dict[str, Any]]:
+    """Per baseline: the alignment difference's smallest detectable effect at ``readers``
+    readers sharing ``books`` books, from a reference evaluation's per-case values
+    (``cases.jsonl``: ``reader_id``, ``item_id``, ``alignment``)."""
+    from gravity.evaluate.intervals import variance_components
+
+    systems = sorted({s for c in cases for s in c.get("alignment", {})})
+    rows = []
+    for baseline in (s for s in systems if s != focus):
+        data = [
+            (
+                c["reader_id"],
+                c.get("item_id") or c.get("book_id") or c["case_id"],
+                a[focus] - a[baseline],
+            )
+            for c in cases
+            if (a := c.get("alignment", {})).get(focus) is not None and a.get(baseline) is not None
+        ]
+        if len({r for r, _, _ in data}) < 2:
+            continue
+        reader_part, book_part, ref_readers, ref_books = variance_components(data)
+        rows.append(
+            {
+                "baseline": baseline,
+                "metric": "alignment",
+                "readers": readers,
+                "books": books,
+                "reader_part": reader_part,
+                "book_part": book_part,
+                "reference": {"readers": ref_readers, "books": ref_books},
+                "detectable": detectable_two_way(
+                    reader_part, book_part, readers, books, alpha, power
+                ),
+                "alpha": alpha,
+                "power": power,
+            }
+        )
+    return rows
+
+
+def two_way_lines(rows: list[dict[str, Any]], focus: str) -> list[str]:
+    """One line per two-way row."""
+    return [
+        f"{focus} - {r['baseline']}, alignment, readers sharing {r['books']} held-out items: "
+        f"smallest effect detectable at {r['readers']} readers {r['detectable']:.4g} "
+        f"({r['power']:.0%} power, two-sided {r['alpha']:.0%}; reader and item variance from "
+        f"the reference's {r['reference']['readers']} readers and {r['reference']['books']} "
+        "items; more readers do not shrink the item part)"
+        for r in rows
+    ]
+
+
 def power_lines(rows: list[dict[str, Any]], focus: str) -> list[str]:
     """One line per row: what the run could see and what the observed effect would need."""
     lines = []

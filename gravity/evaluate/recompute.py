@@ -117,5 +117,7 @@ def recompute(
     metrics["cases"] = len(cases)
     metrics["readers"] = len({c["reader_id"] for c in cases})
     metrics["leakage"] = old.get("leakage", {"checked_against": [], "notes": []})
+    if "task" in old:
+        metrics["task"] = old["task"]
     write_report(eval_dir, metrics, cfg)
     return metrics

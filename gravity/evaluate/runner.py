@@ -427,7 +427,7 @@ def evaluate(
         "rejected": len(rejects),
     }
     if metrics["controls"] is not None and control_stats:
-        metrics["controls"]["judge_calls"] = control_stats
+        metrics["controls"]["judge_calls"] = {**control_stats, "rejected": len(control_rejects)}
     metrics["leakage"] = {
         "checked_against": [str(p) for p in train_data],
         "notes": leakage_notes,
