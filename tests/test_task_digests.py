@@ -119,3 +119,45 @@ def test_demo_pairs_and_export_are_unchanged(tmp_path: Path) -> None:
             lines = (tmp_path / f"export-{mode}" / name).read_text().splitlines()
             rows = [_as_before(json.loads(line)) for line in lines]
             assert _digest(rows) == EXPORT[(mode, name)], (mode, name)
+
+
+# --- events side: the item-tagging and trait-inference prompts of the book task ------------------
+# Recorded at c34b41d, before these prompts became properties of the task (events side of #22).
+
+EVENTS_PROMPTS = "35d721b3b5191f8eea36afd37b2ef57d05e01867d35be93bcc5fabd04530b74a"
+
+
+def _events_prompts() -> list:
+    from gravity.events import read_events_dir
+    from gravity.events.importers import import_events
+    from gravity.events.infer import InferConfig, llm_requests
+    from gravity.events.tasks import ItemTags, TextTraits, tag_requests, traits_requests
+
+    none = dict.fromkeys(("title", "author", "year", "publisher", "description"))
+    items = [
+        {**none, "title": "T"},
+        {**none, "title": "Dune", "author": "Frank Herbert", "year": 1965, "publisher": "Chilton"},
+        {**none, "title": "{{ 7*7 }}", "author": "A {% raw %}", "description": "word " * 400},
+        {**none, "title": "Long", "author": "B", "publisher": "P", "description": "x" * 1300},
+    ]
+    reviews = [["Loved it, {{ evil }}.", "Too long."], ["One review only."], []]
+    out: list = [r.model_dump() for r in tag_requests(items)]
+    out += [r.model_dump() for r in traits_requests(reviews)]
+    out += [ItemTags.model_json_schema(), TextTraits.model_json_schema()]  # structured output
+    fixtures = ROOT / "tests" / "fixtures" / "events"
+    sources = {
+        "bookcrossing": [fixtures / "bookcrossing"],
+        "amazon": [fixtures / "amazon" / "Books.jsonl", fixtures / "amazon" / "meta_Books.jsonl"],
+    }
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, paths in sources.items():
+            import_events(name, paths, Path(tmp) / name)
+            steps = llm_requests(read_events_dir(Path(tmp) / name), InferConfig())
+            out += [[r.model_dump() for r in steps[s]] for s in sorted(steps)]
+    return out
+
+
+def test_book_task_events_prompts_are_unchanged() -> None:
+    assert _digest(_events_prompts()) == EVENTS_PROMPTS
