@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gravity.errors import GravityError
 from gravity.items import ItemSchema, ItemView, load_items
@@ -80,6 +80,13 @@ class Wording(BaseModel):
 EVENTS_COLUMNS = ("title", "author", "year", "publisher", "description", "categories", "isbn")
 """The columns of an events folder's items (``gravity events import``) a task's fields may come
 from; ``id`` always comes from the item's id."""
+_COLUMN_TYPES = {
+    "year": ("int", "float", "str"),
+    "categories": ("list", "str"),
+    **{c: ("str", "list") for c in ("title", "author", "publisher", "description", "isbn")},
+}
+"""The item field types each events column can fill (a list column fills a str field with its
+first entry; a text column fills a list field as one entry)."""
 
 
 class EventsSpec(BaseModel):
@@ -194,6 +201,33 @@ class TaskSpec(BaseModel):
         "their names; an empty label leaves a field out).",
     )
     events: EventsSpec = Field(default_factory=EventsSpec)
+
+    @model_validator(mode="after")
+    def _events_fields(self) -> TaskSpec:
+        schema = self.item
+        for name, column in (self.events.fields or {}).items():
+            where = f"events.fields.{name}"
+            if name == schema.id_field:
+                raise ValueError(f"{where}: the id comes from the events item's id")
+            if name not in schema.fields:
+                raise ValueError(f"{where}: not a field of the item ({', '.join(schema.fields)})")
+            kind = schema.fields[name].type
+            if kind not in _COLUMN_TYPES[column]:
+                raise ValueError(f"{where}: a {kind} field cannot come from the column '{column}'")
+        return self
+
+    def events_fields(self) -> dict[str, str]:
+        """Item field -> the events column it comes from (``events.fields``, else each field
+        named like a column of the right type)."""
+        if self.events.fields is not None:
+            return dict(self.events.fields)
+        return {
+            name: name
+            for name, spec in self.item.fields.items()
+            if name != self.item.id_field
+            and name in _COLUMN_TYPES
+            and spec.type in _COLUMN_TYPES[name]
+        }
 
 
 ROLE_VARIABLES: dict[str, tuple[str, ...]] = {
@@ -324,6 +358,20 @@ class Task:
                 "(--no-tag-items, infer.tag_items: false)"
             )
         return list(self.spec.events.tags)
+
+    def events_fields(self) -> dict[str, str]:
+        """Item field -> events column for a catalog built from an events folder; a one-line
+        error naming the file and the field where a required field has none."""
+        mapping = self.spec.events_fields()
+        schema = self.spec.item
+        for name, spec in schema.fields.items():
+            if spec.required and name != schema.id_field and name not in mapping:
+                raise GravityError(
+                    f"{self.folder / SPEC_FILE}: events.fields: the required item field "
+                    f"'{name}' comes from no events column ({', '.join(EVENTS_COLUMNS)}): map "
+                    "it, make it optional, or give a catalog file instead of an events folder"
+                )
+        return mapping
 
     def guidance(self, facet: str) -> str:
         """The task's guidance for ``facet`` ('' where it gives none)."""
