@@ -39,6 +39,8 @@ def test_tasks_show_names_schema_output_and_templates() -> None:
     assert "item: product (id field: id)" in out and "supplier_code: str, hidden" in out
     assert "output: description, about 60 words" in out and "output language: reader" in out
     assert "deployed: " in out and out.count("\n  - ") >= 10
+    assert "person: shopper" in out and "events tags: 15 categories (home and kitchen," in out
+    assert "catalog from an events folder: no: the required item field 'price_band'" in out
 
 
 def test_every_task_renders_every_role_with_every_example_profile(example_profiles) -> None:
