@@ -464,7 +464,7 @@ def infer_profiles(
     readers, items, behaviour = work.readers, work.items, work.behaviour
     result = InferResult(profiles=[], skipped=work.skipped)
     to_tag, with_text = work.to_tag, work.with_text
-    traits = _llm_tasks(items, to_tag, with_text, cfg, (engine, store, task), result)
+    traits = _llm_tasks(items, to_tag, with_text, cfg, engine, store, result, task)
     _genres_from_tags(behaviour, result, cfg)
     profiles: dict[str, UserProfile] = {}
     for uid, reader in readers.items():
@@ -497,20 +497,20 @@ def _llm_tasks(
     to_tag: list[str],
     with_text: dict[str, list[str]],
     cfg: InferConfig,
-    how: tuple[Any, Path | None, Task],
+    engine: Any,
+    store: Path | None,
     result: InferResult,
+    task: Task,
 ) -> dict[str, Any]:
     """Tag ``to_tag`` items (into ``result.item_tags``) and infer traits from the readers' review
-    text; user id -> traits, or the reason they were rejected. ``how``: the engine (None: built
-    from the config), the result store, the task. No engine is built when neither step has
-    work."""
+    text, in ``task``'s words; user id -> traits, or the reason they were rejected. No engine
+    is built when neither step has work."""
     traits: dict[str, Any] = {}
     if not to_tag and not with_text:
         return traits
     from gravity.events.tasks import tag_items, traits_from_reviews
     from gravity.llm import SamplingParams
 
-    engine, store, task = how
     _announce(items, to_tag, with_text, cfg, task)
 
     params = SamplingParams(
