@@ -288,6 +288,27 @@ def test_events_catalog_is_validated_by_the_task_schema(tmp_path: Path, generic)
     assert "- title: Pride and Pr" in rendered and "- topics: romance, classics" in rendered
 
 
+def test_events_catalog_keeps_free_attributes_where_the_schema_keeps_extra_columns(
+    tmp_path: Path, bx
+) -> None:
+    from gravity.events.books import items_from_events
+
+    folder = _task(tmp_path, {"tags": ["poetry"], "fields": FIELDS})
+    spec = yaml.safe_load((folder / "task.yaml").read_text())
+    spec["item"]["extra_columns"] = "keep"
+    (folder / "task.yaml").write_text(yaml.safe_dump(spec))
+    task = load_task(folder)
+    items = items_from_events(read_events_dir(bx), task)
+    with_publisher = [i for i in items if i.model_extra.get("publisher")]
+    assert with_publisher, "Book-Crossing items have publishers"
+    item = with_publisher[0]
+    assert set(item.model_extra) <= {"publisher", "description", "isbn"}
+    shown = task.variables(item)["pick"]  # what templates see: free attributes included
+    assert shown.publisher == item.model_extra["publisher"]
+    plain = load_task(_task(tmp_path / "plain", {"tags": ["poetry"], "fields": FIELDS}))
+    assert all(not i.model_extra for i in items_from_events(read_events_dir(bx), plain))
+
+
 def test_events_catalog_size_is_the_task_setting(tmp_path: Path, generic) -> None:
     from gravity.events.books import items_from_events
 
@@ -318,6 +339,25 @@ def test_builtin_task_an_events_folder_cannot_serve_is_one_line(
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, lines
     assert f"tasks/{task}/task.yaml: events.fields: the required item field '{field}'" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_with_a_task_without_tags_fails_before_any_model(tmp_path: Path, bx, no_models) -> None:
+    folder = _task(tmp_path)  # no tags
+    config = {
+        "out_dir": str(tmp_path / "run"),
+        "task": str(folder),
+        "catalog": str(bx),
+        "profiles": {"n_per_country": 0, "events": str(bx), "infer": {"text_inference": False}},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert (
+        len(lines) == 1 and "task.yaml: events.tags: task 'club-blurb' gives no tags" in (lines[0])
+    )
     assert not (tmp_path / "run").exists()
 
 

@@ -4,8 +4,9 @@ validated against the task's item schema.
 Events items are what the importers read (``gravity events import``): an id, and where the
 source has them a title, an author, a year, a publisher, a description and categories. The
 task says which of its fields come from which of these (task.yaml ``events.fields``); a field
-no column fills stays empty, and a task with a required field no column fills cannot build a
-catalog from events (one line naming task.yaml and the field). Items are grouped by work
+no column fills stays empty, the other columns become free attributes where the schema keeps
+extra columns, and a task with a required field no column fills cannot build a catalog from
+events (one line naming task.yaml and the field). Items are grouped by work
 (``work_key``: editions of one book are one entry) and ranked by their events.
 """
 
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 from gravity.errors import GravityError
 from gravity.events.store import EventsData
 from gravity.items import Item
-from gravity.taskspec import Task, load_task
+from gravity.taskspec import EVENTS_COLUMNS, Task, load_task
 
 _BAD_ID = re.compile(r"[^A-Za-z0-9_.:-]")
 
@@ -167,9 +168,17 @@ def items_from_events(
 
 
 def _row(item: dict[str, Any], mapping: dict[str, str], task: Task) -> dict[str, Any]:
-    """The values of an events item under the task's field names, fitted to each field."""
-    fields = task.spec.item.fields
-    return {name: _fitted(item[column], column, fields[name]) for name, column in mapping.items()}
+    """The values of an events item under the task's field names, fitted to each field; with
+    ``extra_columns: keep``, the other non-empty columns as free attributes (text)."""
+    schema = task.spec.item
+    row = {n: _fitted(item[c], c, schema.fields[n]) for n, c in mapping.items()}
+    if schema.extra_columns == "keep":
+        used = set(mapping.values()) | set(schema.fields) | {"id"}
+        for column in EVENTS_COLUMNS:
+            value = item.get(column)
+            if column not in used and value not in (None, "", []):
+                row[column] = "; ".join(value) if isinstance(value, list) else str(value)
+    return row
 
 
 def _fitted(value: Any, column: str, spec: Any) -> Any:
