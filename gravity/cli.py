@@ -202,13 +202,19 @@ def profiles_show(
             help="Facet(s) to show: demographics, culture, values, personality, interests."
         ),
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="Name the person and interests in this task's words (default: books)."),
+    ] = None,
 ) -> None:
     """Print the rendered summary that prompts see, with a note where culture values are
     missing."""
     from gravity.profiles import load_profiles
     from gravity.profiles.culture import culture_gaps
     from gravity.profiles.render import check_facets, render_profile
+    from gravity.taskspec import load_task
 
+    wording = None if task is None else load_task(task).profile_wording()
     try:  # before any output: a bad flag prints nothing but the error
         check_facets(facet or None)
     except ValueError as exc:
@@ -222,7 +228,7 @@ def profiles_show(
         if index:
             typer.echo("")
         typer.echo(f"# {profile.id}")
-        typer.echo(render_profile(profile, facet or None))
+        typer.echo(render_profile(profile, facet or None, wording))
         if facet is None or "culture" in facet:
             for note in culture_gaps(profile):
                 typer.echo(f"(note: {note}; this reader's prompts carry none of it)")
@@ -772,15 +778,18 @@ def profiles_infer(
     *,
     flags: ConfigFlags,
 ) -> None:
-    """Infer reader profiles from event histories; every field carries its provenance."""
+    """Infer reader profiles from event histories; every field carries its provenance. The
+    task (--task) supplies the LLM steps' words: its tag vocabulary, item noun and reviews."""
     from gravity.events import read_events_dir
-    from gravity.events.infer import infer_profiles
+    from gravity.events.infer import infer_profiles, infer_task
     from gravity.io import atomic_write_text
     from gravity.profiles import dump_profiles
 
     cfg = flags.resolve(config)
     if output.suffix.lower() not in (".jsonl", ".json", ".yaml", ".yml"):
         raise GravityError(f"{output}: unknown extension; use .jsonl, .json or .yaml")
+    _check_task(cfg.task, flags, config)
+    infer_task(cfg)  # a task without what the LLM steps need fails before the events are read
     data = read_events_dir(events)
     store_path = store or output.with_name(output.name + ".store.sqlite")
     result = infer_profiles(data, cfg, store=store_path)

@@ -133,23 +133,34 @@ class RunConfig(_Config):
     def _renamed(cls, data: Any) -> Any:
         return refuse_renamed(data, set(cls.model_fields))
 
-    @model_validator(mode="after")
-    def _consistent(self) -> RunConfig:
-        # One task for the whole run: `task`, or the one section that names a task.
-        named = {
-            f"{name}.task": getattr(self, name).task
-            for name in ("generate", "evaluate")
-            if getattr(self, name).task != DEFAULT_TASK
+    def _one_task(self) -> None:
+        """One task for the whole run: `task`, or the one section that names a task (the
+        readers' inference from events speaks the run's task too)."""
+        sections = {
+            "generate": self.generate,
+            "evaluate": self.evaluate,
+            "profiles.infer": self.profiles.infer,
+            "heldout.infer": self.heldout.infer,
         }
+        named = {f"{k}.task": v.task for k, v in sections.items() if v.task != DEFAULT_TASK}
         if self.task is not None:
             named = {"task": self.task, **named}
         if len(set(named.values())) > 1:
             shown = ", ".join(f"{k} '{v}'" for k, v in named.items())
             raise ValueError(f"one task per run: {shown} differ")
         task = next(iter(named.values()), None)
-        if task is not None:
-            self.generate = self.generate.model_copy(update={"task": task})
-            self.evaluate = self.evaluate.model_copy(update={"task": task})
+        if task is None:
+            return
+        self.generate = self.generate.model_copy(update={"task": task})
+        self.evaluate = self.evaluate.model_copy(update={"task": task})
+        for stage in ("profiles", "heldout"):
+            section = getattr(self, stage)
+            infer = section.infer.model_copy(update={"task": task})
+            setattr(self, stage, section.model_copy(update={"infer": infer}))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        self._one_task()
         if "naive" in self.train_systems and "naive" not in self.modes:
             raise ValueError("train_systems has 'naive' but modes does not generate naive pairs")
         if {"sft", "gravity"} & set(self.train_systems) and "gravity" not in self.modes:

@@ -473,8 +473,6 @@ def _control_steps(
 
 def _control_judge_step(est: _Estimator, ev: EvalConfig, cases: list[Any], task: Task) -> None:
     """The judge's three control pairs per case, both orders (controls ``all``)."""
-    from gravity.profiles.render import render_profile
-
     likely = _likelihood(ev.judge, ev.judge_method)
     answer = "letter" if likely else "json"
 
@@ -483,7 +481,7 @@ def _control_judge_step(est: _Estimator, ev: EvalConfig, cases: list[Any], task:
         prompt = task.render(
             "judge_pair",
             case.book,
-            profile_text=render_profile(case.reader),
+            profile_text=task.profile_text(case.reader),
             first="",
             second="",
             answer=answer,
@@ -530,8 +528,6 @@ def _description_steps(
 def _judge_steps(est: _Estimator, ev: EvalConfig, cases: list[Any], k: int) -> tuple[int, bool]:
     """The judge's calls over ``k`` systems' descriptions and its interest ratings; returns
     (judge calls, whether the judge reads label likelihoods)."""
-    from gravity.profiles.render import render_profile
-
     task = load_task(ev.task)
     likely = _likelihood(ev.judge, ev.judge_method)
     answer = "letter" if likely else "json"
@@ -539,7 +535,7 @@ def _judge_steps(est: _Estimator, ev: EvalConfig, cases: list[Any], k: int) -> t
     n = len(cases)
 
     def render(role: str, i: int, **variables: Any) -> str:
-        profile_text = render_profile(cases[i].reader)
+        profile_text = task.profile_text(cases[i].reader)
         return task.render(role, cases[i].book, profile_text=profile_text, **variables)
 
     if ev.protocol == "pairwise":

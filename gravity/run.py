@@ -44,13 +44,13 @@ class EventsCache:
             self._read[key] = read_events_dir(path)
         return self._read[key]
 
-    def without(self, path: Path, books: list[Item]) -> tuple[Any, int]:
-        """``without_books`` of the folder, once per folder and set of books."""
+    def without(self, path: Path, books: list[Item], task: Task | None = None) -> tuple[Any, int]:
+        """``without_books`` of the folder, once per folder and set of items."""
         from gravity.events.books import without_books
 
         key = (path.resolve(), tuple(sorted(b.id for b in books)))
         if key not in self._kept:
-            self._kept[key] = without_books(self.read(path), books)
+            self._kept[key] = without_books(self.read(path), books, task)
         return self._kept[key]
 
 
@@ -70,7 +70,8 @@ def build_profiles(
     if stage.events is not None:
         from gravity.events.infer import infer_profiles
 
-        data, removed = (events or EventsCache()).without(stage.events, held_books or [])
+        task = load_task(stage.infer.task)
+        data, removed = (events or EventsCache()).without(stage.events, held_books or [], task)
         if removed:
             print(
                 f"{stage.events}: {removed} events on held-out books set aside "
@@ -99,7 +100,7 @@ def _catalog(
     are one side of a split of that same folder, their events are not counted: which books
     training and evaluation use owes nothing to the held-out readers."""
     if path is not None and path.is_dir():
-        from gravity.events.books import books_from_events
+        from gravity.events.books import items_from_events
         from gravity.events.infer import in_heldout
 
         skip = None
@@ -110,8 +111,8 @@ def _catalog(
             and heldout.events.resolve() == path.resolve()
         ):
             skip = partial(in_heldout, cfg=heldout.infer)
-        top = (task or load_task()).spec.max_catalog_items
-        return books_from_events((events or EventsCache()).read(path), top=top, skip_user=skip)
+        data = (events or EventsCache()).read(path)
+        return items_from_events(data, task or load_task(), skip_user=skip)
     return load_catalog(path, task)
 
 

@@ -17,7 +17,6 @@ from gravity.items import Item
 from gravity.llm.base import Completion
 from gravity.llm.engine import Reject
 from gravity.profiles.models import UserProfile
-from gravity.profiles.render import render_profile
 from gravity.taskspec import Task, load_task
 
 
@@ -27,7 +26,7 @@ def deployed_messages(
     """The deployed task's prompt (system + user turn) for ``item``; ``profile=None`` leaves the
     reader out. ``task``: default the book task."""
     task = task if task is not None else load_task()
-    profile_text = render_profile(profile) if profile is not None else ""
+    profile_text = task.profile_text(profile) if profile is not None else ""
     language = task.language(profile)
     return [
         {"role": "system", "content": task.render("system")},

@@ -118,9 +118,32 @@ def describe_task(task: Task) -> str:
     lines.append(f"output: {spec.output.name}, about {spec.output.words} words")
     lines.append(f"output language: {spec.output_language}")
     lines.append(f"catalog: {task.catalog_path() or '(none: give one)'}")
+    lines += _events_lines(task)
     lines.append("templates:")
     lines += [f"  - {role}: {task.sources[role][0]}" for role in ROLE_VARIABLES]
     return "\n".join(line for line in lines if line)
+
+
+def _events_lines(task: Task) -> list[str]:
+    """What ``gravity tasks show`` says of the events side: the tags, the profile wording and
+    whether an events folder can give the task a catalog."""
+    events = task.spec.events
+    tags = (
+        f"{len(events.tags)} {events.tag_name} ({', '.join(events.tags[:4])}, ...)"
+        if events.tags
+        else "none (profiles infer needs --no-tag-items)"
+    )
+    try:
+        fields = task.events_fields()
+        catalog = ", ".join(f"{n} <- {c}" for n, c in fields.items()) or "ids only"
+        catalog += f" (at most {task.spec.max_catalog_items} {task.spec.item.plural})"
+    except GravityError as exc:
+        catalog = "no: " + str(exc).split("events.fields: ", 1)[-1]
+    return [
+        f"person: {task.profile_wording().person}",
+        f"events tags: {tags}",
+        f"catalog from an events folder: {catalog}",
+    ]
 
 
 # --- gravity tasks list | show | check ----------------------------------------------------------

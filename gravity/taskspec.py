@@ -20,10 +20,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gravity.errors import GravityError
 from gravity.items import ItemSchema, ItemView, load_items
+from gravity.profiles.render import ProfileWording
 from gravity.resources import prompts_dir, tasks_dir
 
 DEFAULT_TASK = "book-description"
@@ -74,6 +75,71 @@ class Wording(BaseModel):
             k: v.replace("{output}", output).replace("{noun}", noun)
             for k, v in self.model_dump().items()
         }
+
+
+EVENTS_COLUMNS = ("title", "author", "year", "publisher", "description", "categories", "isbn")
+"""The columns of an events folder's items (``gravity events import``) a task's fields may come
+from; ``id`` always comes from the item's id."""
+_COLUMN_TYPES = {
+    "year": ("int", "float", "str"),
+    "categories": ("list", "str"),
+    **{c: ("str", "list") for c in ("title", "author", "publisher", "description", "isbn")},
+}
+"""The item field types each events column can fill (a list column fills a str field with its
+first entry; a text column fills a list field as one entry)."""
+
+
+class EventsSpec(BaseModel):
+    """How an events folder (``gravity events import``) serves the task: the vocabulary
+    uncategorised items are tagged from, the wording of the tagging and trait-inference prompts,
+    and which events column each item field of a catalog built from the folder comes from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=60,
+        description="The vocabulary (book genres, product categories, kinds of trip) an LLM "
+        "tags items without categories from; needed where profiles are inferred with tagging "
+        "on (else: --no-tag-items).",
+    )
+    tag_name: str = Field(
+        default="categories",
+        pattern=r"^[a-z][a-z_]{0,29}$",
+        description="What a tag is called in the tagging prompt and its JSON answer "
+        "('genres', 'categories', 'kinds').",
+    )
+    analyst: str = Field(
+        default="analyst",
+        min_length=1,
+        max_length=60,
+        description="Who the tagging and trait-inference prompts' system message says the "
+        "model is ('literary analyst').",
+    )
+    reviews: str = Field(
+        default="reviews",
+        min_length=1,
+        max_length=60,
+        description="What the trait-inference prompt calls the user's texts ('book reviews').",
+    )
+    fields: dict[str, Literal[EVENTS_COLUMNS]] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="Item field -> the events column it comes from, for a catalog built from "
+        "an events folder; default: each field named like a column comes from it.",
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        for tag in value:
+            if not tag.strip() or len(tag) > 60:
+                raise ValueError(f"tag '{tag}' must have 1 to 60 characters")
+        if len(set(value)) != len(value):
+            raise ValueError("tags must be unique")
+        return value
 
 
 class Templates(BaseModel):
@@ -129,6 +195,39 @@ class TaskSpec(BaseModel):
     max_catalog_items: int = Field(
         default=200, ge=1, description="Items a catalog built from an events folder keeps."
     )
+    profile: ProfileWording = Field(
+        default_factory=ProfileWording,
+        description="How prompts name the person and their interests (profile fields keep "
+        "their names; an empty label leaves a field out).",
+    )
+    events: EventsSpec = Field(default_factory=EventsSpec)
+
+    @model_validator(mode="after")
+    def _events_fields(self) -> TaskSpec:
+        schema = self.item
+        for name, column in (self.events.fields or {}).items():
+            where = f"events.fields.{name}"
+            if name == schema.id_field:
+                raise ValueError(f"{where}: the id comes from the events item's id")
+            if name not in schema.fields:
+                raise ValueError(f"{where}: not a field of the item ({', '.join(schema.fields)})")
+            kind = schema.fields[name].type
+            if kind not in _COLUMN_TYPES[column]:
+                raise ValueError(f"{where}: a {kind} field cannot come from the column '{column}'")
+        return self
+
+    def events_fields(self) -> dict[str, str]:
+        """Item field -> the events column it comes from (``events.fields``, else each field
+        named like a column of the right type)."""
+        if self.events.fields is not None:
+            return dict(self.events.fields)
+        return {
+            name: name
+            for name, spec in self.item.fields.items()
+            if name != self.item.id_field
+            and name in _COLUMN_TYPES
+            and spec.type in _COLUMN_TYPES[name]
+        }
 
 
 ROLE_VARIABLES: dict[str, tuple[str, ...]] = {
@@ -239,6 +338,40 @@ class Task:
 
         path, source = self.sources[role]
         return render_source(source, str(path), **self.variables(item), **variables)
+
+    def profile_text(self, profile: Any, facets: list[str] | None = None) -> str:
+        """``profile`` rendered for prompts, named in the task's wording."""
+        from gravity.profiles.render import render_profile
+
+        return render_profile(profile, facets, self.profile_wording())
+
+    def profile_wording(self) -> ProfileWording:
+        return self.spec.profile.filled(self.spec.item.noun, self.spec.item.plural)
+
+    def tags(self) -> list[str]:
+        """The tag vocabulary of the events side; a one-line error naming the file and the
+        field where the task gives none."""
+        if not self.spec.events.tags:
+            raise GravityError(
+                f"{self.folder / SPEC_FILE}: events.tags: task '{self.name}' gives no tags to "
+                "tag uncategorised items with: add the list, or turn tagging off "
+                "(--no-tag-items, infer.tag_items: false)"
+            )
+        return list(self.spec.events.tags)
+
+    def events_fields(self) -> dict[str, str]:
+        """Item field -> events column for a catalog built from an events folder; a one-line
+        error naming the file and the field where a required field has none."""
+        mapping = self.spec.events_fields()
+        schema = self.spec.item
+        for name, spec in schema.fields.items():
+            if spec.required and name != schema.id_field and name not in mapping:
+                raise GravityError(
+                    f"{self.folder / SPEC_FILE}: events.fields: the required item field "
+                    f"'{name}' comes from no events column ({', '.join(EVENTS_COLUMNS)}): map "
+                    "it, make it optional, or give a catalog file instead of an events folder"
+                )
+        return mapping
 
     def guidance(self, facet: str) -> str:
         """The task's guidance for ``facet`` ('' where it gives none)."""

@@ -70,13 +70,18 @@ def test_unknown_template_lists_available():
 
 def _variables(name: str, profile) -> dict:
     from gravity.books import load_catalog
-    from gravity.profiles.render import render_profile
+    from gravity.profiles.render import BOOK_WORDING, render_profile
 
     book = load_catalog()[0]
     text = render_profile(profile)
     facet_text = render_profile(profile, ["values"])
     return {
-        "profile.j2": {"profile": profile, "facets": ["values"], "country_name": "Japan"},
+        "profile.j2": {
+            "profile": profile,
+            "facets": ["values"],
+            "country_name": "Japan",
+            "words": BOOK_WORDING.model_dump(),
+        },
         "system.j2": {},
         "describe.j2": {"profile_text": text, "book": book},
         "scenario.j2": {"facet": "values", "facet_text": facet_text, "book": book},
@@ -119,7 +124,7 @@ def _variables(name: str, profile) -> dict:
         },
         "json_instruction.j2": {"example": '{"genres": ["..."]}'},
         "intent_facet.j2": {"intent": "a light read for a holiday"},
-        "infer_traits.j2": {"reviews": ["Loved it."]},
+        "infer_traits.j2": {"reviews": ["Loved it."], "texts": "book reviews", "person": "reader"},
         "item_intents.j2": {
             "item": {
                 "title": book.title,
@@ -140,7 +145,9 @@ def _variables(name: str, profile) -> dict:
                 "publisher": None,
                 "description": book.description,
             },
-            "genres": ["poetry"],
+            "noun": "book",
+            "tag_name": "genres",
+            "tags": ["poetry"],
         },
     }[name]
 

@@ -119,3 +119,116 @@ def test_demo_pairs_and_export_are_unchanged(tmp_path: Path) -> None:
             lines = (tmp_path / f"export-{mode}" / name).read_text().splitlines()
             rows = [_as_before(json.loads(line)) for line in lines]
             assert _digest(rows) == EXPORT[(mode, name)], (mode, name)
+
+
+# --- events side: the item-tagging and trait-inference prompts of the book task ------------------
+# Recorded at c34b41d, before these prompts became properties of the task (events side of #22).
+
+EVENTS_PROMPTS = "35d721b3b5191f8eea36afd37b2ef57d05e01867d35be93bcc5fabd04530b74a"
+
+
+def _events_prompts() -> list:
+    from gravity.events import read_events_dir
+    from gravity.events.importers import import_events
+    from gravity.events.infer import InferConfig, llm_requests
+    from gravity.events.tasks import ItemTags, TextTraits, tag_requests, traits_requests
+
+    none = dict.fromkeys(("title", "author", "year", "publisher", "description"))
+    items = [
+        {**none, "title": "T"},
+        {**none, "title": "Dune", "author": "Frank Herbert", "year": 1965, "publisher": "Chilton"},
+        {**none, "title": "{{ 7*7 }}", "author": "A {% raw %}", "description": "word " * 400},
+        {**none, "title": "Long", "author": "B", "publisher": "P", "description": "x" * 1300},
+    ]
+    reviews = [["Loved it, {{ evil }}.", "Too long."], ["One review only."], []]
+    out: list = [r.model_dump() for r in tag_requests(items)]
+    out += [r.model_dump() for r in traits_requests(reviews)]
+    out += [ItemTags.model_json_schema(), TextTraits.model_json_schema()]  # structured output
+    fixtures = ROOT / "tests" / "fixtures" / "events"
+    sources = {
+        "bookcrossing": [fixtures / "bookcrossing"],
+        "amazon": [fixtures / "amazon" / "Books.jsonl", fixtures / "amazon" / "meta_Books.jsonl"],
+    }
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, paths in sources.items():
+            import_events(name, paths, Path(tmp) / name)
+            steps = llm_requests(read_events_dir(Path(tmp) / name), InferConfig())
+            out += [[r.model_dump() for r in steps[s]] for s in sorted(steps)]
+    return out
+
+
+def test_book_task_events_prompts_are_unchanged() -> None:
+    assert _digest(_events_prompts()) == EVENTS_PROMPTS
+
+
+# --- events side: the book catalog built from an events folder -----------------------------------
+# Recorded with gravity/events/books.py of b7d05db, before the task's item schema built it: the
+# four fixture folders (two catalog sizes each) and a hand-made folder of edge cases (text over
+# the schema's limits, a description too short, seven categories, items missing a title or an
+# author).
+
+EVENTS_CATALOG = "ef7d94be08824d5c08cf23df60ad53ee2ad75d61c74e0033f13e70cee62ac861"
+
+
+def _edge_events(tmp: Path) -> Path:
+    from gravity.events.importers import import_events
+
+    src = tmp / "edge-src"
+    src.mkdir()
+    words = " ".join(f"word{k}" for k in range(900))  # about 6,000 characters
+    items = [
+        {"id": "long", "title": "T" * 400, "author": "A" * 300, "description": words},
+        {"id": "short", "title": "Short &amp; sweet", "author": "B", "description": "tiny"},
+        {"id": "cats", "title": "Cats", "author": "C", "categories": [f"c{k}" for k in range(7)]},
+        {"id": "noauthor", "title": "Nobody's", "description": "A book without an author."},
+        {"id": "notitle", "author": "D", "year": 1999},
+        {"id": "plain", "title": "Plain", "author": "E", "year": 2001, "publisher": "P"},
+    ]
+    (src / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    (src / "users.csv").write_text("id,location,country,age\nu1,,US,30\nu2,,BR,40\n")
+    rows = [(u, i["id"]) for u in ("u1", "u2") for i in items]
+    (src / "events.csv").write_text(
+        "user_id,kind,action,item_id,value\n"
+        + "".join(f"{u},personal,rate,{i},4\n" for u, i in rows)
+    )
+    import_events("events", [src], tmp / "edge")
+    return tmp / "edge"
+
+
+def _events_catalogs(tmp: Path, build) -> list:
+    from gravity.events import read_events_dir
+    from gravity.events.importers import import_events
+
+    fixtures = ROOT / "tests" / "fixtures" / "events"
+    sources = {
+        "bookcrossing": [fixtures / "bookcrossing"],
+        "amazon": [fixtures / "amazon" / "Books.jsonl", fixtures / "amazon" / "meta_Books.jsonl"],
+        "goodreads": [fixtures / "goodreads_library_export.csv"],
+        "events": [fixtures / "generic"],
+    }
+    folders = []
+    for name, paths in sources.items():
+        import_events(name, paths, tmp / name)
+        folders.append(tmp / name)
+    folders.append(_edge_events(tmp))
+    return [
+        [b.model_dump(mode="json") for b in build(read_events_dir(folder), top)]
+        for folder in folders
+        for top in (200, 3)
+    ]
+
+
+def test_book_catalog_from_events_is_unchanged(tmp_path: Path) -> None:
+    from gravity.events.books import books_from_events
+
+    catalogs = _events_catalogs(tmp_path, lambda data, top: books_from_events(data, top=top))
+    edge = {b["id"]: b for b in catalogs[-2]}
+    assert sorted(edge) == ["cats", "long", "plain", "short"]  # hand-made expectations
+    assert len(edge["long"]["title"]) == 300 and len(edge["long"]["author"]) == 200
+    assert edge["long"]["description"].endswith(" ...") and len(edge["long"]["description"]) < 4000
+    assert edge["short"]["description"] is None and edge["cats"]["genres"] == [
+        f"c{k}" for k in range(5)
+    ]
+    assert _digest(catalogs) == EVENTS_CATALOG

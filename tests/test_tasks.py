@@ -39,6 +39,8 @@ def test_tasks_show_names_schema_output_and_templates() -> None:
     assert "item: product (id field: id)" in out and "supplier_code: str, hidden" in out
     assert "output: description, about 60 words" in out and "output language: reader" in out
     assert "deployed: " in out and out.count("\n  - ") >= 10
+    assert "person: shopper" in out and "events tags: 15 categories (home and kitchen," in out
+    assert "catalog from an events folder: no: the required item field 'price_band'" in out
 
 
 def test_every_task_renders_every_role_with_every_example_profile(example_profiles) -> None:
@@ -520,3 +522,56 @@ def test_gravity_run_on_a_task_with_the_embedded_model(tmp_path, tiny_model, tas
     assert f"Task: `{task}`" in (out / "eval" / "report.md").read_text()
     summary = json.loads((out / "pairs-gravity" / "summary.json").read_text())
     assert summary["rows_in"] == summary["written"] + summary["rejected"] == 2
+
+
+def _tiny_embedded_config(tmp_path: Path, tiny_model: Path, task: str) -> dict:
+    """The smallest run that still takes every stage: two readers on each side, one item and
+    one facet each, short texts, one system trained for one step on the tiny model."""
+    return {
+        "out_dir": str(tmp_path / "run"),
+        "task": task,
+        "profiles": {"countries": ["US", "BR"], "n_per_country": 1, "seed": 0},
+        "heldout": {"countries": ["US", "BR"], "n_per_country": 1, "seed": 1},
+        "heldout_items": 4,
+        "modes": ["gravity"],
+        "train_systems": ["gravity"],
+        "generate": {
+            "facets": ["values"],
+            "max_items": 1,
+            "description_tokens": 64,
+            "scenario_tokens": 48,
+            "filters": {"min_words": 3, "near_duplicate_threshold": None},
+        },
+        "train": {"model": str(tiny_model), "max_steps": 1, "max_length": 1024},
+        "evaluate": {
+            "items_per_reader": 1,
+            "max_new_tokens": 16,
+            "protocol": "ranking",
+            "bootstrap": 100,
+            "min_readers": 2,
+        },
+    }
+
+
+@pytest.mark.parametrize("task", [*BUILTIN, "USER"])
+def test_tiny_gravity_run_on_each_task_with_the_embedded_model(tmp_path, tiny_model, task):
+    """`gravity run` in process on the embedded model (synthesis, the base and prompt systems,
+    the judge) plus one system trained on the tiny model: every stage reads the task. About 40 s
+    of CPU per task (measured as process CPU time on the shared 2-core machine); the fuller run
+    (three trained systems, pairwise judging, through the CLI) is the slow test below."""
+    from gravity.config import RunConfig
+    from gravity.run import run_pipeline
+
+    if task == "USER":
+        task = str(_user_task(tmp_path))
+    loaded = load_task(task)
+    cfg = RunConfig.model_validate(_tiny_embedded_config(tmp_path, tiny_model, task))
+    metrics = run_pipeline(cfg, progress=False)
+    out = cfg.out_dir
+    pairs = [
+        json.loads(x) for x in (out / "pairs-gravity" / "pairs.jsonl").read_text().splitlines()
+    ]
+    assert pairs and {p["task"] for p in pairs} == {loaded.name}
+    assert metrics["task"]["name"] == loaded.name and metrics["cases"] == 2
+    assert metrics["systems"] == ["base", "prompt", "gravity"]
+    assert f"Task: `{loaded.name}`" in (out / "eval" / "report.md").read_text()

@@ -41,7 +41,6 @@ from gravity.llm import ChatRequest, Message, SamplingParams, make_backend
 from gravity.llm.embedded import is_embedded
 from gravity.llm.engine import Engine, Reject
 from gravity.profiles.models import UserProfile
-from gravity.profiles.render import render_profile
 from gravity.store import Store
 from gravity.task import choose_books, clean_text, deployed_messages, finished_text, slot_seed
 from gravity.taskspec import Task, load_task
@@ -209,7 +208,9 @@ def generator_models(cfg: EvalConfig) -> dict[str, str]:
     return models
 
 
-def alignment_scores(cases: list[Case], descriptions: dict[str, list[str]]) -> CaseValues:
+def alignment_scores(
+    cases: list[Case], descriptions: dict[str, list[str]], task: Task | None = None
+) -> CaseValues:
     """case id -> system -> cos(text, own profile) - mean cos(text, other readers' profiles).
 
     None where the text is empty or there is no other reader to compare with.
@@ -218,7 +219,8 @@ def alignment_scores(cases: list[Case], descriptions: dict[str, list[str]]) -> C
 
     readers = sorted({c.reader.id: c.reader for c in cases}.values(), key=lambda r: r.id)
     index = {r.id: i for i, r in enumerate(readers)}
-    profile_vecs = embed([render_profile(r) for r in readers])
+    task = task if task is not None else load_task()
+    profile_vecs = embed([task.profile_text(r) for r in readers])
     scores: CaseValues = {c.id: {} for c in cases}
     for system, texts in descriptions.items():
         sims = embed([t or " " for t in texts]) @ profile_vecs.T
@@ -230,10 +232,13 @@ def alignment_scores(cases: list[Case], descriptions: dict[str, list[str]]) -> C
     return scores
 
 
-def copy_rates(cases: list[Case], descriptions: dict[str, list[str]]) -> CaseValues:
+def copy_rates(
+    cases: list[Case], descriptions: dict[str, list[str]], task: Task | None = None
+) -> CaseValues:
     """case id -> system -> copy rate of the description against the reader's rendered profile
     (the text the profile-prompted systems saw; for ``base`` a chance level)."""
-    profiles = {c.reader.id: render_profile(c.reader) for c in cases}
+    task = task if task is not None else load_task()
+    profiles = {c.reader.id: task.profile_text(c.reader) for c in cases}
     return {
         c.id: {s: copy_rate(texts[k], profiles[c.reader.id]) for s, texts in descriptions.items()}
         for k, c in enumerate(cases)
@@ -248,7 +253,7 @@ def run_judge(
     judge = LabelJudge(engine, cfg.judge_method, cfg.judge_max_new_tokens)
     task = load_task(cfg.task)
     views = [
-        CaseView(c.id, c.reader.id, c.reader.country, render_profile(c.reader), c.book, task)
+        CaseView(c.id, c.reader.id, c.reader.country, task.profile_text(c.reader), c.book, task)
         for c in cases
     ]
     texts = [{s: descriptions[s][k] for s in descriptions} for k in range(len(cases))]
@@ -288,7 +293,7 @@ def _case_rows(
             "item_title": getattr(c.book, task.spec.item.title_field),
             "task": task.ref,
             "task_digest": task.digest,
-            "profile_text": render_profile(c.reader),
+            "profile_text": task.profile_text(c.reader),
             "descriptions": {s: descriptions[s][k] for s in descriptions},
             **{name: table[c.id] for name, table in values.items()},
             "words": words[c.id],
@@ -345,7 +350,7 @@ def run_controls(
         task.spec.item.title_field,
         lambda some, spec, role: describe(some, spec, cfg, store, progress, role),
     )
-    profiles = {c.reader.id: render_profile(c.reader) for c in cases}
+    profiles = {c.reader.id: task.profile_text(c.reader) for c in cases}
     own = [{s: descriptions[s][k] for s in descriptions} for k in range(len(cases))]
     with_rows = [
         {"reader_id": c.reader.id, "own": own[k], "controls": row}
@@ -373,7 +378,7 @@ def _judge_controls(
     task = load_task(cfg.task)
     judge = LabelJudge(engine, cfg.judge_method, cfg.judge_max_new_tokens)
     views = [
-        CaseView(c.id, c.reader.id, c.reader.country, render_profile(c.reader), c.book, task)
+        CaseView(c.id, c.reader.id, c.reader.country, task.profile_text(c.reader), c.book, task)
         for c in cases
     ]
     own = [{s: descriptions[s][k] for s in descriptions} for k in range(len(cases))]
@@ -392,7 +397,8 @@ def evaluate(
 
     if len({r.id for r in readers}) < 2:
         raise GravityError("evaluation needs at least two held-out readers")
-    cases = build_cases(readers, load_catalog(cfg.catalog, load_task(cfg.task)), cfg)
+    task = load_task(cfg.task)
+    cases = build_cases(readers, load_catalog(cfg.catalog, task), cfg)
     train_data, leakage_notes = list(cfg.train_data), []
     if not train_data:
         train_data, leakage_notes = recorded_training_data(cfg)
@@ -410,14 +416,14 @@ def evaluate(
                 cases, descriptions, controls, cfg, engine
             )
     values = {
-        "alignment": alignment_scores(cases, descriptions),
-        "copy_rate": copy_rates(cases, descriptions),
+        "alignment": alignment_scores(cases, descriptions, task),
+        "copy_rate": copy_rates(cases, descriptions, task),
     }
     words = {
         c.id: {s: len(descriptions[s][k].split()) for s in descriptions}
         for k, c in enumerate(cases)
     }
-    case_rows = _case_rows(cases, descriptions, values, words, controls, load_task(cfg.task))
+    case_rows = _case_rows(cases, descriptions, values, words, controls, task)
     _write_outputs(out, case_rows, per_case, rejects + control_rejects)
     metrics = _metrics(cases, case_rows, per_case, values, words, cfg)
     metrics["judge"] = {

@@ -42,6 +42,7 @@ from gravity.profiles.models import (
     UserProfile,
 )
 from gravity.profiles.sampler import SamplerConfig, sample_profiles
+from gravity.taskspec import DEFAULT_TASK, Task, load_task
 
 if TYPE_CHECKING:
     from gravity.events.store import EventsData
@@ -125,6 +126,13 @@ class InferConfig(BaseModel):
     )
     temperature: float = Field(default=0.3, ge=0, description="LLM sampling temperature.")
     seed: int = Field(default=0, description="Seed of the train/heldout split and the LLM.")
+    task: str = Field(
+        default=DEFAULT_TASK,
+        min_length=1,
+        description="The task whose words the LLM steps use (its tag vocabulary, item noun, "
+        "what reviews are called): a built-in task's name or a task folder. In `gravity run`, "
+        "the run's task.",
+    )
 
 
 @dataclass
@@ -422,11 +430,23 @@ def llm_requests(data: EventsData, cfg: InferConfig) -> dict[str, list[Any]]:
     for plans and estimates; nothing is generated."""
     from gravity.events.tasks import tag_requests, traits_requests
 
+    task = infer_task(cfg)
     work = _LLMWork.of(data, cfg)
     return {
-        "tag items": tag_requests([work.items[i] for i in work.to_tag]),
-        "traits from reviews": traits_requests([work.with_text[u] for u in sorted(work.with_text)]),
+        "tag items": tag_requests([work.items[i] for i in work.to_tag], task),
+        "traits from reviews": traits_requests(
+            [work.with_text[u] for u in sorted(work.with_text)], task
+        ),
     }
+
+
+def infer_task(cfg: InferConfig) -> Task:
+    """The task of ``cfg``, checked for what the LLM steps need before any model call: a tag
+    vocabulary where items are tagged (else one line naming task.yaml and events.tags)."""
+    task = load_task(cfg.task)
+    if cfg.tag_items:
+        task.tags()
+    return task
 
 
 def infer_profiles(
@@ -439,11 +459,12 @@ def infer_profiles(
     """
     default_country = _default_country(cfg)
     rename = _pseudonymizer(cfg)
+    task = infer_task(cfg)
     work = _LLMWork.of(data, cfg)
     readers, items, behaviour = work.readers, work.items, work.behaviour
     result = InferResult(profiles=[], skipped=work.skipped)
     to_tag, with_text = work.to_tag, work.with_text
-    traits = _llm_tasks(items, to_tag, with_text, cfg, engine, store, result)
+    traits = _llm_tasks(items, to_tag, with_text, cfg, engine, store, result, task)
     _genres_from_tags(behaviour, result, cfg)
     profiles: dict[str, UserProfile] = {}
     for uid, reader in readers.items():
@@ -479,32 +500,33 @@ def _llm_tasks(
     engine: Any,
     store: Path | None,
     result: InferResult,
+    task: Task,
 ) -> dict[str, Any]:
     """Tag ``to_tag`` items (into ``result.item_tags``) and infer traits from the readers' review
-    text; user id -> traits, or the reason they were rejected. No engine is built when neither
-    task has work."""
+    text, in ``task``'s words; user id -> traits, or the reason they were rejected. No engine
+    is built when neither step has work."""
     traits: dict[str, Any] = {}
     if not to_tag and not with_text:
         return traits
     from gravity.events.tasks import tag_items, traits_from_reviews
     from gravity.llm import SamplingParams
 
-    _announce(items, to_tag, with_text, cfg)
+    _announce(items, to_tag, with_text, cfg, task)
 
     params = SamplingParams(
         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed
     )
     with _engine(engine, cfg, store) as llm:
         stop = cfg.fast_stop or None
-        tagged = tag_items(llm, [items[i] for i in to_tag], params, cfg.max_attempts, stop)
+        tagged = tag_items(llm, [items[i] for i in to_tag], params, cfg.max_attempts, stop, task)
         for item_id, tags in zip(to_tag, tagged):
             if isinstance(tags, str):
                 result.llm_rejects[f"tag_items: {tags.split(':')[0]}"] += 1
             else:
-                result.item_tags[item_id] = tags.model_dump()
+                result.item_tags[item_id] = tags
         uids = sorted(with_text)
         texts = [with_text[u] for u in uids]
-        answers = traits_from_reviews(llm, texts, params, cfg.max_attempts, stop)
+        answers = traits_from_reviews(llm, texts, params, cfg.max_attempts, stop, task)
         for uid, out in zip(uids, answers):
             if isinstance(out, str):
                 result.llm_rejects[f"traits: {out.split(':')[0]}"] += 1
@@ -517,6 +539,7 @@ def _announce(
     to_tag: list[str],
     with_text: dict[str, list[str]],
     cfg: InferConfig,
+    task: Task,
 ) -> None:
     """Say, before the first call, how many LLM calls each step makes and how long they may
     take."""
@@ -524,8 +547,8 @@ def _announce(
     from gravity.plan import announce_step, estimate_step
 
     steps = {
-        "tag items": tag_requests([items[i] for i in to_tag]),
-        "traits from reviews": traits_requests([with_text[u] for u in sorted(with_text)]),
+        "tag items": tag_requests([items[i] for i in to_tag], task),
+        "traits from reviews": traits_requests([with_text[u] for u in sorted(with_text)], task),
     }
     for name, requests in steps.items():
         if requests:

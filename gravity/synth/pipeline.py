@@ -28,7 +28,6 @@ from gravity.judging import LabelJudge
 from gravity.llm.base import SamplingParams
 from gravity.llm.engine import Engine, Parsed, Reject
 from gravity.profiles.models import UserProfile
-from gravity.profiles.render import render_profile
 from gravity.profiles.sampler import SamplerConfig
 from gravity.prompts import render, template_hash
 from gravity.synth.config import GenerateConfig
@@ -219,6 +218,7 @@ class Grounding:
         """``placeholder_intent``: with no graph, every reader and book has a path through this
         intent (a plan made before the graph is built counts prompts with it)."""
         self.cfg = cfg
+        self.task = load_task(cfg.task)  # its wording names the reader's facets
         self.intents = intents
         self.placeholder = placeholder_intent
         self._paths: dict[tuple[str, str], IntentPath | None] = {}
@@ -256,7 +256,7 @@ class Grounding:
             return render(INTENT_TEMPLATE, intent=path.intent)
         if not slot.user.has_facet(slot.facet):
             return Reject(f"profile has no {slot.facet} facet", kind="missing_facet")
-        return render_profile(slot.user, [slot.facet])
+        return self.task.profile_text(slot.user, [slot.facet])
 
     def rejected_row(self, slot: Slot) -> DescriptionRow | Reject:
         """The rejected description's row under ``rejected_strategy``."""
@@ -272,7 +272,8 @@ class Grounding:
             return DescriptionRow(slot.book, slot.facet, render(INTENT_TEMPLATE, intent=other))
         if strategy == "contrasting":  # the config refuses it with the intents facet
             other = contrast_profile(slot.user, slot.facet, self.genre_pool)
-            return DescriptionRow(slot.book, slot.facet, render_profile(other, [slot.facet]))
+            text = self.task.profile_text(other, [slot.facet])
+            return DescriptionRow(slot.book, slot.facet, text)
         return DescriptionRow(slot.book)
 
     def strategy(self, slot: Slot) -> str:
