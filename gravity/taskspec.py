@@ -137,8 +137,27 @@ class EventsSpec(BaseModel):
         for tag in value:
             if not tag.strip() or len(tag) > 60:
                 raise ValueError(f"tag '{tag}' must have 1 to 60 characters")
-        if len(set(value)) != len(value):
-            raise ValueError("tags must be unique")
+            if tag != tag.strip() or any(c in tag for c in "\n\r\t"):
+                raise ValueError(f"tag {tag!r} has leading, trailing or control whitespace")
+        folded = [" ".join(t.casefold().split()) for t in value]
+        if len(set(folded)) != len(folded):
+            raise ValueError("tags must be unique (ignoring case and spaces)")
+        return value
+
+    @field_validator("tag_name")
+    @classmethod
+    def _tag_name(cls, value: str) -> str:
+        # the tagging answer is a pydantic model with this field beside ``themes``: a name that
+        # is ``themes`` or a BaseModel attribute would replace the vocabulary-checked field
+        if value == "themes" or value.startswith("model_") or hasattr(BaseModel, value):
+            raise ValueError(f"'{value}' is reserved (themes, model_*, pydantic names)")
+        return value
+
+    @field_validator("analyst", "reviews")
+    @classmethod
+    def _words(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
         return value
 
 

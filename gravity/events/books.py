@@ -79,7 +79,14 @@ def _title_author(item: Item, task: Task) -> tuple[str | None, str | None]:
     by_column = {column: name for name, column in task.spec.events_fields().items()}
     title = getattr(item, by_column.get("title", task.spec.item.title_field), None)
     author = getattr(item, by_column["author"], None) if "author" in by_column else None
-    return title, author
+    return _text(title), _text(author)
+
+
+def _text(value: object) -> str | None:
+    """A field's text for ``work_key``: a list field's first entry, a number as text."""
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    return None if value is None else str(value)
 
 
 def without_books(
@@ -99,6 +106,13 @@ def without_books(
     task = task if task is not None else load_task()
     ids = {b.id for b in books}
     works = {work_key(*_title_author(b, task)) for b in books}
+    # A catalog built from these events: its items' titles as the events spell them (a task's
+    # title field may be cut short or come from another column).
+    works |= {
+        work_key(row["title"], row["author"])
+        for row in data.items.select(["id", "title", "author"]).to_pylist()
+        if book_id(row["id"]) in ids
+    }
     titles = {title for title, _ in works}
 
     def held(row: dict) -> bool:

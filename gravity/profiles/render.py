@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gravity.profiles.countries import country_name
 from gravity.profiles.models import FACETS, UserProfile
@@ -46,6 +46,13 @@ class ProfileWording(BaseModel):
     reading_goals: str = Field(
         default="Goals", max_length=60, description="interests.reading_goals"
     )
+
+    @field_validator("person")
+    @classmethod
+    def _person(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
 
     def filled(self, noun: str, plural: str) -> ProfileWording:
         """The wording with ``{noun}`` and ``{plural}`` filled in."""
