@@ -176,3 +176,21 @@ def test_detectable_two_way_by_hand():
     want = (stats.t.ppf(0.975, 35) + stats.t.ppf(0.8, 35)) * se
     assert detectable_two_way(0.0004, 0.0001, 200, 36) == pytest.approx(want, rel=1e-12)
     assert detectable_two_way(0.0004, 0.0001, 200, 1) == math.inf
+
+
+def test_power_lines_speak_the_tables_units():
+    row = {
+        "baseline": "base",
+        "metric": "top1",
+        "observed": -0.25,
+        "sd": 0.5,
+        "readers": 8,
+        "alpha": 0.05,
+        "power": 0.8,
+        "detectable": 0.6,
+        "readers_needed": 30,
+    }
+    (line,) = power_lines([row], "gravity")
+    assert "detectable at 8 readers 60 points" in line and "observed -25 points" in line
+    (gain,) = power_lines([{**row, "metric": "preference_gain", "observed": -1.5}], "gravity")
+    assert "detectable at 8 readers 0.6 points" in gain and "-1.5 points" in gain

@@ -211,12 +211,15 @@ def power_lines(rows: list[dict[str, Any]], focus: str) -> list[str]:
     for r in rows:
         need = r["readers_needed"]
         needed = f"{need} readers" if need is not None else "no finite number of readers"
+        # as the report's tables show them: Top-1 and preference gain in points
+        scale = 100 if r["metric"] == "top1" else 1
+        unit = " points" if r["metric"] in ("top1", "preference_gain") else ""
         lines.append(
             f"{focus} - {r['baseline']}, {r['metric']}: smallest effect detectable at "
-            f"{r['readers']} readers {r['detectable']:.4g} ({r['power']:.0%} power, two-sided "
-            f"{r['alpha']:.0%}, per-reader SD {r['sd']:.4g}); the observed "
-            f"{r['observed']:+.4g} would need {needed}; unadjusted for the report's Holm "
-            "correction"
+            f"{r['readers']} readers {r['detectable'] * scale:.4g}{unit} ({r['power']:.0%} "
+            f"power, two-sided {r['alpha']:.0%}, per-reader SD {r['sd'] * scale:.4g}{unit}); "
+            f"the observed {r['observed'] * scale:+.4g}{unit} would need {needed}; unadjusted "
+            "for the report's Holm correction"
             + ("; readers share items: assumes items grow with readers" if r.get("two_way") else "")
         )
     return lines
