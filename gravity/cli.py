@@ -414,13 +414,13 @@ def generate(
     flags: ConfigFlags,
 ) -> None:
     """Synthesize chosen/rejected preference pairs from reader profiles."""
-    from gravity.profiles import load_many
+    from gravity.profiles.stream import ReaderStream
     from gravity.synth import synthesize
 
     cfg = flags.resolve(config)
     _check_task(cfg.task, flags, config)
-    loaded = load_many(profiles)
-    result = synthesize(loaded, cfg, out, use_cache=not no_cache)
+    with ReaderStream(profiles) as readers:  # validated whole, then streamed: flat memory
+        result = synthesize(readers, cfg, out, use_cache=not no_cache, keep_records=False)
     _print_summary(result.summary, out)
 
 

@@ -112,6 +112,12 @@ class GenerateConfig(BaseModel):
     temperature: float = Field(default=0.8, ge=0, le=2, description="Sampling temperature.")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling mass.")
     max_attempts: int = Field(default=2, ge=1, le=10, description="Tries per output (new seed).")
+    chunk_readers: int = Field(
+        default=1000,
+        ge=1,
+        description="Readers synthesized together (scenarios, pairs, filters), their records "
+        "appended before the next readers start: bounds memory; never changes the output.",
+    )
     filters: FilterConfig = Field(default_factory=FilterConfig)
     backend: BackendConfig = Field(default_factory=BackendConfig)
 
