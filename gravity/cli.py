@@ -440,6 +440,20 @@ def _print_summary(summary: dict, out: Path) -> None:
     typer.echo(f"pairs: {out / 'pairs.jsonl'}  summary: {out / 'summary.json'}")
 
 
+@app.command("merge")
+def merge_cmd(
+    out: Annotated[Path, typer.Argument(help="Run folder to write (as one process would).")],
+    shards: Annotated[
+        list[Path], typer.Argument(help="The run folders of `generate --shard I/N`, all N.")
+    ],
+) -> None:
+    """Join the run folders of sharded `gravity generate` runs into one run folder."""
+    from gravity.synth.merge import merge_runs
+
+    summary = merge_runs(out, shards)
+    _print_summary(summary, out)
+
+
 @app.command("export")
 def export(
     run: Annotated[Path, typer.Argument(help="A `gravity generate` run folder.")],

@@ -44,7 +44,7 @@ def _cfg(**kw) -> GenerateConfig:
 
 def _synth(tmp_path: Path, name: str, readers, cfg: GenerateConfig, overrides=None):
     engine = Engine(
-        WriterBackend(overrides=overrides), Store(tmp_path / f"{name}.sqlite"), progress=False
+        WriterBackend(overrides=overrides), Store(tmp_path / name / "store.sqlite"), progress=False
     )
     result = synthesize(readers, cfg, tmp_path / name, engine=engine)
     files = {f: (tmp_path / name / f).read_bytes() for f in ("pairs.jsonl", "rejects.jsonl")}
@@ -184,3 +184,92 @@ def test_jsonl_file_records_lines_and_limits(tmp_path):
     path.write_bytes(b'{"a": 1}\n{"a": "' + b"x" * 100 + b'"}\n')
     with pytest.raises(GravityError, match=r"x.jsonl:2: <file>: line is over 64 bytes"):
         list(jsonl_file_records(path, max_line_bytes=64))
+
+
+# --- shards and merge ---------------------------------------------------------------------------
+
+
+def test_shards_partition_the_readers_by_id_hash():
+    from gravity.synth.output import in_shard
+
+    ids = [f"r{k:04d}" for k in range(400)]
+    owners = [[i for i in range(3) if in_shard(x, (i, 3))] for x in ids]
+    assert all(len(o) == 1 for o in owners)  # each reader in exactly one shard
+    sizes = [sum(o == [i] for o in owners) for i in range(3)]
+    assert min(sizes) > 100  # about a third each
+    # Stable: the same reader is in the same shard in any process (a fixed hash, not hash()).
+    assert [i for i in range(3) if in_shard("r0000", (i, 3))] == owners[0]
+
+
+@pytest.mark.parametrize("mode", ["gravity", "naive"])
+def test_merged_shards_equal_one_process_run(tmp_path, mode):
+    from gravity.synth.merge import merge_runs
+
+    readers = _readers(30)
+    # Every values pair has the same texts: the first overall is kept, whichever shard it is in.
+    overrides = {
+        "Reader (values)": "One chosen text for all readers and books alike.",
+        "for a general audience": "One rejected text for all readers and books alike.",
+    }
+    cfg = _cfg(mode=mode, chunk_readers=4)
+    whole, files = _synth(tmp_path, "whole", readers, cfg, overrides)
+    shards = []
+    for i in range(3):
+        shard_cfg = cfg.model_copy(update={"shard": f"{i}/3"})
+        part, _ = _synth(tmp_path, f"shard{i}", readers, shard_cfg, overrides)
+        assert 0 < part.summary["rows_in"] < whole.summary["rows_in"]
+        shards.append(tmp_path / f"shard{i}")
+    summary = merge_runs(tmp_path / "merged", shards[::-1])
+    for name, data in files.items():
+        assert (tmp_path / "merged" / name).read_bytes() == data, name
+    assert (tmp_path / "merged" / "config.yaml").read_bytes() == (
+        tmp_path / "whole" / "config.yaml"
+    ).read_bytes()
+    for key in ("rows_in", "written", "rejected", "rejects_by_reason", "by_facet", "by_country"):
+        assert summary[key] == whole.summary[key], key
+    assert summary["tokens_generated"] == whole.summary["tokens_generated"]
+    if mode == "gravity":
+        assert summary["rejects_by_reason"]["duplicate_pair"] > 0
+    else:
+        assert summary["naive_judge"] == whole.summary["naive_judge"]
+    merged = Store(tmp_path / "merged" / "store.sqlite").count_completions()
+    assert merged == Store(tmp_path / "whole" / "store.sqlite").count_completions()
+
+
+def test_merge_refuses_missing_mixed_or_unfinished_shards(tmp_path):
+    from gravity.synth.merge import merge_runs
+
+    readers = _readers(6)
+    cfg = _cfg()
+    for i in range(2):
+        _synth(tmp_path, f"s{i}", readers, cfg.model_copy(update={"shard": f"{i}/2"}))
+    _synth(tmp_path, "other", readers, cfg.model_copy(update={"shard": "1/2", "seed": 7}))
+    with pytest.raises(GravityError, match=r"shard\(s\) 1/2 missing"):
+        merge_runs(tmp_path / "m", [tmp_path / "s0"])
+    with pytest.raises(GravityError, match=r"other/config.yaml: seed: differs"):
+        merge_runs(tmp_path / "m", [tmp_path / "s0", tmp_path / "other"])
+    with pytest.raises(GravityError, match="shard 0/2 again"):
+        merge_runs(tmp_path / "m", [tmp_path / "s0", tmp_path / "s0"])
+    (tmp_path / "s1" / "summary.json").unlink()
+    with pytest.raises(GravityError, match="s1: no summary.json"):
+        merge_runs(tmp_path / "m", [tmp_path / "s0", tmp_path / "s1"])
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(ValueError, match="0 <= I < N"):
+        GenerateConfig(shard="2/2")
+
+
+def test_merge_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from gravity.cli import app
+
+    readers = _readers(6)
+    for i in range(2):
+        _synth(tmp_path, f"s{i}", readers, _cfg(shard=f"{i}/2"))
+    res = CliRunner().invoke(app, ["merge", str(tmp_path / "m"), str(tmp_path / "s0")])
+    assert res.exit_code == 2 and "1/2 missing" in res.output
+    res = CliRunner().invoke(
+        app, ["merge", str(tmp_path / "m"), str(tmp_path / "s0"), str(tmp_path / "s1")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "rows in =" in res.output and (tmp_path / "m" / "pairs.jsonl").is_file()

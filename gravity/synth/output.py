@@ -26,16 +26,38 @@ if TYPE_CHECKING:
 RUN_FILES = ("pairs.jsonl", "rejects.jsonl")
 
 
-def reader_chunks(profiles: Iterable[UserProfile], size: int) -> Iterator[list[UserProfile]]:
-    """``profiles`` in ``reader_key`` order, in chunks of about ``size``: a chunk never ends
-    between two readers whose keys nest (ids like ``u1`` and ``u1:x``, whose records would
-    interleave), so the chunks' records, each chunk's sorted, are in record-id order."""
-    ordered = (
-        profiles if getattr(profiles, "sorted_by_key", False) else by_reader_key(list(profiles))
-    )
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> (I, N); None for no sharding."""
+    if shard is None:
+        return None
+    index, count = shard.split("/")
+    return int(index), int(count)
+
+
+def in_shard(reader_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether the reader belongs to shard (I, N): a hash of its id, modulo N, is I (stable
+    across processes, machines and Python versions)."""
+    if shard is None:
+        return True
+    digest = hashlib.sha256(reader_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % shard[1] == shard[0]
+
+
+def reader_chunks(
+    profiles: Iterable[UserProfile], size: int, shard: tuple[int, int] | None = None
+) -> Iterator[list[UserProfile]]:
+    """The readers of ``shard`` among ``profiles`` (all without one) in ``reader_key`` order,
+    in chunks of about ``size``: a chunk never ends between two readers whose keys nest (ids
+    like ``u1`` and ``u1:x``, whose records would interleave), so the chunks' records, each
+    chunk's sorted, are in record-id order."""
+    ordered = profiles
+    if not getattr(profiles, "sorted_by_key", False):
+        ordered = by_reader_key(list(profiles))
     chunk: list[UserProfile] = []
     family: str | None = None
     for profile in ordered:
+        if not in_shard(profile.id, shard):
+            continue
         key = reader_key(profile.id)
         if family is None or not key.startswith(family):
             if len(chunk) >= size:
@@ -102,6 +124,20 @@ class Tally:
     def summary(
         self, cfg: GenerateConfig, engine: Engine, trimmed: int, wall: float
     ) -> dict[str, Any]:
+        return self.summary_of(
+            cfg, dict(engine.tokens), engine.calls, engine.fingerprint, trimmed, wall
+        )
+
+    def summary_of(
+        self,
+        cfg: GenerateConfig,
+        tokens: dict[str, int],
+        calls: int,
+        model: dict[str, Any],
+        trimmed: int,
+        wall: float,
+    ) -> dict[str, Any]:
+        """The run's summary.json (its counts checked: rows in = written + rejected)."""
         rejected = sum(self.reasons.values())
         summary = {
             "mode": cfg.mode,
@@ -112,10 +148,10 @@ class Tally:
             "by_facet": {k: dict(v) for k, v in sorted(self.by["facet"].items())},
             "by_country": {k: dict(v) for k, v in sorted(self.by["country"].items())},
             "outputs_trimmed_at_sentence": trimmed,
-            "tokens_generated": dict(engine.tokens),
-            "llm_calls": engine.calls,
+            "tokens_generated": tokens,
+            "llm_calls": calls,
             "wall_time_s": round(wall, 2),
-            "model": engine.fingerprint,
+            "model": model,
         }
         if self.rows_in != self.written + rejected:  # never lose a row
             raise RuntimeError(f"count mismatch: {summary}")

@@ -30,7 +30,7 @@ from gravity.profiles.sampler import SamplerConfig
 from gravity.prompts import render, template_hash
 from gravity.synth.config import GenerateConfig
 from gravity.synth.contrast import contrast_profile
-from gravity.synth.output import PairIndex, RunWriter, Tally, reader_chunks
+from gravity.synth.output import PairIndex, RunWriter, Tally, parse_shard, reader_chunks
 from gravity.synth.tasks import (
     DescriptionRow,
     DescriptionTask,
@@ -487,7 +487,8 @@ class Synthesizer:
         tally, index, result = Tally(), PairIndex(), SynthResult()
         templates = self._template_hashes()
         try:
-            for chunk in reader_chunks(profiles, self.cfg.chunk_readers):
+            shard = parse_shard(self.cfg.shard)
+            for chunk in reader_chunks(profiles, self.cfg.chunk_readers, shard):
                 slots = build_slots(chunk, catalog, self.cfg, self.grounding.intents, tally.sources)
                 outcome = self._gravity(slots) if self.cfg.mode == "gravity" else self._naive(slots)
                 _dedupe(slots, outcome, self.cfg.filters.near_duplicate_threshold, index)
