@@ -109,37 +109,34 @@ class ReaderStream:
             self._memory = sorted(buffer, key=_line_key)
 
     def _profiles(self, path: Path) -> Iterator[tuple[int, UserProfile]]:
-        """(line, profile) of one file, after every profile of it was validated."""
+        """(line, profile) of one file's valid profiles, read once; its problems (bounded)
+        are raised when the file ends, before any profile is used."""
         if _file_format(path) != "jsonl":
             profiles, problems = check_profiles(path, self.fill_priors)
             if problems:
                 raise ProfileFileError(problems)
-            return iter((0, p) for p in profiles)
+            yield from ((0, p) for p in profiles)
+            return
         problems: list[Problem] = []
+        saw = False
         for record in jsonl_file_records(path):
+            saw = True
             if len(problems) > MAX_PROBLEMS:
                 break
             if record.problem is not None:
                 problems += record.problem.problems
             elif not isinstance(record.data, dict):
-                problems.append(
-                    Problem(path, "a profile must be a mapping", "<record>", record.line)
-                )
+                reason = "a profile must be a mapping"
+                problems.append(Problem(path, reason, "<record>", record.line))
             else:
                 try:
-                    UserProfile.model_validate(record.data)
+                    profile = UserProfile.model_validate(record.data)
                 except ValidationError as exc:
                     problems += validation_problems(exc, path, UserProfile, line=record.line)
+                    continue
+                yield record.line, with_country_priors(profile) if self.fill_priors else profile
         if problems:
             raise ProfileFileError(problems)
-        return self._valid_jsonl(path)
-
-    def _valid_jsonl(self, path: Path) -> Iterator[tuple[int, UserProfile]]:
-        saw = False
-        for record in jsonl_file_records(path):
-            saw = True
-            profile = UserProfile.model_validate(record.data)
-            yield record.line, with_country_priors(profile) if self.fill_priors else profile
         if not saw:
             raise ProfileFileError([Problem(path, "no profiles in file", "<file>", 1)])
 

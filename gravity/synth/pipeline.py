@@ -516,6 +516,7 @@ class Synthesizer:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The records and rejects of ``slots`` (record-id order)."""
         fingerprint = self.engine.fingerprint
+        digest = self.task.digest  # computed from the task's files: once per chunk
         records: list[dict[str, Any]] = []
         rejects: list[dict[str, Any]] = []
         for slot in slots:
@@ -525,7 +526,7 @@ class Synthesizer:
                 "user_id": slot.user.id,
                 "item_id": slot.book.id,
                 "task": self.task.name,
-                "task_digest": self.task.digest,
+                "task_digest": digest,
                 "country": slot.user.country,
                 "facet": slot.facet,
                 "mode": self.cfg.mode,
