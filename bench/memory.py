@@ -27,7 +27,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CHILD_GENERATE = r"""
+WATCH = r"""
+import threading, time
+ANON = [0]  # peak anonymous memory (MB): RSS less mapped files (the export's Arrow files)
+def _watch():
+    while True:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    ANON[0] = max(ANON[0], int(line.split()[1]) / 1024)
+        time.sleep(0.05)
+threading.Thread(target=_watch, daemon=True).start()
+"""
+
+CHILD_GENERATE = (
+    WATCH
+    + r"""
 import hashlib, json, resource, sys, time
 from pathlib import Path
 from gravity.llm.base import Backend, Completion
@@ -68,20 +83,24 @@ with ReaderStream([profiles]) as readers, Store(out / "store.sqlite") as store:
     completions = store.count_completions()
 s = result.summary
 print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "wall_s": time.monotonic() - start, "rows_in": s["rows_in"],
+                  "anon_mb": ANON[0], "wall_s": time.monotonic() - start, "rows_in": s["rows_in"],
                   "written": s["written"], "rejected": s["rejected"],
                   "completions": completions}))
 """
+)
 
-CHILD_EXPORT = r"""
+CHILD_EXPORT = (
+    WATCH
+    + r"""
 import json, resource, sys, time
 from gravity.export import export_run
 start = time.monotonic()
 stats = export_run(sys.argv[1], sys.argv[2], "jsonl", test_size=0.2, seed=0)
 print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "wall_s": time.monotonic() - start,
+                  "anon_mb": ANON[0], "wall_s": time.monotonic() - start,
                   "pairs": sum(s["pairs"] for s in stats.values())}))
 """
+)
 
 
 def write_readers(path: Path, n: int) -> None:
@@ -133,22 +152,25 @@ def main() -> None:
             store_bytes = (root / "run" / "store.sqlite").stat().st_size
             exp = child(CHILD_EXPORT, str(root / "run"), str(root / "export"), limit_s=args.limit_s)
             rows.append((n, gen, exp, store_bytes, made))
+            per_completion = store_bytes / max(gen["completions"], 1)
             print(
-                f"{n:>9,} readers: generate peak RSS {gen['rss_mb']:.0f} MB in {gen['wall_s']:.0f} s "
-                f"(rows in {gen['rows_in']:,} = {gen['written']:,} written + {gen['rejected']:,} "
-                f"rejected; store {store_bytes / max(gen['completions'], 1):.0f} bytes per "
-                f"completion, {gen['completions']:,} completions); export peak RSS "
-                f"{exp['rss_mb']:.0f} MB in {exp['wall_s']:.0f} s ({exp['pairs']:,} pairs); "
+                f"{n:>9,} readers: generate peak RSS {gen['rss_mb']:.0f} MB (anonymous "
+                f"{gen['anon_mb']:.0f} MB) in {gen['wall_s']:.0f} s, rows in "
+                f"{gen['rows_in']:,} = {gen['written']:,} written + {gen['rejected']:,} "
+                f"rejected, store {per_completion:.0f} bytes per completion "
+                f"({gen['completions']:,}); export peak RSS {exp['rss_mb']:.0f} MB (anonymous "
+                f"{exp['anon_mb']:.0f} MB) in {exp['wall_s']:.0f} s, {exp['pairs']:,} pairs; "
                 f"readers file written in {made:.0f} s",
                 flush=True,
             )
-            for p in (root / "readers.jsonl",):
-                p.unlink()
+            (root / "readers.jsonl").unlink()
     base = rows[0]
     for n, gen, exp, _, _ in rows[1:]:
         print(
-            f"ratio {n:,} / {base[0]:,} readers: generate {gen['rss_mb'] / base[1]['rss_mb']:.2f}x, "
-            f"export {exp['rss_mb'] / base[2]['rss_mb']:.2f}x (goal: at most 1.5x at 1M)"
+            f"ratio {n:,} / {base[0]:,} readers, peak RSS (anonymous): generate "
+            f"{gen['rss_mb'] / base[1]['rss_mb']:.2f}x ({gen['anon_mb'] / base[1]['anon_mb']:.2f}x), "
+            f"export {exp['rss_mb'] / base[2]['rss_mb']:.2f}x "
+            f"({exp['anon_mb'] / base[2]['anon_mb']:.2f}x); goal: at most 1.5x at 1M"
         )
 
 

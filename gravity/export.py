@@ -145,8 +145,10 @@ def split_by_user(
 class SplitStats:
     """A split's counts for the card, added record by record."""
 
-    def __init__(self) -> None:
+    def __init__(self, readers: int | None = None) -> None:
+        """``readers``: the split's reader count when known (then ids are not collected)."""
         self.pairs = 0
+        self.readers = readers
         self.users: set[str] = set()
         self.items: set[Any] = set()
         self.by_country: Counter[str] = Counter()
@@ -157,7 +159,8 @@ class SplitStats:
 
     def add(self, row: dict[str, Any]) -> None:
         self.pairs += 1
-        self.users.add(row["user_id"])
+        if self.readers is None:
+            self.users.add(row["user_id"])
         self.items.add(row.get("item_id"))
         self.by_country[row.get("country", "?")] += 1
         self.by_facet[row.get("facet", "?")] += 1
@@ -168,7 +171,7 @@ class SplitStats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "pairs": self.pairs,
-            "users": len(self.users),
+            "users": len(self.users) if self.readers is None else self.readers,
             "items": len(self.items),
             "by_country": dict(sorted(self.by_country.items())),
             "by_facet": dict(sorted(self.by_facet.items())),
@@ -278,10 +281,10 @@ class _Split:
     split's columns (its first record's keys, as ``Dataset.from_list`` takes them) and, per
     column, a value that shows its type (its first non-empty one; a float over an int)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, readers: int) -> None:
         self.path = path
         self.file = path.open("w", encoding="utf-8")
-        self.stats = SplitStats()
+        self.stats = SplitStats(readers)
         self.columns: tuple[str, ...] = ()
         self.typed: dict[str, Any] = {}
 
@@ -319,9 +322,11 @@ def _split_rows(path: str, columns: tuple[str, ...]) -> Iterator[dict[str, Any]]
             yield {k: row.get(k) for k in columns}
 
 
-def _route(path: Path, test_users: set[str], work: Path) -> dict[str, _Split]:
-    """Every record of ``path`` into its split's file; the non-empty splits, train first."""
-    splits = {name: _Split(work / f"{name}.jsonl") for name in ("train", "test")}
+def _route(path: Path, readers: int, test_users: set[str], work: Path) -> dict[str, _Split]:
+    """Every record of ``path`` (of ``readers`` readers) into its split's file; the non-empty
+    splits, train first."""
+    counts = {"train": readers - len(test_users), "test": len(test_users)}
+    splits = {name: _Split(work / f"{name}.jsonl", counts[name]) for name in ("train", "test")}
     try:
         for row in iter_pairs(path):
             splits["test" if row["user_id"] in test_users else "train"].add(row)
@@ -352,13 +357,13 @@ def export_run(
         raise GravityError(f"--test-size: {test_size} is not in [0, 1)")
     run_dir, out = Path(run_dir), Path(out)
     path, users = scan_pairs(run_dir)
-    test_users = test_readers(users, test_size, seed)
-    del users
+    test_users, readers = test_readers(users, test_size, seed), len(users)
+    del users  # only the test split's readers are kept
     out.parent.mkdir(parents=True, exist_ok=True)
     work = temp_dir(out.parent, f".{out.name}.work-")
     tmp = temp_dir(out.parent, f".{out.name}.tmp-")
     try:
-        splits = _route(path, test_users, work)
+        splits = _route(path, readers, test_users, work)
         dd = DatasetDict({name: s.dataset(name, work / "cache") for name, s in splits.items()})
         _save(dd, fmt, tmp)
         card = dataset_card(run_dir, {name: s.stats for name, s in splits.items()}, license)
