@@ -432,6 +432,11 @@ def _print_summary(summary: dict, out: Path) -> None:
     )
     for reason, count in summary["rejects_by_reason"].items():
         typer.echo(f"  rejected {reason}: {count}")
+    if summary.get("backend_errors"):
+        typer.echo(
+            f"  {summary['backend_errors']} of the rejects are requests the backend failed "
+            "(out of retries), not judgments of a text: a rerun asks them again"
+        )
     for facet, counts in summary["by_facet"].items():
         typer.echo(
             f"  facet {facet}: {counts.get('written', 0)} written, "

@@ -273,3 +273,27 @@ def test_merge_cli(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "rows in =" in res.output and (tmp_path / "m" / "pairs.jsonl").is_file()
+
+
+def test_backend_errors_are_counted_apart_from_text_rejects(tmp_path):
+    from gravity.llm.base import Completion
+
+    class Failing(WriterBackend):
+        """The chosen descriptions of the values facet fail at the backend."""
+
+        def generate(self, requests, params, seeds=None):
+            outs = super().generate(requests, params, seeds)
+            return [
+                Completion(text="", finish_reason="error", error="HTTP 500 out of retries")
+                if "Reader (values)" in r.messages[-1].content
+                else o
+                for r, o in zip(requests, outs)
+            ]
+
+    engine = Engine(Failing(), Store(tmp_path / "s.sqlite"), progress=False)
+    result = synthesize(_readers(3), _cfg(), tmp_path / "run", engine=engine)
+    s = result.summary
+    assert s["rejects_by_reason"] == {"chosen_backend_error": 6}
+    assert s["backend_errors"] == 6 and s["written"] == 6
+    assert s["rows_in"] == s["written"] + s["rejected"]
+    assert "HTTP 500" in result.rejects[0]["detail"]

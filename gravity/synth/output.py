@@ -145,6 +145,11 @@ class Tally:
             "written": self.written,
             "rejected": rejected,
             "rejects_by_reason": dict(sorted(self.reasons.items())),
+            # Requests the backend failed (out of retries): not a verdict on the text, and
+            # never stored, so a rerun asks them again.
+            "backend_errors": sum(
+                n for k, n in self.reasons.items() if k.endswith("backend_error")
+            ),
             "by_facet": {k: dict(v) for k, v in sorted(self.by["facet"].items())},
             "by_country": {k: dict(v) for k, v in sorted(self.by["country"].items())},
             "outputs_trimmed_at_sentence": trimmed,
