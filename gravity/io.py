@@ -242,7 +242,11 @@ def jsonl_file_records(path: str | Path, max_line_bytes: int = MAX_FILE_BYTES) -
             for number, raw in enumerate(_lines(f, max_line_bytes, path), start=1):
                 if number == 1:
                     raw = raw.removeprefix(b"\xef\xbb\xbf")
-                text = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+                try:
+                    text = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+                except UnicodeDecodeError as exc:
+                    reason = f"not UTF-8 text (invalid byte 0x{raw[exc.start]:02x})"
+                    raise file_error(path, reason, number, "<file>") from None
                 if "\x00" in text:
                     raise file_error(path, "holds a NUL byte: not a text file", number, "<file>")
                 if not text.strip():

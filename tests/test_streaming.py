@@ -297,3 +297,15 @@ def test_backend_errors_are_counted_apart_from_text_rejects(tmp_path):
     assert s["backend_errors"] == 6 and s["written"] == 6
     assert s["rows_in"] == s["written"] + s["rejected"]
     assert "HTTP 500" in result.rejects[0]["detail"]
+
+
+def test_jsonl_file_records_names_the_line_of_bad_bytes(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"a": 1}\n\xff\xfe bad\n')
+    with pytest.raises(
+        GravityError, match=r"x.jsonl:2: <file>: not UTF-8 text \(invalid byte 0xff"
+    ):
+        list(jsonl_file_records(path))
+    path.write_bytes(b'{"a": 1}\n{"a": "\x00"}\n')
+    with pytest.raises(GravityError, match=r"x.jsonl:2: <file>: holds a NUL byte"):
+        list(jsonl_file_records(path))
