@@ -222,6 +222,10 @@ class Grounding:
         self._paths: dict[tuple[str, str], IntentPath | None] = {}
         self.genre_pool = cfg.contrast_genres or SamplerConfig().genres
 
+    def forget(self) -> None:
+        """Drop the paths looked up so far (memory flat in readers)."""
+        self._paths.clear()
+
     def intent_path(self, slot: Slot) -> IntentPath | None:
         """The reader's path to the slot's book in the intent graph, if there is a graph and
         it knows both."""
@@ -495,6 +499,7 @@ class Synthesizer:
                 index.commit()
                 records, rejects = self._rows(slots, outcome, templates)
                 tally.add(len(slots), records, rejects)
+                self.grounding.forget()  # the chunk's readers do not come back
                 if sink is not None:
                     sink.write(records, rejects)
                 if keep_records:
