@@ -2,6 +2,7 @@
 
     python bench/memory.py                                   # 10k and 100k readers
     python bench/memory.py --readers 10000 --readers 1000000 # the 1M run (long on 2 cores)
+    python bench/memory.py --resume 100000                   # kill -9 at half, rerun, compare
 
 For each ``--readers`` N: writes N synthetic readers to a JSONL file (in batches, in an order
 that is not the id order, so the reader stream has to sort), then runs in a fresh process the
@@ -85,7 +86,8 @@ s = result.summary
 print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "anon_mb": ANON[0], "wall_s": time.monotonic() - start, "rows_in": s["rows_in"],
                   "written": s["written"], "rejected": s["rejected"],
-                  "completions": completions}))
+                  "completions": completions,
+                  "generated": s["tokens_generated"].get("completion", 0) // 30}))
 """
 )
 
@@ -132,11 +134,59 @@ def child(code: str, *args: str, limit_s: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _stored(store: Path) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30) as conn:
+            return conn.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def resume(n: int, limit_s: float) -> None:
+    """kill -9 of the generate process at half of its completions, a rerun, and an
+    uninterrupted run: completions generated again, and whether the outputs are identical."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory(prefix="gravity-resume-") as tmp:
+        root = Path(tmp)
+        write_readers(root / "readers.jsonl", n)
+        run, total = root / "run", 3 * n  # a scenario and two descriptions per reader
+        cmd = [sys.executable, "-c", CHILD_GENERATE, str(root / "readers.jsonl"), str(run)]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + limit_s
+        while _stored(run / "store.sqlite") < total // 2 and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit("the run ended before it was killed")
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        kept = _stored(run / "store.sqlite")
+        again = child(CHILD_GENERATE, str(root / "readers.jsonl"), str(run), limit_s=limit_s)
+        whole = child(CHILD_GENERATE, str(root / "readers.jsonl"), str(root / "w"), limit_s=limit_s)
+        same = all(
+            (run / name).read_bytes() == (root / "w" / name).read_bytes()
+            for name in ("pairs.jsonl", "rejects.jsonl")
+        )
+        print(
+            f"resume at {n:,} readers: killed with {kept:,} of {total:,} completions stored; "
+            f"the rerun generated {again['generated']:,} (missing: {total - kept:,}; generated "
+            f"again: {again['generated'] - (total - kept):,}); output identical to an "
+            f"uninterrupted run's ({whole['written']:,} pairs): {same}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--readers", type=int, action="append", help="repeatable")
     parser.add_argument("--limit-s", type=float, default=7200, help="wall limit per process")
+    parser.add_argument(
+        "--resume", type=int, metavar="N", help="only the kill -9 and resume check at N readers"
+    )
     args = parser.parse_args()
+    if args.resume:
+        resume(args.resume, args.limit_s)
+        return
     sizes = sorted(args.readers or [10_000, 100_000])
     rows = []
     with tempfile.TemporaryDirectory(prefix="gravity-memory-") as tmp:
