@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from pathlib import Path
 
 from gravity.books import load_catalog
@@ -39,7 +39,7 @@ def synthesize(
     """
     task = load_task(cfg.task)
     catalog = load_catalog(cfg.catalog, task)
-    if not len(profiles):  # type: ignore[arg-type]
+    if isinstance(profiles, Sized) and not len(profiles):
         from gravity.errors import GravityError
 
         raise GravityError("no profiles to generate pairs for")
