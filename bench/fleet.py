@@ -36,9 +36,18 @@ ROOT = Path(__file__).resolve().parents[1]
 ANSWER = "A fixed answer from the mock server, about as long as a short description."
 
 
-def serve(port: int, latency_ms: float, slow_rate: float, slow_ms: float, error_rate: float):
-    """One mock server (runs in its own process)."""
+def serve(
+    port: int,
+    latency_ms: float,
+    slow_rate: float,
+    slow_ms: float,
+    error_rate: float,
+    echo: bool = False,
+):
+    """One mock server (runs in its own process). ``echo``: the answer ends with words drawn
+    from a hash of the request's messages and seed (distinct requests, distinct texts)."""
     import asyncio
+    import hashlib
 
     import uvicorn
     from starlette.applications import Starlette
@@ -46,7 +55,20 @@ def serve(port: int, latency_ms: float, slow_rate: float, slow_ms: float, error_
     from starlette.routing import Route
 
     rng = random.Random(port)
-    stats = {"requests": 0, "answered": 0, "in_flight": 0, "max_in_flight": 0}
+    stats = {"requests": 0, "answered": 0, "in_flight": 0, "max_in_flight": 0, "repeats": 0}
+    answered: set[bytes] = set()  # digests of the requests answered: a repeat is one sent again
+    words = [
+        "river",
+        "lantern",
+        "harvest",
+        "quiet",
+        "journey",
+        "letters",
+        "courage",
+        "winter",
+        "market",
+        "garden",
+    ]
 
     async def models(_request):
         return JSONResponse({"data": [{"id": "mock"}]})
@@ -73,9 +95,16 @@ def serve(port: int, latency_ms: float, slow_rate: float, slow_ms: float, error_
         finally:
             stats["in_flight"] -= 1
         stats["answered"] += 1
+        key = json.dumps([body["messages"], body.get("seed")], sort_keys=True).encode()
+        digest = hashlib.sha256(key).digest()
+        stats["repeats"] += digest in answered
+        answered.add(digest)
+        answer = ANSWER
+        if echo:
+            answer += " " + " ".join(words[b % len(words)] for b in digest[:6]) + "."
         return JSONResponse(
             {
-                "choices": [{"message": {"content": ANSWER}, "finish_reason": "stop"}],
+                "choices": [{"message": {"content": answer}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": len(str(body)) // 4, "completion_tokens": 14},
             }
         )
@@ -176,9 +205,10 @@ def main() -> None:
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--limit-s", type=float, default=600.0, help="Per run.")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.latency_ms, args.slow_rate, args.slow_ms, args.error_rate)
+        serve(args.serve, args.latency_ms, args.slow_rate, args.slow_ms, args.error_rate, args.echo)
         return
     ports = [_free_port() for _ in range(args.servers)]
     servers = [

@@ -420,13 +420,13 @@ def generate(
     flags: ConfigFlags,
 ) -> None:
     """Synthesize chosen/rejected preference pairs from reader profiles."""
-    from gravity.profiles import load_many
+    from gravity.profiles.stream import ReaderStream
     from gravity.synth import synthesize
 
     cfg = flags.resolve(config)
     _check_task(cfg.task, flags, config)
-    loaded = load_many(profiles)
-    result = synthesize(loaded, cfg, out, use_cache=not no_cache)
+    with ReaderStream(profiles) as readers:  # validated whole, then streamed: flat memory
+        result = synthesize(readers, cfg, out, use_cache=not no_cache, keep_records=False)
     _print_summary(result.summary, out)
 
 
@@ -438,12 +438,31 @@ def _print_summary(summary: dict, out: Path) -> None:
     )
     for reason, count in summary["rejects_by_reason"].items():
         typer.echo(f"  rejected {reason}: {count}")
+    if summary.get("backend_errors"):
+        typer.echo(
+            f"  {summary['backend_errors']} of the rejects are requests the backend failed "
+            "(out of retries), not judgments of a text: a rerun asks them again"
+        )
     for facet, counts in summary["by_facet"].items():
         typer.echo(
             f"  facet {facet}: {counts.get('written', 0)} written, "
             f"{counts.get('rejected', 0)} rejected"
         )
     typer.echo(f"pairs: {out / 'pairs.jsonl'}  summary: {out / 'summary.json'}")
+
+
+@app.command("merge")
+def merge_cmd(
+    out: Annotated[Path, typer.Argument(help="Run folder to write (as one process would).")],
+    shards: Annotated[
+        list[Path], typer.Argument(help="The run folders of `generate --shard I/N`, all N.")
+    ],
+) -> None:
+    """Join the run folders of sharded `gravity generate` runs into one run folder."""
+    from gravity.synth.merge import merge_runs
+
+    summary = merge_runs(out, shards)
+    _print_summary(summary, out)
 
 
 @app.command("export")

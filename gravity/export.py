@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,16 +36,23 @@ class PairRow(PreferenceRow):
     book_id: str | None = None
 
 
-def read_pairs(run_dir: Path) -> list[dict[str, Any]]:
-    """The records of a run folder (``pairs.jsonl``); any failure reading it names the file."""
-    from gravity.io import file_error, jsonl_records, read_text, validate
-
-    path = run_dir / "pairs.jsonl"
+def _pairs_path(run_dir: Path) -> Path:
+    path = Path(run_dir) / "pairs.jsonl"
     if not path.is_file():
         raise GravityError(f"{run_dir}: no pairs.jsonl; is this a `gravity generate` run folder?")
-    rows = []
-    kinds: dict[str, tuple[str, int]] = {}  # column -> (JSON kind, first line): Arrow needs one
-    for record in jsonl_records(read_text(path), path):
+    return path
+
+
+def scan_pairs(run_dir: Path) -> tuple[Path, set[str]]:
+    """Check every record of a run folder's ``pairs.jsonl``, read line by line (no size limit,
+    flat memory): each a valid pair, each column of one JSON kind across records (Arrow needs
+    one). Returns the file and the readers in it; any problem names the file, line and field."""
+    from gravity.io import file_error, jsonl_file_records, validate
+
+    path = _pairs_path(run_dir)
+    users: set[str] = set()
+    kinds: dict[str, tuple[str, int]] = {}  # column -> (JSON kind, first line)
+    for record in jsonl_file_records(path):
         if record.problem is not None:
             raise record.problem
         row = record.data
@@ -63,10 +71,24 @@ def read_pairs(run_dir: Path) -> list[dict[str, Any]]:
                 raise file_error(
                     path, f"{kind} here, {first[0]} on line {first[1]}", record.line, key
                 )
-        rows.append(row)
-    if not rows:
+        users.add(row["user_id"])
+    if not users:
         raise GravityError(f"{path}: no pairs to export (every row was rejected?)")
-    return rows
+    return path, users
+
+
+def iter_pairs(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a ``pairs.jsonl`` that ``scan_pairs`` checked, one at a time."""
+    from gravity.io import jsonl_file_records
+
+    for record in jsonl_file_records(path):
+        yield record.data
+
+
+def read_pairs(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run folder (``pairs.jsonl``), checked (see ``scan_pairs``), as a list."""
+    path, _ = scan_pairs(run_dir)
+    return list(iter_pairs(path))
 
 
 _VAGUE = ("null", "a list of nothing")
@@ -97,16 +119,22 @@ def _json_kind(value: Any, depth: int = 0) -> str:
     return "a mapping"
 
 
+def test_readers(users: Iterable[str], test_size: float, seed: int) -> set[str]:
+    """The readers of the test split: a seeded shuffle of the sorted readers, the first
+    ``test_size`` share (at least one and not all, when there are two or more)."""
+    ordered = sorted(users)
+    random.Random(f"gravity-split:{seed}").shuffle(ordered)
+    n_test = round(len(ordered) * test_size)
+    if test_size > 0 and len(ordered) > 1:
+        n_test = min(max(n_test, 1), len(ordered) - 1)
+    return set(ordered[:n_test])
+
+
 def split_by_user(
     rows: list[dict[str, Any]], test_size: float, seed: int
 ) -> dict[str, list[dict[str, Any]]]:
     """Seeded split of readers into train and test; every row follows its reader."""
-    users = sorted({r["user_id"] for r in rows})
-    random.Random(f"gravity-split:{seed}").shuffle(users)
-    n_test = round(len(users) * test_size)
-    if test_size > 0 and len(users) > 1:
-        n_test = min(max(n_test, 1), len(users) - 1)
-    test_users = set(users[:n_test])
+    test_users = test_readers({r["user_id"] for r in rows}, test_size, seed)
     splits = {
         "train": [r for r in rows if r["user_id"] not in test_users],
         "test": [r for r in rows if r["user_id"] in test_users],
@@ -114,33 +142,58 @@ def split_by_user(
     return {name: part for name, part in splits.items() if part}
 
 
-def _stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "pairs": len(rows),
-        "users": len({r["user_id"] for r in rows}),
-        "items": len({r.get("item_id") for r in rows}),
-        "by_country": dict(sorted(Counter(r.get("country", "?") for r in rows).items())),
-        "by_facet": dict(sorted(Counter(r.get("facet", "?") for r in rows).items())),
-        "by_intent": intent_counts(rows),  # where an intent graph was used
-    }
+class SplitStats:
+    """A split's counts for the card, added record by record."""
+
+    def __init__(self, readers: int | None = None) -> None:
+        """``readers``: the split's reader count when known (then ids are not collected)."""
+        self.pairs = 0
+        self.readers = readers
+        self.users: set[str] = set()
+        self.items: set[Any] = set()
+        self.by_country: Counter[str] = Counter()
+        self.by_facet: Counter[str] = Counter()
+        self.by_intent: Counter[str] = Counter()
+        self.models: set[str] = set()
+        self.tasks: set[tuple[str, str]] = set()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.pairs += 1
+        if self.readers is None:
+            self.users.add(row["user_id"])
+        self.items.add(row.get("item_id"))
+        self.by_country[row.get("country", "?")] += 1
+        self.by_facet[row.get("facet", "?")] += 1
+        self.by_intent.update(intent_counts([row]))
+        self.models.add(row.get("generator_model", "?"))
+        self.tasks.add((row.get("task") or "?", row.get("task_digest") or "?"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pairs": self.pairs,
+            "users": len(self.users) if self.readers is None else self.readers,
+            "items": len(self.items),
+            "by_country": dict(sorted(self.by_country.items())),
+            "by_facet": dict(sorted(self.by_facet.items())),
+            "by_intent": dict(sorted(self.by_intent.items())),  # where an intent graph was used
+        }
 
 
-def dataset_card(run_dir: Path, splits: dict[str, list[dict[str, Any]]], license: str) -> str:
+def dataset_card(run_dir: Path, splits: dict[str, SplitStats], license: str) -> str:
     """README.md for the dataset: YAML metadata, config, counts, per-country/facet stats."""
     config_path, summary_path = run_dir / "config.yaml", run_dir / "summary.json"
     config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    rows = [r for part in splits.values() for r in part]
-    models = sorted({r.get("generator_model", "?") for r in rows})
-    tasks = sorted({(r.get("task") or "?", r.get("task_digest") or "?") for r in rows})
+    models = sorted(set().union(*(part.models for part in splits.values())))
+    tasks = sorted(set().union(*(part.tasks for part in splits.values())))
     task = (
         {"name": tasks[0][0], "digest": tasks[0][1]}
         if len(tasks) == 1
         else {"name": "mixed", "digest": ", ".join(f"{n}:{d}" for n, d in tasks)}
     )
-    stats = {name: _stats(part) for name, part in splits.items()}
-    total = len(rows)
-    size = "n<1K" if total < 1000 else "1K<n<10K" if total < 10000 else "10K<n<100K"
+    stats = {name: part.as_dict() for name, part in splits.items()}
+    total = sum(part.pairs for part in splits.values())
+    size = _size_category(total)
     meta = {
         "license": license,
         "task_categories": ["text-generation"],
@@ -215,6 +268,74 @@ def _count_tables(stats: dict[str, dict[str, Any]], summary: dict[str, Any]) -> 
     return lines
 
 
+def _size_category(total: int) -> str:
+    """The hub's size category of a dataset of ``total`` rows."""
+    for limit, name in ((10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K")):
+        if total < limit:
+            return name
+    return "100K<n<1M" if total < 10**6 else "1M<n<10M" if total < 10**7 else "n>10M"
+
+
+class _Split:
+    """One split's records on their way to a dataset: a JSONL file in a work folder, the
+    split's columns (its first record's keys, as ``Dataset.from_list`` takes them) and, per
+    column, a value that shows its type (its first non-empty one; a float over an int)."""
+
+    def __init__(self, path: Path, readers: int) -> None:
+        self.path = path
+        self.file = path.open("w", encoding="utf-8")
+        self.stats = SplitStats(readers)
+        self.columns: tuple[str, ...] = ()
+        self.typed: dict[str, Any] = {}
+
+    def add(self, row: dict[str, Any]) -> None:
+        if not self.columns:
+            self.columns = tuple(row)
+        for key in self.columns:
+            value, known = row.get(key), self.typed.get(key)
+            if _json_kind(known) in _VAGUE or (
+                isinstance(value, float) and isinstance(known, int) and not isinstance(known, bool)
+            ):
+                self.typed[key] = value
+        self.file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.stats.add(row)
+
+    def dataset(self, name: str, cache: Path) -> Any:
+        """The split as a ``datasets.Dataset`` written to Arrow files under ``cache``, its
+        features those ``Dataset.from_list`` would infer from all its records."""
+        from datasets import Dataset
+
+        features = Dataset.from_list([{k: self.typed.get(k) for k in self.columns}]).features
+        return Dataset.from_generator(
+            _split_rows,
+            gen_kwargs={"path": str(self.path), "columns": self.columns},
+            features=features,
+            cache_dir=str(cache),
+            split=name,
+        )
+
+
+def _split_rows(path: str, columns: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            yield {k: row.get(k) for k in columns}
+
+
+def _route(path: Path, readers: int, test_users: set[str], work: Path) -> dict[str, _Split]:
+    """Every record of ``path`` (of ``readers`` readers) into its split's file; the non-empty
+    splits, train first."""
+    counts = {"train": readers - len(test_users), "test": len(test_users)}
+    splits = {name: _Split(work / f"{name}.jsonl", counts[name]) for name in ("train", "test")}
+    try:
+        for row in iter_pairs(path):
+            splits["test" if row["user_id"] in test_users else "train"].add(row)
+    finally:
+        for split in splits.values():
+            split.file.close()
+    return {name: split for name, split in splits.items() if split.stats.pairs}
+
+
 def export_run(
     run_dir: str | Path,
     out: str | Path,
@@ -225,38 +346,50 @@ def export_run(
     push_to_hub: str | None = None,
     private: bool = False,
 ) -> dict[str, Any]:
-    """Export ``run_dir`` to ``out``; returns the per-split stats."""
-    from datasets import Dataset, DatasetDict
+    """Export ``run_dir`` to ``out``; returns the per-split stats. Streams: records are read
+    line by line and each split is built in Arrow files on disk (a work folder beside ``out``,
+    removed at the end), so memory stays flat in the number of pairs."""
+    from datasets import DatasetDict
 
     if fmt not in FORMATS:
         raise GravityError(f"unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
     if not 0 <= test_size < 1:
         raise GravityError(f"--test-size: {test_size} is not in [0, 1)")
     run_dir, out = Path(run_dir), Path(out)
-    rows = read_pairs(run_dir)
-    splits = split_by_user(rows, test_size, seed)
-    dd = DatasetDict({name: Dataset.from_list(part) for name, part in splits.items()})
+    path, users = scan_pairs(run_dir)
+    test_users, readers = test_readers(users, test_size, seed), len(users)
+    del users  # only the test split's readers are kept
     out.parent.mkdir(parents=True, exist_ok=True)
+    work = temp_dir(out.parent, f".{out.name}.work-")
     tmp = temp_dir(out.parent, f".{out.name}.tmp-")
     try:
-        if fmt == "hf":
-            dd.save_to_disk(str(tmp / "dataset"))
-            for item in (tmp / "dataset").iterdir():
-                os.replace(item, tmp / item.name)
-            (tmp / "dataset").rmdir()
-        else:
-            for name, ds in dd.items():
-                if fmt == "parquet":
-                    ds.to_parquet(str(tmp / f"{name}.parquet"))
-                else:
-                    ds.to_json(str(tmp / f"{name}.jsonl"), lines=True, force_ascii=False)
-        (tmp / "README.md").write_text(dataset_card(run_dir, splits, license), encoding="utf-8")
+        splits = _route(path, readers, test_users, work)
+        dd = DatasetDict({name: s.dataset(name, work / "cache") for name, s in splits.items()})
+        _save(dd, fmt, tmp)
+        card = dataset_card(run_dir, {name: s.stats for name, s in splits.items()}, license)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         swap_dir_into_place(tmp, out)
+        if push_to_hub:
+            push(dd, out / "README.md", push_to_hub, private)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if push_to_hub:
-        push(dd, out / "README.md", push_to_hub, private)
-    return {name: _stats(part) for name, part in splits.items()}
+        shutil.rmtree(work, ignore_errors=True)
+    return {name: s.stats.as_dict() for name, s in splits.items()}
+
+
+def _save(dd: Any, fmt: str, tmp: Path) -> None:
+    """Write the splits of ``dd`` into the folder ``tmp`` in format ``fmt``."""
+    if fmt == "hf":
+        dd.save_to_disk(str(tmp / "dataset"))
+        for item in (tmp / "dataset").iterdir():
+            os.replace(item, tmp / item.name)
+        (tmp / "dataset").rmdir()
+        return
+    for name, ds in dd.items():
+        if fmt == "parquet":
+            ds.to_parquet(str(tmp / f"{name}.parquet"))
+        else:
+            ds.to_json(str(tmp / f"{name}.jsonl"), lines=True, force_ascii=False)
 
 
 def push(dd: Any, card: Path, repo: str, private: bool) -> None:

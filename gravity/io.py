@@ -230,6 +230,42 @@ def jsonl_records(text: str, path: Any) -> Iterator[Record]:
             yield Record(number, problem=exc)
 
 
+def jsonl_file_records(path: str | Path, max_line_bytes: int = MAX_FILE_BYTES) -> Iterator[Record]:
+    """The records of a JSON Lines file, read line by line (no limit on the file's size, only
+    on a line's): flat memory for files of any length. Encoding and NUL problems are the
+    ``InputError`` of ``read_text``, with the line."""
+    path = Path(path)
+    with reading(path):
+        if path.is_dir():
+            raise file_error(path, "cannot read: is a folder, not a file", field="<file>")
+        with path.open("rb") as f:
+            for number, raw in enumerate(_lines(f, max_line_bytes, path), start=1):
+                if number == 1:
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")
+                try:
+                    text = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+                except UnicodeDecodeError as exc:
+                    reason = f"not UTF-8 text (invalid byte 0x{raw[exc.start]:02x})"
+                    raise file_error(path, reason, number, "<file>") from None
+                if "\x00" in text:
+                    raise file_error(path, "holds a NUL byte: not a text file", number, "<file>")
+                if not text.strip():
+                    continue
+                try:
+                    yield Record(number, parse_json(text, path, line=number))
+                except InputError as exc:
+                    yield Record(number, problem=exc)
+
+
+def _lines(f: Any, max_bytes: int, path: Path) -> Iterator[bytes]:
+    """Lines of a binary file split on b"\\n" only, each at most ``max_bytes``."""
+    for number, raw in enumerate(iter(lambda: f.readline(max_bytes + 1), b""), start=1):
+        if len(raw) > max_bytes:
+            reason = f"line is over {max_bytes:,} bytes"
+            raise file_error(path, reason, number, "<file>")
+        yield raw
+
+
 def yaml_documents(text: str, path: Any) -> list[Record]:
     """Every document of a YAML (or JSON) text, with its node for field line numbers."""
     with reading(path):
@@ -379,6 +415,48 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class AtomicAppender:
+    """A file written by appending (flat memory) that appears at ``path`` only when complete:
+    lines go to a temp file beside it, renamed into place by ``commit()``. A killed writer
+    leaves a ``.<name>.*.tmp`` file that no reader takes for the output (``remove_stale``
+    deletes it); a failed one leaves nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                mode = stat.S_IMODE(self.path.stat().st_mode)
+            except OSError:
+                mode = 0o666 & ~_umask()
+            fd, self.tmp = tempfile.mkstemp(
+                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+            )
+        except OSError as exc:
+            raise GravityError(f"{self.path}: cannot write: {exc.strerror or exc}") from None
+        self.file = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        os.fchmod(fd, mode)
+
+    def write(self, text: str) -> None:
+        self.file.write(text)
+
+    def commit(self) -> None:
+        """Flush and rename the finished file into place."""
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        """Drop the temp file (the output keeps its previous content, if any)."""
+        self.file.close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+    @staticmethod
+    def remove_stale(path: Path) -> None:
+        """Delete temp files a killed writer of ``path`` left behind."""
+        for tmp in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def temp_dir(parent: Path, prefix: str) -> Path:

@@ -285,7 +285,9 @@ def _generate_all(
                 "contrast_genres": cfg.generate.contrast_genres or cfg.profiles.sampler.genres,
             }
         )
-        result = synthesize(readers, gen, out / f"pairs-{mode}", progress=progress)
+        result = synthesize(
+            readers, gen, out / f"pairs-{mode}", progress=progress, keep_records=False
+        )
         s = result.summary
         print(
             f"{mode}: {s['rows_in']} rows in = {s['written']} written + {s['rejected']} "

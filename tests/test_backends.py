@@ -438,3 +438,59 @@ def test_auto_dtype_on_gpu_follows_native_bf16(monkeypatch, capability, expected
     assert (
         resolve_dtype("auto", "cpu") == "float32" and resolve_dtype("float16", "cpu") == "float16"
     )
+
+
+def _fake_vllm(monkeypatch, calls: list, with_cleanup: bool = True):
+    """A stand-in ``vllm`` package (vLLM does not install here): records the release steps."""
+    import types
+    import weakref
+
+    vllm = types.ModuleType("vllm")
+    distributed = types.ModuleType("vllm.distributed")
+
+    class Core:
+        def shutdown(self):
+            calls.append("engine_core.shutdown")
+
+    class LLM:
+        def __init__(self, **kwargs):
+            self.llm_engine = types.SimpleNamespace(engine_core=Core())
+            calls.append("LLM")
+            LLM.last = weakref.ref(self)
+
+    def cleanup():
+        calls.append(("cleanup_dist_env_and_memory", LLM.last() is None))
+
+    vllm.LLM = LLM
+    if with_cleanup:
+        distributed.cleanup_dist_env_and_memory = cleanup
+    vllm.distributed = distributed
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.distributed", distributed)
+    return LLM
+
+
+def test_vllm_backend_close_frees_the_engine_for_the_next_stage(monkeypatch):
+    """close() stops vLLM's engine core, drops the LLM object (garbage before the clean-up
+    runs) and calls vLLM's cleanup_dist_env_and_memory (model-parallel groups, process group,
+    gc, CUDA cache)."""
+    calls: list = []
+    llm_class = _fake_vllm(monkeypatch, calls)
+    with make_backend(BackendConfig(backend="vllm", model="org/model")) as backend:
+        backend.load()
+        assert backend.llm is llm_class.last()
+    assert calls == ["LLM", "engine_core.shutdown", ("cleanup_dist_env_and_memory", True)]
+    assert backend.llm is None and llm_class.last() is None
+
+
+def test_vllm_backend_close_without_vllms_cleanup_empties_the_cuda_cache(monkeypatch):
+    import torch
+
+    calls: list = []
+    _fake_vllm(monkeypatch, calls, with_cleanup=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    backend = make_backend(BackendConfig(backend="vllm", model="org/model"))
+    backend.load()
+    backend.close()
+    assert calls == ["LLM", "engine_core.shutdown", "empty_cache"]

@@ -128,3 +128,45 @@ def test_exported_folder_keeps_the_umask(run_dir, tmp_path):
     # Built in a temporary folder and renamed into place: the folder must still be readable by
     # the group and others, as `mkdir` would make it (a plain mkdtemp gives 0700).
     assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+
+
+def test_export_streams_and_types_columns_as_from_list(run_dir, tmp_path, monkeypatch):
+    """Records are read line by line (never the whole file: no size limit) and each split is
+    built on disk with the features ``Dataset.from_list`` would infer from all its records,
+    even when a column is null in the first thousand rows and text later."""
+    from datasets import Dataset
+
+    rows = read_pairs(run_dir)
+    many = []
+    for k in range(1500):
+        row = dict(rows[k % len(rows)], record_id=f"r{k:05d}", user_id=f"u{k % 40:03d}")
+        row["scenario"] = None if k < 1200 else f"scenario {k}"
+        row["seed"] = 0.5 if k == 1400 else 0  # an int column that turns float
+        many.append(row)
+    run = tmp_path / "big"
+    run.mkdir()
+    (run / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in many))
+
+    def whole_file(*args, **kwargs):
+        raise AssertionError("pairs.jsonl read whole")
+
+    monkeypatch.setattr("gravity.io.read_text", whole_file)
+    stats = export_run(run, tmp_path / "hf", "hf", test_size=0.25, seed=0)
+    dd = load_from_disk(str(tmp_path / "hf"))
+    assert sum(s["pairs"] for s in stats.values()) == 1500
+    for name in dd:
+        users = set(dd[name]["user_id"])
+        part = [r for r in many if r["user_id"] in users]
+        assert dd[name].features == Dataset.from_list(part).features
+        assert dd[name].to_list() == Dataset.from_list(part).to_list()
+
+
+def test_a_bad_record_at_the_end_writes_nothing(run_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    text = (run_dir / "pairs.jsonl").read_text()
+    (run / "pairs.jsonl").write_text(text + '{"prompt": [], "chosen": 3}\n')
+    line = text.count("\n") + 1
+    with pytest.raises(GravityError, match=rf"pairs.jsonl:{line}"):
+        export_run(run, tmp_path / "out", "jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -167,7 +167,14 @@ def _other_value(field: Any, default: Any) -> Any:
         raise AssertionError(f"no value for {field} within ({low}, {high})")
     if issubclass(tp, Path):
         return Path("some/file.csv")
+    patterns = [m.pattern for m in field.metadata if getattr(m, "pattern", None)]
+    if tp is str and patterns:
+        return PATTERNED[patterns[0]]
     return "example" if default != "example" else "other"
+
+
+# A valid value of each string pattern a config field has.
+PATTERNED = {r"^[0-9]+/[0-9]+$": "1/4"}
 
 
 def _json(value: Any) -> Any:

@@ -28,13 +28,19 @@ BENCH = Path(__file__).parents[1] / "bench" / "fleet.py"
 class Mock:
     """One mock server process; ``stats()`` reads its counters."""
 
-    def __init__(self, latency_ms: float = 0, slow_ms: float = 2000, error_rate: float = 0):
+    def __init__(
+        self,
+        latency_ms: float = 0,
+        slow_ms: float = 2000,
+        error_rate: float = 0,
+        echo: bool = False,
+    ):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
         args = ["--latency-ms", str(latency_ms), "--slow-ms", str(slow_ms)]
-        args += ["--error-rate", str(error_rate)]
+        args += ["--error-rate", str(error_rate)] + (["--echo"] if echo else [])
         self.proc = subprocess.Popen([sys.executable, str(BENCH), "--serve", str(self.port), *args])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -184,3 +190,67 @@ def test_a_consumer_that_stops_early_stops_the_dispatch(monkeypatch):
     time.sleep(0.5)
     assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert len(sent) < 6000  # dispatch stopped with the consumer
+
+
+def _stored(store: Path) -> int:
+    """Completions in a store another process is writing (0 before it exists)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_generate_killed_at_half_resumes_without_sending_a_completed_request_again(mocks, tmp_path):
+    """kill -9 of `gravity generate` at about 50% of 300 readers, then a rerun: the requests
+    sent again are exactly those the server answered but the store had not kept yet (a few at
+    most), and the output equals an uninterrupted run's (ids and texts, byte for byte)."""
+    from gravity.profiles import dump_profiles, sample_profiles
+    from tests.fakes import child_env
+
+    server = mocks(latency_ms=2, echo=True)
+    dump_profiles(sample_profiles("BR", 300, seed=5), tmp_path / "readers.jsonl")
+    total = 900  # a scenario, a chosen and a rejected description per reader
+
+    def command(out: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "gravity", "generate",
+            "--profiles", str(tmp_path / "readers.jsonl"), "--out", str(out),
+            "--backend.backend", "openai", "--backend.model", "mock",
+            "--backend.base-urls", server.url, "--backend.concurrency", "4",
+            "--max-items", "1", "--facets", "values", "--chunk-readers", "50",
+            "--filters.min-words", "5", "--filters.near-duplicate-threshold", "null",
+        ]  # fmt: skip
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        command(run), env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while _stored(run / "store.sqlite") < total // 2 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it was killed"
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    answered, kept = server.stats()["answered"], _stored(run / "store.sqlite")
+    assert total // 2 <= kept < total
+    assert not (run / "pairs.jsonl").exists()  # nothing half-written is taken for output
+    assert answered - kept <= 12  # at most the chunk not yet stored and the requests in flight
+
+    done = subprocess.run(command(run), env=child_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stats = server.stats()
+    assert _stored(run / "store.sqlite") == total
+    assert stats["answered"] - answered == total - kept  # the rerun sent only what was missing
+    assert stats["repeats"] == answered - kept  # ...and of those, none whose answer was kept
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+
+    whole = tmp_path / "whole"
+    done = subprocess.run(command(whole), env=child_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("pairs.jsonl", "rejects.jsonl"):
+        assert (run / name).read_bytes() == (whole / name).read_bytes(), name
+    pairs = (whole / "pairs.jsonl").read_text().splitlines()
+    assert len(pairs) == 300

@@ -12,6 +12,7 @@ default; its ``VLLM_BATCH_INVARIANT=1`` makes it so on recent NVIDIA GPUs (vLLM'
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,33 @@ from gravity.errors import MissingDependencyError
 from gravity.llm.base import Backend, ChatRequest, Completion, SamplingParams, request_seeds
 from gravity.llm.config import BackendConfig
 from gravity.llm.hf import resolve_model
+
+
+def stop_engine(llm: Any) -> None:
+    """Stop the engine core of an in-process ``vllm.LLM`` (vLLM V1 runs it in a process of
+    its own, which holds the weights and KV cache): ``llm.llm_engine.engine_core.shutdown()``."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if callable(getattr(core, "shutdown", None)):
+        core.shutdown()
+
+
+def free_gpu_memory() -> None:
+    """What vLLM keeps after its ``LLM`` is gone: ``vllm.distributed.
+    cleanup_dist_env_and_memory()`` (vLLM's documented clean-up: destroys the model-parallel
+    groups and the process group, collects garbage, empties the CUDA cache); without it (older
+    vLLM) garbage collection and ``torch.cuda.empty_cache()``."""
+    try:
+        from vllm.distributed import cleanup_dist_env_and_memory
+    except ImportError:
+        cleanup_dist_env_and_memory = None
+    if cleanup_dist_env_and_memory is not None:
+        cleanup_dist_env_and_memory()
+        return
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class VLLMBackend(Backend):
@@ -54,7 +82,14 @@ class VLLMBackend(Backend):
         self._loaded = True
 
     def close(self) -> None:
-        self.llm = None
+        """Free the GPU memory the engine holds, so the next stage can load a model: stop the
+        engine core, drop the last reference to the ``LLM``, then release what vLLM keeps
+        beyond it. ``del llm`` alone frees nothing that the engine process holds."""
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            stop_engine(llm)
+            del llm
+            free_gpu_memory()
         super().close()
 
     def fingerprint(self) -> dict[str, Any]:

@@ -112,6 +112,19 @@ class GenerateConfig(BaseModel):
     temperature: float = Field(default=0.8, ge=0, le=2, description="Sampling temperature.")
     top_p: float = Field(default=0.95, gt=0, le=1, description="Nucleus sampling mass.")
     max_attempts: int = Field(default=2, ge=1, le=10, description="Tries per output (new seed).")
+    chunk_readers: int = Field(
+        default=1000,
+        ge=1,
+        description="Readers synthesized together (scenarios, pairs, filters), their records "
+        "appended before the next readers start: bounds memory; never changes the output.",
+    )
+    shard: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+/[0-9]+$",
+        description="I/N: synthesize only the readers of shard I of N (0 <= I < N; a reader's "
+        "shard is a hash of its id), for one machine of many; `gravity merge` joins the N "
+        "run folders into the run one process would make.",
+    )
     filters: FilterConfig = Field(default_factory=FilterConfig)
     backend: BackendConfig = Field(default_factory=BackendConfig)
 
@@ -126,6 +139,16 @@ class GenerateConfig(BaseModel):
         if not value:
             raise ValueError("at least one facet")
         return list(dict.fromkeys(value))
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        if value is not None:
+            index, count = (int(x) for x in value.split("/"))
+            if count < 1 or index >= count:
+                raise ValueError(f"'{value}': I/N needs N >= 1 and 0 <= I < N")
+            value = f"{index}/{count}"
+        return value
 
     @model_validator(mode="after")
     def _intents(self) -> GenerateConfig:

@@ -14,15 +14,12 @@ import importlib.util
 import json
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import yaml
-
 from gravity.errors import GravityError
-from gravity.io import atomic_write_text
 from gravity.items import Item
 from gravity.judging import LabelJudge
 from gravity.llm.base import SamplingParams
@@ -32,6 +29,7 @@ from gravity.profiles.sampler import SamplerConfig
 from gravity.prompts import render, template_hash
 from gravity.synth.config import GenerateConfig
 from gravity.synth.contrast import contrast_profile
+from gravity.synth.output import PairIndex, RunWriter, Tally, parse_shard, reader_chunks
 from gravity.synth.tasks import (
     DescriptionRow,
     DescriptionTask,
@@ -109,7 +107,7 @@ def select_books(
 
 
 def build_slots(
-    profiles: list[UserProfile],
+    profiles: Iterable[UserProfile],
     catalog: list[Item],
     cfg: GenerateConfig,
     intents: IntentIndex | None = None,
@@ -223,6 +221,10 @@ class Grounding:
         self.placeholder = placeholder_intent
         self._paths: dict[tuple[str, str], IntentPath | None] = {}
         self.genre_pool = cfg.contrast_genres or SamplerConfig().genres
+
+    def forget(self) -> None:
+        """Drop the paths looked up so far (memory flat in readers)."""
+        self._paths.clear()
 
     def intent_path(self, slot: Slot) -> IntentPath | None:
         """The reader's path to the slot's book in the intent graph, if there is a graph and
@@ -460,28 +462,69 @@ class Synthesizer:
             )
         ties = sum(isinstance(v, Reject) and v.kind == "judge_tie" for v in verdicts)
         decided = sum(isinstance(v, str) for v in verdicts)
-        self.naive_judge = {
-            "method": judge.method,
+        counts = {
             "pairs": n,
             "decided": decided,
             "ties": ties,
             "unparsable": n - decided - ties,
             "position_consistent": consistent,
         }
+        before = self.naive_judge or {}  # the counts of earlier chunks of readers
+        self.naive_judge = {"method": judge.method} | {
+            k: before.get(k, 0) + v for k, v in counts.items()
+        }
         return verdicts
 
     # both ----------------------------------------------------------------------------------
-    def run(self, profiles: list[UserProfile], catalog: list[Item]) -> SynthResult:
-        """Synthesize, filter and count every slot; nothing is written here."""
+    def run(
+        self,
+        profiles: Iterable[UserProfile],
+        catalog: list[Item],
+        sink: RunWriter | None = None,
+        keep_records: bool = True,
+    ) -> SynthResult:
+        """Synthesize, filter and count every slot, ``cfg.chunk_readers`` readers at a time in
+        reader-key order; each chunk's records and rejects go to ``sink`` (if given) and, with
+        ``keep_records``, into the result. Chunking never changes the output: seeds are per
+        record and the duplicate check keeps a pair's first occurrence in record-id order."""
         start = time.monotonic()
         self.grounding = Grounding(self.cfg, load_intents(self.cfg, catalog, profiles))
-        sources: Counter[str] = Counter()
-        slots = build_slots(profiles, catalog, self.cfg, self.grounding.intents, sources)
-        outcome = self._gravity(slots) if self.cfg.mode == "gravity" else self._naive(slots)
-        _dedupe(slots, outcome, self.cfg.filters.near_duplicate_threshold)
+        tally, index, result = Tally(), PairIndex(), SynthResult()
         templates = self._template_hashes()
+        try:
+            shard = parse_shard(self.cfg.shard)
+            for chunk in reader_chunks(profiles, self.cfg.chunk_readers, shard):
+                slots = build_slots(chunk, catalog, self.cfg, self.grounding.intents, tally.sources)
+                outcome = self._gravity(slots) if self.cfg.mode == "gravity" else self._naive(slots)
+                _dedupe(slots, outcome, self.cfg.filters.near_duplicate_threshold, index)
+                index.commit()
+                records, rejects = self._rows(slots, outcome, templates)
+                tally.add(len(slots), records, rejects)
+                self.grounding.forget()  # the chunk's readers do not come back
+                if sink is not None:
+                    sink.write(records, rejects)
+                if keep_records:
+                    result.records += records
+                    result.rejects += rejects
+        finally:
+            index.close()
+        result.summary = tally.summary(
+            self.cfg, self.engine, self.trimmed, time.monotonic() - start
+        )
+        if self.grounding.intents is not None:
+            result.summary["by_intent"] = dict(sorted(tally.intents.items()))
+        if self.naive_judge is not None:
+            result.summary["naive_judge"] = self.naive_judge
+        return result
+
+    def _rows(
+        self, slots: list[Slot], outcome: dict[str, Outcome], templates: dict[str, str]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The records and rejects of ``slots`` (record-id order)."""
         fingerprint = self.engine.fingerprint
-        result = SynthResult()
+        digest = self.task.digest  # computed from the task's files: once per chunk
+        records: list[dict[str, Any]] = []
+        rejects: list[dict[str, Any]] = []
         for slot in slots:
             value = outcome[slot.record_id]
             meta = {
@@ -489,17 +532,17 @@ class Synthesizer:
                 "user_id": slot.user.id,
                 "item_id": slot.book.id,
                 "task": self.task.name,
-                "task_digest": self.task.digest,
+                "task_digest": digest,
                 "country": slot.user.country,
                 "facet": slot.facet,
                 "mode": self.cfg.mode,
                 **self.grounding.intent_meta(slot),
             }
             if isinstance(value, Reject):
-                result.rejects.append({**meta, "reason": value.kind, "detail": value.reason})
+                rejects.append({**meta, "reason": value.kind, "detail": value.reason})
                 continue
             chosen, rejected, scenario = value
-            result.records.append(
+            records.append(
                 {
                     "prompt": deployed_messages(slot.user, slot.book, self.task),
                     "chosen": [{"role": "assistant", "content": chosen}],
@@ -515,17 +558,7 @@ class Synthesizer:
                     "seed": self.cfg.seed,
                 }
             )
-        result.summary = _summary(
-            self.cfg, slots, result, self.engine, self.trimmed, time.monotonic() - start
-        )
-        result.summary["item_selection"] = dict(sorted(sources.items()))
-        if self.grounding.intents is not None:
-            from gravity.intents.select import intent_counts
-
-            result.summary["by_intent"] = intent_counts(result.records)
-        if self.naive_judge is not None:
-            result.summary["naive_judge"] = self.naive_judge
-        return result
+        return records, rejects
 
     def _template_hashes(self) -> dict[str, str]:
         """Template name -> content hash of every template this config's records come from."""
@@ -556,8 +589,11 @@ def _pair_outcome(chosen: Parsed | Reject, rejected: Parsed | Reject, scenario: 
     return _texts_outcome(chosen.value, rejected.value, scenario)
 
 
-def _dedupe(slots: list[Slot], outcome: dict[str, Outcome], threshold: float | None) -> None:
-    """Near-duplicate chosen/rejected (embeddings) and duplicate pairs across the dataset."""
+def _dedupe(
+    slots: list[Slot], outcome: dict[str, Outcome], threshold: float | None, index: PairIndex
+) -> None:
+    """Near-duplicate chosen/rejected (embeddings, per chunk) and duplicate pairs across the
+    dataset (``index``: the pairs kept by earlier chunks and earlier records)."""
     ok = {s.record_id: t for s in slots if isinstance(t := outcome[s.record_id], Texts)}
     if threshold is not None and ok:
         from gravity.embed import pairwise_cosine
@@ -568,63 +604,10 @@ def _dedupe(slots: list[Slot], outcome: dict[str, Outcome], threshold: float | N
                 outcome[rid] = Reject(
                     f"chosen/rejected cosine {sim:.3f} > {threshold}", kind="near_duplicate"
                 )
-    seen: dict[tuple[str, str], str] = {}
     for slot in slots:  # record-id order: the first occurrence is kept
         value = outcome[slot.record_id]
         if not isinstance(value, Texts):
             continue
-        key = (value.chosen, value.rejected)
-        if key in seen:
-            outcome[slot.record_id] = Reject(f"same texts as {seen[key]}", kind="duplicate_pair")
-        else:
-            seen[key] = slot.record_id
-
-
-def _summary(
-    cfg: GenerateConfig,
-    slots: list[Slot],
-    result: SynthResult,
-    engine: Engine,
-    trimmed: int,
-    wall: float,
-) -> dict[str, Any]:
-    by: dict[str, dict[str, Counter]] = {
-        "facet": defaultdict(Counter),
-        "country": defaultdict(Counter),
-    }
-    for rec, status in [(r, "written") for r in result.records] + [
-        (r, "rejected") for r in result.rejects
-    ]:
-        by["facet"][rec["facet"]][status] += 1
-        by["country"][rec["country"]][status] += 1
-    summary = {
-        "mode": cfg.mode,
-        "rows_in": len(slots),
-        "written": len(result.records),
-        "rejected": len(result.rejects),
-        "rejects_by_reason": dict(sorted(Counter(r["reason"] for r in result.rejects).items())),
-        "by_facet": {k: dict(v) for k, v in sorted(by["facet"].items())},
-        "by_country": {k: dict(v) for k, v in sorted(by["country"].items())},
-        "outputs_trimmed_at_sentence": trimmed,
-        "tokens_generated": dict(engine.tokens),
-        "llm_calls": engine.calls,
-        "wall_time_s": round(wall, 2),
-        "model": engine.fingerprint,
-    }
-    if summary["rows_in"] != summary["written"] + summary["rejected"]:  # never lose a row
-        raise RuntimeError(f"count mismatch: {summary}")
-    return summary
-
-
-def write_run(out_dir: Path, cfg: GenerateConfig, result: SynthResult) -> None:
-    """pairs.jsonl, rejects.jsonl, summary.json and the resolved config, each atomically."""
-
-    def jsonl(rows: list[dict[str, Any]]) -> str:
-        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-    atomic_write_text(
-        out_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-    )
-    atomic_write_text(out_dir / "pairs.jsonl", jsonl(result.records))
-    atomic_write_text(out_dir / "rejects.jsonl", jsonl(result.rejects))
-    atomic_write_text(out_dir / "summary.json", json.dumps(result.summary, indent=2) + "\n")
+        first = index.first(value.chosen, value.rejected, slot.record_id)
+        if first is not None:
+            outcome[slot.record_id] = Reject(f"same texts as {first}", kind="duplicate_pair")

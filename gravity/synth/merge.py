@@ -1,0 +1,184 @@
+"""``gravity merge OUT SHARD_DIRS...``: the run folders of ``--shard I/N`` runs joined into the
+run folder one process would have made with the same config.
+
+Each shard's pairs and rejects are in record-id order, so a merge of the 2N files by record id
+gives the one-process order with flat memory. Only the duplicate check spans readers: a pair
+whose texts a pair of an earlier record (in another shard) already holds becomes a
+``duplicate_pair`` reject, and a shard's duplicate rejects name the first record overall. The
+shards' stores are copied into the merged folder's store (``INSERT OR IGNORE``), so a later
+run of the same config in it reads every completion back.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import re
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gravity.errors import GravityError
+from gravity.io import jsonl_file_records, load_yaml_model
+from gravity.lock import folder_lock
+from gravity.store import Store
+from gravity.synth.config import GenerateConfig
+from gravity.synth.output import PairIndex, RunWriter, Tally, parse_shard
+
+STORE_NAME = "store.sqlite"
+META_KEYS = ("record_id", "user_id", "item_id", "task", "task_digest", "country", "facet", "mode")
+INTENT_KEYS = ("intent", "intent_source", "intent_rejected")
+_SAME_AS = re.compile(r"^same texts as (.+)$")
+
+
+def shard_config(folders: list[Path]) -> GenerateConfig:
+    """The config the shards share (``shard`` unset); an error naming the folder when one is
+    not a finished shard run, the shards' configs differ, or a shard is missing or twice."""
+    if not folders:
+        raise GravityError("merge: no shard folders given")
+    configs: dict[int, tuple[Path, GenerateConfig]] = {}
+    count = None
+    for folder in folders:
+        for name in ("config.yaml", "summary.json", "pairs.jsonl", "rejects.jsonl"):
+            if not (folder / name).is_file():
+                raise GravityError(f"{folder}: no {name}: not a finished `gravity generate` run")
+        cfg = load_yaml_model(folder / "config.yaml", GenerateConfig)
+        shard = parse_shard(cfg.shard)
+        if shard is None:
+            raise GravityError(f"{folder}/config.yaml: shard: null; not a --shard I/N run")
+        if count is not None and shard[1] != count:
+            raise GravityError(f"{folder}/config.yaml: shard: {cfg.shard}, others of {count}")
+        count = shard[1]
+        if shard[0] in configs:
+            raise GravityError(f"{folder}: shard {cfg.shard} again (also {configs[shard[0]][0]})")
+        configs[shard[0]] = (folder, cfg)
+    missing = sorted(set(range(count or 0)) - set(configs))
+    if missing:
+        raise GravityError(f"merge: shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing")
+    base = configs[0][1].model_copy(update={"shard": None})
+    for folder, cfg in configs.values():
+        if cfg.model_copy(update={"shard": None}) != base:
+            differ = [
+                k
+                for k in GenerateConfig.model_fields
+                if k != "shard" and getattr(cfg, k) != getattr(base, k)
+            ]
+            raise GravityError(
+                f"{folder}/config.yaml: {', '.join(differ)}: differs from shard 0's config"
+            )
+    return base
+
+
+def _rows(path: Path, kind: int) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    for record in jsonl_file_records(path):
+        if record.problem is not None:
+            raise record.problem
+        yield record.data["record_id"], kind, record.data
+
+
+def merge_runs(out: Path, folders: list[Path]) -> dict[str, Any]:
+    """Join the shard run ``folders`` into the run folder ``out``; returns its summary."""
+    start = time.monotonic()
+    folders = [Path(f) for f in folders]
+    cfg = shard_config(folders)
+    summaries = [json.loads((f / "summary.json").read_text(encoding="utf-8")) for f in folders]
+    with folder_lock(out, "output folder"):
+        writer = RunWriter(out)
+        try:
+            tally = _merge_records(folders, writer)
+            summary = _summary(cfg, tally, summaries, time.monotonic() - start)
+            _merge_stores(out / STORE_NAME, [f / STORE_NAME for f in folders])
+            writer.commit(cfg, summary)
+        except BaseException:
+            writer.discard()
+            raise
+    return summary
+
+
+def _merge_records(folders: list[Path], writer: RunWriter) -> Tally:
+    """Every shard's pairs (kind 0) and rejects (kind 1) in record-id order into ``writer``,
+    the duplicate check redone across shards."""
+    streams = [
+        _rows(f / name, kind)
+        for f in folders
+        for kind, name in enumerate(("pairs.jsonl", "rejects.jsonl"))
+    ]
+    tally, index = Tally(), PairIndex()
+    renamed: dict[str, str] = {}  # a shard's kept pair -> the earlier record with its texts
+    try:
+        for record_id, kind, row in heapq.merge(*streams, key=lambda t: t[0]):
+            if kind == 0:
+                first = index.first(
+                    row["chosen"][0]["content"], row["rejected"][0]["content"], record_id
+                )
+                if first is None:
+                    _add(tally, writer, [row], [])
+                    continue
+                renamed[record_id] = first
+                meta = {k: row[k] for k in (*META_KEYS, *INTENT_KEYS) if k in row}
+                row = {**meta, "reason": "duplicate_pair", "detail": f"same texts as {first}"}
+            elif row.get("reason") == "duplicate_pair":
+                match = _SAME_AS.match(row.get("detail", ""))
+                if match and match.group(1) in renamed:
+                    row = {**row, "detail": f"same texts as {renamed[match.group(1)]}"}
+            _add(tally, writer, [], [row])
+    finally:
+        index.close()
+    return tally
+
+
+def _add(tally: Tally, writer: RunWriter, records: list, rejects: list) -> None:
+    tally.add(len(records) + len(rejects), records, rejects)
+    writer.write(records, rejects)
+
+
+def _summary(
+    cfg: GenerateConfig, tally: Tally, shards: list[dict[str, Any]], wall: float
+) -> dict[str, Any]:
+    """The merged run's summary: counts from the merged records, tokens and calls summed over
+    the shards, the wall time the longest shard's plus the merge's."""
+    if tally.rows_in != sum(s["rows_in"] for s in shards):
+        raise GravityError(
+            f"merge: {tally.rows_in} rows in the shards' files, "
+            f"{sum(s['rows_in'] for s in shards)} in their summaries"
+        )
+    tokens: Counter[str] = Counter()
+    for s in shards:
+        tokens.update(s.get("tokens_generated", {}))
+        tally.sources.update(s.get("item_selection", {}))
+    summary = tally.summary_of(
+        cfg,
+        dict(tokens),
+        sum(s.get("llm_calls", 0) for s in shards),
+        shards[0].get("model", {}),
+        sum(s.get("outputs_trimmed_at_sentence", 0) for s in shards),
+        max(s.get("wall_time_s", 0) for s in shards) + wall,
+    )
+    if any("by_intent" in s for s in shards):
+        summary["by_intent"] = dict(sorted(tally.intents.items()))
+    judges = [s["naive_judge"] for s in shards if "naive_judge" in s]
+    if judges:
+        summary["naive_judge"] = {"method": judges[0]["method"]} | {
+            k: sum(j[k] for j in judges) for k in judges[0] if k != "method"
+        }
+    summary["merged_shards"] = len(shards)
+    return summary
+
+
+def _merge_stores(target: Path, sources: list[Path]) -> None:
+    """Every completion of the ``sources`` stores (those that exist) in ``target``."""
+    Store(target).close()  # creates it with the schema
+    conn = sqlite3.connect(target, timeout=60)
+    try:
+        for k, source in enumerate(s for s in sources if s.is_file()):
+            conn.execute(f"ATTACH DATABASE ? AS shard{k}", (str(source),))
+            with conn:
+                conn.execute(
+                    f"INSERT OR IGNORE INTO completions SELECT * FROM shard{k}.completions"
+                )
+            conn.execute(f"DETACH DATABASE shard{k}")
+    finally:
+        conn.close()

@@ -1,0 +1,311 @@
+"""Streaming end to end: profiles streamed in reader-key order from files of any size, synthesis
+in chunks of readers whose output does not depend on the chunk size, the run's files appended
+and renamed into place at the end, the JSONL reader with no file-size limit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gravity.errors import GravityError
+from gravity.io import AtomicAppender, jsonl_file_records
+from gravity.llm.engine import Engine
+from gravity.profiles import dump_profiles, sample_profiles
+from gravity.profiles.models import UserProfile
+from gravity.profiles.stream import ReaderStream, reader_key
+from gravity.store import Store
+from gravity.synth import GenerateConfig, synthesize
+from gravity.synth.config import FilterConfig
+from gravity.synth.output import reader_chunks
+from tests.fakes import WriterBackend
+
+
+def _readers(n: int, ids: list[str] | None = None) -> list[UserProfile]:
+    sampled = sample_profiles("BR", n, seed=3)
+    if ids is None:
+        return sampled
+    return [p.model_copy(update={"id": i}) for p, i in zip(sampled, ids)]
+
+
+# Valid ids whose plain sort differs from their records' id order: "u10:..." sorts before
+# "u1:...", and "u1-y:..." before both.
+IDS = ["u1", "u10", "u1.x", "u2", "u1-y", "u3", "u20", "u2_a"]
+# Ids no profile file can hold (":" is refused) but a caller's list may: records of "u1:x"
+# sort inside those of "u1", so a chunk must keep them together.
+NESTED = ["u1", "u10", "u1:x", "u2", "u1:x:y", "u3", "u20", "u2:a"]
+
+
+def _cfg(**kw) -> GenerateConfig:
+    kw.setdefault("filters", FilterConfig(min_words=5, near_duplicate_threshold=None))
+    return GenerateConfig(max_items=2, facets=["values", "interests"], **kw)
+
+
+def _synth(tmp_path: Path, name: str, readers, cfg: GenerateConfig, overrides=None):
+    engine = Engine(
+        WriterBackend(overrides=overrides), Store(tmp_path / name / "store.sqlite"), progress=False
+    )
+    result = synthesize(readers, cfg, tmp_path / name, engine=engine)
+    files = {f: (tmp_path / name / f).read_bytes() for f in ("pairs.jsonl", "rejects.jsonl")}
+    return result, files
+
+
+def test_chunks_follow_record_id_order_and_keep_nested_ids_together():
+    readers = _readers(len(NESTED), NESTED)
+    chunks = list(reader_chunks(readers, 1))
+    flat = [p.id for c in chunks for p in c]
+    assert flat == sorted(NESTED, key=reader_key)
+    assert flat != sorted(NESTED)  # the plain id order would put u10 before u1's records
+    assert ["u1", "u1:x", "u1:x:y"] in [[p.id for p in c] for c in chunks]
+    assert ["u2", "u2:a"] in [[p.id for p in c] for c in chunks]
+    assert len(chunks) == 5
+
+
+@pytest.mark.parametrize("mode", ["gravity", "naive"])
+def test_output_does_not_depend_on_the_chunk_size(tmp_path, mode):
+    readers = _readers(len(IDS), IDS)
+    # Every reader's values pair has the same texts: only the first in record-id order is kept,
+    # whichever chunk it is in.
+    overrides = {
+        "Reader (values)": "One chosen text for all readers and books alike.",
+        "for a general audience": "One rejected text for all readers and books alike.",
+    }
+    outputs = []
+    for size in (1, 3, 1000):
+        cfg = _cfg(mode=mode, chunk_readers=size)
+        result, files = _synth(tmp_path, f"run-{size}", readers, cfg, overrides)
+        s = result.summary
+        assert s["rows_in"] == s["written"] + s["rejected"] > 0
+        outputs.append(
+            (files, {k: v for k, v in s.items() if k not in ("wall_time_s", "llm_calls")})
+        )
+    assert outputs[0] == outputs[1] == outputs[2]
+    records = [json.loads(x) for x in outputs[0][0]["pairs.jsonl"].splitlines()]
+    ids = [r["record_id"] for r in records]
+    assert ids == sorted(ids)
+    if mode == "gravity":
+        assert outputs[0][1]["rejects_by_reason"].get("duplicate_pair", 0) > 0
+
+
+def test_reader_stream_sorts_spills_and_validates(tmp_path):
+    readers = _readers(len(IDS), IDS)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.yaml"
+    dump_profiles(readers[:5][::-1], a)
+    dump_profiles(readers[5:], b)
+    with ReaderStream([a, b], run_size=2) as stream:  # 4 runs on disk, merged
+        assert len(stream._runs) == 4
+        got = list(stream)
+        assert [p.id for p in got] == sorted(IDS, key=reader_key)
+        assert list(stream) == got  # iterable again
+    listed = {p.id: p for p in readers}
+    from gravity.profiles import with_country_priors
+
+    assert all(p == with_country_priors(listed[p.id]) for p in got)
+
+
+def test_reader_stream_refuses_duplicates_and_bad_lines_before_yielding(tmp_path):
+    readers = _readers(3)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    dump_profiles(readers, a)
+    dump_profiles(readers[1:2], b)
+    with pytest.raises(GravityError) as info:
+        ReaderStream([a, b], run_size=2)
+    assert f"b.jsonl:1: id: duplicate id '{readers[1].id}' (also in {a}:2)" in str(info.value)
+    lines = a.read_text().splitlines()
+    lines[1] = lines[1].replace('"country":', '"kountry":')
+    a.write_text("\n".join(lines) + "\n")
+    with pytest.raises(GravityError) as info:
+        ReaderStream([a])
+    assert f"{a}:2: " in str(info.value) and "kountry" in str(info.value)
+
+
+def test_generate_cli_streams_the_same_output_as_the_list_api(tmp_path):
+    from typer.testing import CliRunner
+
+    from gravity.cli import app
+
+    readers = _readers(len(IDS), IDS)
+    path = tmp_path / "readers.jsonl"
+    dump_profiles(readers[::-1], path)
+    cfg = _cfg(backend={"backend": "openai", "base_urls": ["http://127.0.0.1:9"]})
+    # The CLI's store is the folder's own: fill it through the list API (a fake backend with
+    # the openai fingerprint), so the CLI run reads every completion back and calls nothing.
+    backend = WriterBackend()
+    backend.fingerprint = lambda: _openai_fingerprint(cfg)  # type: ignore[method-assign]
+    engine = Engine(backend, Store(tmp_path / "cli" / "store.sqlite"), progress=False)
+    synthesize(readers, cfg, tmp_path / "api", engine=engine)
+    (tmp_path / "cfg.yaml").write_text(json.dumps(cfg.model_dump(mode="json")))
+    res = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            "--profiles",
+            str(path),
+            "--out",
+            str(tmp_path / "cli"),
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    for name in ("pairs.jsonl", "rejects.jsonl"):
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "api" / name).read_bytes()
+
+
+def _openai_fingerprint(cfg: GenerateConfig) -> dict:
+    from gravity.llm import make_backend
+
+    return make_backend(cfg.backend).fingerprint()
+
+
+def test_appended_files_appear_only_when_complete(tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    out.write_text("old\n")
+    killed = AtomicAppender(out)
+    killed.write("half a rec")
+    killed.file.flush()  # a kill -9 here leaves the temp file and the old output
+    assert out.read_text() == "old\n"
+    AtomicAppender.remove_stale(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["pairs.jsonl"]
+    done = AtomicAppender(out)
+    done.write("a\n")
+    done.write("b\n")
+    done.commit()
+    assert out.read_text() == "a\nb\n"
+
+
+def test_jsonl_file_records_lines_and_limits(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"a": 1}\n\n{"a": 2}\r\n{bad\n')
+    records = list(jsonl_file_records(path, max_line_bytes=64))
+    assert [(r.line, r.data) for r in records[:2]] == [(1, {"a": 1}), (3, {"a": 2})]
+    assert records[2].line == 4 and "x.jsonl:4" in str(records[2].problem)
+    path.write_bytes(b'{"a": 1}\n{"a": "' + b"x" * 100 + b'"}\n')
+    with pytest.raises(GravityError, match=r"x.jsonl:2: <file>: line is over 64 bytes"):
+        list(jsonl_file_records(path, max_line_bytes=64))
+
+
+# --- shards and merge ---------------------------------------------------------------------------
+
+
+def test_shards_partition_the_readers_by_id_hash():
+    from gravity.synth.output import in_shard
+
+    ids = [f"r{k:04d}" for k in range(400)]
+    owners = [[i for i in range(3) if in_shard(x, (i, 3))] for x in ids]
+    assert all(len(o) == 1 for o in owners)  # each reader in exactly one shard
+    sizes = [sum(o == [i] for o in owners) for i in range(3)]
+    assert min(sizes) > 100  # about a third each
+    # Stable: the same reader is in the same shard in any process (a fixed hash, not hash()).
+    assert [i for i in range(3) if in_shard("r0000", (i, 3))] == owners[0]
+
+
+@pytest.mark.parametrize("mode", ["gravity", "naive"])
+def test_merged_shards_equal_one_process_run(tmp_path, mode):
+    from gravity.synth.merge import merge_runs
+
+    readers = _readers(30)
+    # Every values pair has the same texts: the first overall is kept, whichever shard it is in.
+    overrides = {
+        "Reader (values)": "One chosen text for all readers and books alike.",
+        "for a general audience": "One rejected text for all readers and books alike.",
+    }
+    cfg = _cfg(mode=mode, chunk_readers=4)
+    whole, files = _synth(tmp_path, "whole", readers, cfg, overrides)
+    shards = []
+    for i in range(3):
+        shard_cfg = cfg.model_copy(update={"shard": f"{i}/3"})
+        part, _ = _synth(tmp_path, f"shard{i}", readers, shard_cfg, overrides)
+        assert 0 < part.summary["rows_in"] < whole.summary["rows_in"]
+        shards.append(tmp_path / f"shard{i}")
+    summary = merge_runs(tmp_path / "merged", shards[::-1])
+    for name, data in files.items():
+        assert (tmp_path / "merged" / name).read_bytes() == data, name
+    assert (tmp_path / "merged" / "config.yaml").read_bytes() == (
+        tmp_path / "whole" / "config.yaml"
+    ).read_bytes()
+    for key in ("rows_in", "written", "rejected", "rejects_by_reason", "by_facet", "by_country"):
+        assert summary[key] == whole.summary[key], key
+    assert summary["tokens_generated"] == whole.summary["tokens_generated"]
+    if mode == "gravity":
+        assert summary["rejects_by_reason"]["duplicate_pair"] > 0
+    else:
+        assert summary["naive_judge"] == whole.summary["naive_judge"]
+    merged = Store(tmp_path / "merged" / "store.sqlite").count_completions()
+    assert merged == Store(tmp_path / "whole" / "store.sqlite").count_completions()
+
+
+def test_merge_refuses_missing_mixed_or_unfinished_shards(tmp_path):
+    from gravity.synth.merge import merge_runs
+
+    readers = _readers(6)
+    cfg = _cfg()
+    for i in range(2):
+        _synth(tmp_path, f"s{i}", readers, cfg.model_copy(update={"shard": f"{i}/2"}))
+    _synth(tmp_path, "other", readers, cfg.model_copy(update={"shard": "1/2", "seed": 7}))
+    with pytest.raises(GravityError, match=r"shard\(s\) 1/2 missing"):
+        merge_runs(tmp_path / "m", [tmp_path / "s0"])
+    with pytest.raises(GravityError, match=r"other/config.yaml: seed: differs"):
+        merge_runs(tmp_path / "m", [tmp_path / "s0", tmp_path / "other"])
+    with pytest.raises(GravityError, match="shard 0/2 again"):
+        merge_runs(tmp_path / "m", [tmp_path / "s0", tmp_path / "s0"])
+    (tmp_path / "s1" / "summary.json").unlink()
+    with pytest.raises(GravityError, match="s1: no summary.json"):
+        merge_runs(tmp_path / "m", [tmp_path / "s0", tmp_path / "s1"])
+    assert not (tmp_path / "m").exists()
+    with pytest.raises(ValueError, match="0 <= I < N"):
+        GenerateConfig(shard="2/2")
+
+
+def test_merge_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from gravity.cli import app
+
+    readers = _readers(6)
+    for i in range(2):
+        _synth(tmp_path, f"s{i}", readers, _cfg(shard=f"{i}/2"))
+    res = CliRunner().invoke(app, ["merge", str(tmp_path / "m"), str(tmp_path / "s0")])
+    assert res.exit_code == 2 and "1/2 missing" in res.output
+    res = CliRunner().invoke(
+        app, ["merge", str(tmp_path / "m"), str(tmp_path / "s0"), str(tmp_path / "s1")]
+    )
+    assert res.exit_code == 0, res.output
+    assert "rows in =" in res.output and (tmp_path / "m" / "pairs.jsonl").is_file()
+
+
+def test_backend_errors_are_counted_apart_from_text_rejects(tmp_path):
+    from gravity.llm.base import Completion
+
+    class Failing(WriterBackend):
+        """The chosen descriptions of the values facet fail at the backend."""
+
+        def generate(self, requests, params, seeds=None):
+            outs = super().generate(requests, params, seeds)
+            return [
+                Completion(text="", finish_reason="error", error="HTTP 500 out of retries")
+                if "Reader (values)" in r.messages[-1].content
+                else o
+                for r, o in zip(requests, outs)
+            ]
+
+    engine = Engine(Failing(), Store(tmp_path / "s.sqlite"), progress=False)
+    result = synthesize(_readers(3), _cfg(), tmp_path / "run", engine=engine)
+    s = result.summary
+    assert s["rejects_by_reason"] == {"chosen_backend_error": 6}
+    assert s["backend_errors"] == 6 and s["written"] == 6
+    assert s["rows_in"] == s["written"] + s["rejected"]
+    assert "HTTP 500" in result.rejects[0]["detail"]
+
+
+def test_jsonl_file_records_names_the_line_of_bad_bytes(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"a": 1}\n\xff\xfe bad\n')
+    with pytest.raises(
+        GravityError, match=r"x.jsonl:2: <file>: not UTF-8 text \(invalid byte 0xff"
+    ):
+        list(jsonl_file_records(path))
+    path.write_bytes(b'{"a": 1}\n{"a": "\x00"}\n')
+    with pytest.raises(GravityError, match=r"x.jsonl:2: <file>: holds a NUL byte"):
+        list(jsonl_file_records(path))
