@@ -274,12 +274,12 @@ def _likelihood(backend: BackendConfig, method: str) -> bool:
 
 def _gravity_steps(est: _Estimator, cfg: RunConfig, slots: list[Any], intents: Any | None) -> int:
     """Scenario, chosen and rejected calls of gravity mode; returns the pairs it can make."""
+    from gravity.run import sampler_config
     from gravity.synth.pipeline import Grounding
     from gravity.synth.tasks import DescriptionRow, DescriptionTask, ScenarioRow, ScenarioTask
 
-    gen = cfg.generate.model_copy(
-        update={"contrast_genres": cfg.generate.contrast_genres or cfg.profiles.sampler.genres}
-    )
+    genres = cfg.generate.contrast_genres or sampler_config(cfg.profiles).genres
+    gen = cfg.generate.model_copy(update={"contrast_genres": genres})
     task = load_task(gen.task)
     describe = DescriptionTask(gen.filters, task)
     scenario = ScenarioTask(gen.filters.on_truncation, task)

@@ -24,6 +24,7 @@ from gravity.items import Item
 from gravity.lock import folder_lock
 from gravity.profiles import dump_profiles, load_many, sample_profiles
 from gravity.profiles.models import UserProfile
+from gravity.profiles.sampler import SamplerConfig
 from gravity.taskspec import Task, load_task
 
 
@@ -54,6 +55,16 @@ class EventsCache:
         return self._kept[key]
 
 
+def sampler_config(stage: ProfilesStage) -> SamplerConfig:
+    """The stage's sampler; where its genres are not set, a task with a tag vocabulary gives
+    the genres sampled readers' interests are drawn from (the book task's are the sampler's
+    own, so book readers are unchanged; a product task's readers like product categories)."""
+    if "genres" in stage.sampler.model_fields_set:
+        return stage.sampler
+    tags = load_task(stage.infer.task).spec.events.tags
+    return stage.sampler.model_copy(update={"genres": tags}) if tags else stage.sampler
+
+
 def build_profiles(
     stage: ProfilesStage,
     held_books: list[Item] | None = None,
@@ -79,10 +90,9 @@ def build_profiles(
             )
         profiles.extend(infer_profiles(data, stage.infer).profiles)
     if stage.n_per_country:
+        sampler = sampler_config(stage)
         for country in stage.countries:
-            profiles.extend(
-                sample_profiles(country, stage.n_per_country, stage.seed, stage.sampler)
-            )
+            profiles.extend(sample_profiles(country, stage.n_per_country, stage.seed, sampler))
     counts = Counter(p.id for p in profiles)
     duplicates = sorted(i for i, n in counts.items() if n > 1)
     if duplicates:
@@ -282,7 +292,8 @@ def _generate_all(
                 "mode": mode,
                 "catalog": out / "books-train.jsonl",
                 # Contrasting readers like the genres this run's readers were sampled from.
-                "contrast_genres": cfg.generate.contrast_genres or cfg.profiles.sampler.genres,
+                "contrast_genres": cfg.generate.contrast_genres
+                or sampler_config(cfg.profiles).genres,
             }
         )
         result = synthesize(

@@ -491,3 +491,38 @@ def test_a_list_field_from_the_title_column_sets_aside_held_items(tmp_path, gene
     items = items_from_events(data, task)
     kept, dropped = without_books(data, items[:2], task)
     assert dropped > 0 and kept.events.num_rows == data.events.num_rows - dropped
+
+
+def test_sampled_readers_of_a_product_run_like_product_categories() -> None:
+    """Where the run's sampler genres are not set, a task's tags are what sampled readers (and
+    contrasting readers) like; the book task's tags are the sampler's genres, so book readers
+    are unchanged; genres a config sets are kept."""
+    from gravity.config import ProfilesStage
+    from gravity.profiles.sampler import SamplerConfig
+    from gravity.run import build_profiles, sampler_config
+
+    def stage(task: str, **sampler) -> ProfilesStage:
+        return ProfilesStage.model_validate(
+            {
+                "countries": ["BR"],
+                "n_per_country": 3,
+                "seed": 0,
+                "infer": {"task": task},
+                "sampler": sampler,
+            }
+        )
+
+    product = load_task("product-description").spec.events.tags
+    readers = build_profiles(stage("product-description"))
+    liked = {g for r in readers for g in r.interests.genres + r.interests.dislikes}
+    assert liked and liked <= set(product)
+    assert sampler_config(stage("book-description")).genres == SamplerConfig().genres
+    book = build_profiles(stage("book-description"))
+    assert book == build_profiles(
+        ProfilesStage.model_validate({"countries": ["BR"], "n_per_country": 3, "seed": 0})
+    )
+    assert sampler_config(stage("product-description", genres=["a", "b", "c"])).genres == [
+        "a",
+        "b",
+        "c",
+    ]

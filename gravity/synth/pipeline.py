@@ -220,7 +220,11 @@ class Grounding:
         self.intents = intents
         self.placeholder = placeholder_intent
         self._paths: dict[tuple[str, str], IntentPath | None] = {}
-        self.genre_pool = cfg.contrast_genres or SamplerConfig().genres
+        # contrasting readers like the task's tags where it has them (the book task's are the
+        # sampler's genres)
+        self.genre_pool = (
+            cfg.contrast_genres or self.task.spec.events.tags or SamplerConfig().genres
+        )
 
     def forget(self) -> None:
         """Drop the paths looked up so far (memory flat in readers)."""
