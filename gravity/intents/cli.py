@@ -202,7 +202,10 @@ def explain_cmd(
     for p in paths:
         held = f"holds it {p['user_holds']}" if p["user_holds"] else "does not hold it in the graph"
         serves = "serves it" if p["item_serves"] else "inferred by the scorer"
-        typer.echo(f"  via intent '{p['intent']}' (score {p['score']}; user {held}; item {serves})")
+        typer.echo(
+            f"  via intent '{p['intent']}' (score {p['score']}, adds {p['contribution']} to the "
+            f"item's score; user {held}; item {serves})"
+        )
         if p["user_items_serving_it"]:
             typer.echo(f"    the user's books with it: {'; '.join(p['user_items_serving_it'])}")
 

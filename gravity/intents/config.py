@@ -32,6 +32,11 @@ class ScorerConfig(BaseModel):
         description="CPU threads while training (small steps: 1 is fastest).",
     )
     seed: int = Field(default=0, description="Seed of initialisation and negative sampling.")
+    intent_paths: bool = Field(
+        default=True,
+        description="Add the user -> intent -> item path term to the score (false: translation "
+        "only).",
+    )
 
 
 class BuildConfig(BaseModel):
