@@ -27,13 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gravity.events import read_events_dir
 from gravity.intents.build import build_graph, select_users
-from gravity.intents.config import BuildConfig, ScorerConfig
+from gravity.intents.config import SYSTEMS, BuildConfig, EvalConfig, ScorerConfig
 from gravity.intents.evaluate import (
-    SYSTEMS,
-    EvalConfig,
     evaluate,
     make_split,
-    read_split,
+    read_heldout,
     table_lines,
     write_split,
 )
@@ -63,7 +61,7 @@ def main() -> None:
     users = select_users(data, args.countries)
     split_path = args.work / "split.parquet"
     write_split(make_split(data, users, seed=args.seed), split_path)
-    heldout, split_desc = read_split(split_path)
+    heldout, split_desc = read_heldout(split_path)
     cfg = BuildConfig(
         countries=args.countries,
         max_items=args.max_items,
@@ -101,7 +99,7 @@ def main() -> None:
     )
     print("build timings (s): " + ", ".join(f"{k}={v}" for k, v in t.items()))
     ecfg = EvalConfig(k=10, max_users=args.max_users, systems=args.systems, seed=args.seed)
-    report = evaluate(graph, heldout, ecfg)
+    report = evaluate(graph, heldout, ecfg, data)
     print("\n".join(table_lines(report)))
     print("counts: " + ", ".join(f"{k}={v}" for k, v in report["counts"].items()))
     print("evaluate timings (s): " + ", ".join(f"{k}={v}" for k, v in report["timings_s"].items()))

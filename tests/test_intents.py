@@ -17,8 +17,8 @@ from gravity.errors import GravityError
 from gravity.events import read_events_dir
 from gravity.events.importers import import_events
 from gravity.intents.build import build_graph
-from gravity.intents.config import BuildConfig, EvalConfig, ScorerConfig
-from gravity.intents.evaluate import evaluate, make_split, read_split, write_split
+from gravity.intents.config import SYSTEMS, BuildConfig, EvalConfig, ScorerConfig, TuningGrid
+from gravity.intents.evaluate import evaluate, make_split, read_heldout, read_split, write_split
 from gravity.intents.graph import read_graph, write_graph
 from gravity.intents.metrics import hit_at_k, mean_of, ndcg_at_k, recall_at_k, top_k
 from gravity.llm.engine import Engine
@@ -318,7 +318,14 @@ def _train_planted(cfg: ScorerConfig):
 def test_scorer_beats_random_on_planted_structure_and_is_deterministic() -> None:
     cfg = ScorerConfig(dim=16, epochs=30, batch_size=128, lr=0.05)
     graph, heldout = _train_planted(cfg)
-    report = evaluate(graph, heldout, EvalConfig(k=5, systems=["intents"]), progress=False)
+    # evaluate retrains the scorer (tuned on validation): one grid point, the settings above
+    point = cfg.model_dump(include={"dim", "epochs", "batch_size", "lr"})
+    grid = TuningGrid(
+        scorer=[point], itemknn=[{"K": 5}], als=[{"factors": 4}], bpr=[{"factors": 4}]
+    )
+    report = evaluate(
+        graph, heldout, EvalConfig(k=5, systems=["intents"], grid=grid), progress=False
+    )
     hr = report["metrics"]["intents"]["overall"]["hr"]
     # A random ranking of a user's 34 unseen items hits the held-out one in 5 of 34 tries; the
     # planted structure puts it among the group's 4 unseen items, all of which fit in the top 5.
@@ -351,11 +358,21 @@ def test_evaluate_with_library_baselines(bx, tmp_path) -> None:
         engine=_engine(tmp_path),
         progress=False,
     )
-    cfg = EvalConfig(k=10, factors=4, bpr_iterations=5, als_iterations=3, threads=1)
-    report = evaluate(graph, heldout, cfg, progress=False)
-    assert set(report["metrics"]) == {"intents", "popularity", "itemknn", "als", "bpr"}
-    n = report["counts"]["users_evaluated"]
+    grid = TuningGrid(
+        scorer=[{"dim": 4}, {"dim": 8}],
+        itemknn=[{"K": 5}, {"K": 50}],
+        als=[{"factors": 4, "iterations": 3}, {"factors": 8, "iterations": 3}],
+        bpr=[{"factors": 4, "iterations": 5}, {"factors": 8, "iterations": 5}],
+    )
+    cfg = EvalConfig(k=10, grid=grid, threads=1, bootstrap=200)
+    heldout_values, _ = read_heldout(tmp_path / "split.parquet")
+    report = evaluate(graph, heldout_values, cfg, data, progress=False)
+    assert set(report["metrics"]) == set(SYSTEMS)
+    assert report["counts"]["relevance_min_rating"] == 8.0  # Book-Crossing's 1-10 scale
+    n = report["counts"]["users_overall"]
     assert n > 0
+    for system, tuned in report["tuning"].items():
+        assert len(tuned["points"]) == (1 if system == "popularity" else 2)
     for system, slices in report["metrics"].items():
         assert slices["overall"]["users"] == n, system
         for row in slices.values():
@@ -369,11 +386,11 @@ def test_missing_implicit_names_the_extra(monkeypatch) -> None:
 
     import scipy.sparse as sp
 
-    from gravity.intents.evaluate import baseline_recs
+    from gravity.intents.systems import fit_baseline
 
     monkeypatch.setitem(sys.modules, "implicit", None)
     with pytest.raises(GravityError, match=r"gravity\[intents\]"):
-        baseline_recs("als", sp.csr_matrix(np.ones((2, 2))), [0], EvalConfig())
+        fit_baseline("als", sp.csr_matrix(np.ones((2, 2))), {}, 1, 0)
 
 
 def _cli_graph(bx: Path, tmp_path: Path, monkeypatch) -> Path:

@@ -225,7 +225,7 @@ def evaluate_cmd(
 ) -> None:
     """Recall, NDCG and HR at k of the graph and the baselines on the graph's held-out split."""
     from gravity.events import read_events_dir
-    from gravity.intents.evaluate import evaluate, read_split, table_lines
+    from gravity.intents.evaluate import evaluate, read_heldout, table_lines
     from gravity.intents.graph import fingerprint, read_graph
     from gravity.io import atomic_write_text
 
@@ -238,10 +238,10 @@ def evaluate_cmd(
     if fingerprint(data.meta.model_dump(mode="json")) != g.manifest["events"].get("meta"):
         raise GravityError(f"{events}: not the events folder the graph was built from")
     split_path = split or Path(built["path"])
-    heldout, desc = read_split(split_path)
+    heldout, desc = read_heldout(split_path)
     if desc["digest"] != built["digest"]:
         raise GravityError(f"{split_path}: not the split the graph was built without")
-    report = evaluate(g, heldout, cfg)
+    report = evaluate(g, heldout, cfg, data)
     report["split"] = desc
     for line in table_lines(report):
         typer.echo(line)
