@@ -626,3 +626,52 @@ def test_extraction_on_the_embedded_model(bx, tmp_path) -> None:
         assert all(clean_phrase(p) == p for p in phrases)
     for reason in out.rejects.values():
         assert reason
+
+
+def test_item_cold_start_split_build_and_evaluate(bx, tmp_path) -> None:
+    """Whole items held out: none of their events reaches the graph, they are items of it with
+    the intents of their metadata, and only the intent scorers rank them."""
+    data = read_events_dir(bx)
+    table = make_split(data, None, seed=0, cold_items=3)
+    cold = json.loads(table.schema.metadata[b"gravity_split"])["cold_items"]
+    assert len(cold) == 3
+    assert make_split(data, None, seed=0, cold_items=3).equals(table)
+    rows = table.to_pylist()
+    # Every explicit rating of a cold item is held out (by any user).
+    explicit = [
+        e for e in data.events.to_pylist() if e["kind"] == "personal" and e["value"] is not None
+    ]
+    assert {(e["user_id"], e["item_id"]) for e in explicit if e["item_id"] in cold} <= {
+        (r["user_id"], r["item_id"]) for r in rows
+    }
+    write_split(table, tmp_path / "split.parquet")
+    heldout, desc = read_heldout(tmp_path / "split.parquet")
+    assert desc["cold_items"] == cold
+    backend = IntentBackend()
+    graph = build_graph(
+        data,
+        BuildConfig(scorer=FAST),
+        split=desc,
+        heldout=heldout,
+        engine=_engine(tmp_path, backend),
+        progress=False,
+    )
+    edges = graph.edges.to_pylist()
+    assert not any(e["dst"][2:] in cold for e in edges if e["relation"] == "rated")
+    assert {f"i:{i}" for i in cold} <= set(graph.ids("item"))
+    assert graph.manifest["counts"]["cold_items"] == 3
+    assert graph.manifest["counts"]["events_of_cold_items"] >= len(
+        [r for r in rows if r["item_id"] in cold]
+    )
+    titles = {r["id"]: r["title"] for r in data.items.to_pylist()}
+    prompts = [r.messages[-1].content for r in backend.seen]
+    for item in cold:  # extracted from its metadata alone: no review of it reaches the prompt
+        prompt = next(p for p in prompts if p.startswith(f'Book: "{titles[item]}"'))
+        assert "What readers wrote about it" not in prompt
+    grid = TuningGrid(scorer=[{}], itemknn=[{"K": 5}], als=[{"factors": 4}], bpr=[{"factors": 4}])
+    cfg = EvalConfig(grid=grid, threads=1, bootstrap=200, relevant_min=1)
+    report = evaluate(graph, heldout, cfg, data, progress=False)
+    assert report["counts"]["items_without_interactions"] == 3
+    assert report["counts"]["users_cold_items"] > 0
+    scored = {s for s, slices in report["metrics"].items() if "cold_items" in slices}
+    assert scored == {"intents", "intents_shuffled"}

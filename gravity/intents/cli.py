@@ -26,17 +26,28 @@ def split_cmd(
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     share: Annotated[float, typer.Option(help="Share of each user's ratings held out.")] = 0.2,
+    cold_items: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Items held out whole (item cold start): every rating of them is held out."
+        ),
+    ] = 0,
 ) -> None:
-    """Write a seeded per-user held-out split of explicit ratings."""
+    """Write a per-user held-out split of explicit ratings (each user's latest where all have
+    times, else seeded), and optionally whole held-out items."""
     from gravity.events import read_events_dir
     from gravity.intents.build import select_users
     from gravity.intents.evaluate import make_split, write_split
 
     data = read_events_dir(events)
-    table = make_split(data, select_users(data, countries or None), seed, share)
+    table = make_split(data, select_users(data, countries or None), seed, share, cold_items)
     write_split(table, output)
     users = len(set(table["user_id"].to_pylist()))
-    typer.echo(f"wrote {output}: {table.num_rows} held-out ratings of {users} users")
+    meta = json.loads(table.schema.metadata[b"gravity_split"])
+    typer.echo(
+        f"wrote {output}: {table.num_rows} held-out ratings of {users} users "
+        f"({meta['temporal_users']} split by time), {len(meta['cold_items'])} items held out whole"
+    )
 
 
 @intents_app.command("build")

@@ -79,23 +79,51 @@ def _explicit_ratings(
     return rated
 
 
-def make_split(data: EventsData, users: set[str] | None, seed: int = 0, share: float = 0.2) -> Any:
-    """The held-out pairs (a pyarrow table) of the users in ``users`` (None: all)."""
+def pick_cold_items(
+    data: EventsData, rated: Mapping[str, Mapping[str, Any]], n: int, seed: int
+) -> list[str]:
+    """``n`` items held out whole (item cold start): a seeded choice among the items with a
+    title rated by at least two of the users (so that the slice has users to rank them for)."""
+    from collections import Counter
+
+    if n <= 0:
+        return []
+    raters = Counter(i for items in rated.values() for i in items)
+    items = data.items
+    titled = {i for i, t in zip(items["id"].to_pylist(), items["title"].to_pylist()) if t}
+    pool = [i for i, c in raters.items() if c >= 2 and i in titled]
+    return sorted(sorted(pool, key=lambda i: _rank_key(seed, "cold-item", i))[:n])
+
+
+def make_split(
+    data: EventsData,
+    users: set[str] | None,
+    seed: int = 0,
+    share: float = 0.2,
+    cold_items: int = 0,
+) -> Any:
+    """The held-out pairs (a pyarrow table) of the users in ``users`` (None: all): per user,
+    ``holdout`` of their ratings; with ``cold_items``, that many items held out whole (every
+    rating of them, in the table; every event of them left out of the graph by ``build``)."""
     import pyarrow as pa
 
     if not 0 < share < 1:
         raise GravityError(f"--share: {share} is not between 0 and 1")
     rated = _explicit_ratings(data, users)
+    cold = pick_cold_items(data, rated, cold_items, seed)
+    cold_set = set(cold)
     rows, temporal = [], 0
     for user in sorted(rated):
-        items = rated[user]
+        items = {i: v for i, v in rated[user].items() if i not in cold_set}
         held, by_time = holdout(user, {i: v[1] for i, v in items.items()}, seed, share)
         temporal += by_time
-        rows += [{"user_id": user, "item_id": i, "value": items[i][0]} for i in sorted(held)]
+        held += [i for i in rated[user] if i in cold_set]
+        rows += [{"user_id": user, "item_id": i, "value": rated[user][i][0]} for i in sorted(held)]
     schema = pa.schema(
         [("user_id", pa.string()), ("item_id", pa.string()), ("value", pa.float32())]
     )
-    meta = {"gravity_split": json.dumps({"seed": seed, "share": share, "temporal_users": temporal})}
+    params = {"seed": seed, "share": share, "temporal_users": temporal, "cold_items": cold}
+    meta = {"gravity_split": json.dumps(params)}
     return pa.Table.from_pylist(rows, schema=schema.with_metadata(meta))
 
 
