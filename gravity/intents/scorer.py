@@ -268,11 +268,10 @@ class Scorer:
             starts.append(len(where))
             where += [pos[c] for c in served]
             item_side += list(self.score(int(node), "serves", np.array(served, dtype=np.int64)))
-        as_int = np.array
         return (
-            as_int(cols, dtype=np.int64),
-            as_int(starts, dtype=np.int64),
-            as_int(where, dtype=np.int64),
+            np.array(cols, dtype=np.int64),
+            np.array(starts, dtype=np.int64),
+            np.array(where, dtype=np.int64),
             np.array(item_side, dtype=np.float32),
         )
 
