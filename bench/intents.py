@@ -1,11 +1,13 @@
 """The intent graph on the full Book-Crossing data: extraction speed and the ranking table.
 
-For the readers of the chosen countries (default: USA, Brazil, Japan, India): a seeded per-user
-split of explicit ratings (20% of each reader's rated books, at least one, for readers with two
-or more), the graph built without the held-out pairs, and Recall/NDCG/HR at 10 over a full
-ranking of every training item for the graph's scorer and the baselines (popularity, item-kNN,
-ALS, BPR from ``implicit``), overall, on cold-start readers (<= 3 training events) and on
-long-tail items. The LLM extracts intents for the ``--max-items`` most-rated items only (the
+For the readers of the chosen countries (default: USA, Brazil, Japan, India): a per-user split
+of explicit ratings (20% of each reader's rated books, at least one, for readers with two or
+more; the latest where all have times, else seeded), optionally ``--cold-items`` held out whole,
+the graph built without them, and ``gravity.intents.evaluate``: every system tuned on a
+validation split over the same number of grid points (``--eval-config``: a YAML of
+``EvalConfig``), Recall/NDCG/HR at 10 with bootstrap CIs over users, overall, on cold-start
+readers, on long-tail items and on the cold items, and the intent scorer's paired differences
+against its ablations and the baselines. The LLM extracts intents for the ``--max-items`` most-rated items only (the
 whole catalog is too slow for 2 CPU cores); extraction goes through the result store, so a
 rerun reads it back and the items/s line says "cached".
 
@@ -27,17 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gravity.events import read_events_dir
 from gravity.intents.build import build_graph, select_users
-from gravity.intents.config import BuildConfig, ScorerConfig
+from gravity.intents.config import SYSTEMS, BuildConfig, EvalConfig, ScorerConfig
 from gravity.intents.evaluate import (
-    SYSTEMS,
-    EvalConfig,
     evaluate,
     make_split,
-    read_split,
+    read_heldout,
     table_lines,
     write_split,
 )
 from gravity.intents.graph import write_graph
+from gravity.io import load_yaml_model
 from gravity.llm.config import BackendConfig
 
 
@@ -52,6 +53,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--dim", type=int, default=32)
     p.add_argument("--max-users", type=int, default=None, help="Seeded sample of test users.")
+    p.add_argument("--cold-items", type=int, default=0, help="Items held out whole.")
+    p.add_argument("--eval-config", type=Path, default=None, help="YAML with EvalConfig fields.")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON report.")
@@ -62,8 +65,8 @@ def main() -> None:
     data = read_events_dir(args.events)
     users = select_users(data, args.countries)
     split_path = args.work / "split.parquet"
-    write_split(make_split(data, users, seed=args.seed), split_path)
-    heldout, split_desc = read_split(split_path)
+    write_split(make_split(data, users, seed=args.seed, cold_items=args.cold_items), split_path)
+    heldout, split_desc = read_heldout(split_path)
     cfg = BuildConfig(
         countries=args.countries,
         max_items=args.max_items,
@@ -100,8 +103,11 @@ def main() -> None:
         "graph: " + ", ".join(f"{k}={v}" for k, v in c.items() if k.startswith(("nodes", "edges")))
     )
     print("build timings (s): " + ", ".join(f"{k}={v}" for k, v in t.items()))
-    ecfg = EvalConfig(k=10, max_users=args.max_users, systems=args.systems, seed=args.seed)
-    report = evaluate(graph, heldout, ecfg)
+    base = load_yaml_model(args.eval_config, EvalConfig) if args.eval_config else EvalConfig()
+    ecfg = base.model_copy(
+        update={"max_users": args.max_users or base.max_users, "systems": args.systems}
+    )
+    report = evaluate(graph, heldout, ecfg, data)
     print("\n".join(table_lines(report)))
     print("counts: " + ", ".join(f"{k}={v}" for k, v in report["counts"].items()))
     print("evaluate timings (s): " + ", ".join(f"{k}={v}" for k, v in report["timings_s"].items()))

@@ -678,6 +678,36 @@ def test_heldout_auc_against_hand_computed_cases() -> None:
     )
 
 
+def test_heldout_check_merges_editions_and_picks_a_same_country_control() -> None:
+    import pyarrow as pa
+
+    from gravity.events.store import EventsData
+
+    bench = _bench()
+    rows = [
+        {"id": "a1", "title": "Emma", "author": "Jane Austen"},
+        {"id": "a2", "title": "Emma: A Novel", "author": "J. Austen"},  # another edition
+        {"id": "b1", "title": "Persuasion", "author": "Jane Austen"},
+        {"id": "x", "title": None, "author": None},
+    ]
+    items = pa.Table.from_pylist(rows)
+    data = EventsData(Path("."), None, items, None, None)
+    work_of, works = bench.works(data, ["a2", "a2", "a1", "b1"])
+    # The edition with the most events names the work; an untitled item is no work.
+    assert work_of == {"a1": "a2", "a2": "a2", "b1": "b1"} and set(works) == {"a2", "b1"}
+    # One event per work: the highest rating of its editions.
+    assert bench.merge_editions([("a2", 6.0), ("b1", None), ("a2", 9.0), ("a2", None)]) == [
+        ("a2", 9.0),
+        ("b1", None),
+    ]
+    assert bench.merge_editions([("a2", None), ("a2", 3.0)]) == [("a2", 3.0)]
+    country = {"u1": "US", "u2": "US", "u3": "US", "b1": "BR"}
+    control = bench.other_readers(list(country), country, seed=0)
+    assert set(control) == {"u1", "u2", "u3"}  # the only Brazilian reader has no control
+    assert all(control[u] != u and country[control[u]] == "US" for u in control)
+    assert bench.other_readers(list(country), country, seed=0) == control
+
+
 @pytest.mark.slow
 def test_heldout_check_on_the_bookcrossing_fixture(bx, tmp_path) -> None:
     """The bench end to end on the fixture: every active reader is evaluated or skipped with a
@@ -705,7 +735,7 @@ def test_heldout_check_on_the_bookcrossing_fixture(bx, tmp_path) -> None:
     assert evaluated >= 5
     assert evaluated + sum(out["skipped"].values()) == active
     for country, systems in out["auc"].items():
-        assert set(systems) == {"events", "country", "popularity"}
+        assert set(systems) == {"events", "other_reader", "country", "popularity"}
         for stats in systems.values():
             assert stats["n"] == out["readers_evaluated"][country]
             assert 0 <= stats["lo"] <= stats["mean"] <= stats["hi"] <= 1

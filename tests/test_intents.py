@@ -17,8 +17,8 @@ from gravity.errors import GravityError
 from gravity.events import read_events_dir
 from gravity.events.importers import import_events
 from gravity.intents.build import build_graph
-from gravity.intents.config import BuildConfig, EvalConfig, ScorerConfig
-from gravity.intents.evaluate import evaluate, make_split, read_split, write_split
+from gravity.intents.config import SYSTEMS, BuildConfig, EvalConfig, ScorerConfig, TuningGrid
+from gravity.intents.evaluate import evaluate, make_split, read_heldout, read_split, write_split
 from gravity.intents.graph import read_graph, write_graph
 from gravity.intents.metrics import hit_at_k, mean_of, ndcg_at_k, recall_at_k, top_k
 from gravity.llm.engine import Engine
@@ -318,7 +318,14 @@ def _train_planted(cfg: ScorerConfig):
 def test_scorer_beats_random_on_planted_structure_and_is_deterministic() -> None:
     cfg = ScorerConfig(dim=16, epochs=30, batch_size=128, lr=0.05)
     graph, heldout = _train_planted(cfg)
-    report = evaluate(graph, heldout, EvalConfig(k=5, systems=["intents"]), progress=False)
+    # evaluate retrains the scorer (tuned on validation): one grid point, the settings above
+    point = cfg.model_dump(include={"dim", "epochs", "batch_size", "lr"})
+    grid = TuningGrid(
+        scorer=[point], itemknn=[{"K": 5}], als=[{"factors": 4}], bpr=[{"factors": 4}]
+    )
+    report = evaluate(
+        graph, heldout, EvalConfig(k=5, systems=["intents"], grid=grid), progress=False
+    )
     hr = report["metrics"]["intents"]["overall"]["hr"]
     # A random ranking of a user's 34 unseen items hits the held-out one in 5 of 34 tries; the
     # planted structure puts it among the group's 4 unseen items, all of which fit in the top 5.
@@ -351,11 +358,21 @@ def test_evaluate_with_library_baselines(bx, tmp_path) -> None:
         engine=_engine(tmp_path),
         progress=False,
     )
-    cfg = EvalConfig(k=10, factors=4, bpr_iterations=5, als_iterations=3, threads=1)
-    report = evaluate(graph, heldout, cfg, progress=False)
-    assert set(report["metrics"]) == {"intents", "popularity", "itemknn", "als", "bpr"}
-    n = report["counts"]["users_evaluated"]
+    grid = TuningGrid(
+        scorer=[{"dim": 4}, {"dim": 8}],
+        itemknn=[{"K": 5}, {"K": 50}],
+        als=[{"factors": 4, "iterations": 3}, {"factors": 8, "iterations": 3}],
+        bpr=[{"factors": 4, "iterations": 5}, {"factors": 8, "iterations": 5}],
+    )
+    cfg = EvalConfig(k=10, grid=grid, threads=1, bootstrap=200)
+    heldout_values, _ = read_heldout(tmp_path / "split.parquet")
+    report = evaluate(graph, heldout_values, cfg, data, progress=False)
+    assert set(report["metrics"]) == set(SYSTEMS)
+    assert report["counts"]["relevance_min_rating"] == 8.0  # Book-Crossing's 1-10 scale
+    n = report["counts"]["users_overall"]
     assert n > 0
+    for system, tuned in report["tuning"].items():
+        assert len(tuned["points"]) == (1 if system == "popularity" else 2)
     for system, slices in report["metrics"].items():
         assert slices["overall"]["users"] == n, system
         for row in slices.values():
@@ -369,11 +386,11 @@ def test_missing_implicit_names_the_extra(monkeypatch) -> None:
 
     import scipy.sparse as sp
 
-    from gravity.intents.evaluate import baseline_recs
+    from gravity.intents.systems import fit_baseline
 
     monkeypatch.setitem(sys.modules, "implicit", None)
     with pytest.raises(GravityError, match=r"gravity\[intents\]"):
-        baseline_recs("als", sp.csr_matrix(np.ones((2, 2))), [0], EvalConfig())
+        fit_baseline("als", sp.csr_matrix(np.ones((2, 2))), {}, 1, 0)
 
 
 def _cli_graph(bx: Path, tmp_path: Path, monkeypatch) -> Path:
@@ -609,3 +626,52 @@ def test_extraction_on_the_embedded_model(bx, tmp_path) -> None:
         assert all(clean_phrase(p) == p for p in phrases)
     for reason in out.rejects.values():
         assert reason
+
+
+def test_item_cold_start_split_build_and_evaluate(bx, tmp_path) -> None:
+    """Whole items held out: none of their events reaches the graph, they are items of it with
+    the intents of their metadata, and only the intent scorers rank them."""
+    data = read_events_dir(bx)
+    table = make_split(data, None, seed=0, cold_items=3)
+    cold = json.loads(table.schema.metadata[b"gravity_split"])["cold_items"]
+    assert len(cold) == 3
+    assert make_split(data, None, seed=0, cold_items=3).equals(table)
+    rows = table.to_pylist()
+    # Every explicit rating of a cold item is held out (by any user).
+    explicit = [
+        e for e in data.events.to_pylist() if e["kind"] == "personal" and e["value"] is not None
+    ]
+    assert {(e["user_id"], e["item_id"]) for e in explicit if e["item_id"] in cold} <= {
+        (r["user_id"], r["item_id"]) for r in rows
+    }
+    write_split(table, tmp_path / "split.parquet")
+    heldout, desc = read_heldout(tmp_path / "split.parquet")
+    assert desc["cold_items"] == cold
+    backend = IntentBackend()
+    graph = build_graph(
+        data,
+        BuildConfig(scorer=FAST),
+        split=desc,
+        heldout=heldout,
+        engine=_engine(tmp_path, backend),
+        progress=False,
+    )
+    edges = graph.edges.to_pylist()
+    assert not any(e["dst"][2:] in cold for e in edges if e["relation"] == "rated")
+    assert {f"i:{i}" for i in cold} <= set(graph.ids("item"))
+    assert graph.manifest["counts"]["cold_items"] == 3
+    assert graph.manifest["counts"]["events_of_cold_items"] >= len(
+        [r for r in rows if r["item_id"] in cold]
+    )
+    titles = {r["id"]: r["title"] for r in data.items.to_pylist()}
+    prompts = [r.messages[-1].content for r in backend.seen]
+    for item in cold:  # extracted from its metadata alone: no review of it reaches the prompt
+        prompt = next(p for p in prompts if p.startswith(f'Book: "{titles[item]}"'))
+        assert "What readers wrote about it" not in prompt
+    grid = TuningGrid(scorer=[{}], itemknn=[{"K": 5}], als=[{"factors": 4}], bpr=[{"factors": 4}])
+    cfg = EvalConfig(grid=grid, threads=1, bootstrap=200, relevant_min=1)
+    report = evaluate(graph, heldout, cfg, data, progress=False)
+    assert report["counts"]["items_without_interactions"] == 3
+    assert report["counts"]["users_cold_items"] > 0
+    scored = {s for s, slices in report["metrics"].items() if "cold_items" in slices}
+    assert scored == {"intents", "intents_shuffled"}

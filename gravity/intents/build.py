@@ -42,9 +42,11 @@ def training_interactions(
     data: EventsData,
     cfg: BuildConfig,
     heldout: set[tuple[str, str]] | None = None,
+    cold: set[str] | None = None,
 ) -> tuple[dict[tuple[str, str], float], Counter[tuple[str, str]], dict[str, list[str]], Counter]:
     """(user, item) -> edge weight, relational (user, user) counts, review texts per item, and
-    counts of what was left out (held-out pairs, rare items, other countries)."""
+    counts of what was left out (held-out pairs, every event on a ``cold`` item, rare items,
+    other countries)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -60,10 +62,13 @@ def training_interactions(
     follows: Counter[tuple[str, str]] = Counter()
     cols = [ev[c].to_pylist() for c in ("user_id", "kind", "item_id", "other_user_id", "value")]
     texts = ev["text"].to_pylist()
-    heldout = heldout or set()
+    heldout, cold = heldout or set(), cold or set()
     for (user, kind, item, other, value), text in zip(zip(*cols), texts):
         if kind == "relational":
             follows[(user, other)] += 1
+            continue
+        if item in cold:
+            left_out["events_of_cold_items"] += 1
             continue
         if (user, item) in heldout:
             left_out["events_of_heldout_pairs"] += 1
@@ -112,30 +117,35 @@ def build_graph(
     """The graph of ``data`` (see ``gravity.intents.graph``) with its scorer trained.
 
     ``heldout`` pairs (from the split file described by ``split``) are left out of every edge
-    and every retrieved review. ``engine`` answers the extraction (else one is built from
-    ``cfg.backend`` with the result store ``store``, only if some item needs it).
+    and every retrieved review; so is every event on the split's ``cold_items``, which become
+    items of the graph with the intents of their text alone (item cold start). ``engine``
+    answers the extraction (else one is built from ``cfg.backend`` with the result store
+    ``store``, only if some item needs it).
     """
     from gravity.intents.canon import canonical_intents
 
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    ratings, follows, reviews, left_out = training_interactions(data, cfg, heldout)
+    cold = set((split or {}).get("cold_items") or ())
+    ratings, follows, reviews, left_out = training_interactions(data, cfg, heldout, cold)
     if not ratings:
         raise GravityError(f"{data.path}: no personal events for the selected users")
-    items_meta, to_extract, skipped_no_metadata = _items_to_extract(data, ratings, cfg)
-    timings["interactions_s"] = time.monotonic() - t0
+    items_meta, to_extract, skipped_no_metadata = _items_to_extract(data, ratings, cfg, cold)
     t1 = time.monotonic()
+    timings["interactions_s"] = t1 - t0
     extraction, model_fp = _extract(to_extract, reviews, cfg, engine, store, progress)
-    timings["extraction_s"] = time.monotonic() - t1
     t2 = time.monotonic()
+    timings["extraction_s"] = t2 - t1
     canon = canonical_intents(
         [p for ps in extraction.phrases.values() for p in ps], cfg.cluster_threshold
     )
     item_intents = {
         i: sorted({canon.of_phrase[p] for p in ps}) for i, ps in extraction.phrases.items()
     }
+    cold_nodes = sorted(i for i in cold if i in items_meta)
+    labels = _node_labels(items_meta)
     nodes, edges, counts = assemble(
-        ratings, follows, item_intents, canon.labels, _node_labels(items_meta), cfg
+        ratings, follows, item_intents, canon.labels, labels, cfg, None, cold_nodes
     )
     timings["graph_s"] = time.monotonic() - t2
     t3 = time.monotonic()
@@ -147,6 +157,7 @@ def build_graph(
         "items_rejected_by_llm": len(extraction.rejects),
         "items_skipped_no_metadata": skipped_no_metadata,
         "intent_phrases": sum(len(p) for p in extraction.phrases.values()),
+        "cold_items": len(cold_nodes),
     }
     manifest = _manifest(data, cfg, counts | dict(left_out), extraction, canon, model_fp)
     manifest["split"] = split
@@ -180,14 +191,20 @@ def _train(nodes: Any, edges: Any, cfg: BuildConfig, progress: bool) -> Any:
 
 
 def _items_to_extract(
-    data: EventsData, ratings: dict[tuple[str, str], float], cfg: BuildConfig
+    data: EventsData, ratings: dict[tuple[str, str], float], cfg: BuildConfig, cold: set[str]
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], int]:
-    """(metadata of every rated item, the items sent to the LLM: the ``max_items`` most rated
-    that have a title, how many of those were skipped for having none)."""
+    """(metadata of every rated or cold item, the items sent to the LLM: the ``max_items`` most
+    rated, then every cold item, those that have a title; how many were skipped for having
+    none)."""
     per_item = Counter(i for _, i in ratings)
-    items_meta = {row["id"]: row for row in data.items.to_pylist() if row["id"] in per_item}
+    items_meta = {
+        row["id"]: row
+        for row in data.items.to_pylist()
+        if row["id"] in per_item or row["id"] in cold
+    }
     ranked = sorted(per_item, key=lambda i: (-per_item[i], i))
     wanted = ranked if cfg.max_items is None else ranked[: cfg.max_items]
+    wanted += sorted(i for i in cold if i in items_meta)
     # An item known only by its id gives the model nothing to read: it is not sent.
     to_extract = [items_meta[i] for i in wanted if (items_meta.get(i) or {}).get("title")]
     return items_meta, to_extract, len(wanted) - len(to_extract)

@@ -26,17 +26,28 @@ def split_cmd(
     ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     share: Annotated[float, typer.Option(help="Share of each user's ratings held out.")] = 0.2,
+    cold_items: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Items held out whole (item cold start): every rating of them is held out."
+        ),
+    ] = 0,
 ) -> None:
-    """Write a seeded per-user held-out split of explicit ratings."""
+    """Write a per-user held-out split of explicit ratings (each user's latest where all have
+    times, else seeded), and optionally whole held-out items."""
     from gravity.events import read_events_dir
     from gravity.intents.build import select_users
     from gravity.intents.evaluate import make_split, write_split
 
     data = read_events_dir(events)
-    table = make_split(data, select_users(data, countries or None), seed, share)
+    table = make_split(data, select_users(data, countries or None), seed, share, cold_items)
     write_split(table, output)
     users = len(set(table["user_id"].to_pylist()))
-    typer.echo(f"wrote {output}: {table.num_rows} held-out ratings of {users} users")
+    meta = json.loads(table.schema.metadata[b"gravity_split"])
+    typer.echo(
+        f"wrote {output}: {table.num_rows} held-out ratings of {users} users "
+        f"({meta['temporal_users']} split by time), {len(meta['cold_items'])} items held out whole"
+    )
 
 
 @intents_app.command("build")
@@ -202,7 +213,10 @@ def explain_cmd(
     for p in paths:
         held = f"holds it {p['user_holds']}" if p["user_holds"] else "does not hold it in the graph"
         serves = "serves it" if p["item_serves"] else "inferred by the scorer"
-        typer.echo(f"  via intent '{p['intent']}' (score {p['score']}; user {held}; item {serves})")
+        typer.echo(
+            f"  via intent '{p['intent']}' (score {p['score']}, adds {p['contribution']} to the "
+            f"item's score; user {held}; item {serves})"
+        )
         if p["user_items_serving_it"]:
             typer.echo(f"    the user's books with it: {'; '.join(p['user_items_serving_it'])}")
 
@@ -222,7 +236,7 @@ def evaluate_cmd(
 ) -> None:
     """Recall, NDCG and HR at k of the graph and the baselines on the graph's held-out split."""
     from gravity.events import read_events_dir
-    from gravity.intents.evaluate import evaluate, read_split, table_lines
+    from gravity.intents.evaluate import evaluate, read_heldout, table_lines
     from gravity.intents.graph import fingerprint, read_graph
     from gravity.io import atomic_write_text
 
@@ -235,10 +249,10 @@ def evaluate_cmd(
     if fingerprint(data.meta.model_dump(mode="json")) != g.manifest["events"].get("meta"):
         raise GravityError(f"{events}: not the events folder the graph was built from")
     split_path = split or Path(built["path"])
-    heldout, desc = read_split(split_path)
+    heldout, desc = read_heldout(split_path)
     if desc["digest"] != built["digest"]:
         raise GravityError(f"{split_path}: not the split the graph was built without")
-    report = evaluate(g, heldout, cfg)
+    report = evaluate(g, heldout, cfg, data)
     report["split"] = desc
     for line in table_lines(report):
         typer.echo(line)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import typing
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gravity.llm.config import BackendConfig
 
-System = Literal["intents", "popularity", "itemknn", "als", "bpr"]
+System = Literal[
+    "intents", "intents_shuffled", "translation", "popularity", "itemknn", "als", "bpr"
+]
 SYSTEMS: tuple[System, ...] = typing.get_args(System)
 
 
@@ -32,6 +34,11 @@ class ScorerConfig(BaseModel):
         description="CPU threads while training (small steps: 1 is fastest).",
     )
     seed: int = Field(default=0, description="Seed of initialisation and negative sampling.")
+    intent_paths: bool = Field(
+        default=True,
+        description="Add the user -> intent -> item path term to the score (false: translation "
+        "only).",
+    )
 
 
 class BuildConfig(BaseModel):
@@ -79,6 +86,73 @@ class BuildConfig(BaseModel):
     )
 
 
+Point = dict[str, float]
+GRID_KEYS = {
+    "scorer": {"dim", "epochs", "lr", "l2", "batch_size"},
+    "itemknn": {"K"},
+    "als": {"factors", "regularization", "alpha", "iterations"},
+    "bpr": {"factors", "learning_rate", "regularization", "iterations"},
+}
+
+
+class TuningGrid(BaseModel):
+    """The grid each system is tuned over on the validation split: the same number of points
+    for every system (the same budget; popularity has nothing to tune). ``scorer`` serves the
+    three intent scorers (``intents``, ``intents_shuffled``, ``translation``); its points
+    override the graph's own ``ScorerConfig``. The others' points are keyword arguments of the
+    ``implicit`` models (ALS ``alpha`` scales the interaction weights into confidence)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scorer: list[Point] = Field(
+        default_factory=lambda: [
+            {"dim": 32, "l2": 1e-5},
+            {"dim": 64, "l2": 1e-5},
+            {"dim": 32, "l2": 1e-4},
+            {"dim": 64, "l2": 1e-4},
+        ]
+    )
+    itemknn: list[Point] = Field(
+        default_factory=lambda: [{"K": 20}, {"K": 50}, {"K": 100}, {"K": 200}]
+    )
+    als: list[Point] = Field(
+        default_factory=lambda: [
+            {"factors": 32, "regularization": 0.01, "alpha": 1.0, "iterations": 15},
+            {"factors": 64, "regularization": 0.01, "alpha": 10.0, "iterations": 15},
+            {"factors": 64, "regularization": 0.1, "alpha": 40.0, "iterations": 15},
+            {"factors": 128, "regularization": 0.1, "alpha": 10.0, "iterations": 15},
+        ]
+    )
+    bpr: list[Point] = Field(
+        default_factory=lambda: [
+            {"factors": 32, "learning_rate": 0.01, "regularization": 0.01, "iterations": 100},
+            {"factors": 64, "learning_rate": 0.01, "regularization": 0.01, "iterations": 100},
+            {"factors": 64, "learning_rate": 0.05, "regularization": 0.01, "iterations": 100},
+            {"factors": 64, "learning_rate": 0.01, "regularization": 0.001, "iterations": 100},
+        ]
+    )
+
+    @model_validator(mode="after")
+    def _same_budget(self) -> TuningGrid:
+        sizes = {name: len(getattr(self, name)) for name in GRID_KEYS}
+        if len(set(sizes.values())) != 1 or not min(sizes.values()):
+            raise ValueError(f"every grid needs the same number of points (>= 1): {sizes}")
+        for name, keys in GRID_KEYS.items():
+            for point in getattr(self, name):
+                bad = sorted(set(point) - keys)
+                if bad:
+                    raise ValueError(f"{name}: unknown setting(s) {bad}; known: {sorted(keys)}")
+        return self
+
+    def points(self, system: str) -> list[Point]:
+        """The points system ``system`` is tuned over ([{}] for popularity)."""
+        if system == "popularity":
+            return [{}]
+        key = "scorer" if system in ("intents", "intents_shuffled", "translation") else system
+        ints = {"dim", "epochs", "batch_size", "K", "factors", "iterations"}
+        return [{k: int(v) if k in ints else v for k, v in p.items()} for p in getattr(self, key)]
+
+
 class EvalConfig(BaseModel):
     """What is measured and how the baselines are set (YAML keys and CLI flags share these
     names)."""
@@ -93,9 +167,21 @@ class EvalConfig(BaseModel):
         default_factory=lambda: list(SYSTEMS),
         description="The graph's scorer (intents) and the baselines ranked beside it.",
     )
-    factors: int = Field(default=64, ge=2, description="Latent factors of ALS and BPR.")
-    als_iterations: int = Field(default=15, ge=1, description="Iterations of ALS.")
-    bpr_iterations: int = Field(default=100, ge=1, description="Iterations of BPR.")
-    knn_k: int = Field(default=100, ge=1, description="Neighbours of item-kNN.")
+    relevant_min: float | None = Field(
+        default=None,
+        description="A held-out rating counts as relevant from this value up (default: 8 on a "
+        "scale above 5, as Book-Crossing's 1-10; else 4, as 4+ stars of 5).",
+    )
+    val_share: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of each user's training ratings to tune on."
+    )
+    val_users: int | None = Field(
+        default=2000, ge=1, description="Seeded sample of validation users (None: all)."
+    )
+    grid: TuningGrid = Field(
+        default_factory=TuningGrid, description="The points each system is tuned over."
+    )
+    bootstrap: int = Field(default=1000, ge=100, description="Bootstrap resamples of users.")
+    level: float = Field(default=0.95, ge=0.5, lt=1, description="Confidence level.")
     threads: int = Field(default=2, ge=1, description="Threads of the implicit baselines.")
     seed: int = Field(default=0, description="Seed of the user sample and the baselines.")

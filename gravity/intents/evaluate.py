@@ -1,15 +1,22 @@
-"""Evaluation of the intent graph's recommendations against library baselines.
+"""Evaluation of the intent graph's recommendations against tuned baselines.
 
-- The split: per user with at least two explicitly rated items, a seeded share of those items
-  (at least one) is held out; which ones depends only on (seed, user, item), through sha256.
-  It is written as a parquet file (``user_id``, ``item_id``, ``value``; seed and share in the
+- The test split (``make_split``): per user with at least two explicitly rated items, a share of
+  those items (at least one) is held out: the latest ones where every one of them has a
+  timestamp (temporal), else a seeded choice that depends only on (seed, user, item), through
+  sha256. Written as a parquet file (``user_id``, ``item_id``, ``value``; how it was made in the
   file's metadata) so anyone can rebuild the graph without those pairs and rerun.
-- Full ranking: every system ranks all items of the training graph for each evaluated user,
-  the user's training items excluded; Recall@k, NDCG@k, HR@k (``metrics``) overall, on
-  cold-start users (at most ``cold_max`` training interactions) and on long-tail items (the
-  held-out items outside the ``head_share`` most-interacted training items).
-- Baselines from the ``implicit`` package (optional extra ``intents``): item-kNN (cosine),
-  ALS, BPR; and popularity (training interaction counts).
+- Validation: the same rule applied to each user's training ratings (``val_share``). Every
+  system is tuned over the same number of grid points (``TuningGrid``), fitted on training minus
+  validation and chosen by NDCG@k on validation only; the chosen point is refitted on all of
+  training and the test split is ranked once.
+- Relevance: a held-out rating is relevant from ``relevant_min`` up (default: 8 on a scale
+  above 5, else 4); a held-out pair with no rating is relevant.
+- Full ranking: every system ranks every item with a training interaction for each evaluated
+  user, the user's training items excluded; Recall@k, NDCG@k, HR@k (``metrics``) overall, on
+  cold-start users (at most ``cold_max`` training interactions) and on long-tail items (held-out
+  items outside the head: the most-interacted items, cut at ``head_share`` of the items with the
+  items tied at the cut kept in the head). Each mean comes with a bootstrap CI over users, and
+  the intent scorer's per-user differences against each other system with theirs (``stats``).
 """
 
 from __future__ import annotations
@@ -18,52 +25,105 @@ import hashlib
 import json
 import time
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gravity.errors import GravityError, MissingDependencyError
-from gravity.intents.config import SYSTEMS, EvalConfig
-from gravity.intents.metrics import hit_at_k, mean_of, ndcg_at_k, recall_at_k, top_k
+from gravity.errors import GravityError
+from gravity.intents.config import EvalConfig
+from gravity.intents.metrics import hit_at_k, ndcg_at_k, recall_at_k
 
 if TYPE_CHECKING:
     from gravity.events.store import EventsData
     from gravity.intents.graph import Graph
+    from gravity.intents.systems import Parts
 
 SPLIT_COLUMNS = ("user_id", "item_id", "value")
+METRICS = (("recall", recall_at_k), ("ndcg", ndcg_at_k), ("hr", hit_at_k))
 
 
 def _rank_key(seed: int, user: str, item: str) -> bytes:
     return hashlib.sha256(f"gravity-intents-split:{seed}:{user}:{item}".encode()).digest()
 
 
-def make_split(data: EventsData, users: set[str] | None, seed: int = 0, share: float = 0.2) -> Any:
-    """The held-out pairs (a pyarrow table) of the users in ``users`` (None: all)."""
+def holdout(user: str, items: Mapping[str, Any], seed: int, share: float) -> tuple[list[str], bool]:
+    """The items of ``items`` (item -> timestamp or None) held out of one user's: the latest
+    ``share`` (at least one, never all) when every item has a timestamp, else a seeded choice;
+    and whether the choice was temporal. Fewer than two items: none."""
+    if len(items) < 2:
+        return [], False
+    n = min(len(items) - 1, max(1, round(share * len(items))))
+    if all(t is not None for t in items.values()):
+        ordered = sorted(items, key=lambda i: (items[i], _rank_key(seed, user, i)))
+        return ordered[-n:], True
+    return sorted(items, key=lambda i: _rank_key(seed, user, i))[:n], False
+
+
+def _explicit_ratings(
+    data: EventsData, users: set[str] | None
+) -> dict[str, dict[str, tuple[float, Any]]]:
+    """user -> item -> (highest rating, latest timestamp of a rating event or None)."""
+    rated: dict[str, dict[str, tuple[float, Any]]] = defaultdict(dict)
+    ev = data.events
+    cols = ("user_id", "kind", "item_id", "value", "timestamp")
+    for user, kind, item, value, ts in zip(*(ev[c].to_pylist() for c in cols)):
+        if kind != "personal" or value is None or (users is not None and user not in users):
+            continue
+        old = rated[user].get(item)
+        if old is None:
+            rated[user][item] = (value, ts)
+        else:
+            latest = None if ts is None or old[1] is None else max(ts, old[1])
+            rated[user][item] = (max(value, old[0]), latest)
+    return rated
+
+
+def pick_cold_items(
+    data: EventsData, rated: Mapping[str, Mapping[str, Any]], n: int, seed: int
+) -> list[str]:
+    """``n`` items held out whole (item cold start): a seeded choice among the items with a
+    title rated by at least two of the users (so that the slice has users to rank them for)."""
+    from collections import Counter
+
+    if n <= 0:
+        return []
+    raters = Counter(i for items in rated.values() for i in items)
+    items = data.items
+    titled = {i for i, t in zip(items["id"].to_pylist(), items["title"].to_pylist()) if t}
+    pool = [i for i, c in raters.items() if c >= 2 and i in titled]
+    return sorted(sorted(pool, key=lambda i: _rank_key(seed, "cold-item", i))[:n])
+
+
+def make_split(
+    data: EventsData,
+    users: set[str] | None,
+    seed: int = 0,
+    share: float = 0.2,
+    cold_items: int = 0,
+) -> Any:
+    """The held-out pairs (a pyarrow table) of the users in ``users`` (None: all): per user,
+    ``holdout`` of their ratings; with ``cold_items``, that many items held out whole (every
+    rating of them, in the table; every event of them left out of the graph by ``build``)."""
     import pyarrow as pa
 
     if not 0 < share < 1:
         raise GravityError(f"--share: {share} is not between 0 and 1")
-    rated: dict[str, dict[str, float]] = defaultdict(dict)
-    ev = data.events
-    for user, kind, item, value in zip(
-        ev["user_id"].to_pylist(),
-        ev["kind"].to_pylist(),
-        ev["item_id"].to_pylist(),
-        ev["value"].to_pylist(),
-    ):
-        if kind == "personal" and value is not None and (users is None or user in users):
-            rated[user][item] = max(value, rated[user].get(item, value))
-    rows = []
+    rated = _explicit_ratings(data, users)
+    cold = pick_cold_items(data, rated, cold_items, seed)
+    cold_set = set(cold)
+    rows, temporal = [], 0
     for user in sorted(rated):
-        items = rated[user]
-        if len(items) < 2:
-            continue
-        n_test = max(1, round(share * len(items)))
-        for item in sorted(items, key=lambda i: _rank_key(seed, user, i))[:n_test]:
-            rows.append({"user_id": user, "item_id": item, "value": items[item]})
+        items = {i: v for i, v in rated[user].items() if i not in cold_set}
+        held, by_time = holdout(user, {i: v[1] for i, v in items.items()}, seed, share)
+        temporal += by_time
+        held += [i for i in rated[user] if i in cold_set]
+        rows += [{"user_id": user, "item_id": i, "value": rated[user][i][0]} for i in sorted(held)]
     schema = pa.schema(
         [("user_id", pa.string()), ("item_id", pa.string()), ("value", pa.float32())]
     )
-    meta = {"gravity_split": json.dumps({"seed": seed, "share": share})}
+    params = {"seed": seed, "share": share, "temporal_users": temporal, "cold_items": cold}
+    meta = {"gravity_split": json.dumps(params)}
     return pa.Table.from_pylist(rows, schema=schema.with_metadata(meta))
 
 
@@ -80,8 +140,9 @@ def write_split(table: Any, path: Path) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def read_split(path: Path) -> tuple[set[tuple[str, str]], dict[str, Any]]:
-    """Held-out (user, item) pairs of a split file and its description (path, digest, counts)."""
+def read_heldout(path: Path) -> tuple[dict[tuple[str, str], float | None], dict[str, Any]]:
+    """Held-out (user, item) -> rating of a split file, and its description (path, digest,
+    counts, how it was made)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -98,179 +159,102 @@ def read_split(path: Path) -> tuple[set[tuple[str, str]], dict[str, Any]]:
     users, items = table["user_id"].to_pylist(), table["item_id"].to_pylist()
     if any(not isinstance(x, str) for x in users + items):
         raise GravityError(f"{path}: user_id/item_id: null or non-text values")
+    values = table["value"].to_pylist() if "value" in table.column_names else [None] * len(users)
     meta = (table.schema.metadata or {}).get(b"gravity_split", b"{}").decode("utf-8", "replace")
     try:
         params = json.loads(meta)
     except json.JSONDecodeError:
         params = {}
-    pairs = set(zip(users, items))
+    pairs = dict(zip(zip(users, items), values))
     desc = {"path": str(path.resolve()), "digest": file_digest(path), "pairs": len(pairs)}
-    return pairs, desc | {k: v for k, v in params.items() if k in ("seed", "share")}
+    kept = ("seed", "share", "temporal_users", "cold_items")
+    return pairs, desc | {k: v for k, v in params.items() if k in kept}
 
 
-def _implicit() -> Any:
-    try:
-        import implicit
-    except ImportError:
-        raise MissingDependencyError("the evaluation baselines", "intents", "implicit") from None
-    return implicit
+def read_split(path: Path) -> tuple[set[tuple[str, str]], dict[str, Any]]:
+    """Held-out (user, item) pairs of a split file and its description (path, digest, counts)."""
+    pairs, desc = read_heldout(path)
+    return set(pairs), desc
 
 
-def baseline_recs(name: str, train: Any, users: list[int], cfg: EvalConfig) -> list[list[int]]:
-    """Top-k item columns per user row of ``train`` (a users x items CSR of training
-    interactions) for baseline ``name``, training items excluded."""
-    import numpy as np
-
-    if name == "popularity":
-        counts = np.asarray(train.getnnz(axis=0), dtype=np.float64)
-        return [
-            top_k(counts, cfg.k, train.indices[train.indptr[u] : train.indptr[u + 1]])
-            for u in users
-        ]
-    _implicit()
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, "blas"):  # implicit's own threads do the work; BLAS must not fight
-        if name == "itemknn":
-            from implicit.nearest_neighbours import CosineRecommender
-
-            model = CosineRecommender(K=cfg.knn_k, num_threads=cfg.threads)
-        elif name == "als":
-            from implicit.cpu.als import AlternatingLeastSquares
-
-            model = AlternatingLeastSquares(
-                factors=cfg.factors,
-                iterations=cfg.als_iterations,
-                random_state=cfg.seed,
-                num_threads=cfg.threads,
-            )
-        elif name == "bpr":
-            from implicit.cpu.bpr import BayesianPersonalizedRanking
-
-            model = BayesianPersonalizedRanking(
-                factors=cfg.factors,
-                iterations=cfg.bpr_iterations,
-                random_state=cfg.seed,
-                num_threads=cfg.threads,
-            )
-        else:
-            raise GravityError(f"--systems: unknown system {name!r}; known: {', '.join(SYSTEMS)}")
-        model.fit(train, show_progress=False)
-        ids, _ = model.recommend(
-            np.asarray(users), train[users], N=cfg.k, filter_already_liked_items=True
-        )
-    return [[int(i) for i in row if i >= 0] for row in np.atleast_2d(ids)]
+def relevance_threshold(cfg: EvalConfig, data: EventsData | None) -> float | None:
+    """The rating from which a held-out pair is relevant (None: every pair is)."""
+    if cfg.relevant_min is not None:
+        return cfg.relevant_min
+    if data is None or data.meta.rating_max is None:
+        return None
+    return 8.0 if data.meta.rating_max > 5 else 4.0
 
 
-def intents_recs(
-    graph: Graph, train: Any, users: list[int], user_nodes: list[int], k: int
-) -> list[list[int]]:
-    """Top-k item columns per user by the graph's scorer, training items excluded."""
-    from gravity.intents.scorer import Scorer
+@dataclass
+class Context:
+    """Everything the systems are fitted and measured on, in the evaluation's indexes."""
 
-    scorer = Scorer(graph)
-    out: list[list[int]] = []
-    for start in range(0, len(users), 256):
-        chunk = users[start : start + 256]
-        scores = scorer.item_scores([user_nodes[u] for u in chunk])
-        for row, u in zip(scores, chunk):
-            out.append(top_k(row, k, train.indices[train.indptr[u] : train.indptr[u + 1]]))
-    return out
-
-
-def evaluate(
-    graph: Graph, heldout: set[tuple[str, str]], cfg: EvalConfig, progress: bool = True
-) -> dict[str, Any]:
-    """Metrics per system and slice, with the counts behind them."""
-    import numpy as np
-
-    from gravity.progress import Progress
-
-    ids = graph.nodes["id"].to_pylist()
-    user_ids, item_ids, train = _rated_matrix(graph)
-    relevant, counts = _relevant(heldout, user_ids, item_ids, train)
-    users = sorted(relevant)
-    if cfg.max_users is not None and len(users) > cfg.max_users:
-        rng = np.random.default_rng(cfg.seed)
-        users = sorted(int(u) for u in rng.choice(users, cfg.max_users, replace=False))
-    n_train = np.asarray(train.getnnz(axis=1))
-    pop = np.asarray(train.getnnz(axis=0))
-    order = np.lexsort((np.arange(len(pop)), -pop))
-    head = set(order[: int(np.ceil(cfg.head_share * len(pop)))].tolist())
-    cold = {u for u in users if n_train[u] <= cfg.cold_max}
-    node_index = {n: k for k, n in enumerate(ids)}
-    user_nodes = [node_index[f"u:{u}"] for u in user_ids]
-    results: dict[str, Any] = {}
-    timings: dict[str, float] = {}
-    with Progress(len(cfg.systems), "evaluate systems", enabled=progress, unit="systems") as bar:
-        for name in cfg.systems:
-            t0 = time.monotonic()
-            if name == "intents":
-                recs = intents_recs(graph, train, users, user_nodes, cfg.k)
-            else:
-                recs = baseline_recs(name, train, users, cfg)
-            timings[name] = round(time.monotonic() - t0, 2)
-            results[name] = _slices(recs, users, relevant, cold, head, cfg.k)
-            bar.advance()
-    return {
-        "k": cfg.k,
-        "counts": counts
-        | {
-            "users_evaluated": len(users),
-            "cold_users": len(cold),
-            "items": len(item_ids),
-            "head_items": len(head),
-            "training_interactions": int(train.nnz),
-        },
-        "metrics": results,
-        "timings_s": timings,
-        "config": cfg.model_dump(mode="json"),
-    }
+    parts: Parts
+    train: Any  # users x items CSR of training interaction weights
+    warm: Any  # boolean mask of items with a training interaction
+    test: dict[int, set[int]]  # user -> relevant held-out warm items
+    cold_test: dict[int, set[int]]  # user -> relevant held-out items without interactions
+    val_ratings: dict[tuple[str, str], float]  # training minus validation
+    val_train: Any
+    val: dict[int, set[int]]  # user -> relevant validation items
+    head: set[int]
+    counts: dict[str, int] = field(default_factory=dict)
 
 
-def _rated_matrix(graph: Graph) -> tuple[list[str], list[str], Any]:
-    """(user ids, item ids, the users x items CSR matrix of the graph's training ratings)."""
+def _matrix(ratings: Mapping[tuple[str, str], float], users: list[str], items: list[str]) -> Any:
     import numpy as np
     import scipy.sparse as sp
 
-    ids = graph.nodes["id"].to_pylist()
-    kinds = graph.nodes["kind"].to_pylist()
-    user_ids = [i[2:] for i, k in zip(ids, kinds) if k == "user"]
-    item_ids = [i[2:] for i, k in zip(ids, kinds) if k == "item"]
-    u_index = {u: k for k, u in enumerate(user_ids)}
-    i_index = {i: k for k, i in enumerate(item_ids)}
-    rated = graph.edges_of("rated")
-    rows = [u_index[s[2:]] for s, _, _ in rated]
-    cols = [i_index[d[2:]] for _, d, _ in rated]
-    train = sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(user_ids), len(item_ids))
-    )
-    train.sum_duplicates()
-    return user_ids, item_ids, train
+    u_index = {u: k for k, u in enumerate(users)}
+    i_index = {i: k for k, i in enumerate(items)}
+    pairs = sorted(ratings)
+    rows = [u_index[u] for u, _ in pairs]
+    cols = [i_index[i] for _, i in pairs]
+    vals = np.array([ratings[p] for p in pairs], dtype=np.float32)
+    return sp.csr_matrix((vals, (rows, cols)), shape=(len(users), len(items)))
+
+
+def head_items(counts: Any, share: float) -> set[int]:
+    """The head: items by descending interaction count, cut after ``ceil(share x items)``,
+    every item tied with the last one kept in (the cut never splits a tie)."""
+    import math
+
+    import numpy as np
+
+    counts = np.asarray(counts)
+    if not len(counts):
+        return set()
+    n = math.ceil(share * len(counts))
+    cut = np.sort(counts)[::-1][n - 1]
+    return {int(i) for i in np.flatnonzero(counts >= cut)}
 
 
 def _relevant(
-    heldout: set[tuple[str, str]], user_ids: list[str], item_ids: list[str], train: Any
+    heldout: Mapping[tuple[str, str], float | None],
+    parts: Parts,
+    train: Any,
+    threshold: float | None,
 ) -> tuple[dict[int, set[int]], dict[str, int]]:
-    """(user index -> held-out item indices, counts of the held-out pairs set aside by reason).
+    """(user index -> relevant held-out item indices, counts of the pairs set aside by reason).
 
     A held-out pair that is a training edge is a leak: refused."""
-    u_index = {u: k for k, u in enumerate(user_ids)}
-    i_index = {i: k for k, i in enumerate(item_ids)}
-    counts = {
-        "heldout_pairs": len(heldout),
-        "heldout_unknown_user": 0,
-        "heldout_unknown_item": 0,
-        "heldout_in_training": 0,
-    }
+    u_index = {u: k for k, u in enumerate(parts.users)}
+    i_index = {i: k for k, i in enumerate(parts.items)}
+    counts = dict.fromkeys(
+        ("heldout_pairs", "heldout_unknown_user", "heldout_unknown_item", "heldout_in_training"),
+        0,
+    ) | {"heldout_below_threshold": 0, "heldout_pairs": len(heldout)}
     relevant: dict[int, set[int]] = defaultdict(set)
-    for user, item in sorted(heldout):
+    for (user, item), value in sorted(heldout.items()):
         if user not in u_index:
             counts["heldout_unknown_user"] += 1
         elif item not in i_index:
             counts["heldout_unknown_item"] += 1
         elif train[u_index[user], i_index[item]]:
             counts["heldout_in_training"] += 1
+        elif threshold is not None and value is not None and value < threshold:
+            counts["heldout_below_threshold"] += 1
         else:
             relevant[u_index[user]].add(i_index[item])
     if counts["heldout_in_training"]:
@@ -278,38 +262,268 @@ def _relevant(
             f"{counts['heldout_in_training']} held-out pairs are training edges of the graph: "
             "build it with --split pointing at this split file"
         )
-    return relevant, counts
+    return dict(relevant), counts
 
 
-def _slices(recs, users, relevant, cold, head, k) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    slices = {
-        "overall": (users, lambda u: relevant[u]),
-        "cold_start": ([u for u in users if u in cold], lambda u: relevant[u]),
-        "long_tail": (users, lambda u: {i for i in relevant[u] if i not in head}),
-    }
-    by_user = dict(zip(users, recs))
-    for name, (members, rel) in slices.items():
-        row: dict[str, Any] = {}
-        for metric, fn in (("recall", recall_at_k), ("ndcg", ndcg_at_k), ("hr", hit_at_k)):
-            mean, n, skipped = mean_of([fn(by_user[u], rel(u), k) for u in members])
-            row[metric] = None if mean is None else round(mean, 4)
-            row["users"], row["users_without_relevant"] = n, skipped
-        out[name] = row
+def _validation(
+    parts: Parts, data: EventsData | None, cfg: EvalConfig
+) -> dict[tuple[str, str], float | None]:
+    """Validation pairs -> rating: ``holdout`` over each user's training ratings (explicit
+    ones where the events have ratings, else all their training interactions)."""
+    rated = _explicit_ratings(data, set(parts.users)) if data is not None else {}
+    by_user: dict[str, dict[str, Any]] = defaultdict(dict)
+    value: dict[tuple[str, str], float | None] = {}
+    for user, item in parts.ratings:
+        known = rated.get(user, {}).get(item)
+        if rated and known is None:
+            continue  # an implicit interaction: never a validation target where ratings exist
+        by_user[user][item] = known[1] if known else None
+        value[(user, item)] = known[0] if known else None
+    out: dict[tuple[str, str], float | None] = {}
+    for user in sorted(by_user):
+        held, _ = holdout(user, by_user[user], cfg.seed + 1, cfg.val_share)
+        out |= {(user, i): value[(user, i)] for i in held}
     return out
 
 
+def build_context(
+    graph: Graph,
+    heldout: Mapping[tuple[str, str], float | None],
+    cfg: EvalConfig,
+    data: EventsData | None = None,
+) -> Context:
+    """The training matrix, the relevant test and validation items, the head."""
+    import numpy as np
+
+    from gravity.intents.systems import graph_parts
+
+    parts = graph_parts(graph)
+    train = _matrix(parts.ratings, parts.users, parts.items)
+    pop = np.asarray(train.getnnz(axis=0))
+    warm = pop > 0
+    threshold = relevance_threshold(cfg, data)
+    relevant, counts = _relevant(heldout, parts, train, threshold)
+    test = {u: {i for i in rel if warm[i]} for u, rel in relevant.items()}
+    cold = {u: {i for i in rel if not warm[i]} for u, rel in relevant.items()}
+    val_pairs = _validation(parts, data, cfg)
+    val_ratings = {p: w for p, w in parts.ratings.items() if p not in val_pairs}
+    val_train = _matrix(val_ratings, parts.users, parts.items)
+    val, _ = _relevant(val_pairs, parts, val_train, threshold)
+    warm_cols = np.flatnonzero(warm)
+    head = {int(warm_cols[j]) for j in head_items(pop[warm_cols], cfg.head_share)}
+    counts |= {
+        "relevance_min_rating": threshold,
+        "validation_pairs": len(val_pairs),
+        "items": len(parts.items),
+        "items_without_interactions": int((~warm).sum()),
+        "head_items": len(head),
+        "training_interactions": int(train.nnz),
+    }
+    return Context(
+        parts,
+        train,
+        warm,
+        {u: r for u, r in test.items() if r},
+        {u: r for u, r in cold.items() if r},
+        val_ratings,
+        val_train,
+        val,
+        head,
+        counts,
+    )
+
+
+def _sample(users: list[int], n: int | None, seed: int) -> list[int]:
+    import numpy as np
+
+    if n is None or len(users) <= n:
+        return users
+    return sorted(int(u) for u in np.random.default_rng(seed).choice(users, n, replace=False))
+
+
+def tune(name: str, ctx: Context, cfg: EvalConfig) -> dict[str, Any]:
+    """Grid point of system ``name`` with the best mean NDCG@k on validation (ties: the first
+    point), each point fitted on training minus validation."""
+    from gravity.intents.metrics import mean_of
+    from gravity.intents.systems import fit_system, rank
+
+    users = _sample(sorted(ctx.val), cfg.val_users, cfg.seed)
+    points = cfg.grid.points(name)
+    scores: list[float | None] = []
+    for point in points:
+        if len(points) == 1:
+            scores.append(None)  # nothing to choose: no fit spent on validation
+            continue
+        fn = fit_system(name, ctx.parts, ctx.val_train, ctx.val_ratings, point, cfg)
+        recs = rank(fn, users, ctx.val_train, cfg.k, ctx.warm)
+        mean, _, _ = mean_of([ndcg_at_k(r, ctx.val[u], cfg.k) for r, u in zip(recs, users)])
+        scores.append(None if mean is None else round(mean, 6))
+    best = max(range(len(points)), key=lambda j: (scores[j] or 0.0, -j))
+    return {
+        "points": points,
+        "validation_ndcg": scores,
+        "chosen": points[best],
+        "users": len(users),
+    }
+
+
+def _slices(ctx: Context, cfg: EvalConfig) -> dict[str, tuple[list[int], dict[int, set[int]]]]:
+    """Slice -> (its users, their relevant items), the same for every system."""
+    import numpy as np
+
+    users = _sample(sorted(ctx.test), cfg.max_users, cfg.seed)
+    n_train = np.asarray(ctx.train.getnnz(axis=1))
+    tail = {u: ctx.test[u] - ctx.head for u in users}
+    out = {
+        "overall": (users, ctx.test),
+        "cold_start": ([u for u in users if n_train[u] <= cfg.cold_max], ctx.test),
+        "long_tail": ([u for u in users if tail[u]], tail),
+    }
+    if ctx.cold_test:
+        out["cold_items"] = (_sample(sorted(ctx.cold_test), cfg.max_users, cfg.seed), ctx.cold_test)
+    return out
+
+
+def measure(
+    name: str, point: dict[str, Any], ctx: Context, cfg: EvalConfig, slices: dict
+) -> dict[str, dict[str, list[float]]]:
+    """Per-user metrics of system ``name`` (fitted on all of training with ``point``) on each
+    slice it can score: the test split, touched once."""
+    from gravity.intents.systems import can_score_cold, fit_system, rank
+
+    fn = fit_system(name, ctx.parts, ctx.train, ctx.parts.ratings, point, cfg)
+    warm_users = sorted({u for s, (us, _) in slices.items() if s != "cold_items" for u in us})
+    by_user = dict(zip(warm_users, rank(fn, warm_users, ctx.train, cfg.k, ctx.warm)))
+    out: dict[str, dict[str, list[float]]] = {}
+    for slice_name, (users, rel) in slices.items():
+        if slice_name == "cold_items":
+            if not can_score_cold(name):
+                continue
+            recs = dict(zip(users, rank(fn, users, ctx.train, cfg.k, ~ctx.warm)))
+        else:
+            recs = by_user
+        out[slice_name] = {m: [fn_(recs[u], rel[u], cfg.k) for u in users] for m, fn_ in METRICS}
+    return out
+
+
+def _summary(per_user: dict[str, list[float]], cfg: EvalConfig) -> dict[str, Any]:
+    from gravity.intents.stats import bootstrap_ci
+
+    row: dict[str, Any] = {"users": len(per_user["recall"])}
+    for metric, _ in METRICS:
+        est = bootstrap_ci(per_user[metric], cfg.bootstrap, cfg.level, cfg.seed)
+        row[metric] = None if est["value"] is None else round(est["value"], 4)
+        row[f"{metric}_ci"] = est["ci"] and [round(c, 4) for c in est["ci"]]
+    return row
+
+
+def _paired(
+    focus: str, measured: dict[str, dict[str, dict[str, list[float]]]], cfg: EvalConfig
+) -> dict[str, dict[str, Any]]:
+    """slice -> other system -> metric -> the focus system's mean difference with its CI."""
+    from gravity.intents.stats import paired_difference
+
+    out: dict[str, dict[str, Any]] = {}
+    for slice_name, mine in measured[focus].items():
+        for other, slices in measured.items():
+            if other == focus or slice_name not in slices:
+                continue
+            out.setdefault(slice_name, {})[other] = {
+                m: _rounded(
+                    paired_difference(
+                        mine[m], slices[slice_name][m], cfg.bootstrap, cfg.level, cfg.seed
+                    )
+                )
+                for m in ("recall", "ndcg")
+            }
+    return out
+
+
+def _rounded(est: dict[str, Any]) -> dict[str, Any]:
+    return est | {
+        "value": None if est["value"] is None else round(est["value"], 5),
+        "ci": est["ci"] and [round(c, 5) for c in est["ci"]],
+        "p": None if est.get("p") is None else round(est["p"], 4),
+    }
+
+
+def evaluate(
+    graph: Graph,
+    heldout: Mapping[tuple[str, str], float | None] | set[tuple[str, str]],
+    cfg: EvalConfig,
+    data: EventsData | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tuned systems' metrics per slice with CIs, the tuning record and paired differences.
+
+    ``heldout`` maps test pairs to their ratings (a set: every pair relevant); ``data``, the
+    events the graph was built from, gives ratings and timestamps to the validation split."""
+    from gravity.progress import Progress
+
+    if not isinstance(heldout, Mapping):
+        heldout = dict.fromkeys(heldout)
+    ctx = build_context(graph, heldout, cfg, data)
+    slices = _slices(ctx, cfg)
+    measured, tuning, timings = {}, {}, {}
+    with Progress(len(cfg.systems), "evaluate systems", enabled=progress, unit="systems") as bar:
+        for name in cfg.systems:
+            t0 = time.monotonic()
+            tuning[name] = tune(name, ctx, cfg)
+            measured[name] = measure(name, tuning[name]["chosen"], ctx, cfg, slices)
+            timings[name] = round(time.monotonic() - t0, 2)
+            bar.advance()
+    focus = next((s for s in ("intents", "intents_shuffled", "translation") if s in measured), None)
+    return {
+        "k": cfg.k,
+        "counts": ctx.counts
+        | {f"users_{s}": len(users) for s, (users, _) in slices.items()}
+        | {"validation_users": len(ctx.val)},
+        "metrics": {
+            name: {s: _summary(v, cfg) for s, v in per_slice.items()}
+            for name, per_slice in measured.items()
+        },
+        "focus": focus,
+        "paired": _paired(focus, measured, cfg) if focus else {},
+        "tuning": tuning,
+        "timings_s": timings,
+        "config": cfg.model_dump(mode="json"),
+    }
+
+
+def _cell(value: Any, ci: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    text = f"{value:+.{digits}f}" if digits == 5 else f"{value:.{digits}f}"
+    return text + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+
+
 def table_lines(report: dict[str, Any]) -> list[str]:
-    """The metrics as a markdown table."""
+    """The metrics (with CIs) and the focus system's paired differences as markdown tables."""
     k = report["k"]
     lines = [
-        f"| system | slice | users | Recall@{k} | NDCG@{k} | HR@{k} |",
+        f"| system | slice | users | Recall@{k} [95% CI] | NDCG@{k} [95% CI] | HR@{k} |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for system, slices in report["metrics"].items():
         for name, row in slices.items():
-            cells = [
-                f"{row[m]:.4f}" if row[m] is not None else "-" for m in ("recall", "ndcg", "hr")
-            ]
-            lines.append(f"| {system} | {name} | {row['users']} | " + " | ".join(cells) + " |")
+            recall = _cell(row["recall"], row.get("recall_ci"))
+            ndcg = _cell(row["ndcg"], row.get("ndcg_ci"))
+            hr = _cell(row["hr"], None)
+            lines.append(f"| {system} | {name} | {row['users']} | {recall} | {ndcg} | {hr} |")
+    if report.get("paired"):
+        focus = report["focus"]
+        lines += [
+            "",
+            f"| slice | {focus} minus | dRecall@{k} [95% CI] | p | dNDCG@{k} [95% CI] | p |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for name, others in report["paired"].items():
+            for other, est in others.items():
+                r, n = est["recall"], est["ndcg"]
+                if r["value"] is None:
+                    continue
+                lines.append(
+                    f"| {name} | {other} | {_cell(r['value'], r['ci'], 5)} | {r['p']} "
+                    f"| {_cell(n['value'], n['ci'], 5)} | {n['p']} |"
+                )
     return lines

@@ -108,13 +108,17 @@ def assemble(
     intent_labels: list[str],
     node_labels: dict[str, str],
     cfg: BuildConfig,
+    users: list[str] | None = None,
+    items: list[str] | None = None,
 ) -> tuple[pa.Table, pa.Table, dict[str, int]]:
     """Node and edge tables from the training interactions and the items' canonical intents.
 
     ``ratings`` maps (user, item) to an edge weight; ``item_intents`` item -> intent indexes.
+    The nodes are the users and items of ``ratings``, and also ``users`` and ``items`` when
+    given (an item nobody rated is a node with its intents only: item cold start).
     """
-    users = sorted({u for u, _ in ratings})
-    items = sorted({i for _, i in ratings})
+    users = sorted({u for u, _ in ratings} | set(users or ()))
+    items = sorted({i for _, i in ratings} | set(items or ()))
     nodes = (
         [(f"u:{u}", "user", u, u) for u in users]
         + [(f"i:{i}", "item", i, node_labels.get(i, i)) for i in items]
