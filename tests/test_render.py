@@ -123,6 +123,12 @@ def _variables(name: str, profile) -> dict:
             "columns": ["case_id"],
         },
         "json_instruction.j2": {"example": '{"genres": ["..."]}'},
+        "oracle.j2": {
+            "title": book.title,
+            "noun": "book",
+            "profile": profile,
+            "country_name": "Japan",
+        },
         "intent_facet.j2": {"intent": "a light read for a holiday"},
         "infer_traits.j2": {"reviews": ["Loved it."], "texts": "book reviews", "person": "reader"},
         "item_intents.j2": {
