@@ -322,6 +322,12 @@ def _split_rows(path: str, columns: tuple[str, ...]) -> Iterator[dict[str, Any]]
             yield {k: row.get(k) for k in columns}
 
 
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    """What tells one version of a file from another: device, inode, size, modification."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _route(path: Path, readers: int, test_users: set[str], work: Path) -> dict[str, _Split]:
     """Every record of ``path`` (of ``readers`` readers) into its split's file; the non-empty
     splits, train first."""
@@ -356,6 +362,7 @@ def export_run(
     if not 0 <= test_size < 1:
         raise GravityError(f"--test-size: {test_size} is not in [0, 1)")
     run_dir, out = Path(run_dir), Path(out)
+    before = _identity(_pairs_path(run_dir))
     path, users = scan_pairs(run_dir)
     test_users, readers = test_readers(users, test_size, seed), len(users)
     del users  # only the test split's readers are kept
@@ -364,6 +371,11 @@ def export_run(
     tmp = temp_dir(out.parent, f".{out.name}.tmp-")
     try:
         splits = _route(path, readers, test_users, work)
+        if _identity(path) != before:  # checked once, read twice: the same file both times
+            raise GravityError(
+                f"{path}: changed while it was exported (a run writing to {run_dir}?); export "
+                "again when it has finished"
+            )
         dd = DatasetDict({name: s.dataset(name, work / "cache") for name, s in splits.items()})
         _save(dd, fmt, tmp)
         card = dataset_card(run_dir, {name: s.stats for name, s in splits.items()}, license)

@@ -170,3 +170,30 @@ def test_a_bad_record_at_the_end_writes_nothing(run_dir, tmp_path):
     with pytest.raises(GravityError, match=rf"pairs.jsonl:{line}"):
         export_run(run, tmp_path / "out", "jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_pairs_file_replaced_during_export_is_refused(run_dir, tmp_path, monkeypatch):
+    """Export checks pairs.jsonl, then reads it again to route records: a run finishing in the
+    folder between the two reads (its file renamed into place) is refused in one line, and
+    nothing is written, rather than exporting records that were never checked."""
+    import os
+    import shutil
+
+    import gravity.export
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder)
+    route = gravity.export._route
+
+    def swapped(path, *args):
+        other = path.with_name("other.jsonl")
+        other.write_text(path.read_text().splitlines(keepends=True)[0])
+        os.replace(other, path)
+        return route(path, *args)
+
+    monkeypatch.setattr(gravity.export, "_route", swapped)
+    with pytest.raises(GravityError, match="changed while it was exported") as err:
+        export_run(folder, tmp_path / "data", "jsonl")
+    assert len(str(err.value).splitlines()) == 1
+    assert not (tmp_path / "data").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -225,7 +225,15 @@ def test_merged_shards_equal_one_process_run(tmp_path, mode):
     assert (tmp_path / "merged" / "config.yaml").read_bytes() == (
         tmp_path / "whole" / "config.yaml"
     ).read_bytes()
-    for key in ("rows_in", "written", "rejected", "rejects_by_reason", "by_facet", "by_country"):
+    for key in (
+        "rows_in",
+        "written",
+        "rejected",
+        "rejects_by_reason",
+        "by_facet",
+        "by_country",
+        "inputs",
+    ):
         assert summary[key] == whole.summary[key], key
     assert summary["tokens_generated"] == whole.summary["tokens_generated"]
     if mode == "gravity":
@@ -256,6 +264,26 @@ def test_merge_refuses_missing_mixed_or_unfinished_shards(tmp_path):
     assert not (tmp_path / "m").exists()
     with pytest.raises(ValueError, match="0 <= I < N"):
         GenerateConfig(shard="2/2")
+
+
+def test_merge_refuses_shards_that_read_other_readers_or_catalogs(tmp_path):
+    """Configs can match while the inputs differ: shards of other profile files, or a catalog
+    file of the same path with other contents, are refused with one line."""
+    from gravity.synth.merge import merge_runs
+
+    readers = _readers(8)
+    cfg = _cfg()
+    _synth(tmp_path, "s0", readers, cfg.model_copy(update={"shard": "0/2"}))
+    _synth(tmp_path, "s1", readers, cfg.model_copy(update={"shard": "1/2"}))
+    _synth(tmp_path, "x1", readers[:-1], cfg.model_copy(update={"shard": "1/2"}))
+    with pytest.raises(GravityError, match=r"x1/summary.json: inputs.readers: differs"):
+        merge_runs(tmp_path / "m", [tmp_path / "s0", tmp_path / "x1"])
+    summary = json.loads((tmp_path / "s1" / "summary.json").read_text())
+    summary["inputs"]["catalog"] = "0" * 16  # as if its catalog file held other books
+    (tmp_path / "s1" / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(GravityError, match=r"s1/summary.json: inputs.catalog: differs"):
+        merge_runs(tmp_path / "m", [tmp_path / "s0", tmp_path / "s1"])
+    assert not (tmp_path / "m").exists()
 
 
 def test_merge_cli(tmp_path):

@@ -72,6 +72,25 @@ def shard_config(folders: list[Path]) -> GenerateConfig:
     return base
 
 
+def check_inputs(folders: list[Path], summaries: list[dict[str, Any]]) -> None:
+    """Refuse shards that read different readers, catalogs or intent graphs (their configs can
+    match while their profile files or catalog contents differ): one line naming the folder."""
+    first = summaries[0].get("inputs")
+    for folder, summary in zip(folders, summaries):
+        inputs = summary.get("inputs")
+        if inputs is None or first is None:
+            raise GravityError(
+                f"{folder}/summary.json: inputs: not recorded (a run made before shards recorded "
+                "their inputs); rerun the shard"
+            )
+        differ = [k for k in first if inputs.get(k) != first[k]]
+        if differ:
+            raise GravityError(
+                f"{folder}/summary.json: inputs.{differ[0]}: differs from {folders[0]}'s "
+                "(every shard must read the same profile files, catalog and intent graph)"
+            )
+
+
 def _rows(path: Path, kind: int) -> Iterator[tuple[str, int, dict[str, Any]]]:
     for record in jsonl_file_records(path):
         if record.problem is not None:
@@ -85,6 +104,7 @@ def merge_runs(out: Path, folders: list[Path]) -> dict[str, Any]:
     folders = [Path(f) for f in folders]
     cfg = shard_config(folders)
     summaries = [json.loads((f / "summary.json").read_text(encoding="utf-8")) for f in folders]
+    check_inputs(folders, summaries)
     with folder_lock(out, "output folder"):
         writer = RunWriter(out)
         try:
@@ -164,6 +184,7 @@ def _summary(
         summary["naive_judge"] = {"method": judges[0]["method"]} | {
             k: sum(j[k] for j in judges) for k in judges[0] if k != "method"
         }
+    summary["inputs"] = shards[0]["inputs"]  # the same in every shard (check_inputs)
     summary["merged_shards"] = len(shards)
     return summary
 

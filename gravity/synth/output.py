@@ -195,3 +195,53 @@ class RunWriter:
     def discard(self) -> None:
         for file in self.files:
             file.discard()
+
+
+class InputDigest:
+    """Digests of what a run read: every reader (all of them, a shard's or not), the catalog
+    and the intent graph file. ``gravity merge`` refuses shards whose inputs differ: their
+    configs can match while their profile files or catalog contents do not."""
+
+    def __init__(self, catalog: list[Any], intent_graph: Any = None) -> None:
+        import hashlib
+
+        self._readers = hashlib.sha256()
+        self.count = 0
+        books = hashlib.sha256()
+        for item in catalog:
+            books.update(item.model_dump_json().encode() + b"\n")
+        self._catalog = books.hexdigest()[:16]
+        self._graph = _file_digest(intent_graph)
+
+    def readers(self, profiles: Any) -> Any:
+        """``profiles``, passed through while their digest is taken."""
+        for profile in profiles:
+            self._readers.update(profile.model_dump_json().encode() + b"\n")
+            self.count += 1
+            yield profile
+
+    def digests(self) -> dict[str, Any]:
+        return {
+            "readers": self._readers.hexdigest()[:16],
+            "reader_count": self.count,
+            "catalog": self._catalog,
+            "intent_graph": self._graph,
+        }
+
+
+def _file_digest(path: Any) -> str | None:
+    """sha256 (16 hex) of a file, or of a folder's files by relative name; None if absent."""
+    import hashlib
+    from pathlib import Path
+
+    if path is None or not Path(path).exists():
+        return None
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(root) if root.is_dir() else f.name).encode() + b"\0")
+        with f.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

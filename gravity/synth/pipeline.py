@@ -29,7 +29,14 @@ from gravity.profiles.sampler import SamplerConfig
 from gravity.prompts import render, template_hash
 from gravity.synth.config import GenerateConfig
 from gravity.synth.contrast import contrast_profile
-from gravity.synth.output import PairIndex, RunWriter, Tally, parse_shard, reader_chunks
+from gravity.synth.output import (
+    InputDigest,
+    PairIndex,
+    RunWriter,
+    Tally,
+    parse_shard,
+    reader_chunks,
+)
 from gravity.synth.tasks import (
     DescriptionRow,
     DescriptionTask,
@@ -495,9 +502,10 @@ class Synthesizer:
         self.grounding = Grounding(self.cfg, load_intents(self.cfg, catalog, profiles))
         tally, index, result = Tally(), PairIndex(), SynthResult()
         templates = self._template_hashes()
+        inputs = InputDigest(catalog, self.cfg.intent_graph)
         try:
             shard = parse_shard(self.cfg.shard)
-            for chunk in reader_chunks(profiles, self.cfg.chunk_readers, shard):
+            for chunk in reader_chunks(inputs.readers(profiles), self.cfg.chunk_readers, shard):
                 slots = build_slots(chunk, catalog, self.cfg, self.grounding.intents, tally.sources)
                 outcome = self._gravity(slots) if self.cfg.mode == "gravity" else self._naive(slots)
                 _dedupe(slots, outcome, self.cfg.filters.near_duplicate_threshold, index)
@@ -519,6 +527,7 @@ class Synthesizer:
             result.summary["by_intent"] = dict(sorted(tally.intents.items()))
         if self.naive_judge is not None:
             result.summary["naive_judge"] = self.naive_judge
+        result.summary["inputs"] = inputs.digests()
         return result
 
     def _rows(
