@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gravity.events import read_events_dir
 from gravity.intents.build import build_graph, select_users
-from gravity.intents.config import SYSTEMS, BuildConfig, EvalConfig, ScorerConfig
+from gravity.intents.config import BuildConfig, EvalConfig, ScorerConfig
 from gravity.intents.evaluate import (
     evaluate,
     make_split,
@@ -55,7 +55,9 @@ def main() -> None:
     p.add_argument("--max-users", type=int, default=None, help="Seeded sample of test users.")
     p.add_argument("--cold-items", type=int, default=0, help="Items held out whole.")
     p.add_argument("--eval-config", type=Path, default=None, help="YAML with EvalConfig fields.")
-    p.add_argument("--systems", nargs="+", default=list(SYSTEMS))
+    p.add_argument(
+        "--systems", nargs="+", default=None, help="default: the eval config's, else all"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="JSON report.")
     args = p.parse_args()
@@ -105,7 +107,11 @@ def main() -> None:
     print("build timings (s): " + ", ".join(f"{k}={v}" for k, v in t.items()))
     base = load_yaml_model(args.eval_config, EvalConfig) if args.eval_config else EvalConfig()
     ecfg = base.model_copy(
-        update={"max_users": args.max_users or base.max_users, "systems": args.systems}
+        update={
+            "max_users": args.max_users or base.max_users,
+            "systems": args.systems or base.systems,
+            "seed": args.seed,
+        }
     )
     report = evaluate(graph, heldout, ecfg, data)
     print("\n".join(table_lines(report)))
