@@ -102,7 +102,10 @@ def fit_scorer(
         ratings, parts.follows, intents, parts.intent_labels, {}, build, parts.users, parts.items
     )
     scfg = ScorerConfig.model_validate(
-        build.scorer.model_dump() | dict(point) | {"intent_paths": variant != "none"}
+        build.scorer.model_dump()
+        | dict(point)
+        # a graph built with the path term off (--no-scorer.intent-paths) is evaluated so
+        | {"intent_paths": variant != "none" and build.scorer.intent_paths}
     )
     rows = list(zip(*(edges[c].to_pylist() for c in ("src", "dst", "relation", "weight"))))
     arrays = train_scorer(nodes["id"].to_pylist(), nodes["kind"].to_pylist(), rows, scfg, False)
