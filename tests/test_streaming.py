@@ -286,6 +286,26 @@ def test_merge_refuses_shards_that_read_other_readers_or_catalogs(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_merge_takes_shards_that_differ_only_in_per_machine_settings(tmp_path):
+    """Each machine may set its own chunk size, concurrency and servers: the merge equals the
+    one-process run; a setting that changes the output (the model) is still refused."""
+    from gravity.synth.merge import merge_runs
+
+    readers = _readers(8)
+    cfg = _cfg()
+    _, files = _synth(tmp_path, "whole", readers, cfg)
+    _synth(tmp_path, "s0", readers, cfg.model_copy(update={"shard": "0/2", "chunk_readers": 2}))
+    backend = cfg.backend.model_copy(update={"concurrency": 64, "timeout_s": 30.0})
+    s1 = cfg.model_copy(update={"shard": "1/2", "backend": backend})
+    _synth(tmp_path, "s1", readers, s1)
+    merge_runs(tmp_path / "m", [tmp_path / "s0", tmp_path / "s1"])
+    assert (tmp_path / "m" / "pairs.jsonl").read_bytes() == files["pairs.jsonl"]
+    other = cfg.backend.model_copy(update={"model": "another-model"})
+    _synth(tmp_path, "x1", readers, cfg.model_copy(update={"shard": "1/2", "backend": other}))
+    with pytest.raises(GravityError, match=r"x1/config.yaml: backend: differs"):
+        merge_runs(tmp_path / "m2", [tmp_path / "s0", tmp_path / "x1"])
+
+
 def test_merge_cli(tmp_path):
     from typer.testing import CliRunner
 

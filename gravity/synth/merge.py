@@ -60,16 +60,38 @@ def shard_config(folders: list[Path]) -> GenerateConfig:
         raise GravityError(f"merge: shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing")
     base = configs[0][1].model_copy(update={"shard": None})
     for folder, cfg in configs.values():
-        if cfg.model_copy(update={"shard": None}) != base:
-            differ = [
-                k
-                for k in GenerateConfig.model_fields
-                if k != "shard" and getattr(cfg, k) != getattr(base, k)
-            ]
+        mine, first = _comparable(cfg), _comparable(base)
+        if mine != first:
+            differ = [k for k in first if mine.get(k) != first[k]]
             raise GravityError(
                 f"{folder}/config.yaml: {', '.join(differ)}: differs from shard 0's config"
             )
     return base
+
+
+PER_MACHINE = {"shard", "chunk_readers"}
+"""Settings a shard may choose for its own machine: they never change the output (chunking is
+output-independent; see ``Synthesizer.run``)."""
+PER_MACHINE_BACKEND = {
+    "base_urls",
+    "api_key_env",
+    "concurrency",
+    "timeout_s",
+    "max_retries",
+    "batch_size",
+    "gpu_memory_utilization",
+}
+"""Backend settings of the same kind: which servers, how many requests in flight, how long to
+wait (a request's answer does not depend on its batch: tests/test_seeds.py)."""
+
+
+def _comparable(cfg: GenerateConfig) -> dict[str, Any]:
+    """The config without the settings each shard may set for its machine."""
+    data = cfg.model_dump(mode="json", exclude=PER_MACHINE)
+    backend = data.get("backend")
+    if isinstance(backend, dict):
+        data["backend"] = {k: v for k, v in backend.items() if k not in PER_MACHINE_BACKEND}
+    return data
 
 
 def check_inputs(folders: list[Path], summaries: list[dict[str, Any]]) -> None:
