@@ -393,7 +393,12 @@ def test_openai_timeout_and_dead_url_errors(servers):
 def test_openai_sends_api_key_from_env_only(servers, monkeypatch):
     monkeypatch.setenv("GRAVITY_TEST_KEY", "sk-test-123")
     backend = _openai([servers[0].url], api_key_env="GRAVITY_TEST_KEY")
-    assert backend._headers() == {"Authorization": "Bearer sk-test-123"}
+    assert backend._headers() == {
+        "Content-Type": "application/json",
+        "Authorization": "Bearer sk-test-123",
+    }
+    monkeypatch.delenv("GRAVITY_TEST_KEY")
+    assert "Authorization" not in backend._headers()
     assert "sk-test" not in str(backend.fingerprint())
     assert backend.generate(_reqs(["hi"]), SamplingParams(max_new_tokens=4))[0].finish_reason in {
         "stop",
@@ -494,3 +499,17 @@ def test_vllm_backend_close_without_vllms_cleanup_empties_the_cuda_cache(monkeyp
     backend.load()
     backend.close()
     assert calls == ["LLM", "engine_core.shutdown", "empty_cache"]
+
+
+def test_openai_response_bodies_decode_as_the_stdlib_did():
+    """orjson reads the answers; a body it refuses (invalid UTF-8 inside a string) still reads
+    as the stdlib read it after a lossy decode, and a body that is not JSON is a ValueError (a
+    retryable transport error)."""
+    from gravity.llm.openai_compat import _Response
+
+    good = _Response(200, '{"choices": [{"message": {"content": "caf\u00e9 \u65e5"}}]}'.encode())
+    assert good.json()["choices"][0]["message"]["content"] == "caf\u00e9 \u65e5"
+    lossy = _Response(200, b'{"choices": [{"message": {"content": "a\xff b"}}]}')
+    assert lossy.json()["choices"][0]["message"]["content"] == "a\ufffd b"
+    with pytest.raises(ValueError):
+        _Response(200, b"<html>busy</html>").json()

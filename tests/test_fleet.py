@@ -19,8 +19,8 @@ from gravity.llm.engine import Engine
 from gravity.store import Store
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("starlette") is None,
-    reason="the mock servers need uvicorn and starlette (the server extra)",
+    importlib.util.find_spec("uvicorn") is None,
+    reason="the mock servers need uvicorn (the fleet extra)",
 )
 BENCH = Path(__file__).parents[1] / "bench" / "fleet.py"
 

@@ -227,6 +227,8 @@ class Grounding:
         self.intents = intents
         self.placeholder = placeholder_intent
         self._paths: dict[tuple[str, str], IntentPath | None] = {}
+        # (reader id, facet) -> the facet's text: each of the reader's books repeats it
+        self._facets: dict[tuple[str, str], str] = {}
         # contrasting readers like the task's tags where it has them (the book task's are the
         # sampler's genres)
         self.genre_pool = (
@@ -234,8 +236,9 @@ class Grounding:
         )
 
     def forget(self) -> None:
-        """Drop the paths looked up so far (memory flat in readers)."""
+        """Drop the paths and facet texts kept so far (memory flat in readers)."""
         self._paths.clear()
+        self._facets.clear()
 
     def intent_path(self, slot: Slot) -> IntentPath | None:
         """The reader's path to the slot's book in the intent graph, if there is a graph and
@@ -269,7 +272,10 @@ class Grounding:
             return render(INTENT_TEMPLATE, intent=path.intent)
         if not slot.user.has_facet(slot.facet):
             return Reject(f"profile has no {slot.facet} facet", kind="missing_facet")
-        return self.task.profile_text(slot.user, [slot.facet])
+        key = (slot.user.id, slot.facet)
+        if key not in self._facets:
+            self._facets[key] = self.task.profile_text(slot.user, [slot.facet])
+        return self._facets[key]
 
     def rejected_row(self, slot: Slot) -> DescriptionRow | Reject:
         """The rejected description's row under ``rejected_strategy``."""
@@ -535,9 +541,12 @@ class Synthesizer:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The records and rejects of ``slots`` (record-id order)."""
         fingerprint = self.engine.fingerprint
+        generator = json.dumps(fingerprint, sort_keys=True)
+        hashes = json.dumps(templates, sort_keys=True)
         digest = self.task.digest  # computed from the task's files: once per chunk
         records: list[dict[str, Any]] = []
         rejects: list[dict[str, Any]] = []
+        prompts: dict[tuple[str, str], list[dict[str, str]]] = {}  # a reader's book: one prompt
         for slot in slots:
             value = outcome[slot.record_id]
             meta = {
@@ -555,9 +564,12 @@ class Synthesizer:
                 rejects.append({**meta, "reason": value.kind, "detail": value.reason})
                 continue
             chosen, rejected, scenario = value
+            key = (slot.user.id, slot.book.id)
+            if key not in prompts:
+                prompts[key] = deployed_messages(slot.user, slot.book, self.task)
             records.append(
                 {
-                    "prompt": deployed_messages(slot.user, slot.book, self.task),
+                    "prompt": [dict(m) for m in prompts[key]],
                     "chosen": [{"role": "assistant", "content": chosen}],
                     "rejected": [{"role": "assistant", "content": rejected}],
                     **meta,
@@ -566,8 +578,8 @@ class Synthesizer:
                     if self.cfg.mode == "gravity"
                     else "quality_judgment",
                     "generator_model": f"{fingerprint['backend']}:{fingerprint['model']}",
-                    "generator_fingerprint": json.dumps(fingerprint, sort_keys=True),
-                    "template_hashes": json.dumps(templates, sort_keys=True),
+                    "generator_fingerprint": generator,
+                    "template_hashes": hashes,
                     "seed": self.cfg.seed,
                 }
             )
