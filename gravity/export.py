@@ -22,7 +22,7 @@ from pydantic import Field
 
 from gravity.errors import GravityError
 from gravity.intents.select import intent_counts
-from gravity.io import swap_dir_into_place, temp_dir
+from gravity.io import remove_dead_dirs, swap_dir_into_place, temp_dir
 from gravity.preference import PREFERENCE_COLUMNS, PreferenceRow
 
 Format = Literal["hf", "parquet", "jsonl"]
@@ -367,6 +367,7 @@ def export_run(
     test_users, readers = test_readers(users, test_size, seed), len(users)
     del users  # only the test split's readers are kept
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_dirs(out)  # what a killed export of ``out`` left
     work = temp_dir(out.parent, f".{out.name}.work-")
     tmp = temp_dir(out.parent, f".{out.name}.tmp-")
     try:

@@ -11,14 +11,18 @@ no input can produce a traceback; the parsers below add the line and the reason 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import math
 import os
+import re
 import shutil
+import socket
 import stat
 import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -391,30 +395,104 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file and rename: never half-written.
+def owner_tag() -> str:
+    """``<pid>-<host>`` of this process, put in the names of the temp files and folders it makes
+    so that a later process can tell a killed run's leftovers (``remove_dead``) from a live
+    one's."""
+    return f"{os.getpid()}-{_host_tag()}"
 
-    The file gets the mode a plain ``open(path, "w")`` would give it: the existing file's mode,
-    or 0666 less the user's umask (a temp file alone would be 0600).
-    """
-    path = Path(path)
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:8]
+
+
+_OWNED = re.compile(r"(\d+)-([0-9a-f]{8})-")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: alive
+        return True
+    return True
+
+
+def remove_dead(parent: Path, prefix: str) -> list[Path]:
+    """Remove the entries of ``parent`` named ``prefix`` + ``owner_tag()`` + ``-...`` whose process
+    (on this host) is no longer alive: what a killed run left. Another live process's entries,
+    another host's and names of any other form are kept. Returns what was removed."""
+    removed: list[Path] = []
+    try:
+        entries = list(Path(parent).iterdir())
+    except OSError:
+        return removed
+    host = _host_tag()
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        match = _OWNED.match(entry.name, len(prefix))
+        if match is None or match.group(2) != host or _alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    if removed:
+        log.info("removed %d leftover(s) of killed runs in %s", len(removed), parent)
+    return removed
+
+
+def _temp_file(path: Path) -> tuple[int, str]:
+    """A new temp file beside ``path`` (its fd and name), with the mode a plain
+    ``open(path, "w")`` would give ``path``: the existing file's, or 0666 less the umask (a temp
+    file alone would be 0600). Named by its process (``owner_tag``)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except OSError:
             mode = 0o666 & ~_umask()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.{owner_tag()}-", suffix=".tmp"
+        )
     except OSError as exc:  # an output the user named that cannot be: one line, no traceback
         raise GravityError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    os.fchmod(fd, mode)
+    return fd, tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file and rename: never half-written.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it (see ``_temp_file``).
+    """
+    tmp = write_temp(Path(path), data, sync=False)
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_temp(path: Path, data: bytes, sync: bool = True) -> str:
+    """``data`` written (and, with ``sync``, flushed to disk) to a new temp file beside
+    ``path``; its name, for the caller to rename into place."""
+    fd, tmp = _temp_file(Path(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 class AtomicAppender:
@@ -425,27 +503,23 @@ class AtomicAppender:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                mode = stat.S_IMODE(self.path.stat().st_mode)
-            except OSError:
-                mode = 0o666 & ~_umask()
-            fd, self.tmp = tempfile.mkstemp(
-                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-            )
-        except OSError as exc:
-            raise GravityError(f"{self.path}: cannot write: {exc.strerror or exc}") from None
+        fd, self.tmp = _temp_file(self.path)
         self.file = os.fdopen(fd, "w", encoding="utf-8", newline="")
-        os.fchmod(fd, mode)
 
     def write(self, text: str) -> None:
         self.file.write(text)
 
+    def finish(self) -> str:
+        """Flush, sync and close the temp file; its name (to rename into place)."""
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+        return self.tmp
+
     def commit(self) -> None:
         """Flush and rename the finished file into place."""
-        self.file.close()
-        os.replace(self.tmp, self.path)
+        os.replace(self.finish(), self.path)
 
     def discard(self) -> None:
         """Drop the temp file (the output keeps its previous content, if any)."""
@@ -461,17 +535,30 @@ class AtomicAppender:
 
 def temp_dir(parent: Path, prefix: str) -> Path:
     """A new folder in ``parent`` to build an output in before it is renamed into place, with
-    the mode ``mkdir`` would give it (0777 less the umask; ``tempfile.mkdtemp`` gives 0700)."""
-    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    the mode ``mkdir`` would give it (0777 less the umask; ``tempfile.mkdtemp`` gives 0700).
+    Named by its process (``owner_tag``): ``remove_dead_dirs`` removes it if that process is
+    killed."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{owner_tag()}-"))
     path.chmod(0o777 & ~_umask())
     return path
+
+
+OUTPUT_TEMPS = ("work", "tmp", "old")
+"""The kinds of folders built beside an output folder ``out``: ``.<out>.<kind>-<owner>-...``."""
+
+
+def remove_dead_dirs(out: Path) -> list[Path]:
+    """Remove the work, temp and old folders beside the output folder ``out`` that a killed
+    process made (``remove_dead``); a live process's are kept."""
+    out = Path(out)
+    return [p for kind in OUTPUT_TEMPS for p in remove_dead(out.parent, f".{out.name}.{kind}-")]
 
 
 def swap_dir_into_place(tmp: Path, out: Path) -> None:
     """Replace folder ``out`` by the finished folder ``tmp`` (same parent), removing the old one."""
     old = None
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = out.with_name(f".{out.name}.old-{owner_tag()}-{uuid.uuid4().hex[:8]}")
         os.replace(out, old)
     os.replace(tmp, out)
     if old is not None:

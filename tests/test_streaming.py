@@ -357,3 +357,109 @@ def test_jsonl_file_records_names_the_line_of_bad_bytes(tmp_path):
     path.write_bytes(b'{"a": 1}\n{"a": "\x00"}\n')
     with pytest.raises(GravityError, match=r"x.jsonl:2: <file>: holds a NUL byte"):
         list(jsonl_file_records(path))
+
+
+# --- what a killed run leaves, and its rerun ----------------------------------------------------
+
+KILLED_GENERATE = """
+import os, signal, sys
+from pathlib import Path
+from gravity.llm.engine import Engine
+from gravity.profiles.stream import ReaderStream
+from gravity.store import Store
+from gravity.synth import GenerateConfig, synthesize
+from gravity.synth.output import RunWriter
+from tests.fakes import WriterBackend
+
+profiles, out = Path(sys.argv[1]), Path(sys.argv[2])
+cfg = GenerateConfig.model_validate_json(sys.argv[3])
+write, writes = RunWriter.write, []
+
+def killed_at_second_chunk(self, records, rejects):
+    write(self, records, rejects)
+    writes.append(1)
+    if len(writes) == 2:
+        for f in self.files:
+            f.file.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+RunWriter.write = killed_at_second_chunk
+with ReaderStream([profiles], run_size=2) as readers:  # spilled to TMPDIR
+    engine = Engine(WriterBackend(), Store(out / "store.sqlite"), progress=False)
+    synthesize(readers, cfg, out, engine=engine)
+"""
+
+KILLED_EXPORT = """
+import os, signal, sys
+import gravity.export as export
+
+export._save = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+export.export_run(sys.argv[1], sys.argv[2], "jsonl")
+"""
+
+
+def _killed(script: str, *args: str, tmpdir: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.fakes import child_env
+
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=child_env(TMPDIR=str(tmpdir)),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+
+def test_a_rerun_removes_what_a_killed_run_left_and_a_finished_run_leaves_nothing(
+    tmp_path, monkeypatch
+):
+    """kill -9 in the middle of `generate` (profiles spilled to TMPDIR, pairs half appended) and
+    of `export` (work and temp folders beside the output): the reruns remove all of it, write
+    what an uninterrupted run writes, and leave nothing behind themselves."""
+    import tempfile
+
+    from gravity.export import export_run
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    path = tmp_path / "readers.jsonl"
+    dump_profiles(_readers(len(IDS), IDS)[::-1], path)
+    cfg = _cfg(chunk_readers=2)
+    run = tmp_path / "run"
+    _killed(KILLED_GENERATE, str(path), str(run), cfg.model_dump_json(), tmpdir=tmpdir)
+    assert [p.name for p in tmpdir.iterdir() if p.name.startswith("gravity-readers-")]
+    assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+    for name in ("run", "whole"):  # the killed run's rerun, and an uninterrupted run
+        with ReaderStream([path], run_size=2) as readers:
+            store = Store(tmp_path / name / "store.sqlite")
+            synthesize(
+                readers, cfg, tmp_path / name, engine=Engine(WriterBackend(), store, progress=False)
+            )
+            store.close()
+    assert list(tmpdir.iterdir()) == []
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".gravity.lock",  # the folder's lock (empty; held by no one now)
+        "config.yaml",
+        "pairs.jsonl",
+        "rejects.jsonl",
+        "store.sqlite",
+        "summary.json",
+    ]
+    for name in ("pairs.jsonl", "rejects.jsonl"):
+        assert (run / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+    data = tmp_path / "data"
+    _killed(KILLED_EXPORT, str(run), str(data), tmpdir=tmpdir)
+    left = sorted(p.name.split("-")[0] for p in tmp_path.iterdir() if p.name.startswith(".data"))
+    assert left == [".data.tmp", ".data.work"]
+    export_run(run, data, "jsonl")
+    export_run(tmp_path / "whole", tmp_path / "data-whole", "jsonl")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".data")]
+    for name in ("train.jsonl", "test.jsonl"):
+        assert (data / name).read_bytes() == (tmp_path / "data-whole" / name).read_bytes()
