@@ -533,6 +533,54 @@ class AtomicAppender:
             tmp.unlink(missing_ok=True)
 
 
+COMMIT_NAME = ".gravity.commit.json"
+"""A folder's record of a finish in progress: the temp files to rename into place, in order."""
+
+
+def write_commit_record(folder: Path, renames: list[tuple[str, str]]) -> None:
+    """Record (atomically) that the finished temp files of ``renames`` ((temp name, final
+    name), both in ``folder``) are to be renamed into place: from here on the finish is
+    decided, and ``finish_commit`` completes it, now or, after a kill, in the next process."""
+    plan = {"renames": [[Path(tmp).name, name] for tmp, name in renames]}
+    atomic_write_text(Path(folder) / COMMIT_NAME, json.dumps(plan) + "\n")
+
+
+def finish_commit(folder: Path) -> bool:
+    """Complete the finish ``folder``'s commit record describes, if there is one (rename each
+    temp file still there into place, then drop the record): a finish is all or nothing, even
+    when a process was killed between its renames. Returns whether there was one. Call it with
+    the folder's lock held."""
+    path = Path(folder) / COMMIT_NAME
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+        renames = [(str(tmp), str(name)) for tmp, name in plan["renames"]]
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GravityError(
+            f"{path}: not a commit record gravity wrote ({type(exc).__name__}); remove it and "
+            "rerun the command that writes this folder"
+        ) from None
+    for tmp, name in renames:
+        if Path(tmp).name != tmp or Path(name).name != name:
+            raise GravityError(f"{path}: names a file outside its folder: {tmp} -> {name}")
+        source = Path(folder) / tmp
+        if source.exists():  # else renamed before the kill
+            os.replace(source, Path(folder) / name)
+    path.unlink()
+    return True
+
+
+def settle_commit(folder: Path) -> None:
+    """Before reading a run folder: complete a finish a killed process left half done (under
+    the folder's lock; an error naming the holder if a live process is writing it)."""
+    if (Path(folder) / COMMIT_NAME).exists():
+        from gravity.lock import folder_lock
+
+        with folder_lock(Path(folder), "run folder"):
+            finish_commit(Path(folder))
+
+
 def temp_dir(parent: Path, prefix: str) -> Path:
     """A new folder in ``parent`` to build an output in before it is renamed into place, with
     the mode ``mkdir`` would give it (0777 less the umask; ``tempfile.mkdtemp`` gives 0700).

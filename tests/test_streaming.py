@@ -463,3 +463,76 @@ def test_a_rerun_removes_what_a_killed_run_left_and_a_finished_run_leaves_nothin
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".data")]
     for name in ("train.jsonl", "test.jsonl"):
         assert (data / name).read_bytes() == (tmp_path / "data-whole" / name).read_bytes()
+
+
+FINISH_KILLED = """
+import os, signal, sys
+from pathlib import Path
+from gravity.llm.engine import Engine
+from gravity.store import Store
+from gravity.synth import GenerateConfig, synthesize
+from tests.fakes import WriterBackend
+from tests.test_streaming import IDS, _readers
+
+out, cfg, after = Path(sys.argv[1]), GenerateConfig.model_validate_json(sys.argv[2]), int(sys.argv[3])
+replace, done = os.replace, []
+RUN = {"config.yaml", "pairs.jsonl", "rejects.jsonl", "summary.json"}
+
+def replace_then_kill(src, dst, **kw):
+    if Path(dst).name in RUN:
+        if len(done) == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        done.append(dst)
+    return replace(src, dst, **kw)
+
+os.replace = replace_then_kill
+engine = Engine(WriterBackend(), Store(out / "store.sqlite"), progress=False)
+synthesize(_readers(len(IDS), IDS), cfg, out, engine=engine)
+"""
+
+
+@pytest.mark.parametrize("how, after", [("kill", 1), ("kill", 3), ("raise", 2)])
+def test_a_finish_interrupted_between_its_renames_is_completed_not_mixed(
+    tmp_path, monkeypatch, how, after
+):
+    """A run's finish renames config.yaml, pairs.jsonl, rejects.jsonl and summary.json into
+    place. Killed (or failing) after some of them, the folder must not be read as a mix of the
+    new run's files and the previous run's: the next reader (here an export) or rerun completes
+    the finish, and every file is the new run's."""
+    import os
+
+    from gravity.export import export_run
+
+    readers = _readers(len(IDS), IDS)
+    old = _cfg(filters=FilterConfig(min_words=5, max_words=10, near_duplicate_threshold=None))
+    new = _cfg(seed=1)  # other texts, and pairs where the previous run rejected every row
+    run = tmp_path / "run"
+    _synth(tmp_path, "run", readers, old)
+    assert (run / "pairs.jsonl").read_text() == ""
+    _synth(tmp_path, "whole", readers, new)
+    if how == "kill":
+        _killed(FINISH_KILLED, str(run), new.model_dump_json(), str(after), tmpdir=tmp_path)
+    else:
+        replace, done = os.replace, []
+
+        def replace_then_fail(src, dst, **kw):
+            if Path(dst).name in ("config.yaml", "pairs.jsonl", "rejects.jsonl", "summary.json"):
+                if len(done) == after:
+                    raise OSError(28, "No space left on device")
+                done.append(dst)
+            return replace(src, dst, **kw)
+
+        monkeypatch.setattr(os, "replace", replace_then_fail)
+        with pytest.raises(OSError):
+            _synth(tmp_path, "run", readers, new)
+        monkeypatch.setattr(os, "replace", replace)
+    export_run(run, tmp_path / "data", "jsonl")
+    whole = tmp_path / "whole"
+    for name in ("config.yaml", "pairs.jsonl", "rejects.jsonl"):
+        assert (run / name).read_bytes() == (whole / name).read_bytes(), name
+    summary, expected = (json.loads((d / "summary.json").read_text()) for d in (run, whole))
+    for s in (summary, expected):
+        s.pop("wall_time_s")
+        s.pop("llm_calls")  # the rerun's calls are answered from the store
+    assert summary == expected
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gravity.errors import GravityError
-from gravity.io import jsonl_file_records, load_yaml_model
+from gravity.io import jsonl_file_records, load_yaml_model, settle_commit
 from gravity.lock import folder_lock
 from gravity.store import Store
 from gravity.synth.config import GenerateConfig
@@ -42,6 +42,8 @@ def shard_config(folders: list[Path]) -> GenerateConfig:
     configs: dict[int, tuple[Path, GenerateConfig]] = {}
     count = None
     for folder in folders:
+        if folder.is_dir():
+            settle_commit(folder)  # a finish a killed run left half done: completed first
         for name in ("config.yaml", "summary.json", "pairs.jsonl", "rejects.jsonl"):
             if not (folder / name).is_file():
                 raise GravityError(f"{folder}: no {name}: not a finished `gravity generate` run")
