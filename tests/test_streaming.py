@@ -536,3 +536,74 @@ def test_a_finish_interrupted_between_its_renames_is_completed_not_mixed(
         s.pop("llm_calls")  # the rerun's calls are answered from the store
     assert summary == expected
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- merge: what it refuses ---------------------------------------------------------------------
+
+
+def _shards(tmp_path: Path, n: int = 2, readers: int = 8, parent: str = "") -> list[Path]:
+    cfg = _cfg()
+    folders = []
+    for i in range(n):
+        _synth(
+            tmp_path,
+            f"{parent}s{i}",
+            _readers(readers),
+            cfg.model_copy(update={"shard": f"{i}/{n}"}),
+        )
+        folders.append(tmp_path / f"{parent}s{i}")
+    return folders
+
+
+def test_merge_refuses_an_out_that_is_inside_or_holds_a_shard(tmp_path):
+    from gravity.synth.merge import merge_runs
+
+    s0, s1 = _shards(tmp_path, parent="shards/")
+    before = {p: p.read_bytes() for s in (s0, s1) for p in s.iterdir() if p.is_file()}
+    for out, how in ((s1, "is"), (s0 / "merged", "is inside"), (tmp_path / "shards", "holds")):
+        with pytest.raises(GravityError, match=f"^{out}: {how} the shard folder "):
+            merge_runs(out, [s0, s1])
+    assert not (s0 / "merged").exists()
+    assert not (tmp_path / "shards" / "pairs.jsonl").exists()
+    assert {p: p.read_bytes() for s in (s0, s1) for p in s.iterdir() if p.is_file()} == before
+
+
+def test_merge_orders_shards_by_their_recorded_index_not_the_arguments(tmp_path):
+    """Shard 0 is the reference whatever the argument order: the shard that differs from it is
+    the one named."""
+    from gravity.synth.merge import merge_runs
+
+    readers = _readers(8)
+    cfg = _cfg()
+    _synth(tmp_path, "s0", readers, cfg.model_copy(update={"shard": "0/2"}))
+    _synth(tmp_path, "x1", readers[:-1], cfg.model_copy(update={"shard": "1/2"}))
+    for order in ([tmp_path / "s0", tmp_path / "x1"], [tmp_path / "x1", tmp_path / "s0"]):
+        with pytest.raises(GravityError) as info:
+            merge_runs(tmp_path / "m", order)
+        assert str(info.value).startswith(f"{tmp_path / 'x1'}/summary.json: inputs.readers:")
+        assert f"differs from {tmp_path / 's0'}'s " in str(info.value)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def test_merge_names_a_bad_row_an_unordered_file_and_a_record_in_two_shards(tmp_path):
+    from gravity.synth.merge import merge_runs
+
+    s0, s1 = _shards(tmp_path)
+    pairs0, pairs1 = _lines(s0 / "pairs.jsonl"), _lines(s1 / "pairs.jsonl")
+    row = json.loads(pairs1[1])
+    del row["record_id"]
+    (s1 / "pairs.jsonl").write_text("".join([pairs1[0], json.dumps(row) + "\n", *pairs1[2:]]))
+    with pytest.raises(GravityError, match=f"^{s1}/pairs.jsonl:2: record_id: missing"):
+        merge_runs(tmp_path / "m", [s0, s1])
+    (s1 / "pairs.jsonl").write_text("".join([pairs1[1], pairs1[0], *pairs1[2:]]))
+    with pytest.raises(GravityError, match=f"^{s1}/pairs.jsonl:2: record_id: .* not in record-id"):
+        merge_runs(tmp_path / "m", [s0, s1])
+    both = sorted(pairs1 + pairs0[:1], key=lambda x: json.loads(x)["record_id"])
+    (s1 / "pairs.jsonl").write_text("".join(both))
+    first = json.loads(pairs0[0])["record_id"]
+    with pytest.raises(GravityError, match=f"record_id: {first} is in shard 0/2 .* and 1/2"):
+        merge_runs(tmp_path / "m", [s0, s1])
+    assert not (tmp_path / "m").exists()
