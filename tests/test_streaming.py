@@ -607,3 +607,39 @@ def test_merge_names_a_bad_row_an_unordered_file_and_a_record_in_two_shards(tmp_
     with pytest.raises(GravityError, match=f"record_id: {first} is in shard 0/2 .* and 1/2"):
         merge_runs(tmp_path / "m", [s0, s1])
     assert not (tmp_path / "m").exists()
+
+
+def test_merge_refuses_a_key_two_stores_hold_with_different_completions(tmp_path):
+    import sqlite3
+
+    from gravity.synth.merge import merge_runs
+
+    s0, s1 = _shards(tmp_path)
+
+    def copy_row(source: Path, target: Path, text: str | None = None) -> str:
+        with sqlite3.connect(source / "store.sqlite") as conn:
+            row = list(conn.execute("SELECT * FROM completions ORDER BY key LIMIT 1").fetchone())
+        if text is not None:
+            row[3] = text
+        with sqlite3.connect(target / "store.sqlite") as conn:
+            conn.execute("INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?,?,?)", row)
+        return row[0]
+
+    copy_row(s0, s1)  # the same completion in both stores: fine
+    merge_runs(tmp_path / "m", [s0, s1])
+    key = copy_row(s0, s1, text="Another answer to the same request.")
+    with pytest.raises(GravityError) as info:
+        merge_runs(tmp_path / "m2", [s1, s0])
+    assert str(info.value) == (
+        f"merge: {s1}/store.sqlite (shard 1/2): completion {key} differs from the one in "
+        f"{s0}/store.sqlite (shard 0/2); the same request was answered twice with other texts "
+        "(a server that does not honour seeds?): rerun one of the shards from an empty store"
+    )
+    assert not (tmp_path / "m2" / "pairs.jsonl").exists()
+    copy_row(s0, s1)  # repaired; but the merged folder's own store holds another answer
+    copy_row(s0, tmp_path / "m", text="An answer from an older run.")
+    with pytest.raises(
+        GravityError,
+        match=f"completion {key} differs from the one in {tmp_path / 'm'}/store.sqlite \\(the merged folder's store\\)",
+    ):
+        merge_runs(tmp_path / "m", [s0, s1])

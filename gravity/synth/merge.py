@@ -12,11 +12,12 @@ Shards are taken in the order of the index each recorded (``shard: I/N`` in its 
 whatever the order of the arguments. Refused, each with one line naming the folder or file:
 ``OUT`` that is, is inside or holds a shard folder; a missing, repeated or unfinished shard;
 shards whose configs or inputs differ; a row without a record id, a file not in record-id
-order and a record in two shards.
+order, a record in two shards; and a request two stores answered with different completions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import re
@@ -275,18 +276,65 @@ def _summary(
     return summary
 
 
+VALUE_COLUMNS = (
+    "fingerprint",
+    "request",
+    "text",
+    "prompt_tokens",
+    "completion_tokens",
+    "finish_reason",
+)
+"""A stored completion's columns but its key and the time it was stored: two stores holding a
+key must agree on all of them."""
+
+
 def _merge_stores(target: Path, sources: list[tuple[Path, str]]) -> None:
-    """Every completion of the ``sources`` stores (``(path, shard)``, those that exist) in
-    ``target``."""
+    """Every completion of the shards' stores (``(path, shard)``, those that exist) in
+    ``target``, one shard at a time. A key that a shard's store holds with another completion
+    than the merged store (an earlier shard's, or one ``target`` held before) is refused,
+    naming both stores: ``INSERT OR IGNORE`` would keep one answer silently, and the merged
+    folder would not be the one-process run. The earlier shards' completions stay in
+    ``target`` then (each the answer its shard stored)."""
     Store(target).close()  # creates it with the schema
+    differs = " OR ".join(f"m.{c} IS NOT s.{c}" for c in VALUE_COLUMNS)
     conn = sqlite3.connect(target, timeout=60)
+    merged: list[tuple[Path, str]] = []
     try:
-        for k, source in enumerate(s for s, _ in sources if s.is_file()):
-            conn.execute(f"ATTACH DATABASE ? AS shard{k}", (str(source),))
-            with conn:
-                conn.execute(
-                    f"INSERT OR IGNORE INTO completions SELECT * FROM shard{k}.completions"
-                )
-            conn.execute(f"DETACH DATABASE shard{k}")
+        for source, shard in sources:
+            if not source.is_file():
+                continue
+            conn.execute("ATTACH DATABASE ? AS shard", (str(source),))
+            try:
+                clash = conn.execute(
+                    "SELECT s.key FROM shard.completions AS s JOIN main.completions AS m "
+                    f"ON m.key = s.key WHERE {differs} LIMIT 1"
+                ).fetchone()
+                if clash is not None:
+                    raise GravityError(_clash(clash[0], source, shard, merged, target))
+                with conn:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO main.completions SELECT * FROM shard.completions"
+                    )
+            finally:
+                conn.execute("DETACH DATABASE shard")
+            merged.append((source, shard))
     finally:
         conn.close()
+
+
+def _clash(key: str, source: Path, shard: str, merged: list[tuple[Path, str]], target: Path) -> str:
+    """The one-line refusal of a key ``source`` holds with another completion than the merged
+    store, naming the store it came from (an earlier shard's, or the merged folder's own)."""
+    where = f"{source} (shard {shard}): completion {key} differs from the one in"
+    for other, label in merged:
+        with contextlib.closing(sqlite3.connect(other, timeout=60)) as conn:
+            if conn.execute("SELECT 1 FROM completions WHERE key = ?", (key,)).fetchone():
+                return (
+                    f"merge: {where} {other} (shard {label}); the same request was answered "
+                    "twice with other texts (a server that does not honour seeds?): rerun one "
+                    "of the shards from an empty store"
+                )
+    return (
+        f"merge: {where} {target} (the merged folder's store); remove that store or merge "
+        "into a new folder"
+    )
