@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 512 * 2**20
 """Largest user file read into memory."""
+MAX_LINE_BYTES = 16 * 2**20
+"""Longest line of a JSON Lines file read line by line (one line is held in memory at a time);
+the environment variable ``GRAVITY_MAX_LINE_BYTES`` sets another."""
+LINE_LIMIT_ENV = "GRAVITY_MAX_LINE_BYTES"
 MAX_DEPTH = 32
 """Deepest nesting of lists and mappings accepted in one record or document."""
 MAX_INT = 2**63
@@ -234,16 +238,34 @@ def jsonl_records(text: str, path: Any) -> Iterator[Record]:
             yield Record(number, problem=exc)
 
 
-def jsonl_file_records(path: str | Path, max_line_bytes: int = MAX_FILE_BYTES) -> Iterator[Record]:
+def line_limit() -> int:
+    """The longest line a JSON Lines file may hold: ``GRAVITY_MAX_LINE_BYTES`` if set, else
+    ``MAX_LINE_BYTES`` (16 MiB)."""
+    value = os.environ.get(LINE_LIMIT_ENV)
+    if value is None or not value.strip():
+        return MAX_LINE_BYTES
+    try:
+        limit = int(value.strip().replace("_", ""))
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise GravityError(f"{LINE_LIMIT_ENV}: {value!r} is not a number of bytes above 0")
+    return limit
+
+
+def jsonl_file_records(path: str | Path, max_line_bytes: int | None = None) -> Iterator[Record]:
     """The records of a JSON Lines file, read line by line (no limit on the file's size, only
-    on a line's): flat memory for files of any length. Encoding and NUL problems are the
-    ``InputError`` of ``read_text``, with the line."""
+    on a line's: ``max_line_bytes``, by default ``line_limit()``): flat memory for files of
+    any length. Encoding and NUL problems are the ``InputError`` of ``read_text``, with the
+    line."""
     path = Path(path)
+    explicit = max_line_bytes is not None
+    limit = max_line_bytes if max_line_bytes is not None else line_limit()
     with reading(path):
         if path.is_dir():
             raise file_error(path, "cannot read: is a folder, not a file", field="<file>")
         with path.open("rb") as f:
-            for number, raw in enumerate(_lines(f, max_line_bytes, path), start=1):
+            for number, raw in enumerate(_lines(f, limit, path, explicit), start=1):
                 if number == 1:
                     raw = raw.removeprefix(b"\xef\xbb\xbf")
                 try:
@@ -261,11 +283,14 @@ def jsonl_file_records(path: str | Path, max_line_bytes: int = MAX_FILE_BYTES) -
                     yield Record(number, problem=exc)
 
 
-def _lines(f: Any, max_bytes: int, path: Path) -> Iterator[bytes]:
-    """Lines of a binary file split on b"\\n" only, each at most ``max_bytes``."""
+def _lines(f: Any, max_bytes: int, path: Path, explicit: bool = True) -> Iterator[bytes]:
+    """Lines of a binary file split on b"\\n" only, each at most ``max_bytes`` (read with that
+    bound: a longer line is never held whole)."""
     for number, raw in enumerate(iter(lambda: f.readline(max_bytes + 1), b""), start=1):
         if len(raw) > max_bytes:
             reason = f"line is over {max_bytes:,} bytes"
+            if not explicit:
+                reason += f", the limit of one line ({LINE_LIMIT_ENV})"
             raise file_error(path, reason, number, "<file>")
         yield raw
 

@@ -704,3 +704,28 @@ def test_near_duplicate_decisions_do_not_depend_on_the_embedding_batch():
 
     decisions = {chunk: dropped(chunk) for chunk in (1, 5, len(chosen))}
     assert decisions[1] == decisions[5] == decisions[len(chosen)], (k, drift.max(), decisions)
+
+
+def test_a_jsonl_line_is_capped_well_below_the_file_limit_and_the_cap_is_configurable(
+    tmp_path, monkeypatch
+):
+    """A JSON Lines reader holds one line in memory: 512 MiB per line (the old cap, that of a
+    whole file) is far more than any record; the cap is 16 MiB, set by GRAVITY_MAX_LINE_BYTES,
+    and a longer line is one error naming the file and the line."""
+    path = tmp_path / "readers.jsonl"
+    big = json.dumps({"id": "x" * (16 * 2**20)})  # one record just over 16 MiB
+    path.write_text('{"id": "a"}\n' + big + "\n")
+    with pytest.raises(GravityError) as info:
+        list(jsonl_file_records(path))
+    assert str(info.value) == (
+        f"{path}:2: <file>: line is over 16,777,216 bytes, the limit of one line "
+        "(GRAVITY_MAX_LINE_BYTES)"
+    )
+    monkeypatch.setenv("GRAVITY_MAX_LINE_BYTES", str(32 * 2**20))
+    assert [len(r.data["id"]) for r in jsonl_file_records(path)] == [1, 16 * 2**20]
+    monkeypatch.setenv("GRAVITY_MAX_LINE_BYTES", "100")
+    with pytest.raises(GravityError, match=f"^{path}:2: <file>: line is over 100 bytes"):
+        list(jsonl_file_records(path))
+    monkeypatch.setenv("GRAVITY_MAX_LINE_BYTES", "lots")
+    with pytest.raises(GravityError, match="^GRAVITY_MAX_LINE_BYTES: 'lots' is not a number"):
+        list(jsonl_file_records(path))
