@@ -22,7 +22,7 @@ from pydantic import Field
 
 from gravity.errors import GravityError
 from gravity.intents.select import intent_counts
-from gravity.io import swap_dir_into_place, temp_dir
+from gravity.io import remove_dead_dirs, settle_commit, swap_dir_into_place, temp_dir
 from gravity.preference import PREFERENCE_COLUMNS, PreferenceRow
 
 Format = Literal["hf", "parquet", "jsonl"]
@@ -362,11 +362,13 @@ def export_run(
     if not 0 <= test_size < 1:
         raise GravityError(f"--test-size: {test_size} is not in [0, 1)")
     run_dir, out = Path(run_dir), Path(out)
+    settle_commit(run_dir)  # a finish a killed run left half done: completed first
     before = _identity(_pairs_path(run_dir))
     path, users = scan_pairs(run_dir)
     test_users, readers = test_readers(users, test_size, seed), len(users)
     del users  # only the test split's readers are kept
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_dirs(out)  # what a killed export of ``out`` left
     work = temp_dir(out.parent, f".{out.name}.work-")
     tmp = temp_dir(out.parent, f".{out.name}.tmp-")
     try:

@@ -11,14 +11,18 @@ no input can produce a traceback; the parsers below add the line and the reason 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import math
 import os
+import re
 import shutil
+import socket
 import stat
 import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +39,10 @@ log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 512 * 2**20
 """Largest user file read into memory."""
+MAX_LINE_BYTES = 16 * 2**20
+"""Longest line of a JSON Lines file read line by line (one line is held in memory at a time);
+the environment variable ``GRAVITY_MAX_LINE_BYTES`` sets another."""
+LINE_LIMIT_ENV = "GRAVITY_MAX_LINE_BYTES"
 MAX_DEPTH = 32
 """Deepest nesting of lists and mappings accepted in one record or document."""
 MAX_INT = 2**63
@@ -230,16 +238,34 @@ def jsonl_records(text: str, path: Any) -> Iterator[Record]:
             yield Record(number, problem=exc)
 
 
-def jsonl_file_records(path: str | Path, max_line_bytes: int = MAX_FILE_BYTES) -> Iterator[Record]:
+def line_limit() -> int:
+    """The longest line a JSON Lines file may hold: ``GRAVITY_MAX_LINE_BYTES`` if set, else
+    ``MAX_LINE_BYTES`` (16 MiB)."""
+    value = os.environ.get(LINE_LIMIT_ENV)
+    if value is None or not value.strip():
+        return MAX_LINE_BYTES
+    try:
+        limit = int(value.strip().replace("_", ""))
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise GravityError(f"{LINE_LIMIT_ENV}: {value!r} is not a number of bytes above 0")
+    return limit
+
+
+def jsonl_file_records(path: str | Path, max_line_bytes: int | None = None) -> Iterator[Record]:
     """The records of a JSON Lines file, read line by line (no limit on the file's size, only
-    on a line's): flat memory for files of any length. Encoding and NUL problems are the
-    ``InputError`` of ``read_text``, with the line."""
+    on a line's: ``max_line_bytes``, by default ``line_limit()``): flat memory for files of
+    any length. Encoding and NUL problems are the ``InputError`` of ``read_text``, with the
+    line."""
     path = Path(path)
+    explicit = max_line_bytes is not None
+    limit = max_line_bytes if max_line_bytes is not None else line_limit()
     with reading(path):
         if path.is_dir():
             raise file_error(path, "cannot read: is a folder, not a file", field="<file>")
         with path.open("rb") as f:
-            for number, raw in enumerate(_lines(f, max_line_bytes, path), start=1):
+            for number, raw in enumerate(_lines(f, limit, path, explicit), start=1):
                 if number == 1:
                     raw = raw.removeprefix(b"\xef\xbb\xbf")
                 try:
@@ -257,11 +283,14 @@ def jsonl_file_records(path: str | Path, max_line_bytes: int = MAX_FILE_BYTES) -
                     yield Record(number, problem=exc)
 
 
-def _lines(f: Any, max_bytes: int, path: Path) -> Iterator[bytes]:
-    """Lines of a binary file split on b"\\n" only, each at most ``max_bytes``."""
+def _lines(f: Any, max_bytes: int, path: Path, explicit: bool = True) -> Iterator[bytes]:
+    """Lines of a binary file split on b"\\n" only, each at most ``max_bytes`` (read with that
+    bound: a longer line is never held whole)."""
     for number, raw in enumerate(iter(lambda: f.readline(max_bytes + 1), b""), start=1):
         if len(raw) > max_bytes:
             reason = f"line is over {max_bytes:,} bytes"
+            if not explicit:
+                reason += f", the limit of one line ({LINE_LIMIT_ENV})"
             raise file_error(path, reason, number, "<file>")
         yield raw
 
@@ -391,30 +420,104 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file and rename: never half-written.
+def owner_tag() -> str:
+    """``<pid>-<host>`` of this process, put in the names of the temp files and folders it makes
+    so that a later process can tell a killed run's leftovers (``remove_dead``) from a live
+    one's."""
+    return f"{os.getpid()}-{_host_tag()}"
 
-    The file gets the mode a plain ``open(path, "w")`` would give it: the existing file's mode,
-    or 0666 less the user's umask (a temp file alone would be 0600).
-    """
-    path = Path(path)
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:8]
+
+
+_OWNED = re.compile(r"(\d+)-([0-9a-f]{8})-")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: alive
+        return True
+    return True
+
+
+def remove_dead(parent: Path, prefix: str) -> list[Path]:
+    """Remove the entries of ``parent`` named ``prefix`` + ``owner_tag()`` + ``-...`` whose process
+    (on this host) is no longer alive: what a killed run left. Another live process's entries,
+    another host's and names of any other form are kept. Returns what was removed."""
+    removed: list[Path] = []
+    try:
+        entries = list(Path(parent).iterdir())
+    except OSError:
+        return removed
+    host = _host_tag()
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        match = _OWNED.match(entry.name, len(prefix))
+        if match is None or match.group(2) != host or _alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    if removed:
+        log.info("removed %d leftover(s) of killed runs in %s", len(removed), parent)
+    return removed
+
+
+def _temp_file(path: Path) -> tuple[int, str]:
+    """A new temp file beside ``path`` (its fd and name), with the mode a plain
+    ``open(path, "w")`` would give ``path``: the existing file's, or 0666 less the umask (a temp
+    file alone would be 0600). Named by its process (``owner_tag``)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except OSError:
             mode = 0o666 & ~_umask()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.{owner_tag()}-", suffix=".tmp"
+        )
     except OSError as exc:  # an output the user named that cannot be: one line, no traceback
         raise GravityError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    os.fchmod(fd, mode)
+    return fd, tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file and rename: never half-written.
+
+    The file gets the mode a plain ``open(path, "w")`` would give it (see ``_temp_file``).
+    """
+    tmp = write_temp(Path(path), data, sync=False)
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_temp(path: Path, data: bytes, sync: bool = True) -> str:
+    """``data`` written (and, with ``sync``, flushed to disk) to a new temp file beside
+    ``path``; its name, for the caller to rename into place."""
+    fd, tmp = _temp_file(Path(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 class AtomicAppender:
@@ -425,27 +528,23 @@ class AtomicAppender:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                mode = stat.S_IMODE(self.path.stat().st_mode)
-            except OSError:
-                mode = 0o666 & ~_umask()
-            fd, self.tmp = tempfile.mkstemp(
-                dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-            )
-        except OSError as exc:
-            raise GravityError(f"{self.path}: cannot write: {exc.strerror or exc}") from None
+        fd, self.tmp = _temp_file(self.path)
         self.file = os.fdopen(fd, "w", encoding="utf-8", newline="")
-        os.fchmod(fd, mode)
 
     def write(self, text: str) -> None:
         self.file.write(text)
 
+    def finish(self) -> str:
+        """Flush, sync and close the temp file; its name (to rename into place)."""
+        if not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+        return self.tmp
+
     def commit(self) -> None:
         """Flush and rename the finished file into place."""
-        self.file.close()
-        os.replace(self.tmp, self.path)
+        os.replace(self.finish(), self.path)
 
     def discard(self) -> None:
         """Drop the temp file (the output keeps its previous content, if any)."""
@@ -459,19 +558,80 @@ class AtomicAppender:
             tmp.unlink(missing_ok=True)
 
 
+COMMIT_NAME = ".gravity.commit.json"
+"""A folder's record of a finish in progress: the temp files to rename into place, in order."""
+
+
+def write_commit_record(folder: Path, renames: list[tuple[str, str]]) -> None:
+    """Record (atomically) that the finished temp files of ``renames`` ((temp name, final
+    name), both in ``folder``) are to be renamed into place: from here on the finish is
+    decided, and ``finish_commit`` completes it, now or, after a kill, in the next process."""
+    plan = {"renames": [[Path(tmp).name, name] for tmp, name in renames]}
+    atomic_write_text(Path(folder) / COMMIT_NAME, json.dumps(plan) + "\n")
+
+
+def finish_commit(folder: Path) -> bool:
+    """Complete the finish ``folder``'s commit record describes, if there is one (rename each
+    temp file still there into place, then drop the record): a finish is all or nothing, even
+    when a process was killed between its renames. Returns whether there was one. Call it with
+    the folder's lock held."""
+    path = Path(folder) / COMMIT_NAME
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+        renames = [(str(tmp), str(name)) for tmp, name in plan["renames"]]
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GravityError(
+            f"{path}: not a commit record gravity wrote ({type(exc).__name__}); remove it and "
+            "rerun the command that writes this folder"
+        ) from None
+    for tmp, name in renames:
+        if Path(tmp).name != tmp or Path(name).name != name:
+            raise GravityError(f"{path}: names a file outside its folder: {tmp} -> {name}")
+        source = Path(folder) / tmp
+        if source.exists():  # else renamed before the kill
+            os.replace(source, Path(folder) / name)
+    path.unlink()
+    return True
+
+
+def settle_commit(folder: Path) -> None:
+    """Before reading a run folder: complete a finish a killed process left half done (under
+    the folder's lock; an error naming the holder if a live process is writing it)."""
+    if (Path(folder) / COMMIT_NAME).exists():
+        from gravity.lock import folder_lock
+
+        with folder_lock(Path(folder), "run folder"):
+            finish_commit(Path(folder))
+
+
 def temp_dir(parent: Path, prefix: str) -> Path:
     """A new folder in ``parent`` to build an output in before it is renamed into place, with
-    the mode ``mkdir`` would give it (0777 less the umask; ``tempfile.mkdtemp`` gives 0700)."""
-    path = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    the mode ``mkdir`` would give it (0777 less the umask; ``tempfile.mkdtemp`` gives 0700).
+    Named by its process (``owner_tag``): ``remove_dead_dirs`` removes it if that process is
+    killed."""
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=f"{prefix}{owner_tag()}-"))
     path.chmod(0o777 & ~_umask())
     return path
+
+
+OUTPUT_TEMPS = ("work", "tmp", "old")
+"""The kinds of folders built beside an output folder ``out``: ``.<out>.<kind>-<owner>-...``."""
+
+
+def remove_dead_dirs(out: Path) -> list[Path]:
+    """Remove the work, temp and old folders beside the output folder ``out`` that a killed
+    process made (``remove_dead``); a live process's are kept."""
+    out = Path(out)
+    return [p for kind in OUTPUT_TEMPS for p in remove_dead(out.parent, f".{out.name}.{kind}-")]
 
 
 def swap_dir_into_place(tmp: Path, out: Path) -> None:
     """Replace folder ``out`` by the finished folder ``tmp`` (same parent), removing the old one."""
     old = None
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = out.with_name(f".{out.name}.old-{owner_tag()}-{uuid.uuid4().hex[:8]}")
         os.replace(out, old)
     os.replace(tmp, out)
     if old is not None:

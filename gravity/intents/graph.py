@@ -192,13 +192,14 @@ def write_graph(graph: Graph, out: Path) -> None:
     """Write ``graph`` to folder ``out``, swapped in atomically (never half-written)."""
     import numpy as np
 
-    from gravity.io import swap_dir_into_place, temp_dir
+    from gravity.io import remove_dead_dirs, swap_dir_into_place, temp_dir
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise GravityError(f"{out}: exists and is not a folder")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_dirs(out)  # what a killed write of ``out`` left
         tmp = temp_dir(out.parent, f".{out.name}.tmp-")
     except OSError as exc:
         raise GravityError(f"{out}: cannot write: {exc.strerror or exc}") from None

@@ -6,14 +6,18 @@ writes anything. It then yields the profiles in reader-key order (``reader_key``
 the pair records' ids), whatever the order of the files. JSON Lines files are read line by
 line with no limit on their size; JSON and YAML files are read whole (the usual size limit).
 Profiles are held as JSON text in sorted runs of ``run_size``; more than one run is spilled to
-a temporary folder (``TMPDIR``) and merged, so memory stays flat.
+a temporary folder (``TMPDIR``, ``gravity-readers-<pid>-<host>-*``) and merged, so memory stays
+flat. The folder goes when the stream is closed; one a killed process left is removed by the
+next stream on the same host (only when its process is gone).
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gravity.errors import MAX_PROBLEMS, Problem, validation_problems
-from gravity.io import jsonl_file_records
+from gravity.io import jsonl_file_records, owner_tag, remove_dead
 from gravity.profiles.culture import culture_gaps
 from gravity.profiles.io import (
     ProfileFileError,
@@ -34,6 +38,7 @@ from gravity.profiles.models import UserProfile
 
 RUN_SIZE = 10_000
 """Profiles held in memory (as JSON text) before a sorted run is spilled to disk."""
+SPILL_PREFIX = "gravity-readers-"
 
 
 def reader_key(reader_id: str) -> str:
@@ -57,10 +62,12 @@ class ReaderStream:
         self.paths = [Path(p) for p in paths]
         self.fill_priors = fill_priors
         self.run_size = run_size
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._tmp: Path | None = None
+        self._cleanup: weakref.finalize | None = None
         self._runs: list[Path] = []
         self._memory: list[str] = []  # the one run, when everything fits in it
         self.count = 0
+        remove_dead(Path(tempfile.gettempdir()), SPILL_PREFIX)  # what killed streams left
         self._gaps: dict[tuple[int, str], list[Any]] = {}  # (file, note) -> [count, first id]
         try:
             self._read_all()
@@ -79,9 +86,9 @@ class ReaderStream:
             yield UserProfile.model_validate_json(line.split("\t", 3)[3])
 
     def close(self) -> None:
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        if self._cleanup is not None:
+            self._cleanup()  # removes the spill folder (also run at exit if never closed)
+            self._cleanup = self._tmp = None
 
     def __enter__(self) -> ReaderStream:
         return self
@@ -144,8 +151,10 @@ class ReaderStream:
         if not buffer:
             return
         if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="gravity-readers-")
-        path = Path(self._tmp.name) / f"run-{len(self._runs):05d}.tsv"
+            parent, prefix = tempfile.gettempdir(), f"{SPILL_PREFIX}{owner_tag()}-"
+            self._tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmp, ignore_errors=True)
+        path = self._tmp / f"run-{len(self._runs):05d}.tsv"
         with path.open("w", encoding="utf-8") as f:
             f.writelines(line + "\n" for line in sorted(buffer, key=_line_key))
         self._runs.append(path)

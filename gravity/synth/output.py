@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from gravity.io import AtomicAppender, atomic_write_text
+from gravity.io import (
+    COMMIT_NAME,
+    AtomicAppender,
+    finish_commit,
+    write_commit_record,
+    write_temp,
+)
 from gravity.profiles.models import UserProfile
 from gravity.profiles.stream import by_reader_key, reader_key
 from gravity.synth.config import GenerateConfig
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
     from gravity.llm.engine import Engine
 
 RUN_FILES = ("pairs.jsonl", "rejects.jsonl")
+END_FILES = ("config.yaml", "summary.json")  # written whole when the run completes
 
 
 def parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -169,32 +176,47 @@ def jsonl(rows: list[dict[str, Any]]) -> str:
 
 
 class RunWriter:
-    """A run folder's pairs.jsonl and rejects.jsonl appended chunk by chunk, each renamed into
-    place (with config.yaml and summary.json) only when the run is complete: a killed run
-    leaves the previous files as they were and temp files that the next run removes."""
+    """A run folder's pairs.jsonl and rejects.jsonl appended chunk by chunk, then, when the run
+    is complete, renamed into place with config.yaml and summary.json as one step: a commit
+    record listing the four renames is written first, and a finish killed between its renames
+    is completed by the next writer (or reader: ``gravity.io.settle_commit``) of the folder. A
+    run killed before its finish leaves the previous files as they were, and temp files that
+    the next writer removes. Create it with the folder's lock held."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = Path(out_dir)
-        for name in RUN_FILES:
+        finish_commit(self.out_dir)  # a finish a killed run had decided on: completed
+        for name in (*RUN_FILES, *END_FILES, COMMIT_NAME):
             AtomicAppender.remove_stale(self.out_dir / name)
         self.files = [AtomicAppender(self.out_dir / name) for name in RUN_FILES]
+        self._temps: list[str] = []  # the end files' temps, until the finish is decided
+        self._decided = False
 
     def write(self, records: list[dict[str, Any]], rejects: list[dict[str, Any]]) -> None:
         for file, rows in zip(self.files, (records, rejects)):
             file.write(jsonl(rows))
 
     def commit(self, cfg: GenerateConfig, summary: dict[str, Any]) -> None:
-        atomic_write_text(
-            self.out_dir / "config.yaml",
-            yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
-        )
-        for file in self.files:
-            file.commit()
-        atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        config = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        self._temps.append(write_temp(self.out_dir / "config.yaml", config.encode("utf-8")))
+        renames = [(self._temps[-1], "config.yaml")]
+        renames += [(file.finish(), file.path.name) for file in self.files]
+        text = json.dumps(summary, indent=2) + "\n"
+        self._temps.append(write_temp(self.out_dir / "summary.json", text.encode("utf-8")))
+        renames.append((self._temps[-1], "summary.json"))
+        write_commit_record(self.out_dir, renames)
+        self._decided = True  # from here on the finish is completed, never undone
+        finish_commit(self.out_dir)
 
     def discard(self) -> None:
+        """Drop the temp files (the previous outputs stay), unless the finish was decided: then
+        they are the new outputs, which the next writer or reader of the folder puts in place."""
+        if self._decided:
+            return
         for file in self.files:
             file.discard()
+        for tmp in self._temps:
+            Path(tmp).unlink(missing_ok=True)
 
 
 class InputDigest:

@@ -621,9 +621,10 @@ def _dedupe(
     dataset (``index``: the pairs kept by earlier chunks and earlier records)."""
     ok = {s.record_id: t for s in slots if isinstance(t := outcome[s.record_id], Texts)}
     if threshold is not None and ok:
-        from gravity.embed import pairwise_cosine
+        from gravity.embed import threshold_cosine
 
-        sims = pairwise_cosine([t.chosen for t in ok.values()], [t.rejected for t in ok.values()])
+        chosen, rejected = [t.chosen for t in ok.values()], [t.rejected for t in ok.values()]
+        sims = threshold_cosine(chosen, rejected, threshold)  # the same side in any chunking
         for rid, sim in zip(ok, sims):
             if sim > threshold:
                 outcome[rid] = Reject(
