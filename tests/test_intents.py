@@ -342,6 +342,40 @@ def test_scorer_beats_random_on_planted_structure_and_is_deterministic() -> None
     assert path["user_holds"] == pytest.approx(1.0)
 
 
+_TRAIN_IN_A_PROCESS = """
+import hashlib
+from gravity.intents.config import ScorerConfig
+from gravity.intents.scorer import train_scorer
+nodes = ["u:a", "u:b", "i:x", "i:y", "i:z", "c:0", "c:1"]
+kinds = ["user"] * 2 + ["item"] * 3 + ["intent"] * 2
+edges = [("u:a", "i:x", "rated", 1.0), ("u:b", "i:y", "rated", 0.5), ("u:a", "u:b", "follows", 1.0),
+         ("i:x", "c:0", "serves", 1.0), ("i:y", "c:1", "serves", 1.0), ("u:a", "c:0", "holds", 1.0)]
+arrays = train_scorer(nodes, kinds, edges, ScorerConfig(dim=4, epochs=3, batch_size=16), False)
+print(hashlib.sha256(b"".join(arrays[k].tobytes() for k in sorted(arrays))).hexdigest())
+"""
+
+
+def test_scorer_is_the_same_in_every_process() -> None:
+    """The negatives are drawn kind by kind: in a set's order, which Python's hash seed sets,
+    two processes with one scorer seed trained different scorers."""
+    import os
+    import subprocess
+    import sys
+
+    digests = set()
+    for hash_seed in ("1", "2", "3"):
+        env = os.environ | {"PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}
+        out = subprocess.run(
+            [sys.executable, "-c", _TRAIN_IN_A_PROCESS],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
+
+
 # ---------------------------------------------------------------- evaluation and CLI
 
 
