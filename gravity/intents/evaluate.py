@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gravity.errors import GravityError
-from gravity.intents.config import EvalConfig
+from gravity.intents.config import SCORER_NAMES, EvalConfig
 from gravity.intents.metrics import hit_at_k, ndcg_at_k, recall_at_k
 
 if TYPE_CHECKING:
@@ -472,7 +472,7 @@ def evaluate(
             measured[name] = measure(name, tuning[name]["chosen"], ctx, cfg, slices)
             timings[name] = round(time.monotonic() - t0, 2)
             bar.advance()
-    focus = next((s for s in ("intents", "intents_shuffled", "translation") if s in measured), None)
+    focus = next((s for s in SCORER_NAMES if s in measured), None)
     return {
         "k": cfg.k,
         "counts": ctx.counts
