@@ -98,6 +98,26 @@ def test_the_path_term_carries_what_the_embeddings_cannot() -> None:
     assert report["paired"]["overall"]["intents_shuffled"]["ndcg"]["ci"][0] > 0
 
 
+def test_shuffled_intents_keep_the_degrees_but_not_which_items_have_intents() -> None:
+    from gravity.intents.systems import Parts, variant_intents
+
+    items = [f"i{j}" for j in range(10)]
+    real = {"i0": [0, 1], "i1": [1], "i2": [2], "i3": [0, 1, 2]}
+    parts = Parts(items, items, {}, Counter(), real, ["a", "b", "c"], {})
+    degree_counts = Counter(len(v) for v in real.values())
+    per_intent = Counter(c for v in real.values() for c in v)
+    ever_with_intents: set[str] = set()
+    for seed in range(40):
+        shuffled = variant_intents(parts, "shuffled", seed)
+        assert Counter(len(v) for v in shuffled.values()) == degree_counts
+        assert Counter(c for v in shuffled.values() for c in v) == per_intent
+        assert set(shuffled) <= set(items)
+        ever_with_intents |= set(shuffled)
+    assert variant_intents(parts, "shuffled", 3) == variant_intents(parts, "shuffled", 3)
+    # Having intents is no signal: every item, with intents or not in truth, gets some.
+    assert ever_with_intents == set(items)
+
+
 def test_scorer_learns_the_path_weight_and_explains_by_the_contributing_path() -> None:
     from gravity.intents.scorer import Scorer, train_scorer
 

@@ -5,8 +5,9 @@ its tuning grid, each answering a users x items score matrix (columns: the evalu
   ``gravity.intents.scorer``), retrained on the given interactions; ``intents_no_path``: the
   same graph (its intent edges shape the embeddings) with the path term off (alpha and beta fixed
   at 0), which isolates what the path term adds; ``intents_shuffled``: the same as ``intents``
-  with the items' intent lists permuted among the items that have intents (seeded), so that
-  intents carry no information about items; ``translation``: the same scorer on a graph without
+  with the item side of the intent lists permuted over all items (seeded: the same number of
+  edges and intents per item, but which items have intents is random), so that intents carry
+  no information about items; ``translation``: the same scorer on a graph without
   intent edges and without the path term. The four differ in their intents and in the path term
   only (the ablations).
 - Baselines (``implicit``, optional extra ``intents``): item-kNN (cosine), ALS (the interaction
@@ -84,17 +85,23 @@ def graph_parts(graph: Graph) -> Parts:
 
 
 def variant_intents(parts: Parts, variant: str, seed: int) -> dict[str, list[int]]:
-    """The items' intents for an ablation: ``real``, ``shuffled`` (lists permuted among the
-    items that have intents) or ``none``."""
+    """The items' intents for an ablation: ``real``, ``shuffled`` or ``none``.
+
+    ``shuffled`` permutes the item side of the intent lists over every item of the graph, those
+    without intents included (seeded): the number of serves edges, each intent's number of items
+    and the distribution of intents per item stay; which item has which intents, and which
+    items have any, are random. (Permuting among the items with intents only would keep "has
+    intents" as a signal: those are the most rated items and the cold ones.)"""
     import numpy as np
 
     if variant == "real":
         return parts.item_intents
     if variant == "none":
         return {}
-    keys = sorted(parts.item_intents)
+    keys = sorted(set(parts.items) | set(parts.item_intents))
+    lists = [parts.item_intents.get(i, []) for i in keys]
     order = np.random.default_rng(seed).permutation(len(keys))
-    return {keys[j]: parts.item_intents[keys[int(order[j])]] for j in range(len(keys))}
+    return {keys[j]: lists[int(order[j])] for j in range(len(keys)) if lists[int(order[j])]}
 
 
 def fit_scorer(
