@@ -272,6 +272,54 @@ def test_relevance_threshold_and_tuning_on_validation_only() -> None:
     assert any("| intents | overall |" in line for line in table_lines(report))
 
 
+def test_tuning_chooses_on_validation_and_scores_the_test_split_once(monkeypatch) -> None:
+    """A planted system whose grid point 'K=1' ranks each user's validation items first and
+    'K=2' their test items: the test-best point is K=2, the validation-best K=1. Tuning must
+    choose K=1, fit every point on training minus validation, and fit on all of training (to
+    rank the test split) once, with the chosen point."""
+    import gravity.intents.systems as systems
+    from gravity.intents.evaluate import build_context
+
+    graph, heldout = planted_graph()
+    cfg = _cfg(
+        systems=["itemknn", "als"],
+        grid=TuningGrid(
+            scorer=[{}, {}],
+            itemknn=[{"K": 2}, {"K": 1}],
+            als=[{"factors": 1}, {"factors": 2}],
+            bpr=[{"factors": 1}, {"factors": 2}],
+        ),
+    )
+    ctx = build_context(graph, heldout, cfg)
+    fits: list[tuple[str, dict, bool]] = []
+
+    def planted_fit(name, parts, train, ratings, point, ecfg):
+        full = train.nnz == ctx.train.nnz
+        assert full or train.nnz == ctx.val_train.nnz  # training, or training minus validation
+        fits.append((name, dict(point), full))
+        oracle = ctx.val if point.get("K", point.get("factors")) == 1 else ctx.test
+
+        def score(users):
+            out = np.zeros((len(users), len(parts.items)))
+            for row, u in enumerate(users):
+                out[row, sorted(oracle.get(u, ()))] = 1.0
+            return out
+
+        return score
+
+    monkeypatch.setattr(systems, "fit_system", planted_fit)
+    report = evaluate(graph, heldout, cfg, progress=False)
+    for name in ("itemknn", "als"):
+        tuned = report["tuning"][name]
+        key = "K" if name == "itemknn" else "factors"
+        assert tuned["chosen"] == {key: 1}  # validation-best, not test-best
+        assert tuned["validation_ndcg"][tuned["points"].index({key: 1})] == 1.0
+        assert [f for f in fits if f[0] == name and f[2]] == [(name, {key: 1}, True)]
+        assert sum(f[0] == name and not f[2] for f in fits) == 2  # each point on validation
+    # The test split measured the chosen points: the validation oracle, not the test oracle.
+    assert report["metrics"]["itemknn"]["overall"]["hr"] < 1.0
+
+
 def test_grids_must_spend_the_same_budget() -> None:
     with pytest.raises(ValueError, match="same number of points"):
         TuningGrid(itemknn=[{"K": 10}])
