@@ -96,6 +96,14 @@ def test_the_path_term_carries_what_the_embeddings_cannot() -> None:
     diff = report["paired"]["overall"]["translation"]["recall"]
     assert diff["ci"][0] > 0 and diff["p"] < 0.05
     assert report["paired"]["overall"]["intents_shuffled"]["ndcg"]["ci"][0] > 0
+    # Holm over the comparisons of one slice and metric: adjusted p never below the raw one,
+    # the strong differences still stand, and the table shows both.
+    ests = [e for o in report["paired"].values() for m in o.values() for e in m.values()]
+    assert all(e["p_holm"] >= e["p"] for e in ests if e["p"] is not None)
+    assert diff["holm_significant"] and diff["p_holm"] <= 0.05
+    lines = table_lines(report)
+    assert any("p Holm" in line for line in lines)
+    assert any(line.startswith("| overall | translation |") and " *" in line for line in lines)
 
 
 def test_shuffled_intents_keep_the_degrees_but_not_which_items_have_intents() -> None:
@@ -206,6 +214,20 @@ def test_bootstrap_against_hand_computed_cases() -> None:
     assert paired_difference([1, 0], [1, 0]) == {"value": 0.0, "ci": [0.0, 0.0], "n": 2, "p": 1.0}
     # Seeded: the same call gives the same interval.
     assert bootstrap_ci(x[:50], seed=3) == bootstrap_ci(x[:50], seed=3)
+
+
+def test_holm_against_a_hand_computed_case() -> None:
+    from gravity.intents.stats import holm
+
+    # Sorted p: 0.01, 0.03, 0.04, 0.2 -> x4, x3, x2, x1 = 0.04, 0.09, 0.08, 0.2, then made
+    # non-decreasing: 0.04, 0.09, 0.09, 0.2; only the first stays under 0.05.
+    adjusted, reject = holm([0.01, 0.04, 0.03, 0.2], alpha=0.05)
+    assert adjusted == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert reject == [True, False, False, False]
+    # Two p-values under 0.05 raw, one left after the adjustment (0.02 x 2 = 0.04; 0.045).
+    assert holm([0.045, 0.02], 0.05) == (pytest.approx([0.045, 0.04]), [True, True])
+    assert holm([0.03, 0.02, 0.5], 0.05)[1] == [False, False, False]  # 0.02 x 3 = 0.06
+    assert holm([]) == ([], [])
 
 
 def test_paired_intervals_hold_their_level_on_null_data() -> None:

@@ -8,6 +8,12 @@
   share of resampled means on either side of 0, at least 1 / resamples). Pairing removes the
   users' own variance (a user easy for one system is easy for the other), which is what makes
   a difference of a few hits visible when it is there and not when it is not.
+- ``holm``: Holm's step-down adjustment of a family of p-values (statsmodels' ``multipletests``):
+  the report compares the intent scorer with every other system, and some of those raw
+  p-values fall under 0.05 by chance alone; the adjusted ones, and whether each difference
+  stands at the report's level after the adjustment, say which do not. The intervals stay the
+  raw (per-comparison) ones. A bootstrap p-value is at least 1 / resamples, so an adjusted one
+  is at least (family size) / resamples.
 Percentile intervals fit here: an evaluation has hundreds to thousands of users (the project's
 small-sample t intervals, ``gravity.evaluate.intervals``, are for 8-32 readers).
 """
@@ -70,3 +76,17 @@ def paired_difference(
     means = _resampled_means(x, resamples, seed)
     tail = min(float((means <= 0).mean()), float((means >= 0).mean()))
     return out | {"p": min(1.0, max(2 * tail, 1 / resamples))}
+
+
+def holm(pvalues: Sequence[float], alpha: float = 0.05) -> tuple[list[float], list[bool]]:
+    """Holm-adjusted ``pvalues`` (one family) and whether each is below ``alpha`` after it."""
+    if not len(pvalues):
+        return [], []
+    try:
+        from statsmodels.stats.multitest import multipletests
+    except ImportError:
+        from gravity.errors import MissingDependencyError
+
+        raise MissingDependencyError("the Holm correction", "eval", "statsmodels") from None
+    reject, adjusted, _, _ = multipletests(list(pvalues), alpha=alpha, method="holm")
+    return [float(p) for p in adjusted], [bool(r) for r in reject]
