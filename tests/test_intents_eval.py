@@ -230,6 +230,31 @@ def test_holm_against_a_hand_computed_case() -> None:
     assert holm([]) == ([], [])
 
 
+def test_no_hits_give_an_exact_upper_bound_not_a_point() -> None:
+    from gravity.intents.stats import exact_bound
+
+    # With no hit among n users, the bound b solves (1 - b) ** n = 1 - level: a share of b
+    # leaves every user without a hit 5% of the time. About 3 / n (rule of three).
+    b = exact_bound(100, 0.95)
+    assert (1 - b) ** 100 == pytest.approx(0.05)
+    assert b == pytest.approx(0.02951, abs=1e-5) and abs(b - 3 / 100) < 0.001
+    zero = bootstrap_ci([0.0] * 100, unit=True)
+    assert zero["value"] == 0.0 and zero["ci"] == [0.0, pytest.approx(b)] and zero["exact"]
+    assert bootstrap_ci([1.0] * 100, unit=True)["ci"] == [pytest.approx(1 - b), 1.0]
+    assert bootstrap_ci([0.0] * 100)["ci"] == [0.0, 0.0]  # values not known to be in [0, 1]
+    both = paired_difference([0.0] * 100, [0.0] * 100, unit=True)
+    assert both["ci"] == [pytest.approx(-b), pytest.approx(b)] and both["p"] == 1.0
+    # In a report: popularity never hits the planted held-out items.
+    graph, heldout = planted_graph()
+    report = evaluate(graph, heldout, _cfg(systems=["popularity"]), progress=False)
+    row = report["metrics"]["popularity"]["overall"]
+    assert row["hr"] == 0 and row["no_hits"]
+    for metric in ("recall", "ndcg", "hr"):
+        assert row[f"{metric}_ci"] == [0.0, round(exact_bound(40), 4)]  # 40 users: 0.0722
+    line = next(x for x in table_lines(report) if x.startswith("| popularity | overall |"))
+    assert "[0.0000, 0.0722]" in line and "(no hits)" in line
+
+
 def test_paired_intervals_hold_their_level_on_null_data() -> None:
     """Two systems with the same hit rate, 300 users, 200 simulated evaluations: the 95%
     interval of the difference excludes 0 in about 5% of them; with a real difference of 0.1

@@ -411,9 +411,11 @@ def _summary(per_user: dict[str, list[float]], cfg: EvalConfig) -> dict[str, Any
 
     row: dict[str, Any] = {"users": len(per_user["recall"])}
     for metric, _ in METRICS:
-        est = bootstrap_ci(per_user[metric], cfg.bootstrap, cfg.level, cfg.seed)
+        est = bootstrap_ci(per_user[metric], cfg.bootstrap, cfg.level, cfg.seed, unit=True)
         row[metric] = None if est["value"] is None else round(est["value"], 4)
         row[f"{metric}_ci"] = est["ci"] and [round(c, 4) for c in est["ci"]]
+    # No user had a hit: the intervals are exact one-sided bounds (rule of three), not [0, 0].
+    row["no_hits"] = bool(row["users"] and row["hr"] == 0)
     return row
 
 
@@ -433,7 +435,7 @@ def _paired(
             out.setdefault(slice_name, {})[other] = {
                 m: _rounded(
                     paired_difference(
-                        mine[m], slices[slice_name][m], cfg.bootstrap, cfg.level, cfg.seed
+                        mine[m], slices[slice_name][m], cfg.bootstrap, cfg.level, cfg.seed, True
                     )
                 )
                 for m in ("recall", "ndcg")
@@ -522,7 +524,8 @@ def table_lines(report: dict[str, Any]) -> list[str]:
         for name, row in slices.items():
             recall = _cell(row["recall"], row.get("recall_ci"))
             ndcg = _cell(row["ndcg"], row.get("ndcg_ci"))
-            hr = _cell(row["hr"], None)
+            hr = _cell(row["hr"], row.get("hr_ci") if row.get("no_hits") else None)
+            hr += " (no hits)" if row.get("no_hits") else ""
             lines.append(f"| {system} | {name} | {row['users']} | {recall} | {ndcg} | {hr} |")
     if report.get("paired"):
         focus = report["focus"]

@@ -14,6 +14,13 @@
   stands at the report's level after the adjustment, say which do not. The intervals stay the
   raw (per-comparison) ones. A bootstrap p-value is at least 1 / resamples, so an adjusted one
   is at least (family size) / resamples.
+- Values in [0, 1] that are all 0 (no user had a hit) or all 1: every resample has the same
+  mean, and the percentile interval shrinks to a point, [0, 0], which claims a certainty that
+  n users cannot give. ``unit=True`` gives the exact one-sided binomial bound instead: with no
+  hit among n users the share of users with a hit is below ``1 - (1 - level) ** (1 / n)`` (about
+  3 / n at 95%, the rule of three), and so is the mean of a metric that is 0 without a hit and
+  at most 1 (Recall, NDCG, HR); all 1 mirrors it. A difference of two such systems gets the
+  interval between the bounds.
 Percentile intervals fit here: an evaluation has hundreds to thousands of users (the project's
 small-sample t intervals, ``gravity.evaluate.intervals``, are for 8-32 readers).
 """
@@ -39,11 +46,22 @@ def _resampled_means(x: Any, resamples: int, seed: int) -> Any:
     return out
 
 
+def exact_bound(n: int, level: float = 0.95) -> float:
+    """The one-sided upper bound at ``level`` of a share with no success among ``n`` trials
+    (Clopper-Pearson; about 3 / n at 95%)."""
+    return 1.0 - (1.0 - level) ** (1.0 / n)
+
+
 def bootstrap_ci(
-    values: Sequence[float], resamples: int = 1000, level: float = 0.95, seed: int = 0
+    values: Sequence[float],
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    unit: bool = False,
 ) -> dict[str, Any]:
     """``{"value", "ci", "n"}``: the mean of ``values`` and its percentile bootstrap interval
-    (None for no value; ``ci`` None for fewer than two)."""
+    (None for no value; ``ci`` None for fewer than two). ``unit``: the values lie in [0, 1],
+    and all 0 (or all 1) get the exact bound (``"exact": True``) instead of a point."""
     import numpy as np
 
     x = np.asarray(values, dtype=np.float64)
@@ -52,6 +70,10 @@ def bootstrap_ci(
     mean = float(x.mean())
     if x.size < 2:
         return {"value": mean, "ci": None, "n": 1}
+    if unit and (not np.any(x) or np.all(x == 1.0)):
+        bound = exact_bound(x.size, level)
+        ci = [0.0, bound] if mean == 0.0 else [1.0 - bound, 1.0]
+        return {"value": mean, "ci": ci, "n": int(x.size), "exact": True}
     means = _resampled_means(x, resamples, seed)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return {"value": mean, "ci": [float(lo), float(hi)], "n": int(x.size)}
@@ -63,11 +85,19 @@ def paired_difference(
     resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    unit: bool = False,
 ) -> dict[str, Any]:
-    """``{"value", "ci", "n", "p"}`` of the mean per-user difference ``a - b``."""
+    """``{"value", "ci", "n", "p"}`` of the mean per-user difference ``a - b``. ``unit``: the
+    values lie in [0, 1]; where both are all 0 (or both all 1) the interval is the one the two
+    exact bounds allow, ``[-bound, bound]``, not [0, 0]."""
     import numpy as np
 
-    x = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    x = a - b
+    same_constant = not np.any(x) and (not np.any(a) or np.all(a == 1.0))
+    if unit and x.size >= 2 and same_constant:
+        bound = exact_bound(x.size, level)
+        return {"value": 0.0, "ci": [-bound, bound], "n": int(x.size), "p": 1.0, "exact": True}
     out = bootstrap_ci(x, resamples, level, seed)
     if out["ci"] is None:
         return out | {"p": None}
