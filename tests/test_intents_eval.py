@@ -187,6 +187,10 @@ def test_item_cold_start_is_scored_by_intent_systems_only() -> None:
     # Of 12 cold items, 3 serve the user's intent: all three fit in the top 5 only by intents.
     assert m["intents"]["cold_items"]["hr"] >= 0.8
     assert m["intents_shuffled"]["cold_items"]["hr"] <= 0.7
+    # Its interval resamples the cold items, then the users; so do the paired differences.
+    assert m["intents"]["cold_items"]["ci_resamples"] == "items, users"
+    assert "ci_resamples" not in m["intents"]["overall"]
+    assert report["paired"]["cold_items"]["intents_shuffled"]["recall"]["crossed"]
     # Cold items never enter the warm ranking (popularity and kNN could not rank them).
     assert report["counts"]["users_overall"] == 40
 
@@ -253,6 +257,54 @@ def test_no_hits_give_an_exact_upper_bound_not_a_point() -> None:
         assert row[f"{metric}_ci"] == [0.0, round(exact_bound(40), 4)]  # 40 users: 0.0722
     line = next(x for x in table_lines(report) if x.startswith("| popularity | overall |"))
     assert "[0.0000, 0.0722]" in line and "(no hits)" in line
+
+
+def test_cold_item_intervals_resample_items_and_cover_where_items_vary() -> None:
+    """Simulated cold-item slices, 200 of them: 60 users, each with 3 of 12 items, and items
+    that vary (half found 80% of the time, half 10%; the population mean is 0.45). Resampling
+    users alone treats the 12 items as fixed and misses 0.45 about half the time; items, then
+    users, cover it at about the nominal 95%, with intervals about three times as wide."""
+    from gravity.intents.stats import crossed_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    covered = {"crossed": 0, "users": 0}
+    width = {"crossed": 0.0, "users": 0.0}
+    for rep in range(200):
+        p = np.where(rng.random(12) < 0.5, 0.8, 0.1)
+        per_user = [
+            {int(i): float(rng.random() < p[i]) for i in rng.choice(12, 3, replace=False)}
+            for _ in range(60)
+        ]
+        crossed = crossed_bootstrap_ci(per_user, 400, seed=rep)
+        assert crossed["crossed"] and crossed["items"] <= 12 and crossed["n"] == 60
+        users = bootstrap_ci([np.mean(list(r.values())) for r in per_user], 400, seed=rep)
+        assert crossed["value"] == pytest.approx(users["value"])
+        for name, est in (("crossed", crossed), ("users", users)):
+            covered[name] += est["ci"][0] <= 0.45 <= est["ci"][1]
+            width[name] += (est["ci"][1] - est["ci"][0]) / 200
+    assert 0.88 <= covered["crossed"] / 200 <= 0.99  # 0.94 when written
+    assert covered["users"] / 200 <= 0.7  # 0.50 when written
+    assert width["crossed"] > 2 * width["users"]
+    # A user's value is the mean of their items' shares, for Recall and NDCG alike.
+    from gravity.intents.evaluate import _item_shares
+    from gravity.intents.metrics import ndcg_at_k, recall_at_k
+
+    for _ in range(50):
+        ranked = [int(x) for x in rng.permutation(20)[:5]]
+        rel = {int(x) for x in rng.choice(20, int(rng.integers(1, 9)), replace=False)}
+        shares = _item_shares([ranked], [rel], _cfg())
+        assert np.mean(list(shares["ndcg_items"][0].values())) == pytest.approx(
+            ndcg_at_k(ranked, rel, 5)
+        )
+        assert np.mean(list(shares["recall_items"][0].values())) == pytest.approx(
+            recall_at_k(ranked, rel, 5)
+        )
+    # Seeded, and a paired difference gets a p-value.
+    d = crossed_bootstrap_ci([{0: 1.0, 1: 0.0}, {1: 1.0, 2: 1.0}, {0: 0.0}], 200, paired=True)
+    assert d["value"] == pytest.approx(0.5) and d["p"] is not None
+    assert d == crossed_bootstrap_ci(
+        [{0: 1.0, 1: 0.0}, {1: 1.0, 2: 1.0}, {0: 0.0}], 200, paired=True
+    )
 
 
 def test_paired_intervals_hold_their_level_on_null_data() -> None:

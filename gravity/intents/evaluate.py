@@ -403,15 +403,41 @@ def measure(
         else:
             recs = by_user
         out[slice_name] = {m: [fn_(recs[u], rel[u], cfg.k) for u in users] for m, fn_ in METRICS}
+        if slice_name == "cold_items":  # per item too: its interval resamples items as well
+            out[slice_name] |= _item_shares([recs[u] for u in users], [rel[u] for u in users], cfg)
     return out
 
 
-def _summary(per_user: dict[str, list[float]], cfg: EvalConfig) -> dict[str, Any]:
-    from gravity.intents.stats import bootstrap_ci
+def _item_shares(
+    recs: list[list[int]], rel: list[set[int]], cfg: EvalConfig
+) -> dict[str, list[dict[int, float]]]:
+    """Per user, each relevant item's share of Recall@k and NDCG@k (``recall_items``,
+    ``ndcg_items``): the user's value is the mean of their items' shares."""
+    import math
+
+    ideal = [sum(1 / math.log2(r + 2) for r in range(min(cfg.k, len(items)))) for items in rel]
+    out: dict[str, list[dict[int, float]]] = {"recall_items": [], "ndcg_items": []}
+    for ranked, items, best in zip(recs, rel, ideal):
+        pos = {x: r for r, x in enumerate(ranked[: cfg.k])}
+        out["recall_items"].append({i: float(i in pos) for i in items})
+        out["ndcg_items"].append(
+            {i: len(items) / (math.log2(pos[i] + 2) * best) if i in pos else 0.0 for i in items}
+        )
+    return out
+
+
+def _summary(per_user: dict[str, list[Any]], cfg: EvalConfig) -> dict[str, Any]:
+    from gravity.intents.stats import bootstrap_ci, crossed_bootstrap_ci
 
     row: dict[str, Any] = {"users": len(per_user["recall"])}
     for metric, _ in METRICS:
-        est = bootstrap_ci(per_user[metric], cfg.bootstrap, cfg.level, cfg.seed, unit=True)
+        if f"{metric}_items" in per_user:  # cold items: items resampled, then users
+            est = crossed_bootstrap_ci(
+                per_user[f"{metric}_items"], cfg.bootstrap, cfg.level, cfg.seed, unit=True
+            )
+            row["ci_resamples"] = "items, users"
+        else:
+            est = bootstrap_ci(per_user[metric], cfg.bootstrap, cfg.level, cfg.seed, unit=True)
         row[metric] = None if est["value"] is None else round(est["value"], 4)
         row[f"{metric}_ci"] = est["ci"] and [round(c, 4) for c in est["ci"]]
     # No user had a hit: the intervals are exact one-sided bounds (rule of three), not [0, 0].
@@ -425,7 +451,7 @@ def _paired(
     """slice -> other system -> metric -> the focus system's mean difference with its CI, its
     raw p-value and its Holm-adjusted one (``p_holm``; a family: one slice and metric, every
     other system) with ``holm_significant`` (adjusted p below 1 - level)."""
-    from gravity.intents.stats import holm, paired_difference
+    from gravity.intents.stats import holm
 
     out: dict[str, dict[str, Any]] = {}
     for slice_name, mine in measured[focus].items():
@@ -433,11 +459,7 @@ def _paired(
             if other == focus or slice_name not in slices:
                 continue
             out.setdefault(slice_name, {})[other] = {
-                m: _rounded(
-                    paired_difference(
-                        mine[m], slices[slice_name][m], cfg.bootstrap, cfg.level, cfg.seed, True
-                    )
-                )
+                m: _rounded(_difference(mine, slices[slice_name], m, cfg))
                 for m in ("recall", "ndcg")
             }
     # One family per slice and metric: the focus system against every other system. (One
@@ -453,6 +475,24 @@ def _paired(
             for est, p, r in zip(tested, adjusted, reject):
                 est |= {"p_holm": round(p, 4), "holm_significant": r}
     return out
+
+
+def _difference(mine: dict, other: dict, metric: str, cfg: EvalConfig) -> dict[str, Any]:
+    """The paired difference of two systems' per-user ``metric`` (per user and item, crossed,
+    where both have per-item shares: the cold items)."""
+    import numpy as np
+
+    from gravity.intents.stats import crossed_bootstrap_ci, paired_difference
+
+    key = f"{metric}_items"
+    constant = [
+        not np.any(v) or np.all(np.asarray(v) == 1.0) for v in (mine[metric], other[metric])
+    ]
+    if key in mine and key in other and not all(constant):
+        diffs = [{i: a[i] - b[i] for i in a} for a, b in zip(mine[key], other[key])]
+        args = (cfg.bootstrap, cfg.level, cfg.seed)
+        return crossed_bootstrap_ci(diffs, *args, unit=True, paired=True)
+    return paired_difference(mine[metric], other[metric], cfg.bootstrap, cfg.level, cfg.seed, True)
 
 
 def _rounded(est: dict[str, Any]) -> dict[str, Any]:
