@@ -82,17 +82,28 @@ def _explicit_ratings(
 def pick_cold_items(
     data: EventsData, rated: Mapping[str, Mapping[str, Any]], n: int, seed: int
 ) -> list[str]:
-    """``n`` items held out whole (item cold start): a seeded choice among the items with a
-    title rated by at least two of the users (so that the slice has users to rank them for)."""
-    from collections import Counter
+    """The items held out whole (item cold start): ``n`` works, a seeded choice among the
+    titled works rated by at least two of the users (so that the slice has users to rank them
+    for), each with every edition of it that has an event. Editions are merged by
+    ``work_key`` as the rest of the pipeline merges them: an edition left in training would
+    give the held-out book ratings under another id."""
+    from gravity.events.books import work_key
 
     if n <= 0:
         return []
-    raters = Counter(i for items in rated.values() for i in items)
-    items = data.items
-    titled = {i for i, t in zip(items["id"].to_pylist(), items["title"].to_pylist()) if t}
-    pool = [i for i, c in raters.items() if c >= 2 and i in titled]
-    return sorted(sorted(pool, key=lambda i: _rank_key(seed, "cold-item", i))[:n])
+    rows = data.items.select(["id", "title", "author"]).to_pylist()
+    work = {r["id"]: work_key(r["title"], r["author"]) for r in rows if r["title"]}
+    raters: dict[tuple[str, str], set[str]] = defaultdict(set)
+    named: dict[tuple[str, str], str] = {}  # a work's seeded rank goes by its smallest rated id
+    for user, items in rated.items():
+        for i in items:
+            if i in work:
+                raters[work[i]].add(user)
+                named[work[i]] = min(named.get(work[i], i), i)
+    pool = [w for w, users in raters.items() if len(users) >= 2]
+    chosen = set(sorted(pool, key=lambda w: _rank_key(seed, "cold-item", named[w]))[:n])
+    with_events = set(data.events["item_id"].to_pylist())
+    return sorted(i for i, w in work.items() if w in chosen and i in with_events)
 
 
 def make_split(
@@ -103,8 +114,9 @@ def make_split(
     cold_items: int = 0,
 ) -> Any:
     """The held-out pairs (a pyarrow table) of the users in ``users`` (None: all): per user,
-    ``holdout`` of their ratings; with ``cold_items``, that many items held out whole (every
-    rating of them, in the table; every event of them left out of the graph by ``build``)."""
+    ``holdout`` of their ratings; with ``cold_items``, that many works held out whole, each
+    edition of them (``pick_cold_items``: every rating of them, in the table; every event of
+    them left out of the graph by ``build``)."""
     import pyarrow as pa
 
     if not 0 < share < 1:
