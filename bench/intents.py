@@ -53,7 +53,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--dim", type=int, default=32)
     p.add_argument("--max-users", type=int, default=None, help="Seeded sample of test users.")
-    p.add_argument("--cold-items", type=int, default=0, help="Items held out whole.")
+    p.add_argument(
+        "--cold-items", type=int, default=0, help="Works held out whole (every edition)."
+    )
     p.add_argument("--eval-config", type=Path, default=None, help="YAML with EvalConfig fields.")
     p.add_argument(
         "--systems", nargs="+", default=None, help="default: the eval config's, else all"

@@ -45,13 +45,14 @@ def planted(seed: int = 0, users_per: int = 10, warm: int = 6, sparse: int = 6):
     return ratings, heldout, item_intents
 
 
-def planted_graph(seed: int = 0, scorer: ScorerConfig = SCORER, cold: int = 0):
+def planted_graph(seed: int = 0, scorer: ScorerConfig = SCORER, cold: int = 0, densify_k: int = 10):
     """The planted graph (scorer arrays left empty: ``evaluate`` trains its own); with
-    ``cold``, that many more items per group that nobody rated, serving their group's intent."""
+    ``cold``, that many more items per group that nobody rated, serving their group's intent;
+    ``densify_k``: the graph's ``shares_intent`` edges per item."""
     ratings, heldout, item_intents = planted(seed)
     extra = [f"c{g}-{j}" for g in range(4) for j in range(cold)]
     item_intents |= {i: [int(i[1])] for i in extra}
-    cfg = BuildConfig(scorer=scorer)
+    cfg = BuildConfig(scorer=scorer, densify_k=densify_k)
     nodes, edges, counts = assemble(ratings, Counter(), item_intents, GROUPS, {}, cfg, None, extra)
     manifest = {"version": 1, "counts": counts, "config": cfg.model_dump(mode="json")}
     return Graph(nodes, edges, manifest, {}), heldout
@@ -68,20 +69,61 @@ def _cfg(**kw) -> EvalConfig:
 # ---------------------------------------------------------------- the path term
 
 
-def test_intent_paths_beat_translation_where_only_intents_carry_the_signal() -> None:
-    graph, heldout = planted_graph()
-    systems = ["intents", "intents_shuffled", "translation", "popularity"]
+def test_the_path_term_carries_what_the_embeddings_cannot() -> None:
+    """A sparse item's embedding is placed by its one serves edge and its one rating, from a
+    random user (noise): without ``shares_intent`` densification the embeddings cannot tell
+    its audience (at 8 dimensions), while the path term reads the item's intents from the graph
+    when it scores.
+    ``intents_no_path`` (the same graph, the path term off) isolates the path term: the test
+    fails when the path term is switched off. (With densification, each sparse item is tied to
+    its group's items by ten more edges and the embeddings alone find the audience: there the
+    path term adds nothing measurable, which is why this graph has none.)"""
+    graph, heldout = planted_graph(scorer=SCORER.model_copy(update={"dim": 8}), densify_k=0)
+    systems = ["intents", "intents_no_path", "intents_shuffled", "translation", "popularity"]
     report = evaluate(graph, heldout, _cfg(systems=systems), progress=False)
     hr = {s: report["metrics"][s]["overall"]["hr"] for s in systems}
     # Each user's 5 unrated sparse items of their group (the held-out one among them) fit in a
-    # top 5 only through the path; 42 candidates otherwise: a random top 5 hits 5/42 of the time.
+    # top 5 only through the intents; 42 candidates otherwise: a random top 5 hits 5/42.
     assert hr["intents"] >= 0.7
     assert hr["translation"] <= 0.35 and hr["intents"] - hr["translation"] >= 0.4
+    # The path term itself: the same graph without it falls short (0.725 against 0.525 when
+    # written; 0.2 to 0.375 apart over planted seeds 0-2).
+    assert hr["intents"] - hr["intents_no_path"] >= 0.15
+    no_path = report["paired"]["overall"]["intents_no_path"]["recall"]
+    assert no_path["ci"][0] > 0
     # Permuting the items' intents takes the gain away: not merely more parameters.
     assert hr["intents_shuffled"] <= hr["translation"] + 0.1
     diff = report["paired"]["overall"]["translation"]["recall"]
     assert diff["ci"][0] > 0 and diff["p"] < 0.05
     assert report["paired"]["overall"]["intents_shuffled"]["ndcg"]["ci"][0] > 0
+    # Holm over the comparisons of one slice and metric: adjusted p never below the raw one,
+    # the strong differences still stand, and the table shows both.
+    ests = [e for o in report["paired"].values() for m in o.values() for e in m.values()]
+    assert all(e["p_holm"] >= e["p"] for e in ests if e["p"] is not None)
+    assert diff["holm_significant"] and diff["p_holm"] <= 0.05
+    lines = table_lines(report)
+    assert any("p Holm" in line for line in lines)
+    assert any(line.startswith("| overall | translation |") and " *" in line for line in lines)
+
+
+def test_shuffled_intents_keep_the_degrees_but_not_which_items_have_intents() -> None:
+    from gravity.intents.systems import Parts, variant_intents
+
+    items = [f"i{j}" for j in range(10)]
+    real = {"i0": [0, 1], "i1": [1], "i2": [2], "i3": [0, 1, 2]}
+    parts = Parts(items, items, {}, Counter(), real, ["a", "b", "c"], {})
+    degree_counts = Counter(len(v) for v in real.values())
+    per_intent = Counter(c for v in real.values() for c in v)
+    ever_with_intents: set[str] = set()
+    for seed in range(40):
+        shuffled = variant_intents(parts, "shuffled", seed)
+        assert Counter(len(v) for v in shuffled.values()) == degree_counts
+        assert Counter(c for v in shuffled.values() for c in v) == per_intent
+        assert set(shuffled) <= set(items)
+        ever_with_intents |= set(shuffled)
+    assert variant_intents(parts, "shuffled", 3) == variant_intents(parts, "shuffled", 3)
+    # Having intents is no signal: every item, with intents or not in truth, gets some.
+    assert ever_with_intents == set(items)
 
 
 def test_scorer_learns_the_path_weight_and_explains_by_the_contributing_path() -> None:
@@ -145,6 +187,10 @@ def test_item_cold_start_is_scored_by_intent_systems_only() -> None:
     # Of 12 cold items, 3 serve the user's intent: all three fit in the top 5 only by intents.
     assert m["intents"]["cold_items"]["hr"] >= 0.8
     assert m["intents_shuffled"]["cold_items"]["hr"] <= 0.7
+    # Its interval resamples the cold items, then the users; so do the paired differences.
+    assert m["intents"]["cold_items"]["ci_resamples"] == "items, users"
+    assert "ci_resamples" not in m["intents"]["overall"]
+    assert report["paired"]["cold_items"]["intents_shuffled"]["recall"]["crossed"]
     # Cold items never enter the warm ranking (popularity and kNN could not rank them).
     assert report["counts"]["users_overall"] == 40
 
@@ -172,6 +218,93 @@ def test_bootstrap_against_hand_computed_cases() -> None:
     assert paired_difference([1, 0], [1, 0]) == {"value": 0.0, "ci": [0.0, 0.0], "n": 2, "p": 1.0}
     # Seeded: the same call gives the same interval.
     assert bootstrap_ci(x[:50], seed=3) == bootstrap_ci(x[:50], seed=3)
+
+
+def test_holm_against_a_hand_computed_case() -> None:
+    from gravity.intents.stats import holm
+
+    # Sorted p: 0.01, 0.03, 0.04, 0.2 -> x4, x3, x2, x1 = 0.04, 0.09, 0.08, 0.2, then made
+    # non-decreasing: 0.04, 0.09, 0.09, 0.2; only the first stays under 0.05.
+    adjusted, reject = holm([0.01, 0.04, 0.03, 0.2], alpha=0.05)
+    assert adjusted == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert reject == [True, False, False, False]
+    # Two p-values under 0.05 raw, one left after the adjustment (0.02 x 2 = 0.04; 0.045).
+    assert holm([0.045, 0.02], 0.05) == (pytest.approx([0.045, 0.04]), [True, True])
+    assert holm([0.03, 0.02, 0.5], 0.05)[1] == [False, False, False]  # 0.02 x 3 = 0.06
+    assert holm([]) == ([], [])
+
+
+def test_no_hits_give_an_exact_upper_bound_not_a_point() -> None:
+    from gravity.intents.stats import exact_bound
+
+    # With no hit among n users, the bound b solves (1 - b) ** n = 1 - level: a share of b
+    # leaves every user without a hit 5% of the time. About 3 / n (rule of three).
+    b = exact_bound(100, 0.95)
+    assert (1 - b) ** 100 == pytest.approx(0.05)
+    assert b == pytest.approx(0.02951, abs=1e-5) and abs(b - 3 / 100) < 0.001
+    zero = bootstrap_ci([0.0] * 100, unit=True)
+    assert zero["value"] == 0.0 and zero["ci"] == [0.0, pytest.approx(b)] and zero["exact"]
+    assert bootstrap_ci([1.0] * 100, unit=True)["ci"] == [pytest.approx(1 - b), 1.0]
+    assert bootstrap_ci([0.0] * 100)["ci"] == [0.0, 0.0]  # values not known to be in [0, 1]
+    both = paired_difference([0.0] * 100, [0.0] * 100, unit=True)
+    assert both["ci"] == [pytest.approx(-b), pytest.approx(b)] and both["p"] == 1.0
+    # In a report: popularity never hits the planted held-out items.
+    graph, heldout = planted_graph()
+    report = evaluate(graph, heldout, _cfg(systems=["popularity"]), progress=False)
+    row = report["metrics"]["popularity"]["overall"]
+    assert row["hr"] == 0 and row["no_hits"]
+    for metric in ("recall", "ndcg", "hr"):
+        assert row[f"{metric}_ci"] == [0.0, round(exact_bound(40), 4)]  # 40 users: 0.0722
+    line = next(x for x in table_lines(report) if x.startswith("| popularity | overall |"))
+    assert "[0.0000, 0.0722]" in line and "(no hits)" in line
+
+
+def test_cold_item_intervals_resample_items_and_cover_where_items_vary() -> None:
+    """Simulated cold-item slices, 200 of them: 60 users, each with 3 of 12 items, and items
+    that vary (half found 80% of the time, half 10%; the population mean is 0.45). Resampling
+    users alone treats the 12 items as fixed and misses 0.45 about half the time; items, then
+    users, cover it at about the nominal 95%, with intervals about three times as wide."""
+    from gravity.intents.stats import crossed_bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    covered = {"crossed": 0, "users": 0}
+    width = {"crossed": 0.0, "users": 0.0}
+    for rep in range(200):
+        p = np.where(rng.random(12) < 0.5, 0.8, 0.1)
+        per_user = [
+            {int(i): float(rng.random() < p[i]) for i in rng.choice(12, 3, replace=False)}
+            for _ in range(60)
+        ]
+        crossed = crossed_bootstrap_ci(per_user, 400, seed=rep)
+        assert crossed["crossed"] and crossed["items"] <= 12 and crossed["n"] == 60
+        users = bootstrap_ci([np.mean(list(r.values())) for r in per_user], 400, seed=rep)
+        assert crossed["value"] == pytest.approx(users["value"])
+        for name, est in (("crossed", crossed), ("users", users)):
+            covered[name] += est["ci"][0] <= 0.45 <= est["ci"][1]
+            width[name] += (est["ci"][1] - est["ci"][0]) / 200
+    assert 0.88 <= covered["crossed"] / 200 <= 0.99  # 0.94 when written
+    assert covered["users"] / 200 <= 0.7  # 0.50 when written
+    assert width["crossed"] > 2 * width["users"]
+    # A user's value is the mean of their items' shares, for Recall and NDCG alike.
+    from gravity.intents.evaluate import _item_shares
+    from gravity.intents.metrics import ndcg_at_k, recall_at_k
+
+    for _ in range(50):
+        ranked = [int(x) for x in rng.permutation(20)[:5]]
+        rel = {int(x) for x in rng.choice(20, int(rng.integers(1, 9)), replace=False)}
+        shares = _item_shares([ranked], [rel], _cfg())
+        assert np.mean(list(shares["ndcg_items"][0].values())) == pytest.approx(
+            ndcg_at_k(ranked, rel, 5)
+        )
+        assert np.mean(list(shares["recall_items"][0].values())) == pytest.approx(
+            recall_at_k(ranked, rel, 5)
+        )
+    # Seeded, and a paired difference gets a p-value.
+    d = crossed_bootstrap_ci([{0: 1.0, 1: 0.0}, {1: 1.0, 2: 1.0}, {0: 0.0}], 200, paired=True)
+    assert d["value"] == pytest.approx(0.5) and d["p"] is not None
+    assert d == crossed_bootstrap_ci(
+        [{0: 1.0, 1: 0.0}, {1: 1.0, 2: 1.0}, {0: 0.0}], 200, paired=True
+    )
 
 
 def test_paired_intervals_hold_their_level_on_null_data() -> None:
@@ -236,6 +369,54 @@ def test_relevance_threshold_and_tuning_on_validation_only() -> None:
     best = max(range(2), key=lambda j: (tuned["validation_ndcg"][j], -j))
     assert tuned["chosen"] == tuned["points"][best]
     assert any("| intents | overall |" in line for line in table_lines(report))
+
+
+def test_tuning_chooses_on_validation_and_scores_the_test_split_once(monkeypatch) -> None:
+    """A planted system whose grid point 'K=1' ranks each user's validation items first and
+    'K=2' their test items: the test-best point is K=2, the validation-best K=1. Tuning must
+    choose K=1, fit every point on training minus validation, and fit on all of training (to
+    rank the test split) once, with the chosen point."""
+    import gravity.intents.systems as systems
+    from gravity.intents.evaluate import build_context
+
+    graph, heldout = planted_graph()
+    cfg = _cfg(
+        systems=["itemknn", "als"],
+        grid=TuningGrid(
+            scorer=[{}, {}],
+            itemknn=[{"K": 2}, {"K": 1}],
+            als=[{"factors": 1}, {"factors": 2}],
+            bpr=[{"factors": 1}, {"factors": 2}],
+        ),
+    )
+    ctx = build_context(graph, heldout, cfg)
+    fits: list[tuple[str, dict, bool]] = []
+
+    def planted_fit(name, parts, train, ratings, point, ecfg):
+        full = train.nnz == ctx.train.nnz
+        assert full or train.nnz == ctx.val_train.nnz  # training, or training minus validation
+        fits.append((name, dict(point), full))
+        oracle = ctx.val if point.get("K", point.get("factors")) == 1 else ctx.test
+
+        def score(users):
+            out = np.zeros((len(users), len(parts.items)))
+            for row, u in enumerate(users):
+                out[row, sorted(oracle.get(u, ()))] = 1.0
+            return out
+
+        return score
+
+    monkeypatch.setattr(systems, "fit_system", planted_fit)
+    report = evaluate(graph, heldout, cfg, progress=False)
+    for name in ("itemknn", "als"):
+        tuned = report["tuning"][name]
+        key = "K" if name == "itemknn" else "factors"
+        assert tuned["chosen"] == {key: 1}  # validation-best, not test-best
+        assert tuned["validation_ndcg"][tuned["points"].index({key: 1})] == 1.0
+        assert [f for f in fits if f[0] == name and f[2]] == [(name, {key: 1}, True)]
+        assert sum(f[0] == name and not f[2] for f in fits) == 2  # each point on validation
+    # The test split measured the chosen points: the validation oracle, not the test oracle.
+    assert report["metrics"]["itemknn"]["overall"]["hr"] < 1.0
 
 
 def test_grids_must_spend_the_same_budget() -> None:

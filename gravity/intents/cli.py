@@ -29,7 +29,9 @@ def split_cmd(
     cold_items: Annotated[
         int,
         typer.Option(
-            min=0, help="Items held out whole (item cold start): every rating of them is held out."
+            min=0,
+            help="Works held out whole (item cold start): every rating of every edition of "
+            "them (merged by title and author) is held out.",
         ),
     ] = 0,
 ) -> None:

@@ -12,9 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gravity.llm.config import BackendConfig
 
 System = Literal[
-    "intents", "intents_shuffled", "translation", "popularity", "itemknn", "als", "bpr"
+    "intents",
+    "intents_no_path",
+    "intents_shuffled",
+    "translation",
+    "popularity",
+    "itemknn",
+    "als",
+    "bpr",
 ]
 SYSTEMS: tuple[System, ...] = typing.get_args(System)
+# The systems that are the graph's scorer with other intents or without the path term.
+SCORER_NAMES = ("intents", "intents_no_path", "intents_shuffled", "translation")
 
 
 class ScorerConfig(BaseModel):
@@ -98,7 +107,8 @@ GRID_KEYS = {
 class TuningGrid(BaseModel):
     """The grid each system is tuned over on the validation split: the same number of points
     for every system (the same budget; popularity has nothing to tune). ``scorer`` serves the
-    three intent scorers (``intents``, ``intents_shuffled``, ``translation``); its points
+    four intent scorers (``intents``, ``intents_no_path``, ``intents_shuffled``,
+    ``translation``); its points
     override the graph's own ``ScorerConfig``. The others' points are keyword arguments of the
     ``implicit`` models (ALS ``alpha`` scales the interaction weights into confidence)."""
 
@@ -148,7 +158,7 @@ class TuningGrid(BaseModel):
         """The points system ``system`` is tuned over ([{}] for popularity)."""
         if system == "popularity":
             return [{}]
-        key = "scorer" if system in ("intents", "intents_shuffled", "translation") else system
+        key = "scorer" if system in SCORER_NAMES else system
         ints = {"dim", "epochs", "batch_size", "K", "factors", "iterations"}
         return [{k: int(v) if k in ints else v for k, v in p.items()} for p in getattr(self, key)]
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gravity.errors import GravityError
-from gravity.intents.config import EvalConfig
+from gravity.intents.config import SCORER_NAMES, EvalConfig
 from gravity.intents.metrics import hit_at_k, ndcg_at_k, recall_at_k
 
 if TYPE_CHECKING:
@@ -82,17 +82,28 @@ def _explicit_ratings(
 def pick_cold_items(
     data: EventsData, rated: Mapping[str, Mapping[str, Any]], n: int, seed: int
 ) -> list[str]:
-    """``n`` items held out whole (item cold start): a seeded choice among the items with a
-    title rated by at least two of the users (so that the slice has users to rank them for)."""
-    from collections import Counter
+    """The items held out whole (item cold start): ``n`` works, a seeded choice among the
+    titled works rated by at least two of the users (so that the slice has users to rank them
+    for), each with every edition of it that has an event. Editions are merged by
+    ``work_key`` as the rest of the pipeline merges them: an edition left in training would
+    give the held-out book ratings under another id."""
+    from gravity.events.books import work_key
 
     if n <= 0:
         return []
-    raters = Counter(i for items in rated.values() for i in items)
-    items = data.items
-    titled = {i for i, t in zip(items["id"].to_pylist(), items["title"].to_pylist()) if t}
-    pool = [i for i, c in raters.items() if c >= 2 and i in titled]
-    return sorted(sorted(pool, key=lambda i: _rank_key(seed, "cold-item", i))[:n])
+    rows = data.items.select(["id", "title", "author"]).to_pylist()
+    work = {r["id"]: work_key(r["title"], r["author"]) for r in rows if r["title"]}
+    raters: dict[tuple[str, str], set[str]] = defaultdict(set)
+    named: dict[tuple[str, str], str] = {}  # a work's seeded rank goes by its smallest rated id
+    for user, items in rated.items():
+        for i in items:
+            if i in work:
+                raters[work[i]].add(user)
+                named[work[i]] = min(named.get(work[i], i), i)
+    pool = [w for w, users in raters.items() if len(users) >= 2]
+    chosen = set(sorted(pool, key=lambda w: _rank_key(seed, "cold-item", named[w]))[:n])
+    with_events = set(data.events["item_id"].to_pylist())
+    return sorted(i for i, w in work.items() if w in chosen and i in with_events)
 
 
 def make_split(
@@ -103,8 +114,9 @@ def make_split(
     cold_items: int = 0,
 ) -> Any:
     """The held-out pairs (a pyarrow table) of the users in ``users`` (None: all): per user,
-    ``holdout`` of their ratings; with ``cold_items``, that many items held out whole (every
-    rating of them, in the table; every event of them left out of the graph by ``build``)."""
+    ``holdout`` of their ratings; with ``cold_items``, that many works held out whole, each
+    edition of them (``pick_cold_items``: every rating of them, in the table; every event of
+    them left out of the graph by ``build``)."""
     import pyarrow as pa
 
     if not 0 < share < 1:
@@ -403,25 +415,55 @@ def measure(
         else:
             recs = by_user
         out[slice_name] = {m: [fn_(recs[u], rel[u], cfg.k) for u in users] for m, fn_ in METRICS}
+        if slice_name == "cold_items":  # per item too: its interval resamples items as well
+            out[slice_name] |= _item_shares([recs[u] for u in users], [rel[u] for u in users], cfg)
     return out
 
 
-def _summary(per_user: dict[str, list[float]], cfg: EvalConfig) -> dict[str, Any]:
-    from gravity.intents.stats import bootstrap_ci
+def _item_shares(
+    recs: list[list[int]], rel: list[set[int]], cfg: EvalConfig
+) -> dict[str, list[dict[int, float]]]:
+    """Per user, each relevant item's share of Recall@k and NDCG@k (``recall_items``,
+    ``ndcg_items``): the user's value is the mean of their items' shares."""
+    import math
+
+    ideal = [sum(1 / math.log2(r + 2) for r in range(min(cfg.k, len(items)))) for items in rel]
+    out: dict[str, list[dict[int, float]]] = {"recall_items": [], "ndcg_items": []}
+    for ranked, items, best in zip(recs, rel, ideal):
+        pos = {x: r for r, x in enumerate(ranked[: cfg.k])}
+        out["recall_items"].append({i: float(i in pos) for i in items})
+        out["ndcg_items"].append(
+            {i: len(items) / (math.log2(pos[i] + 2) * best) if i in pos else 0.0 for i in items}
+        )
+    return out
+
+
+def _summary(per_user: dict[str, list[Any]], cfg: EvalConfig) -> dict[str, Any]:
+    from gravity.intents.stats import bootstrap_ci, crossed_bootstrap_ci
 
     row: dict[str, Any] = {"users": len(per_user["recall"])}
     for metric, _ in METRICS:
-        est = bootstrap_ci(per_user[metric], cfg.bootstrap, cfg.level, cfg.seed)
+        if f"{metric}_items" in per_user:  # cold items: items resampled, then users
+            est = crossed_bootstrap_ci(
+                per_user[f"{metric}_items"], cfg.bootstrap, cfg.level, cfg.seed, unit=True
+            )
+            row["ci_resamples"] = "items, users"
+        else:
+            est = bootstrap_ci(per_user[metric], cfg.bootstrap, cfg.level, cfg.seed, unit=True)
         row[metric] = None if est["value"] is None else round(est["value"], 4)
         row[f"{metric}_ci"] = est["ci"] and [round(c, 4) for c in est["ci"]]
+    # No user had a hit: the intervals are exact one-sided bounds (rule of three), not [0, 0].
+    row["no_hits"] = bool(row["users"] and row["hr"] == 0)
     return row
 
 
 def _paired(
     focus: str, measured: dict[str, dict[str, dict[str, list[float]]]], cfg: EvalConfig
 ) -> dict[str, dict[str, Any]]:
-    """slice -> other system -> metric -> the focus system's mean difference with its CI."""
-    from gravity.intents.stats import paired_difference
+    """slice -> other system -> metric -> the focus system's mean difference with its CI, its
+    raw p-value and its Holm-adjusted one (``p_holm``; a family: one slice and metric, every
+    other system) with ``holm_significant`` (adjusted p below 1 - level)."""
+    from gravity.intents.stats import holm
 
     out: dict[str, dict[str, Any]] = {}
     for slice_name, mine in measured[focus].items():
@@ -429,14 +471,40 @@ def _paired(
             if other == focus or slice_name not in slices:
                 continue
             out.setdefault(slice_name, {})[other] = {
-                m: _rounded(
-                    paired_difference(
-                        mine[m], slices[slice_name][m], cfg.bootstrap, cfg.level, cfg.seed
-                    )
-                )
+                m: _rounded(_difference(mine, slices[slice_name], m, cfg))
                 for m in ("recall", "ndcg")
             }
+    # One family per slice and metric: the focus system against every other system. (One
+    # family over slices and metrics as well would ask for raw p-values under 0.05 / 56 with
+    # eight systems, finer than a bootstrap of 1000 resamples can give: its floor is 1/1000.)
+    for others in out.values():
+        for metric in ("recall", "ndcg"):
+            family = [m[metric] for m in others.values()]
+            tested = [est for est in family if est["p"] is not None]
+            adjusted, reject = holm([est["p"] for est in tested], 1 - cfg.level)
+            for est in family:
+                est |= {"p_holm": None, "holm_significant": None}
+            for est, p, r in zip(tested, adjusted, reject):
+                est |= {"p_holm": round(p, 4), "holm_significant": r}
     return out
+
+
+def _difference(mine: dict, other: dict, metric: str, cfg: EvalConfig) -> dict[str, Any]:
+    """The paired difference of two systems' per-user ``metric`` (per user and item, crossed,
+    where both have per-item shares: the cold items)."""
+    import numpy as np
+
+    from gravity.intents.stats import crossed_bootstrap_ci, paired_difference
+
+    key = f"{metric}_items"
+    constant = [
+        not np.any(v) or np.all(np.asarray(v) == 1.0) for v in (mine[metric], other[metric])
+    ]
+    if key in mine and key in other and not all(constant):
+        diffs = [{i: a[i] - b[i] for i in a} for a, b in zip(mine[key], other[key])]
+        args = (cfg.bootstrap, cfg.level, cfg.seed)
+        return crossed_bootstrap_ci(diffs, *args, unit=True, paired=True)
+    return paired_difference(mine[metric], other[metric], cfg.bootstrap, cfg.level, cfg.seed, True)
 
 
 def _rounded(est: dict[str, Any]) -> dict[str, Any]:
@@ -472,7 +540,7 @@ def evaluate(
             measured[name] = measure(name, tuning[name]["chosen"], ctx, cfg, slices)
             timings[name] = round(time.monotonic() - t0, 2)
             bar.advance()
-    focus = next((s for s in ("intents", "intents_shuffled", "translation") if s in measured), None)
+    focus = next((s for s in SCORER_NAMES if s in measured), None)
     return {
         "k": cfg.k,
         "counts": ctx.counts
@@ -508,14 +576,16 @@ def table_lines(report: dict[str, Any]) -> list[str]:
         for name, row in slices.items():
             recall = _cell(row["recall"], row.get("recall_ci"))
             ndcg = _cell(row["ndcg"], row.get("ndcg_ci"))
-            hr = _cell(row["hr"], None)
+            hr = _cell(row["hr"], row.get("hr_ci") if row.get("no_hits") else None)
+            hr += " (no hits)" if row.get("no_hits") else ""
             lines.append(f"| {system} | {name} | {row['users']} | {recall} | {ndcg} | {hr} |")
     if report.get("paired"):
         focus = report["focus"]
         lines += [
             "",
-            f"| slice | {focus} minus | dRecall@{k} [95% CI] | p | dNDCG@{k} [95% CI] | p |",
-            "|---|---|---:|---:|---:|---:|",
+            f"| slice | {focus} minus | dRecall@{k} [95% CI] | p | p Holm "
+            f"| dNDCG@{k} [95% CI] | p | p Holm |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, others in report["paired"].items():
             for other, est in others.items():
@@ -524,6 +594,19 @@ def table_lines(report: dict[str, Any]) -> list[str]:
                     continue
                 lines.append(
                     f"| {name} | {other} | {_cell(r['value'], r['ci'], 5)} | {r['p']} "
-                    f"| {_cell(n['value'], n['ci'], 5)} | {n['p']} |"
+                    f"| {_holm_cell(r)} | {_cell(n['value'], n['ci'], 5)} | {n['p']} "
+                    f"| {_holm_cell(n)} |"
                 )
+        lines += [
+            "",
+            f"CIs and p are per comparison; p Holm is adjusted over the {focus} scorer's "
+            "comparisons with every other system on one slice and metric (Holm); * marks a "
+            f"difference that stands at {1 - report['config']['level']:.2g} after it.",
+        ]
     return lines
+
+
+def _holm_cell(est: dict[str, Any]) -> str:
+    if est.get("p_holm") is None:
+        return "-"
+    return f"{est['p_holm']}" + (" *" if est.get("holm_significant") else "")

@@ -165,12 +165,16 @@ def _train(nodes, kinds, edges, cfg, progress) -> dict[str, np.ndarray]:
     t = torch.tensor([index[e[1]] for e in edges])
     r = torch.tensor([rel_index[e[2]] for e in edges])
     w = torch.tensor([float(e[3]) for e in edges], dtype=torch.float32)
-    # Negatives are drawn from the tail's own kind (an item for an item, an intent for an intent).
-    kind_pools = {k: torch.tensor([j for j, x in enumerate(kinds) if x == k]) for k in set(kinds)}
+    # Negatives are drawn from the tail's own kind (an item for an item, an intent for an intent),
+    # kind by kind in sorted order: a set's order changes with PYTHONHASHSEED, and so did the
+    # draws (the same seed trained different scorers in different processes).
+    kind_pools = {
+        k: torch.tensor([j for j, x in enumerate(kinds) if x == k]) for k in sorted(set(kinds))
+    }
     tail_kind = [kinds[index[e[1]]] for e in edges]
     groups = {
         k: (torch.tensor([j for j, x in enumerate(tail_kind) if x == k]), kind_pools[k])
-        for k in set(tail_kind)
+        for k in sorted(set(tail_kind))
     }
     opts = [torch.optim.SparseAdam(model.sparse_params(), lr=cfg.lr)]
     if model.pad is not None:

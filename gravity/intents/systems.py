@@ -2,10 +2,14 @@
 its tuning grid, each answering a users x items score matrix (columns: the evaluation's items).
 
 - ``intents``: the graph's scorer (translation plus the user -> intent -> item path term,
-  ``gravity.intents.scorer``), retrained on the given interactions; ``intents_shuffled``: the
-  same with the items' intent lists permuted among the items that have intents (seeded), so that
-  intents carry no information about items; ``translation``: the same scorer on a graph without
-  intent edges and without the path term. The three differ in their intents only (the ablation).
+  ``gravity.intents.scorer``), retrained on the given interactions; ``intents_no_path``: the
+  same graph (its intent edges shape the embeddings) with the path term off (alpha and beta fixed
+  at 0), which isolates what the path term adds; ``intents_shuffled``: the same as ``intents``
+  with the item side of the intent lists permuted over all items (seeded: the same number of
+  edges and intents per item, but which items have intents is random), so that intents carry
+  no information about items; ``translation``: the same scorer on a graph without
+  intent edges and without the path term. The four differ in their intents and in the path term
+  only (the ablations).
 - Baselines (``implicit``, optional extra ``intents``): item-kNN (cosine), ALS (the interaction
   weights as confidence, scaled by ``alpha``), BPR; and popularity (training interaction counts).
   They get the same weighted interaction matrix as the scorer.
@@ -26,12 +30,19 @@ if TYPE_CHECKING:
     from gravity.intents.graph import Graph
 
 ScoreFn = Callable[[list[int]], Any]
-SCORER_SYSTEMS = {"intents": "real", "intents_shuffled": "shuffled", "translation": "none"}
+# system -> (the items' intents: real, shuffled or none; whether the path term is on)
+SCORER_SYSTEMS = {
+    "intents": ("real", True),
+    "intents_no_path": ("real", False),
+    "intents_shuffled": ("shuffled", True),
+    "translation": ("none", False),
+}
 
 
 def can_score_cold(name: str) -> bool:
-    """Whether system ``name`` can score an item nobody interacted with (from its intents)."""
-    return name in ("intents", "intents_shuffled")
+    """Whether system ``name`` can score an item nobody interacted with (from its intents: its
+    intent edges place it, and the path term reads them)."""
+    return name in SCORER_SYSTEMS and SCORER_SYSTEMS[name][0] != "none"
 
 
 @dataclass
@@ -74,24 +85,35 @@ def graph_parts(graph: Graph) -> Parts:
 
 
 def variant_intents(parts: Parts, variant: str, seed: int) -> dict[str, list[int]]:
-    """The items' intents for an ablation: ``real``, ``shuffled`` (lists permuted among the
-    items that have intents) or ``none``."""
+    """The items' intents for an ablation: ``real``, ``shuffled`` or ``none``.
+
+    ``shuffled`` permutes the item side of the intent lists over every item of the graph, those
+    without intents included (seeded): the number of serves edges, each intent's number of items
+    and the distribution of intents per item stay; which item has which intents, and which
+    items have any, are random. (Permuting among the items with intents only would keep "has
+    intents" as a signal: those are the most rated items and the cold ones.)"""
     import numpy as np
 
     if variant == "real":
         return parts.item_intents
     if variant == "none":
         return {}
-    keys = sorted(parts.item_intents)
+    keys = sorted(set(parts.items) | set(parts.item_intents))
+    lists = [parts.item_intents.get(i, []) for i in keys]
     order = np.random.default_rng(seed).permutation(len(keys))
-    return {keys[j]: parts.item_intents[keys[int(order[j])]] for j in range(len(keys))}
+    return {keys[j]: lists[int(order[j])] for j in range(len(keys)) if lists[int(order[j])]}
 
 
 def fit_scorer(
-    parts: Parts, ratings: dict[tuple[str, str], float], variant: str, point: dict[str, Any]
+    parts: Parts,
+    ratings: dict[tuple[str, str], float],
+    variant: str,
+    point: dict[str, Any],
+    paths: bool = True,
 ) -> ScoreFn:
     """The intent scorer of ``variant`` trained on ``ratings`` with grid ``point`` (fields of
-    ``ScorerConfig`` over the graph's own scorer settings)."""
+    ``ScorerConfig`` over the graph's own scorer settings); ``paths``: False leaves the path
+    term out (it is also out for ``none`` and for a graph built without it)."""
     from gravity.intents.config import BuildConfig, ScorerConfig
     from gravity.intents.graph import Graph, assemble
     from gravity.intents.scorer import Scorer, train_scorer
@@ -105,7 +127,7 @@ def fit_scorer(
         build.scorer.model_dump()
         | dict(point)
         # a graph built with the path term off (--no-scorer.intent-paths) is evaluated so
-        | {"intent_paths": variant != "none" and build.scorer.intent_paths}
+        | {"intent_paths": paths and variant != "none" and build.scorer.intent_paths}
     )
     rows = list(zip(*(edges[c].to_pylist() for c in ("src", "dst", "relation", "weight"))))
     arrays = train_scorer(nodes["id"].to_pylist(), nodes["kind"].to_pylist(), rows, scfg, False)
@@ -170,7 +192,8 @@ def fit_system(
     """System ``name`` fitted on the training interactions (``train`` as a matrix over
     ``parts``' users and items, ``ratings`` as a mapping) with grid ``point``."""
     if name in SCORER_SYSTEMS:
-        return fit_scorer(parts, ratings, SCORER_SYSTEMS[name], point)
+        variant, paths = SCORER_SYSTEMS[name]
+        return fit_scorer(parts, ratings, variant, point, paths)
     return fit_baseline(name, train, point, cfg.threads, cfg.seed)
 
 
