@@ -729,3 +729,30 @@ def test_a_jsonl_line_is_capped_well_below_the_file_limit_and_the_cap_is_configu
     monkeypatch.setenv("GRAVITY_MAX_LINE_BYTES", "lots")
     with pytest.raises(GravityError, match="^GRAVITY_MAX_LINE_BYTES: 'lots' is not a number"):
         list(jsonl_file_records(path))
+
+
+def test_synthesis_takes_readers_from_a_sorted_stream_one_chunk_at_a_time(tmp_path):
+    """Memory flat in readers: a stream already in reader-key order is read as chunks are
+    synthesized, never held whole (the inputs' digest once wrapped it in a generator that lost
+    its sorted mark, and every reader was listed before the first request)."""
+    readers = sorted(_readers(40), key=lambda p: reader_key(p.id))
+    taken: list[int] = []
+
+    class Sorted:
+        sorted_by_key = True
+
+        def __iter__(self):
+            for n, profile in enumerate(readers, 1):
+                taken.append(n)
+                yield profile
+
+    class Watching(WriterBackend):
+        def generate(self, requests, params, seeds=None):
+            self.read_before_first = getattr(self, "read_before_first", len(taken))
+            return super().generate(requests, params, seeds)
+
+    backend = Watching()
+    engine = Engine(backend, Store(tmp_path / "run" / "store.sqlite"), progress=False)
+    result = synthesize(Sorted(), _cfg(chunk_readers=4), tmp_path / "run", engine=engine)
+    assert result.summary["inputs"]["reader_count"] == 40 and len(taken) == 40
+    assert backend.read_before_first <= 5  # the first chunk (and the reader that closed it)

@@ -236,11 +236,14 @@ class InputDigest:
         self._graph = _file_digest(intent_graph)
 
     def readers(self, profiles: Any) -> Any:
-        """``profiles``, passed through while their digest is taken."""
-        for profile in profiles:
-            self._readers.update(profile.model_dump_json().encode() + b"\n")
-            self.count += 1
-            yield profile
+        """``profiles``, passed through while their digest is taken, still marked sorted by
+        reader key if they were (``reader_chunks`` would otherwise hold them all to sort)."""
+        return _Digesting(self, profiles)
+
+    def _take(self, profile: Any) -> Any:
+        self._readers.update(profile.model_dump_json().encode() + b"\n")
+        self.count += 1
+        return profile
 
     def digests(self) -> dict[str, Any]:
         return {
@@ -249,6 +252,18 @@ class InputDigest:
             "catalog": self._catalog,
             "intent_graph": self._graph,
         }
+
+
+class _Digesting:
+    """An iterable over ``profiles`` that feeds each to the digest as it passes."""
+
+    def __init__(self, digest: InputDigest, profiles: Any) -> None:
+        self.digest = digest
+        self.profiles = profiles
+        self.sorted_by_key = getattr(profiles, "sorted_by_key", False)
+
+    def __iter__(self) -> Any:
+        return (self.digest._take(p) for p in self.profiles)
 
 
 def _file_digest(path: Any) -> str | None:
