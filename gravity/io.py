@@ -10,6 +10,7 @@ no input can produce a traceback; the parsers below add the line and the reason 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -428,7 +429,13 @@ def owner_tag() -> str:
 
 
 def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:8]
+    """The host, its boot and this process's pid namespace: a pid means the same process only
+    where all three match (two containers can share a hostname and a folder, not their pids)."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):  # not Linux: the hostname alone
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:8]
 
 
 _OWNED = re.compile(r"(\d+)-([0-9a-f]{8})-")
@@ -446,27 +453,36 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_dead(parent: Path, prefix: str) -> list[Path]:
-    """Remove the entries of ``parent`` named ``prefix`` + ``owner_tag()`` + ``-...`` whose process
-    (on this host) is no longer alive: what a killed run left. Another live process's entries,
-    another host's and names of any other form are kept. Returns what was removed."""
-    removed: list[Path] = []
+def _dead(parent: Path, prefix: str) -> list[Path]:
+    """The entries of ``parent`` named ``prefix`` + ``owner_tag()`` + ``-...`` whose process (on
+    this host, boot and pid namespace) is no longer alive."""
     try:
         entries = list(Path(parent).iterdir())
     except OSError:
-        return removed
+        return []
     host = _host_tag()
+    dead = []
     for entry in entries:
         if not entry.name.startswith(prefix):
             continue
         match = _OWNED.match(entry.name, len(prefix))
         if match is None or match.group(2) != host or _alive(int(match.group(1))):
             continue
+        dead.append(entry)
+    return dead
+
+
+def remove_dead(parent: Path, prefix: str) -> list[Path]:
+    """Remove the entries of ``parent`` named ``prefix`` + ``owner_tag()`` + ``-...`` whose process
+    (on this host) is no longer alive: what a killed run left. Another live process's entries,
+    another host's (or container's) and names of any other form are kept. Returns what was
+    removed."""
+    removed = _dead(parent, prefix)
+    for entry in removed:
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-        removed.append(entry)
     if removed:
         log.info("removed %d leftover(s) of killed runs in %s", len(removed), parent)
     return removed
@@ -624,6 +640,13 @@ def remove_dead_dirs(out: Path) -> list[Path]:
     """Remove the work, temp and old folders beside the output folder ``out`` that a killed
     process made (``remove_dead``); a live process's are kept."""
     out = Path(out)
+    if not out.exists():
+        # A swap killed between its two renames: the previous output is back in place (the new
+        # one, perhaps unfinished, is not trusted) before the leftovers go.
+        olds = _dead(out.parent, f".{out.name}.old-")
+        if olds:
+            os.replace(max(olds, key=lambda p: p.stat().st_mtime_ns), out)
+            log.warning("%s: restored the previous output that a killed swap had moved aside", out)
     return [p for kind in OUTPUT_TEMPS for p in remove_dead(out.parent, f".{out.name}.{kind}-")]
 
 

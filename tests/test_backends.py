@@ -513,3 +513,10 @@ def test_openai_response_bodies_decode_as_the_stdlib_did():
     assert lossy.json()["choices"][0]["message"]["content"] == "a\ufffd b"
     with pytest.raises(ValueError):
         _Response(200, b"<html>busy</html>").json()
+
+
+def test_openai_request_that_json_cannot_carry_is_one_line_error():
+    """A seed past 64 bits cannot be encoded: a GravityError, not a TypeError traceback."""
+    backend = _openai(["http://127.0.0.1:9/v1"], max_retries=0)
+    with pytest.raises(GravityError, match="cannot be sent as JSON"):
+        backend.generate(_reqs(["hi"]), SamplingParams(max_new_tokens=4, seed=2**70))

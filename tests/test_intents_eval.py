@@ -237,11 +237,12 @@ def test_holm_against_a_hand_computed_case() -> None:
 def test_no_hits_give_an_exact_upper_bound_not_a_point() -> None:
     from gravity.intents.stats import exact_bound
 
-    # With no hit among n users, the bound b solves (1 - b) ** n = 1 - level: a share of b
-    # leaves every user without a hit 5% of the time. About 3 / n (rule of three).
+    # With no hit among n users, the two-sided Clopper-Pearson upper end b solves
+    # (1 - b) ** n = (1 - level) / 2: a share of b leaves every user without a hit 2.5% of the
+    # time. About 3.7 / n.
     b = exact_bound(100, 0.95)
-    assert (1 - b) ** 100 == pytest.approx(0.05)
-    assert b == pytest.approx(0.02951, abs=1e-5) and abs(b - 3 / 100) < 0.001
+    assert (1 - b) ** 100 == pytest.approx(0.025)
+    assert b == pytest.approx(0.03622, abs=1e-5)
     zero = bootstrap_ci([0.0] * 100, unit=True)
     assert zero["value"] == 0.0 and zero["ci"] == [0.0, pytest.approx(b)] and zero["exact"]
     assert bootstrap_ci([1.0] * 100, unit=True)["ci"] == [pytest.approx(1 - b), 1.0]
@@ -254,9 +255,9 @@ def test_no_hits_give_an_exact_upper_bound_not_a_point() -> None:
     row = report["metrics"]["popularity"]["overall"]
     assert row["hr"] == 0 and row["no_hits"]
     for metric in ("recall", "ndcg", "hr"):
-        assert row[f"{metric}_ci"] == [0.0, round(exact_bound(40), 4)]  # 40 users: 0.0722
+        assert row[f"{metric}_ci"] == [0.0, round(exact_bound(40), 4)]  # 40 users: 0.0881
     line = next(x for x in table_lines(report) if x.startswith("| popularity | overall |"))
-    assert "[0.0000, 0.0722]" in line and "(no hits)" in line
+    assert "[0.0000, 0.0881]" in line and "(no hits)" in line
 
 
 def test_cold_item_intervals_resample_items_and_cover_where_items_vary() -> None:
@@ -428,3 +429,17 @@ def test_grids_must_spend_the_same_budget() -> None:
         )
     assert TuningGrid().points("popularity") == [{}]
     assert TuningGrid().points("translation") == TuningGrid().points("intents")
+
+
+def test_one_hit_among_many_users_is_not_no_hits() -> None:
+    """The flag reads the unrounded HR: one hit among 25,000 users rounds to 0.0000."""
+    from gravity.intents.evaluate import _summary
+
+    n = 25_000
+    per_user = {m: [0.0] * n for m in ("recall", "ndcg", "hr")}
+    for values in per_user.values():
+        values[0] = 1.0
+    row = _summary(per_user, EvalConfig(bootstrap=200))
+    assert row["hr"] == 0.0 and not row["no_hits"]
+    per_user = {m: [0.0] * n for m in ("recall", "ndcg", "hr")}
+    assert _summary(per_user, EvalConfig(bootstrap=200))["no_hits"]

@@ -756,3 +756,49 @@ def test_synthesis_takes_readers_from_a_sorted_stream_one_chunk_at_a_time(tmp_pa
     result = synthesize(Sorted(), _cfg(chunk_readers=4), tmp_path / "run", engine=engine)
     assert result.summary["inputs"]["reader_count"] == 40 and len(taken) == 40
     assert backend.read_before_first <= 5  # the first chunk (and the reader that closed it)
+
+
+def test_leftover_owners_are_told_apart_by_pid_namespace_and_a_killed_swap_is_undone(
+    tmp_path, monkeypatch
+):
+    """Review findings: a pid names a process only within its pid namespace (two containers can
+    share a hostname and a folder), so the owner tag covers it; and a swap killed between its
+    two renames leaves no output, which the next writer restores from the moved-aside old one
+    instead of deleting it with the other leftovers."""
+    import os
+
+    import gravity.io as gio
+
+    dead = 4_000_001  # above any pid this machine hands out
+    mine = gio._host_tag()
+    real_stat = os.stat
+
+    def other_namespace(path, *a, **kw):
+        st = real_stat(path, *a, **kw)
+        if str(path) == "/proc/self/ns/pid":
+            return os.stat_result((st.st_mode, st.st_ino + 1, *tuple(st)[2:]))
+        return st
+
+    monkeypatch.setattr(gio.os, "stat", other_namespace)
+    if os.path.exists("/proc/self/ns/pid"):
+        assert gio._host_tag() != mine  # another namespace: another tag, its leftovers kept
+    monkeypatch.undo()
+    old = tmp_path / f".graph.old-{dead}-{mine}-1234abcd"
+    old.mkdir()
+    (old / "nodes.parquet").write_text("previous graph")
+    (tmp_path / f".graph.tmp-{dead}-{mine}-5678abcd").mkdir()
+    gio.remove_dead_dirs(tmp_path / "graph")
+    assert (tmp_path / "graph" / "nodes.parquet").read_text() == "previous graph"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph"]
+
+
+def test_evaluate_reads_a_run_whose_finish_a_kill_left_half_done_as_export_does(tmp_path):
+    from gravity.evaluate.runner import training_ids
+    from gravity.io import write_commit_record, write_temp
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "pairs.jsonl").write_text(json.dumps({"user_id": "old", "item_id": "b1"}) + "\n")
+    new = json.dumps({"user_id": "new", "item_id": "b2"}) + "\n"
+    write_commit_record(run, [(write_temp(run / "pairs.jsonl", new.encode()), "pairs.jsonl")])
+    assert training_ids([run])[0] == {"new"}  # the leakage check sees what training will

@@ -78,6 +78,10 @@ def training_ids(paths: list[Path]) -> tuple[set[str], set[str]]:
 def _training_rows(path: Path) -> list[dict]:
     from gravity.preference import load_preference_data
 
+    if path.is_dir():
+        from gravity.io import settle_commit
+
+        settle_commit(path)  # a run's finish a kill left half done: what export would read
     if (path / "pairs.jsonl").is_file():
         return [json.loads(x) for x in (path / "pairs.jsonl").read_text().splitlines() if x]
     if (path / "dataset_dict.json").is_file():  # every split of an export was seen

@@ -442,6 +442,7 @@ def _summary(per_user: dict[str, list[Any]], cfg: EvalConfig) -> dict[str, Any]:
     from gravity.intents.stats import bootstrap_ci, crossed_bootstrap_ci
 
     row: dict[str, Any] = {"users": len(per_user["recall"])}
+    exact = False
     for metric, _ in METRICS:
         if f"{metric}_items" in per_user:  # cold items: items resampled, then users
             est = crossed_bootstrap_ci(
@@ -452,8 +453,11 @@ def _summary(per_user: dict[str, list[Any]], cfg: EvalConfig) -> dict[str, Any]:
             est = bootstrap_ci(per_user[metric], cfg.bootstrap, cfg.level, cfg.seed, unit=True)
         row[metric] = None if est["value"] is None else round(est["value"], 4)
         row[f"{metric}_ci"] = est["ci"] and [round(c, 4) for c in est["ci"]]
-    # No user had a hit: the intervals are exact one-sided bounds (rule of three), not [0, 0].
-    row["no_hits"] = bool(row["users"] and row["hr"] == 0)
+        if metric == "hr":
+            exact = bool(est.get("exact")) and est["value"] == 0
+    # No user had a hit (the unrounded HR: one hit among 20,000 users rounds to 0): the
+    # intervals are exact binomial bounds, not [0, 0].
+    row["no_hits"] = bool(row["users"]) and exact
     return row
 
 
@@ -530,6 +534,10 @@ def evaluate(
 
     if not isinstance(heldout, Mapping):
         heldout = dict.fromkeys(heldout)
+    if any(s in cfg.systems for s in SCORER_NAMES):  # a focus: its paired differences are
+        from gravity.intents.stats import holm  # Holm-corrected, after hours of training
+
+        holm([0.5, 0.5])  # statsmodels missing: one line now, not at the end
     ctx = build_context(graph, heldout, cfg, data)
     slices = _slices(ctx, cfg)
     measured, tuning, timings = {}, {}, {}

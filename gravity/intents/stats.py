@@ -16,11 +16,11 @@
   is at least (family size) / resamples.
 - Values in [0, 1] that are all 0 (no user had a hit) or all 1: every resample has the same
   mean, and the percentile interval shrinks to a point, [0, 0], which claims a certainty that
-  n users cannot give. ``unit=True`` gives the exact one-sided binomial bound instead: with no
-  hit among n users the share of users with a hit is below ``1 - (1 - level) ** (1 / n)`` (about
-  3 / n at 95%, the rule of three), and so is the mean of a metric that is 0 without a hit and
-  at most 1 (Recall, NDCG, HR); all 1 mirrors it. A difference of two such systems gets the
-  interval between the bounds.
+  n users cannot give. ``unit=True`` gives the exact binomial interval instead: with no hit
+  among n users the share of users with a hit is in [0, ``1 - ((1 - level) / 2) ** (1 / n)``]
+  (two-sided Clopper-Pearson, about 3.7 / n at 95%), and so is the mean of a metric that is
+  0 without a hit and at most 1 (Recall, NDCG, HR); all 1 mirrors it. A difference of two
+  such systems gets the interval between the bounds.
 - ``crossed_bootstrap_ci`` (the cold-item slice): a user's value there is the mean of one value
   per relevant item (Recall: hit or not; NDCG: the item's share of it), and the items are a
   sample too: a few easy or hard cold items move every user's value. Each resample draws the
@@ -54,9 +54,10 @@ def _resampled_means(x: Any, resamples: int, seed: int) -> Any:
 
 
 def exact_bound(n: int, level: float = 0.95) -> float:
-    """The one-sided upper bound at ``level`` of a share with no success among ``n`` trials
-    (Clopper-Pearson; about 3 / n at 95%)."""
-    return 1.0 - (1.0 - level) ** (1.0 / n)
+    """The upper end of the two-sided Clopper-Pearson interval at ``level`` of a share with no
+    success among ``n`` trials (its lower end is 0): ``1 - ((1 - level) / 2) ** (1 / n)``, about
+    3.7 / n at 95%; two-sided, as the percentile intervals beside it are."""
+    return 1.0 - ((1.0 - level) / 2.0) ** (1.0 / n)
 
 
 def bootstrap_ci(

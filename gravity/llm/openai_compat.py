@@ -204,8 +204,10 @@ class OpenAIBackend(Backend):
     ) -> Completion:
         import orjson
 
-        # Encoded once, sent as is on every attempt.
-        body = orjson.dumps(self._body(request, params, seed))
+        try:  # encoded once, sent as is on every attempt
+            body = orjson.dumps(self._body(request, params, seed))
+        except TypeError as exc:  # e.g. a seed past 64 bits, a schema key that is not a string
+            raise GravityError(f"openai backend: a request cannot be sent as JSON: {exc}") from None
         headers = self._headers()
         attempt = 0
         while True:
