@@ -58,7 +58,9 @@ def planted_graph(seed: int = 0, scorer: ScorerConfig = SCORER, cold: int = 0, d
     return Graph(nodes, edges, manifest, {}), heldout
 
 
-ONE_POINT = TuningGrid(scorer=[{}], itemknn=[{"K": 10}], als=[{"factors": 8}], bpr=[{"factors": 8}])
+ONE_POINT = TuningGrid(
+    scorer=[{}], itemknn=[{"K": 10}], als=[{"factors": 8}], bpr=[{"factors": 8}], lightgcn=[{}]
+)
 
 
 def _cfg(**kw) -> EvalConfig:
@@ -362,6 +364,7 @@ def test_relevance_threshold_and_tuning_on_validation_only() -> None:
         itemknn=[{"K": 1}, {"K": 10}],
         als=[{"factors": 2}, {"factors": 8}],
         bpr=[{"factors": 2}, {"factors": 8}],
+        lightgcn=[{"dim": 8}, {"dim": 16}],
     )
     report = evaluate(graph, heldout, _cfg(systems=["intents"], grid=grid), progress=False)
     tuned = report["tuning"]["intents"]
@@ -387,6 +390,7 @@ def test_tuning_chooses_on_validation_and_scores_the_test_split_once(monkeypatch
             itemknn=[{"K": 2}, {"K": 1}],
             als=[{"factors": 1}, {"factors": 2}],
             bpr=[{"factors": 1}, {"factors": 2}],
+            lightgcn=[{"dim": 8}, {"dim": 16}],
         ),
     )
     ctx = build_context(graph, heldout, cfg)
@@ -424,7 +428,18 @@ def test_grids_must_spend_the_same_budget() -> None:
         TuningGrid(itemknn=[{"K": 10}])
     with pytest.raises(ValueError, match="unknown setting"):
         TuningGrid(
-            scorer=[{"depth": 3}], itemknn=[{"K": 1}], als=[{"factors": 2}], bpr=[{"factors": 2}]
+            scorer=[{"depth": 3}],
+            itemknn=[{"K": 1}],
+            als=[{"factors": 2}],
+            bpr=[{"factors": 2}],
+            lightgcn=[{}],
         )
+    # LightGCN's grid spends the same budget as the others, over its own settings.
+    with pytest.raises(ValueError, match="same number of points"):
+        TuningGrid.model_validate(ONE_POINT.model_dump() | {"lightgcn": [{}, {}]})
+    with pytest.raises(ValueError, match="unknown setting"):
+        TuningGrid.model_validate(ONE_POINT.model_dump() | {"lightgcn": [{"factors": 8}]})
+    assert len(TuningGrid().lightgcn) == len(TuningGrid().bpr) == len(TuningGrid().als)
+    assert all(isinstance(p["layers"], int) for p in TuningGrid().points("lightgcn"))
     assert TuningGrid().points("popularity") == [{}]
     assert TuningGrid().points("translation") == TuningGrid().points("intents")
