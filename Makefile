@@ -58,7 +58,7 @@ $(VENV)/.llama-installed-$(LLAMA_KEY): $(LLAMA_WHEELS)/.built
 llama-cpp: $(VENV)/.llama-installed-$(LLAMA_KEY)
 
 $(VENV)/.test-installed: $(VENV)/.core-installed $(VENV)/.llama-installed-$(LLAMA_KEY)
-	$(BIN)/python -m pip install -e '.[train,eval,dev,server,intents,fleet]'
+	$(BIN)/python -m pip install -e '.[train,eval,dev,server,intents,graph,fleet]'
 	touch $@
 
 setup: $(VENV)/.core-installed

@@ -321,7 +321,11 @@ def test_scorer_beats_random_on_planted_structure_and_is_deterministic() -> None
     # evaluate retrains the scorer (tuned on validation): one grid point, the settings above
     point = cfg.model_dump(include={"dim", "epochs", "batch_size", "lr"})
     grid = TuningGrid(
-        scorer=[point], itemknn=[{"K": 5}], als=[{"factors": 4}], bpr=[{"factors": 4}]
+        scorer=[point],
+        itemknn=[{"K": 5}],
+        als=[{"factors": 4}],
+        bpr=[{"factors": 4}],
+        lightgcn=[{"dim": 8}],
     )
     report = evaluate(
         graph, heldout, EvalConfig(k=5, systems=["intents"], grid=grid), progress=False
@@ -380,7 +384,8 @@ def test_scorer_is_the_same_in_every_process() -> None:
 
 
 def test_evaluate_with_library_baselines(bx, tmp_path) -> None:
-    # `make test` installs the `intents` extra: a missing `implicit` fails here, never skips.
+    # `make test` installs the `intents` and `graph` extras: a missing `implicit` or
+    # `torch_geometric` fails here, never skips.
     data = read_events_dir(bx)
     write_split(make_split(data, None, seed=0), tmp_path / "split.parquet")
     heldout, desc = read_split(tmp_path / "split.parquet")
@@ -397,6 +402,7 @@ def test_evaluate_with_library_baselines(bx, tmp_path) -> None:
         itemknn=[{"K": 5}, {"K": 50}],
         als=[{"factors": 4, "iterations": 3}, {"factors": 8, "iterations": 3}],
         bpr=[{"factors": 4, "iterations": 5}, {"factors": 8, "iterations": 5}],
+        lightgcn=[{"dim": 4, "epochs": 2}, {"dim": 8, "epochs": 2}],
     )
     cfg = EvalConfig(k=10, grid=grid, threads=1, bootstrap=200)
     heldout_values, _ = read_heldout(tmp_path / "split.parquet")
@@ -741,7 +747,13 @@ def test_item_cold_start_split_build_and_evaluate(bx, tmp_path) -> None:
     for item in cold:  # extracted from its metadata alone: no review of it reaches the prompt
         prompt = next(p for p in prompts if p.startswith(f'Book: "{titles[item]}"'))
         assert "What readers wrote about it" not in prompt
-    grid = TuningGrid(scorer=[{}], itemknn=[{"K": 5}], als=[{"factors": 4}], bpr=[{"factors": 4}])
+    grid = TuningGrid(
+        scorer=[{}],
+        itemknn=[{"K": 5}],
+        als=[{"factors": 4}],
+        bpr=[{"factors": 4}],
+        lightgcn=[{"dim": 8, "epochs": 5}],
+    )
     cfg = EvalConfig(grid=grid, threads=1, bootstrap=200, relevant_min=1)
     report = evaluate(graph, heldout, cfg, data, progress=False)
     assert report["counts"]["items_without_interactions"] == 3

@@ -20,6 +20,7 @@ System = Literal[
     "itemknn",
     "als",
     "bpr",
+    "lightgcn",
 ]
 SYSTEMS: tuple[System, ...] = typing.get_args(System)
 # The systems that are the graph's scorer with other intents or without the path term.
@@ -48,6 +49,23 @@ class ScorerConfig(BaseModel):
         description="Add the user -> intent -> item path term to the score (false: translation "
         "only).",
     )
+
+
+class LightGCNConfig(BaseModel):
+    """The ``lightgcn`` baseline (``gravity.intents.lightgcn``); a grid point overrides these."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dim: int = Field(default=64, ge=2, le=512, description="Embedding size.")
+    layers: int = Field(default=3, ge=1, le=8, description="Propagation layers.")
+    l2: float = Field(
+        default=1e-4, ge=0, description="L2 penalty on the batch's layer-0 embeddings."
+    )
+    epochs: int = Field(default=20, ge=1, le=1000, description="Passes over the interactions.")
+    batch_size: int = Field(
+        default=8192, ge=16, description="Interactions per step (each step propagates the graph)."
+    )
+    lr: float = Field(default=0.01, gt=0, le=1, description="Learning rate (Adam).")
 
 
 class BuildConfig(BaseModel):
@@ -101,6 +119,7 @@ GRID_KEYS = {
     "itemknn": {"K"},
     "als": {"factors", "regularization", "alpha", "iterations"},
     "bpr": {"factors", "learning_rate", "regularization", "iterations"},
+    "lightgcn": set(LightGCNConfig.model_fields),
 }
 
 
@@ -110,7 +129,8 @@ class TuningGrid(BaseModel):
     four intent scorers (``intents``, ``intents_no_path``, ``intents_shuffled``,
     ``translation``); its points
     override the graph's own ``ScorerConfig``. The others' points are keyword arguments of the
-    ``implicit`` models (ALS ``alpha`` scales the interaction weights into confidence)."""
+    ``implicit`` models (ALS ``alpha`` scales the interaction weights into confidence), and
+    ``lightgcn``'s fields of ``LightGCNConfig``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -141,6 +161,15 @@ class TuningGrid(BaseModel):
             {"factors": 64, "learning_rate": 0.01, "regularization": 0.001, "iterations": 100},
         ]
     )
+    # BPR's pattern: size, depth (layers here) and regularisation; epochs fixed, as iterations.
+    lightgcn: list[Point] = Field(
+        default_factory=lambda: [
+            {"dim": 64, "layers": 2, "l2": 1e-4, "epochs": 20},
+            {"dim": 64, "layers": 3, "l2": 1e-4, "epochs": 20},
+            {"dim": 64, "layers": 3, "l2": 1e-3, "epochs": 20},
+            {"dim": 128, "layers": 3, "l2": 1e-4, "epochs": 20},
+        ]
+    )
 
     @model_validator(mode="after")
     def _same_budget(self) -> TuningGrid:
@@ -159,7 +188,7 @@ class TuningGrid(BaseModel):
         if system == "popularity":
             return [{}]
         key = "scorer" if system in SCORER_NAMES else system
-        ints = {"dim", "epochs", "batch_size", "K", "factors", "iterations"}
+        ints = {"dim", "epochs", "batch_size", "K", "factors", "iterations", "layers"}
         return [{k: int(v) if k in ints else v for k, v in p.items()} for p in getattr(self, key)]
 
 

@@ -479,8 +479,8 @@ def _paired(
                 for m in ("recall", "ndcg")
             }
     # One family per slice and metric: the focus system against every other system. (One
-    # family over slices and metrics as well would ask for raw p-values under 0.05 / 56 with
-    # eight systems, finer than a bootstrap of 1000 resamples can give: its floor is 1/1000.)
+    # family over slices and metrics as well would ask for raw p-values under 0.05 / 64 with
+    # nine systems, finer than a bootstrap of 1000 resamples can give: its floor is 1/1000.)
     for others in out.values():
         for metric in ("recall", "ndcg"):
             family = [m[metric] for m in others.values()]
@@ -529,7 +529,10 @@ def evaluate(
     """Tuned systems' metrics per slice with CIs, the tuning record and paired differences.
 
     ``heldout`` maps test pairs to their ratings (a set: every pair relevant); ``data``, the
-    events the graph was built from, gives ratings and timestamps to the validation split."""
+    events the graph was built from, gives ratings and timestamps to the validation split. A
+    system whose optional package is missing (``lightgcn``) is skipped: ``skipped`` names it
+    with the reason and the install command."""
+    from gravity.intents.systems import unavailable
     from gravity.progress import Progress
 
     if not isinstance(heldout, Mapping):
@@ -540,9 +543,13 @@ def evaluate(
         holm([0.5, 0.5])  # statsmodels missing: one line now, not at the end
     ctx = build_context(graph, heldout, cfg, data)
     slices = _slices(ctx, cfg)
-    measured, tuning, timings = {}, {}, {}
+    measured, tuning, timings, skipped = {}, {}, {}, {}
     with Progress(len(cfg.systems), "evaluate systems", enabled=progress, unit="systems") as bar:
         for name in cfg.systems:
+            skipped[name] = unavailable(name)
+            if skipped[name]:  # an optional package is missing: said in the report and table
+                bar.advance()
+                continue
             t0 = time.monotonic()
             tuning[name] = tune(name, ctx, cfg)
             measured[name] = measure(name, tuning[name]["chosen"], ctx, cfg, slices)
@@ -562,6 +569,7 @@ def evaluate(
         "paired": _paired(focus, measured, cfg) if focus else {},
         "tuning": tuning,
         "timings_s": timings,
+        "skipped": {name: why for name, why in skipped.items() if why},
         "config": cfg.model_dump(mode="json"),
     }
 
@@ -611,6 +619,8 @@ def table_lines(report: dict[str, Any]) -> list[str]:
             "comparisons with every other system on one slice and metric (Holm); * marks a "
             f"difference that stands at {1 - report['config']['level']:.2g} after it.",
         ]
+    for name, why in (report.get("skipped") or {}).items():
+        lines += ["", f"{name}: skipped ({why})"]
     return lines
 
 

@@ -12,9 +12,13 @@ its tuning grid, each answering a users x items score matrix (columns: the evalu
   only (the ablations).
 - Baselines (``implicit``, optional extra ``intents``): item-kNN (cosine), ALS (the interaction
   weights as confidence, scaled by ``alpha``), BPR; and popularity (training interaction counts).
-  They get the same weighted interaction matrix as the scorer.
+  They get the same weighted interaction matrix as the scorer. ``lightgcn`` (PyTorch
+  Geometric, optional extra ``graph``: ``gravity.intents.lightgcn``) propagates over the same
+  interactions as a binary user-item graph; without the package it is skipped, with the reason
+  (``unavailable``).
 An item with no training interaction (item cold start) gets a score only from a system that can
-give it one: the intent scorers, through the intents its text gave it (``can_score_cold``).
+give it one: the intent scorers, through the intents its text gave it (``can_score_cold``);
+the collaborative baselines, LightGCN included, have no interaction (edge) to place it by.
 """
 
 from __future__ import annotations
@@ -186,6 +190,16 @@ def _baseline_model(name: str, point: dict[str, Any], threads: int, seed: int) -
     raise GravityError(f"--systems: unknown system {name!r}; known: {', '.join(SYSTEMS)}")
 
 
+def unavailable(name: str) -> str | None:
+    """Why system ``name`` cannot run here, for a system whose package is optional and is
+    skipped without it (``lightgcn``); None: it can run (or fails loudly when it cannot)."""
+    if name == "lightgcn":
+        from gravity.intents.lightgcn import missing
+
+        return missing()
+    return None
+
+
 def fit_system(
     name: str, parts: Parts, train: Any, ratings: dict, point: dict[str, Any], cfg: Any
 ) -> ScoreFn:
@@ -194,6 +208,10 @@ def fit_system(
     if name in SCORER_SYSTEMS:
         variant, paths = SCORER_SYSTEMS[name]
         return fit_scorer(parts, ratings, variant, point, paths)
+    if name == "lightgcn":
+        from gravity.intents.lightgcn import fit_lightgcn
+
+        return fit_lightgcn(train, point, cfg.threads, cfg.seed)
     return fit_baseline(name, train, point, cfg.threads, cfg.seed)
 
 
