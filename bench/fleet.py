@@ -1,21 +1,27 @@
 """Fleet benchmark: what one gravity process sustains against OpenAI-compatible servers.
 
-    python bench/fleet.py                                  # 2 instant servers, 3,000 requests
+    python bench/fleet.py --requests 20000                 # 2 instant servers
     python bench/fleet.py --latency-ms 250 --slow-rate 0.01 --concurrency 64 --concurrency 512
-    python bench/fleet.py --error-rate 0.05 --requests 2000
+    python bench/fleet.py --error-rate 0.05 --requests 20000
+    python bench/fleet.py --readers 600                    # gravity generate, 36 requests a reader
 
-Starts ``--servers`` mock servers on 127.0.0.1 (uvicorn + starlette, one process each; every
-chat completion is a fixed text after ``--latency-ms``, a ``--slow-rate`` share after
-``--slow-ms`` (and every prompt that contains SLOW), a ``--error-rate`` share answered 429 or
-500 at random (and 500 always for a prompt that contains FAIL500), 404 for a prompt that
-contains FATAL; ``/stats`` counts requests, answers and
-the most in flight at once), then runs
-``gravity llm generate --backend openai`` over ``--requests`` one-line prompts with a fresh
-store, once per ``--concurrency``, and prints per run: requests/s (whole command, and sustained:
-less the wall time of a one-request run, i.e. start-up), gravity's CPU seconds per
-request, its peak RSS, the store's size per 1,000 requests and the rows in = written +
-rejected. Bounded: every run has a wall-clock limit, and the servers are stopped at the end
-(also on errors). Loopback only.
+Starts ``--servers`` mock servers on 127.0.0.1 (a bare ASGI app on uvicorn, one process each,
+httptools and uvloop where installed: the ``fleet`` extra). Every chat completion is a fixed
+text (with ``--readers``: the fixed text and words drawn from a hash of the request, so that
+descriptions differ) after ``--latency-ms``, a ``--slow-rate`` share after ``--slow-ms`` (and
+every prompt that contains SLOW), a ``--error-rate`` share answered 429 or 500 at random (and
+500 always for a prompt that contains FAIL500), 404 for a prompt that contains FATAL;
+``/stats`` counts requests, answers, repeats and the most in flight at once, and the servers'
+CPU time. Then runs ``gravity llm generate --backend openai`` over ``--requests`` one-line
+prompts, or ``gravity generate`` over ``--readers`` synthetic readers, with a fresh store, once
+per ``--concurrency``, and prints per run: requests/s (whole command, and sustained: less the
+wall time of a one-row run, i.e. start-up), gravity's CPU per request (all of it, and less a
+one-row run's CPU), the servers' CPU per request, the idle time of a server connection between
+an answer and its next request (p50 and p99 of the worse server: gravity's turnaround, which
+includes waiting for its busy event loop and, in ``generate``, for a chunk's next stage), its
+peak RSS, the store's size per 1,000 completions and the rows in = written + rejected. Bounded:
+every run has a wall-clock limit, and the servers are stopped at the end (also on errors).
+Loopback only.
 """
 
 from __future__ import annotations
@@ -273,6 +279,7 @@ def _run(ports: list[int], cmd: list[str], rows_in: int, store: Path, limit_s: f
         "rows_in": rows_in,
         "wall_s": round(done["wall_s"], 2),
         "requests_per_s": round(answered / done["wall_s"], 1),
+        "gravity_cpu_s": round(done["cpu_s"], 3),
         "gravity_cpu_ms_per_request": round(1000 * done["cpu_s"] / max(answered, 1), 3),
         "servers_cpu_ms_per_request": round(
             1000 * sum(a["cpu_s"] - b["cpu_s"] for a, b in zip(after, before)) / max(sent, 1), 3
@@ -371,12 +378,12 @@ def main() -> None:
                 return _llm_command(urls, prompts, store, concurrency), store
 
         # The wall time of a one-row run: start-up (imports, store) that a long run pays once.
-        startup = min(
-            _run(ports, *command(f"one{k}", 1, 1)[:1], 1, Path("/nonexistent"), args.limit_s)[
-                "wall_s"
-            ]
+        one = [
+            _run(ports, command(f"one{k}", 1, 1)[0], 1, Path("/nonexistent"), args.limit_s)
             for k in range(2)
-        )
+        ]
+        startup = min(r["wall_s"] for r in one)
+        startup_cpu_s = min(r["gravity_cpu_s"] for r in one)  # a one-row run: start-up, mostly
         for concurrency in args.concurrency or [8, 64, 256]:
             cmd, store = command(f"c{concurrency}", concurrency, rows_in)
             row = _run(ports, cmd, rows_in, store, args.limit_s)
@@ -390,6 +397,9 @@ def main() -> None:
                 row["written"], row["rejected"] = _llm_rows({"stdout": stdout})
             row = {"mode": "generate" if args.readers else "llm", "concurrency": concurrency, **row}
             row["startup_s"] = round(startup, 2)
+            row["gravity_cpu_ms_per_request_less_startup"] = round(
+                1000 * (row["gravity_cpu_s"] - startup_cpu_s) / max(row["answered"], 1), 3
+            )
             row["sustained_requests_per_s"] = round(
                 (row["answered"] - 1) / max(row["wall_s"] - startup, 1e-3), 1
             )
