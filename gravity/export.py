@@ -12,8 +12,10 @@ import json
 import os
 import random
 import shutil
+import sqlite3
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,13 +46,20 @@ def _pairs_path(run_dir: Path) -> Path:
 
 
 def scan_pairs(run_dir: Path) -> tuple[Path, set[str]]:
-    """Check every record of a run folder's ``pairs.jsonl``, read line by line (no size limit,
-    flat memory): each a valid pair, each column of one JSON kind across records (Arrow needs
-    one). Returns the file and the readers in it; any problem names the file, line and field."""
+    """Check every record of a run folder's ``pairs.jsonl``, read line by line (no size limit):
+    each a valid pair, each column of one JSON kind across records (Arrow needs one). Returns
+    the file and the readers in it; any problem names the file, line and field."""
+    users: set[str] = set()
+    return _scan(run_dir, users.add), users
+
+
+def _scan(run_dir: Path, add_user: Callable[[str], Any]) -> Path:
+    """``scan_pairs``, handing each record's reader to ``add_user`` (flat memory when that
+    keeps them on disk); returns the file."""
     from gravity.io import file_error, jsonl_file_records, validate
 
     path = _pairs_path(run_dir)
-    users: set[str] = set()
+    rows = 0
     kinds: dict[str, tuple[str, int]] = {}  # column -> (JSON kind, first line)
     for record in jsonl_file_records(path):
         if record.problem is not None:
@@ -71,10 +80,11 @@ def scan_pairs(run_dir: Path) -> tuple[Path, set[str]]:
                 raise file_error(
                     path, f"{kind} here, {first[0]} on line {first[1]}", record.line, key
                 )
-        users.add(row["user_id"])
-    if not users:
+        add_user(row["user_id"])
+        rows += 1
+    if not rows:
         raise GravityError(f"{path}: no pairs to export (every row was rejected?)")
-    return path, users
+    return path
 
 
 def iter_pairs(path: Path) -> Iterator[dict[str, Any]]:
@@ -119,15 +129,90 @@ def _json_kind(value: Any, depth: int = 0) -> str:
     return "a mapping"
 
 
+def _test_count(readers: int, test_size: float) -> int:
+    """How many of ``readers`` go to the test split: the ``test_size`` share, at least one
+    and not all when there are two or more."""
+    n_test = round(readers * test_size)
+    if test_size > 0 and readers > 1:
+        n_test = min(max(n_test, 1), readers - 1)
+    return n_test
+
+
 def test_readers(users: Iterable[str], test_size: float, seed: int) -> set[str]:
     """The readers of the test split: a seeded shuffle of the sorted readers, the first
     ``test_size`` share (at least one and not all, when there are two or more)."""
     ordered = sorted(users)
     random.Random(f"gravity-split:{seed}").shuffle(ordered)
-    n_test = round(len(ordered) * test_size)
-    if test_size > 0 and len(ordered) > 1:
-        n_test = min(max(n_test, 1), len(ordered) - 1)
-    return set(ordered[:n_test])
+    return set(ordered[: _test_count(len(ordered), test_size)])
+
+
+class _ReaderIndex:
+    """``test_readers`` for more readers than memory should hold: the distinct readers in an
+    SQLite file, the split drawn on their ranks. ``random.shuffle``'s draws depend only on the
+    length, so shuffling the ranks 0..n-1 (4 bytes each) permutes as shuffling the sorted ids
+    does, and the test readers are those of the same sorted positions. Ids are stored as UTF-8
+    (lone surrogates kept by ``surrogatepass``), whose byte order is the code-point order
+    Python sorts by."""
+
+    BATCH = 10_000
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        for table in ("reader", "test"):
+            self.db.execute(f"CREATE TABLE {table} (id BLOB PRIMARY KEY) WITHOUT ROWID")
+        self.pending: list[tuple[bytes]] = []
+        self.last: str | None = None
+        self.last_test = False
+        self.readers = self.tests = 0
+
+    @staticmethod
+    def key(user: str) -> bytes:
+        return user.encode("utf-8", "surrogatepass")
+
+    def add(self, user: str) -> None:
+        if user != self.last:  # a reader's records mostly come together
+            self.last = user
+            self.pending.append((self.key(user),))
+            if len(self.pending) >= self.BATCH:
+                self._insert("reader")
+
+    def _insert(self, table: str) -> None:
+        self.db.execute("BEGIN")
+        self.db.executemany(f"INSERT OR IGNORE INTO {table} VALUES (?)", self.pending)
+        self.db.execute("COMMIT")
+        self.pending.clear()
+
+    def split(self, test_size: float, seed: int) -> None:
+        """Choose the test readers as ``test_readers`` would."""
+        self._insert("reader")
+        self.readers = self.db.execute("SELECT COUNT(*) FROM reader").fetchone()[0]
+        ranks = array("i" if self.readers < 2**31 else "q", range(self.readers))
+        random.Random(f"gravity-split:{seed}").shuffle(ranks)
+        self.tests = _test_count(self.readers, test_size)
+        chosen = bytearray(self.readers)
+        for rank in ranks[: self.tests]:
+            chosen[rank] = 1
+        del ranks
+        rank, after = 0, b""  # the sorted ids a page at a time, each query done before inserts
+        while page := self.db.execute(
+            "SELECT id FROM reader WHERE id > ? ORDER BY id LIMIT ?", (after, self.BATCH)
+        ).fetchall():
+            self.pending.extend((key,) for i, (key,) in enumerate(page, rank) if chosen[i])
+            rank, after = rank + len(page), page[-1][0]
+            self._insert("test")
+        self.last = None
+
+    def __contains__(self, user: str) -> bool:
+        """Whether ``user`` is a test reader (after ``split``)."""
+        if user != self.last:
+            found = self.db.execute("SELECT 1 FROM test WHERE id = ?", (self.key(user),))
+            self.last, self.last_test = user, found.fetchone() is not None
+        return self.last_test
+
+    def close(self) -> None:
+        self.db.close()
 
 
 def split_by_user(
@@ -328,10 +413,12 @@ def _identity(path: Path) -> tuple[int, int, int, int]:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def _route(path: Path, readers: int, test_users: set[str], work: Path) -> dict[str, _Split]:
-    """Every record of ``path`` (of ``readers`` readers) into its split's file; the non-empty
-    splits, train first."""
-    counts = {"train": readers - len(test_users), "test": len(test_users)}
+def _route(
+    path: Path, readers: int, tests: int, test_users: Container[str], work: Path
+) -> dict[str, _Split]:
+    """Every record of ``path`` (of ``readers`` readers, ``tests`` of them ``test_users``)
+    into its split's file; the non-empty splits, train first."""
+    counts = {"train": readers - tests, "test": tests}
     splits = {name: _Split(work / f"{name}.jsonl", counts[name]) for name in ("train", "test")}
     try:
         for row in iter_pairs(path):
@@ -364,15 +451,16 @@ def export_run(
     run_dir, out = Path(run_dir), Path(out)
     settle_commit(run_dir)  # a finish a killed run left half done: completed first
     before = _identity(_pairs_path(run_dir))
-    path, users = scan_pairs(run_dir)
-    test_users, readers = test_readers(users, test_size, seed), len(users)
-    del users  # only the test split's readers are kept
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_dirs(out)  # what a killed export of ``out`` left
     work = temp_dir(out.parent, f".{out.name}.work-")
     tmp = temp_dir(out.parent, f".{out.name}.tmp-")
+    index: _ReaderIndex | None = None
     try:
-        splits = _route(path, readers, test_users, work)
+        index = _ReaderIndex(work / "readers.sqlite")  # the readers on disk, not in memory
+        path = _scan(run_dir, index.add)
+        index.split(test_size, seed)
+        splits = _route(path, index.readers, index.tests, index, work)
         if _identity(path) != before:  # checked once, read twice: the same file both times
             raise GravityError(
                 f"{path}: changed while it was exported (a run writing to {run_dir}?); export "
@@ -386,6 +474,8 @@ def export_run(
         if push_to_hub:
             push(dd, out / "README.md", push_to_hub, private)
     finally:
+        if index is not None:
+            index.close()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return {name: s.stats.as_dict() for name, s in splits.items()}

@@ -4,6 +4,7 @@ and the hub upload gets the token from the environment only (the upload itself n
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from datasets import load_dataset, load_from_disk
@@ -197,3 +198,57 @@ def test_a_pairs_file_replaced_during_export_is_refused(run_dir, tmp_path, monke
     assert len(str(err.value).splitlines()) == 1
     assert not (tmp_path / "data").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+HOSTILE_IDS = [
+    "a", "A", "B", "10", "9", "é", "e\u0301", "\u00ff", "\u0100", "\ud7ff", "\ue000",
+    "\uffff", "\U00010000", "\U0001d518", "\U0010ffff", "\x00x", "x\x00", "z" * 300, "読者",
+    " a", "a ", "\t", "NaN", "null",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("test_size", [0.0, 0.2, 0.5, 0.99])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_the_on_disk_split_chooses_the_readers_that_sorting_in_memory_would(
+    tmp_path, test_size, seed
+):
+    """``gravity export`` keeps its readers in SQLite, not in memory, and must still choose
+    the test readers ``test_readers`` chooses (a seeded shuffle of the sorted ids): ids that
+    sort differently as bytes, case, code units or code points (astral characters, NULs,
+    combining marks), readers whose records are not together, and random ids."""
+    from gravity.export import _ReaderIndex, test_readers
+
+    rng = random.Random(seed)
+    ids = list(HOSTILE_IDS)
+    for _ in range(3000):
+        ids.append(
+            "".join(
+                chr(rng.choice([rng.randrange(32, 0xD800), rng.randrange(0xE000, 0x110000)]))
+                for _ in range(rng.randrange(1, 4))
+            )
+        )
+    stream = ids + rng.sample(ids, len(ids))  # every reader twice, apart
+    index = _ReaderIndex(tmp_path / "r.sqlite")
+    for user in stream:
+        index.add(user)
+    index.split(test_size, seed)
+    want = test_readers(set(ids), test_size, seed)
+    assert index.readers == len(set(ids)) and index.tests == len(want)
+    assert {u for u in set(ids) if u in index} == want
+    assert [u in index for u in stream] == [u in want for u in stream]
+    index.close()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_the_on_disk_split_of_one_two_or_three_readers(tmp_path, n):
+    from gravity.export import _ReaderIndex, test_readers
+
+    readers = ["c", "a", "b"][:n]
+    for test_size in (0.0, 0.1, 0.5, 0.9):
+        index = _ReaderIndex(tmp_path / f"{n}-{test_size}.sqlite")
+        for user in readers:
+            index.add(user)
+        index.split(test_size, 0)
+        want = test_readers(readers, test_size, 0)
+        assert {u for u in readers if u in index} == want
+        index.close()
