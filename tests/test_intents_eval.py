@@ -573,3 +573,21 @@ def test_one_hit_among_many_users_is_not_no_hits() -> None:
     assert row["hr"] == 0.0 and not row["no_hits"]
     per_user = {m: [0.0] * n for m in ("recall", "ndcg", "hr")}
     assert _summary(per_user, EvalConfig(bootstrap=200))["no_hits"]
+
+
+@pytest.mark.parametrize(
+    ("level", "label"), [(0.95, "95% CI"), (0.9, "90% CI"), (0.999, "99.9% CI")]
+)
+def test_the_tables_name_the_interval_level_the_run_used(level, label) -> None:
+    est = {"value": 0.01, "ci": [0.0, 0.02], "p": 0.04, "p_holm": 0.08}
+    report = {
+        "k": 10,
+        "config": {"level": level},
+        "metrics": {"intents": {"overall": {"users": 3, "recall": 0.1, "recall_ci": [0.0, 0.2],
+                                            "ndcg": 0.1, "ndcg_ci": [0.0, 0.2], "hr": 0.3}}},
+        "focus": "intents",
+        "paired": {"overall": {"popularity": {"recall": est, "ndcg": est}}},
+    }  # fmt: skip
+    headers = [line for line in table_lines(report) if line.startswith("| s")]
+    assert len(headers) == 2 and all(f"[{label}]" in h for h in headers)
+    assert all("95%" not in h for h in headers) or level == 0.95

@@ -583,9 +583,9 @@ def _cell(value: Any, ci: Any, digits: int = 4) -> str:
 
 def table_lines(report: dict[str, Any]) -> list[str]:
     """The metrics (with CIs) and the focus system's paired differences as markdown tables."""
-    k = report["k"]
+    k, ci = report["k"], f"{report['config']['level'] * 100:g}% CI"
     lines = [
-        f"| system | slice | users | Recall@{k} [95% CI] | NDCG@{k} [95% CI] | HR@{k} |",
+        f"| system | slice | users | Recall@{k} [{ci}] | NDCG@{k} [{ci}] | HR@{k} |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for system, slices in report["metrics"].items():
@@ -599,8 +599,8 @@ def table_lines(report: dict[str, Any]) -> list[str]:
         focus = report["focus"]
         lines += [
             "",
-            f"| slice | {focus} minus | dRecall@{k} [95% CI] | p | p Holm "
-            f"| dNDCG@{k} [95% CI] | p | p Holm |",
+            f"| slice | {focus} minus | dRecall@{k} [{ci}] | p | p Holm "
+            f"| dNDCG@{k} [{ci}] | p | p Holm |",
             "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, others in report["paired"].items():
