@@ -194,3 +194,28 @@ def test_power_lines_speak_the_tables_units():
     assert "detectable at 8 readers 60 points" in line and "observed -25 points" in line
     (gain,) = power_lines([{**row, "metric": "preference_gain", "observed": -1.5}], "gravity")
     assert "detectable at 8 readers 0.6 points" in gain and "-1.5 points" in gain
+
+
+def test_a_two_way_cell_detects_at_its_own_degrees_of_freedom():
+    """A two-way interval (readers sharing books) has min(readers, books) - 1 degrees of
+    freedom: the SD backed out of it and the detectable effect at the run's own readers use the
+    same df, so the detectable effect is the interval's own t quantiles times its SE, not a
+    mix of df 35 and df 199. Projected to other reader counts, the books grow with them."""
+    sd, n, books = 0.044, 200, 36
+    half = stats.t.ppf(0.975, 35) * sd / math.sqrt(n)
+    cell = {"value": 0.019, "ci": [0.019 - half, 0.019 + half], "n": n, "books": books}
+    metrics = {"overall": {"paired": {"base": {"alignment": {**cell, "method": "two-way-t"}}}}}
+    (row,) = power_rows(metrics)
+    assert row["sd"] == pytest.approx(sd, rel=1e-9)
+    # (t[.975, 35] + t[.80, 35]) * 0.044 / sqrt(200) = (2.0301 + 0.8520) * 0.044 / 14.142
+    assert row["detectable"] == pytest.approx(0.008967, abs=2e-6)
+    assert row["detectable"] > detectable(sd, n)  # df 199 would claim a smaller effect
+    # at 400 readers the books are assumed to double: df min(400, 72) - 1 = 71
+    (at_400,) = power_rows(metrics, n=400)
+    want = (stats.t.ppf(0.975, 71) + stats.t.ppf(0.8, 71)) * sd / 20
+    assert at_400["detectable"] == pytest.approx(want, rel=1e-9)
+    need = at_400["readers_needed"]
+    assert need == row["readers_needed"]
+    per = books / n
+    df = lambda k: min(k, round(k * per)) - 1  # noqa: E731
+    assert detectable(sd, need, df=df(need)) <= 0.019 < detectable(sd, need - 1, df=df(need - 1))

@@ -28,32 +28,55 @@ def _t(q: float, df: int) -> float:
     return float(t.ppf(q, df))
 
 
-def detectable(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+def detectable(
+    sd: float, n: int, alpha: float = 0.05, power: float = 0.8, df: int | None = None
+) -> float:
     """The smallest true mean difference a paired t test over ``n`` readers detects with
-    probability ``power`` at two-sided level ``alpha``; ``inf`` below 2 readers."""
-    if n < 2:
+    probability ``power`` at two-sided level ``alpha``, its t quantiles at ``df`` degrees of
+    freedom (default ``n - 1``; a two-way interval has min(readers, books) - 1); ``inf``
+    below 2 readers or 1 degree of freedom."""
+    df = n - 1 if df is None else df
+    if n < 2 or df < 1:
         return math.inf
-    return (_t(1 - alpha / 2, n - 1) + _t(power, n - 1)) * sd / math.sqrt(n)
+    return (_t(1 - alpha / 2, df) + _t(power, df)) * sd / math.sqrt(n)
+
+
+def _two_way_df(n: int, books_per_reader: float | None) -> int | None:
+    """The two-way interval's degrees of freedom at ``n`` readers when the books grow with the
+    readers at ``books_per_reader``; None (``n - 1``) for a readers-only interval."""
+    if books_per_reader is None:
+        return None
+    return min(n, max(1, round(n * books_per_reader))) - 1
 
 
 def readers_needed(
-    effect: float, sd: float, alpha: float = 0.05, power: float = 0.8, limit: int = 10**7
+    effect: float,
+    sd: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    limit: int = 10**7,
+    books_per_reader: float | None = None,
 ) -> int | None:
     """The fewest readers at which ``effect`` is detectable; None for a zero effect or beyond
-    ``limit`` readers."""
+    ``limit`` readers. ``books_per_reader``: for a two-way interval, the books it assumes grow
+    with the readers at that rate (its degrees of freedom follow them)."""
     if effect == 0 or not math.isfinite(effect):
         return None
     if sd == 0:
         return 2
     effect = abs(effect)
+
+    def seen(n: int) -> bool:
+        return detectable(sd, n, alpha, power, _two_way_df(n, books_per_reader)) <= effect
+
     low, high = 2, 2
-    while detectable(sd, high, alpha, power) > effect:
+    while not seen(high):
         if high >= limit:
             return None
         low, high = high, min(limit, high * 2)
     while low < high:  # the first n in (low, high] whose detectable effect is small enough
         mid = (low + high) // 2
-        if detectable(sd, mid, alpha, power) <= effect:
+        if seen(mid):
             high = mid
         else:
             low = mid + 1
@@ -91,12 +114,14 @@ def power_rows(
             cell = cells.get(metric)
             if not _usable(cell):
                 continue
+            two_way = cell.get("method") == "two-way-t"
+            # a two-way interval has min(readers, books) - 1 degrees of freedom; projected to
+            # other reader counts, its books are assumed to grow with the readers
+            per_reader = cell.get("books", cell["n"]) / cell["n"] if two_way else None
             sd = cell.get("sd")
             if sd is None:
-                df = None
-                if cell.get("method") == "two-way-t":  # its interval's df: min(readers, books) - 1
-                    df = min(cell["n"], cell.get("books", cell["n"])) - 1
                 # a clipped interval (metrics.py) keeps its computed one for this
+                df = _two_way_df(cell["n"], per_reader)
                 sd = sd_from_ci(cell.get("ci_uncut") or cell.get("ci"), cell["n"], level, df)
             if sd is None:
                 continue
@@ -108,11 +133,13 @@ def power_rows(
                     "observed": cell["value"],
                     "sd": sd,
                     "readers": at,
-                    "two_way": cell.get("method") == "two-way-t",
+                    "two_way": two_way,
                     "alpha": alpha,
                     "power": power,
-                    "detectable": detectable(sd, at, alpha, power),
-                    "readers_needed": readers_needed(cell["value"], sd, alpha, power),
+                    "detectable": detectable(sd, at, alpha, power, _two_way_df(at, per_reader)),
+                    "readers_needed": readers_needed(
+                        cell["value"], sd, alpha, power, books_per_reader=per_reader
+                    ),
                 }
             )
     return rows

@@ -12,7 +12,11 @@ readers, two-way reader x book t interval, as the report computes it):
   genres is partly what personalising is, so this is a lower reading, not the right one; its
   interval ignores the slope's own uncertainty;
 - on the cases where gravity copied no more than the baseline (a subset chosen by an outcome:
-  biased towards 0, shown as the most pessimistic reading).
+  biased towards 0, shown as the most pessimistic reading);
+- the correlation of the two differences with and without the echoing readers;
+- per country, gravity minus base: the estimate and the smallest difference that country's own
+  50 readers could detect (80% power, two-sided 5%; two-way, from that country's reader and book
+  variance, as ``gravity run --dry-run`` projects a plan).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gravity.evaluate.intervals import BootstrapSettings, crossed_mean
+from gravity.evaluate.intervals import BootstrapSettings, crossed_mean, variance_components
+from gravity.evaluate.power import detectable_two_way
 
 HERE = Path(__file__).resolve().parent
 
@@ -60,6 +65,23 @@ def main() -> None:
             f"; slope {slope:+.3f} per unit of copy rate, r = {r:.2f}"
         )
         print(f"  cases copying no more:      {estimate([r[:3] for r in d if r[3] <= 0])}")
+        kept = [r for r in d if r[0] not in echo]
+        r_kept = float(np.corrcoef([r[3] for r in kept], [r[2] for r in kept])[0, 1])
+        print(f"  r without the echoing readers: {r_kept:.2f}")
+    print("gravity - base, alignment, per country (detectable: that country's own readers)")
+    for country in sorted({c["country"] for c in cases}):
+        rows = [
+            (
+                c["reader_id"],
+                c["item_id"],
+                float(c["alignment_gravity"]) - float(c["alignment_base"]),
+            )
+            for c in cases
+            if c["country"] == country
+        ]
+        reader_part, book_part, readers, books = variance_components(rows)
+        seen = detectable_two_way(reader_part, book_part, readers, books)
+        print(f"  {country}: {estimate(rows)}; detectable {seen:.4f} ({books} books)")
 
 
 if __name__ == "__main__":
