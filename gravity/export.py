@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import sqlite3
+import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Iterator
@@ -157,6 +158,7 @@ class _ReaderIndex:
     BATCH = 10_000
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.db = sqlite3.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
@@ -204,12 +206,25 @@ class _ReaderIndex:
             self._insert("test")
         self.last = None
 
-    def __contains__(self, user: str) -> bool:
-        """Whether ``user`` is a test reader (after ``split``)."""
+    def __contains__(self, user: object) -> bool:
+        """Whether ``user`` is a test reader (after ``split``); never a non-text id (a file
+        replaced after its check: the export refuses it after routing)."""
+        if not isinstance(user, str):
+            return False
         if user != self.last:
             found = self.db.execute("SELECT 1 FROM test WHERE id = ?", (self.key(user),))
             self.last, self.last_test = user, found.fetchone() is not None
         return self.last_test
+
+    def __enter__(self) -> _ReaderIndex:
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        self.db.close()
+        if isinstance(exc, sqlite3.Error):
+            raise GravityError(
+                f"{self.path}: the export's index of readers failed: {exc} (disk full?)"
+            ) from exc
 
     def close(self) -> None:
         self.db.close()
@@ -440,10 +455,10 @@ def export_run(
     private: bool = False,
 ) -> dict[str, Any]:
     """Export ``run_dir`` to ``out``; returns the per-split stats. Streams: records are read
-    line by line and each split is built in Arrow files on disk (a work folder beside ``out``,
-    removed at the end), so memory stays flat in the number of pairs."""
-    from datasets import DatasetDict
-
+    line by line, the readers are kept in an SQLite file in the system's temp folder (about 5
+    bytes a reader in memory while the split is drawn) and each split is built in Arrow files on
+    disk (a work folder beside ``out``, removed at the end), so memory stays nearly flat in the
+    number of readers and pairs."""
     if fmt not in FORMATS:
         raise GravityError(f"unknown format '{fmt}'; valid: {', '.join(FORMATS)}")
     if not 0 <= test_size < 1:
@@ -451,15 +466,37 @@ def export_run(
     run_dir, out = Path(run_dir), Path(out)
     settle_commit(run_dir)  # a finish a killed run left half done: completed first
     before = _identity(_pairs_path(run_dir))
+    # the readers on disk (the system's temp folder, TMPDIR), not in memory; checked and split
+    # before anything is written beside ``out``, so bad input leaves no folder behind
+    with (
+        tempfile.TemporaryDirectory(prefix="gravity-export-") as scratch,
+        _ReaderIndex(Path(scratch) / "readers.sqlite") as index,
+    ):
+        path = _scan(run_dir, index.add)
+        index.split(test_size, seed)
+        return _write(run_dir, path, before, index, out, fmt, license, push_to_hub, private)
+
+
+def _write(
+    run_dir: Path,
+    path: Path,
+    before: tuple[int, int, int, int],
+    index: _ReaderIndex,
+    out: Path,
+    fmt: str,
+    license: str,
+    push_to_hub: str | None,
+    private: bool,
+) -> dict[str, Any]:
+    """The second half of ``export_run``: route the checked records into their splits, build
+    the dataset aside and swap it into ``out``."""
+    from datasets import DatasetDict
+
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_dirs(out)  # what a killed export of ``out`` left
     work = temp_dir(out.parent, f".{out.name}.work-")
     tmp = temp_dir(out.parent, f".{out.name}.tmp-")
-    index: _ReaderIndex | None = None
     try:
-        index = _ReaderIndex(work / "readers.sqlite")  # the readers on disk, not in memory
-        path = _scan(run_dir, index.add)
-        index.split(test_size, seed)
         splits = _route(path, index.readers, index.tests, index, work)
         if _identity(path) != before:  # checked once, read twice: the same file both times
             raise GravityError(
@@ -474,8 +511,6 @@ def export_run(
         if push_to_hub:
             push(dd, out / "README.md", push_to_hub, private)
     finally:
-        if index is not None:
-            index.close()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return {name: s.stats.as_dict() for name, s in splits.items()}

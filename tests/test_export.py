@@ -208,15 +208,19 @@ HOSTILE_IDS = [
 
 
 @pytest.mark.parametrize("test_size", [0.0, 0.2, 0.5, 0.99])
-@pytest.mark.parametrize("seed", [0, 7])
+@pytest.mark.parametrize(("seed", "batch"), [(0, 10_000), (7, 10_000), (0, 3), (7, 7)])
 def test_the_on_disk_split_chooses_the_readers_that_sorting_in_memory_would(
-    tmp_path, test_size, seed
+    tmp_path, monkeypatch, test_size, seed, batch
 ):
     """``gravity export`` keeps its readers in SQLite, not in memory, and must still choose
     the test readers ``test_readers`` chooses (a seeded shuffle of the sorted ids): ids that
     sort differently as bytes, case, code units or code points (astral characters, NULs,
-    combining marks), readers whose records are not together, and random ids."""
+    combining marks), readers whose records are not together, and random ids; in batches and
+    pages of 10,000 (one page here) and of 3 or 7 (many: a reader lost between batches or a page
+    ranked off by one would show)."""
     from gravity.export import _ReaderIndex, test_readers
+
+    monkeypatch.setattr(_ReaderIndex, "BATCH", batch)
 
     rng = random.Random(seed)
     ids = list(HOSTILE_IDS)
@@ -252,3 +256,57 @@ def test_the_on_disk_split_of_one_two_or_three_readers(tmp_path, n):
         want = test_readers(readers, test_size, 0)
         assert {u for u in readers if u in index} == want
         index.close()
+
+
+def test_bad_input_leaves_no_folder_for_the_output(run_dir, tmp_path):
+    """A record that fails its check stops the export before anything is written beside the
+    output: not even the output's parent folders are created."""
+    run = tmp_path / "run"
+    run.mkdir()
+    text = (run_dir / "pairs.jsonl").read_text()
+    bad = dict(json.loads(text.splitlines()[0]), user_id=5)
+    (run / "pairs.jsonl").write_text(text + json.dumps(bad) + "\n")
+    with pytest.raises(GravityError, match="user_id"):
+        export_run(run, tmp_path / "new" / "sub" / "data", "jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_replaced_file_with_a_non_text_reader_is_still_refused_in_one_line(
+    run_dir, tmp_path, monkeypatch
+):
+    import os
+    import shutil
+
+    import gravity.export
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder)
+    route = gravity.export._route
+
+    def swapped(path, *args):
+        row = dict(json.loads(path.read_text().splitlines()[0]), user_id=7)
+        other = path.with_name("other.jsonl")
+        other.write_text(json.dumps(row) + "\n")
+        os.replace(other, path)
+        return route(path, *args)
+
+    monkeypatch.setattr(gravity.export, "_route", swapped)
+    with pytest.raises(GravityError, match="changed while it was exported") as err:
+        export_run(folder, tmp_path / "data", "jsonl")
+    assert len(str(err.value).splitlines()) == 1
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_failing_reader_index_is_one_line_naming_its_file(run_dir, tmp_path, monkeypatch):
+    import sqlite3
+
+    from gravity.export import _ReaderIndex
+
+    def full(self, table):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(_ReaderIndex, "_insert", full)
+    with pytest.raises(GravityError, match=r"readers\.sqlite: .*disk is full") as err:
+        export_run(run_dir, tmp_path / "data", "jsonl")
+    assert len(str(err.value).splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
