@@ -576,7 +576,8 @@ def test_one_hit_among_many_users_is_not_no_hits() -> None:
 
 
 @pytest.mark.parametrize(
-    ("level", "label"), [(0.95, "95% CI"), (0.9, "90% CI"), (0.999, "99.9% CI")]
+    ("level", "label"),
+    [(0.95, "95% CI"), (0.9, "90% CI"), (0.999, "99.9% CI"), (0.99999999, "99.999999% CI")],
 )
 def test_the_tables_name_the_interval_level_the_run_used(level, label) -> None:
     est = {"value": 0.01, "ci": [0.0, 0.02], "p": 0.04, "p_holm": 0.08}

@@ -583,7 +583,7 @@ def _cell(value: Any, ci: Any, digits: int = 4) -> str:
 
 def table_lines(report: dict[str, Any]) -> list[str]:
     """The metrics (with CIs) and the focus system's paired differences as markdown tables."""
-    k, ci = report["k"], f"{report['config']['level'] * 100:g}% CI"
+    k, ci = report["k"], f"{report['config']['level'] * 100:.10g}% CI"
     lines = [
         f"| system | slice | users | Recall@{k} [{ci}] | NDCG@{k} [{ci}] | HR@{k} |",
         "|---|---|---:|---:|---:|---:|",
