@@ -455,7 +455,7 @@ def export_run(
     private: bool = False,
 ) -> dict[str, Any]:
     """Export ``run_dir`` to ``out``; returns the per-split stats. Streams: records are read
-    line by line, the readers are kept in an SQLite file in the system's temp folder (about 5
+    line by line, the readers are kept in an SQLite file in the system's temp folder (about 6
     bytes a reader in memory while the split is drawn) and each split is built in Arrow files on
     disk (a work folder beside ``out``, removed at the end), so memory stays nearly flat in the
     number of readers and pairs."""
