@@ -160,10 +160,14 @@ class _ReaderIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=OFF")
-        self.db.execute("PRAGMA synchronous=OFF")
-        for table in ("reader", "test"):
-            self.db.execute(f"CREATE TABLE {table} (id BLOB PRIMARY KEY) WITHOUT ROWID")
+        try:
+            self.db.execute("PRAGMA journal_mode=OFF")
+            self.db.execute("PRAGMA synchronous=OFF")
+            for table in ("reader", "test"):
+                self.db.execute(f"CREATE TABLE {table} (id BLOB PRIMARY KEY) WITHOUT ROWID")
+        except sqlite3.Error as exc:
+            self.db.close()
+            raise self.failed(exc) from exc
         self.pending: list[tuple[bytes]] = []
         self.last: str | None = None
         self.last_test = False
@@ -222,9 +226,14 @@ class _ReaderIndex:
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         self.db.close()
         if isinstance(exc, sqlite3.Error):
-            raise GravityError(
-                f"{self.path}: the export's index of readers failed: {exc} (disk full?)"
-            ) from exc
+            raise self.failed(exc) from exc
+
+    def failed(self, exc: sqlite3.Error) -> GravityError:
+        """One line for an SQLite failure, with where to make room when the disk is full."""
+        hint = ""
+        if isinstance(exc, sqlite3.OperationalError):
+            hint = "; set TMPDIR to a folder with room" if "full" in str(exc) else " (disk full?)"
+        return GravityError(f"{self.path}: the export's index of readers failed: {exc}{hint}")
 
     def close(self) -> None:
         self.db.close()
@@ -468,6 +477,7 @@ def export_run(
     before = _identity(_pairs_path(run_dir))
     # the readers on disk (the system's temp folder, TMPDIR), not in memory; checked and split
     # before anything is written beside ``out``, so bad input leaves no folder behind
+    _check_tmpdir()
     with (
         tempfile.TemporaryDirectory(prefix="gravity-export-") as scratch,
         _ReaderIndex(Path(scratch) / "readers.sqlite") as index,
@@ -475,6 +485,16 @@ def export_run(
         path = _scan(run_dir, index.add)
         index.split(test_size, seed)
         return _write(run_dir, path, before, index, out, fmt, license, push_to_hub, private)
+
+
+def _check_tmpdir() -> None:
+    """Refuse a ``TMPDIR`` that is not a writable folder, where Python would quietly use
+    another temp folder than the one the user chose for room."""
+    chosen = os.environ.get("TMPDIR")
+    if chosen and not (os.path.isdir(chosen) and os.access(chosen, os.W_OK | os.X_OK)):
+        raise GravityError(
+            f"TMPDIR={chosen}: not a writable folder (export keeps its index of readers there)"
+        )
 
 
 def _write(
@@ -496,13 +516,19 @@ def _write(
     remove_dead_dirs(out)  # what a killed export of ``out`` left
     work = temp_dir(out.parent, f".{out.name}.work-")
     tmp = temp_dir(out.parent, f".{out.name}.tmp-")
+    changed = GravityError(
+        f"{path}: changed while it was exported (a run writing to {run_dir}?); export again "
+        "when it has finished"
+    )
     try:
-        splits = _route(path, index.readers, index.tests, index, work)
+        try:
+            splits = _route(path, index.readers, index.tests, index, work)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            if _identity(path) != before:  # records that were never checked
+                raise changed from None
+            raise
         if _identity(path) != before:  # checked once, read twice: the same file both times
-            raise GravityError(
-                f"{path}: changed while it was exported (a run writing to {run_dir}?); export "
-                "again when it has finished"
-            )
+            raise changed
         dd = DatasetDict({name: s.dataset(name, work / "cache") for name, s in splits.items()})
         _save(dd, fmt, tmp)
         card = dataset_card(run_dir, {name: s.stats for name, s in splits.items()}, license)

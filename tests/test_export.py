@@ -310,3 +310,78 @@ def test_a_failing_reader_index_is_one_line_naming_its_file(run_dir, tmp_path, m
         export_run(run_dir, tmp_path / "data", "jsonl")
     assert len(str(err.value).splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    """The system temp folder, for the export's index of readers: a folder of the test's."""
+    import tempfile
+
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_the_readers_index_leaves_nothing_in_the_temp_folder(run_dir, tmp_path, scratch):
+    export_run(run_dir, tmp_path / "out" / "data", "jsonl")
+    with pytest.raises(GravityError):
+        export_run(tmp_path / "out", tmp_path / "out2", "jsonl")  # not a run folder
+    assert list(scratch.iterdir()) == []
+
+
+def test_an_index_that_cannot_be_created_is_one_line(run_dir, tmp_path, scratch, monkeypatch):
+    import sqlite3
+
+    class Full:
+        def execute(self, sql, *args):
+            if sql.startswith("CREATE"):
+                raise sqlite3.OperationalError("database or disk is full")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *args, **kwargs: Full())
+    with pytest.raises(GravityError, match=r"readers\.sqlite: .*disk is full; set TMPDIR") as err:
+        export_run(run_dir, tmp_path / "data", "jsonl")
+    assert len(str(err.value).splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scratch"]
+    assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file"])
+def test_a_tmpdir_that_is_not_a_writable_folder_is_refused(run_dir, tmp_path, monkeypatch, kind):
+    """Python would quietly fall back to another temp folder than the one chosen for room."""
+    chosen = tmp_path / "nowhere"
+    if kind == "a file":
+        chosen.write_text("x")
+    monkeypatch.setenv("TMPDIR", str(chosen))
+    with pytest.raises(GravityError, match=f"TMPDIR={chosen}: not a writable folder"):
+        export_run(run_dir, tmp_path / "data", "jsonl")
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("first", ["not json", "[1, 2]", "{}", '{"user_id": "u", "item_id": [1]}'])
+def test_a_file_replaced_by_unchecked_records_is_refused_in_one_line(
+    run_dir, tmp_path, monkeypatch, first
+):
+    import os
+    import shutil
+
+    import gravity.export
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder)
+    route = gravity.export._route
+
+    def swapped(path, *args):
+        other = path.with_name("other.jsonl")
+        other.write_text(first + "\n")
+        os.replace(other, path)
+        return route(path, *args)
+
+    monkeypatch.setattr(gravity.export, "_route", swapped)
+    with pytest.raises(GravityError, match="changed while it was exported") as err:
+        export_run(folder, tmp_path / "data", "jsonl")
+    assert len(str(err.value).splitlines()) == 1
+    assert not (tmp_path / "data").exists()

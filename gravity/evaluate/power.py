@@ -7,7 +7,10 @@ t test detects is about
 
     (t[1 - alpha/2, n - 1] + t[power, n - 1]) * sd / sqrt(n)
 
-(the usual approximation; at n = 32 and sd = 0.029: 0.0148). ``readers_needed`` inverts it.
+(the usual approximation; at n = 32 and sd = 0.029: 0.0148). Where readers share books and the
+interval is two-way, its degrees of freedom are min(readers, books) - 1 instead of n - 1, and a
+projection to other reader counts assumes the books grow with the readers (``power_rows``; a
+plan's two-way lines keep the books fixed instead). ``readers_needed`` inverts it.
 ``sd_from_ci`` backs a per-reader SD out of a reported interval (exact for a t interval, with
 its degrees of freedom; approximate for a bootstrap one). The level is per comparison: a report
 that labels many comparisons after a Holm correction needs a larger effect than these lines say.
