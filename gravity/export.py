@@ -235,9 +235,6 @@ class _ReaderIndex:
             hint = "; set TMPDIR to a folder with room" if "full" in str(exc) else " (disk full?)"
         return GravityError(f"{self.path}: the export's index of readers failed: {exc}{hint}")
 
-    def close(self) -> None:
-        self.db.close()
-
 
 def split_by_user(
     rows: list[dict[str, Any]], test_size: float, seed: int

@@ -254,15 +254,14 @@ def test_the_on_disk_split_chooses_the_readers_that_sorting_in_memory_would(
             )
         )
     stream = ids + rng.sample(ids, len(ids))  # every reader twice, apart
-    index = _ReaderIndex(tmp_path / "r.sqlite")
-    for user in stream:
-        index.add(user)
-    index.split(test_size, seed)
-    want = test_readers(set(ids), test_size, seed)
-    assert index.readers == len(set(ids)) and index.tests == len(want)
-    assert {u for u in set(ids) if u in index} == want
-    assert [u in index for u in stream] == [u in want for u in stream]
-    index.close()
+    with _ReaderIndex(tmp_path / "r.sqlite") as index:
+        for user in stream:
+            index.add(user)
+        index.split(test_size, seed)
+        want = test_readers(set(ids), test_size, seed)
+        assert index.readers == len(set(ids)) and index.tests == len(want)
+        assert {u for u in set(ids) if u in index} == want
+        assert [u in index for u in stream] == [u in want for u in stream]
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -271,13 +270,11 @@ def test_the_on_disk_split_of_one_two_or_three_readers(tmp_path, n):
 
     readers = ["c", "a", "b"][:n]
     for test_size in (0.0, 0.1, 0.5, 0.9):
-        index = _ReaderIndex(tmp_path / f"{n}-{test_size}.sqlite")
-        for user in readers:
-            index.add(user)
-        index.split(test_size, 0)
-        want = test_readers(readers, test_size, 0)
-        assert {u for u in readers if u in index} == want
-        index.close()
+        with _ReaderIndex(tmp_path / f"{n}-{test_size}.sqlite") as index:
+            for user in readers:
+                index.add(user)
+            index.split(test_size, 0)
+            assert {u for u in readers if u in index} == test_readers(readers, test_size, 0)
 
 
 def test_bad_input_leaves_no_folder_for_the_output(run_dir, tmp_path):
