@@ -734,7 +734,7 @@ def events_import(
         typer.Argument(help="Input: a folder, archive or file(s), as the format needs."),
     ],
     format: Annotated[
-        str, typer.Option("--format", help="bookcrossing | goodreads | amazon | events")
+        str, typer.Option("--format", help="bookcrossing | goodreads | goodbooks | amazon | events")
     ],
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Events folder to write (swapped in atomically).")

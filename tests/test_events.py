@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from gravity.cli import app
 from gravity.events import read_events_dir
 from gravity.events.importers import import_events
+from gravity.events.importers.goodbooks import isbn10
 from gravity.events.importers.goodreads import clean_isbn
 from gravity.events.location import country_from_location
 from gravity.events.stats import events_stats
@@ -24,6 +25,7 @@ BX = FIX / "bookcrossing"
 GOODREADS = FIX / "goodreads_library_export.csv"
 AMAZON = [FIX / "amazon" / "Books.jsonl", FIX / "amazon" / "meta_Books.jsonl"]
 GENERIC = FIX / "generic"
+GOODBOOKS = FIX / "goodbooks"
 
 
 def _rows(table, key="id"):
@@ -135,6 +137,89 @@ def test_goodreads_isbn_formula(raw: str, expected: str | None) -> None:
     assert clean_isbn(raw) == expected
 
 
+def test_goodbooks_items_shelves_and_accounting(tmp_path) -> None:
+    meta = import_events("goodbooks", [GOODBOOKS], tmp_path / "gb")
+    _balanced(meta)
+    rows_in = {Path(k).name: v for k, v in meta.rows_in.items()}
+    assert rows_in == {
+        "books.csv": 11, "ratings.csv": 12, "to_read.csv": 2, "tags.csv": 12, "book_tags.csv": 21
+    }
+    kinds: dict[tuple[str, str], int] = {}
+    for r in iter_rejects(tmp_path / "gb"):
+        key = (Path(r["file"]).name, r["kind"])
+        kinds[key] = kinds.get(key, 0) + 1
+    assert kinds == {
+        ("books.csv", "duplicate_item"): 1,
+        ("books.csv", "field_count"): 1,
+        ("ratings.csv", "invalid_field"): 1,
+        ("ratings.csv", "rating_out_of_range"): 1,
+        ("tags.csv", "invalid_field"): 1,
+        ("tags.csv", "duplicate_tag"): 1,
+        ("book_tags.csv", "status_shelf"): 3,
+        ("book_tags.csv", "duplicate_shelf"): 1,
+        ("book_tags.csv", "unknown_tag"): 1,
+        ("book_tags.csv", "invalid_field"): 2,
+        ("book_tags.csv", "unknown_book"): 1,
+    }
+    data = read_events_dir(tmp_path / "gb")
+    items = _rows(data.items)
+    assert sorted(items, key=int) == [str(i) for i in range(1, 10)]
+    # Shelves, most used first, ties by name; status shelves and repeats left out.
+    assert items["1"]["categories"] == ["dystopia", "young-adult", "favorites"]
+    assert items["2"]["categories"] == ["fantasy", "young-adult", "favorites"]
+    assert items["3"]["categories"] == ["memoir", "holocaust", "classics"]
+    assert items["6"]["categories"] == ["memoir"]
+    assert items["8"]["categories"] == []  # its goodreads id is book 7's: the first one wins
+    assert items["7"]["categories"] == []
+    assert meta.notes["goodreads_book_id_repeated"] == 1
+    # Leading zeros restored where the check digit agrees; a wrong check digit is dropped.
+    assert items["1"]["isbn"] == "0439023483" and items["6"]["isbn"] == "074324754X"
+    assert items["7"]["isbn"] is None and meta.notes["isbn_invalid_dropped"] == 1
+    assert items["4"]["year"] is None and meta.notes["year_out_of_range_dropped"] == 1  # -720
+    assert items["9"]["title"] == "The Great Gatsby"  # original_title when title is blank
+    events = data.events.to_pylist()
+    assert sorted((e["user_id"], e["item_id"], e["value"]) for e in events if e["action"] == "rate")[
+        :3
+    ] == [("1", "1", 5.0), ("1", "2", 4.0), ("1", "3", 3.0)]
+    shelved = [(e["user_id"], e["item_id"], e["shelves"]) for e in events if e["action"] == "shelve"]
+    assert shelved == [("1", "5", ["to-read"]), ("6", "3", ["to-read"])]
+    assert sorted(data.users.column("id").to_pylist()) == ["1", "2", "3", "5", "6"]
+    assert meta.notes["events_with_item_missing_from_metadata"] == 1  # book 42
+    assert meta.rating_min == 1 and meta.rating_max == 5
+
+
+def test_goodbooks_shelves_over_the_cap_are_counted(tmp_path, monkeypatch) -> None:
+    from gravity.events.importers import goodbooks
+
+    monkeypatch.setattr(goodbooks, "MAX_CATEGORIES", 2)
+    meta = import_events("goodbooks", [GOODBOOKS], tmp_path / "gb")
+    _balanced(meta)
+    items = _rows(read_events_dir(tmp_path / "gb").items)
+    assert items["1"]["categories"] == ["dystopia", "young-adult"]
+    assert items["3"]["categories"] == ["memoir", "holocaust"]
+    over = [r for r in iter_rejects(tmp_path / "gb") if r["kind"] == "shelves_over_cap"]
+    assert sorted(r["reason"].rsplit("'", 2)[-2] for r in over) == [
+        "classics", "favorites", "favorites"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("439023483", "0439023483"),
+        ("74324754X", "074324754X"),
+        ("0316769177", "0316769177"),
+        ("123456788", None),  # 0123456788 fails the check digit
+        ("", None),
+        ("12345678901", None),
+        ("4390X3483", None),
+        ("9.78043902348e+12", None),
+    ],
+)
+def test_goodbooks_isbn10(raw: str, expected: str | None) -> None:
+    assert isbn10(raw) == expected
+
+
 def test_amazon_reviews_and_metadata(tmp_path) -> None:
     meta = import_events("amazon", AMAZON, tmp_path / "am")
     _balanced(meta)
@@ -194,6 +279,17 @@ def _bx_copy(tmp_path: Path, name: str, data: bytes) -> Path:
     folder = tmp_path / "bxcopy"
     shutil.copytree(BX, folder)
     _write(folder / name, data)
+    return folder
+
+
+def _goodbooks_copy(tmp_path: Path, name: str, data: bytes | None) -> Path:
+    """The goodbooks fixture with ``name`` replaced by ``data`` (removed when None)."""
+    folder = tmp_path / "gbcopy"
+    shutil.copytree(GOODBOOKS, folder)
+    if data is None:
+        (folder / name).unlink()
+    else:
+        _write(folder / name, data)
     return folder
 
 
@@ -299,6 +395,31 @@ HOSTILE = {
             )
         ],
         "gr.csv.gz:",
+    ),
+    "goodbooks_no_ratings": lambda t: (
+        "goodbooks",
+        [_write(t / "gb" / "books.csv", (GOODBOOKS / "books.csv").read_bytes()).parent],
+        "ratings.csv: missing",
+    ),
+    "goodbooks_tags_without_book_tags": lambda t: (
+        "goodbooks",
+        [_goodbooks_copy(t, "book_tags.csv", None)],
+        "book_tags.csv: missing (tags.csv is there",
+    ),
+    "goodbooks_header": lambda t: (
+        "goodbooks",
+        [_goodbooks_copy(t, "ratings.csv", b"user,book,stars\n1,1,5\n")],
+        "ratings.csv:1: header: missing column(s) user_id, book_id, rating",
+    ),
+    "goodbooks_nul": lambda t: (
+        "goodbooks",
+        [_goodbooks_copy(t, "book_tags.csv", b"goodreads_book_id,tag_id,count\n3,\x00,1\n")],
+        "book_tags.csv:2: NUL byte",
+    ),
+    "goodbooks_file": lambda t: (
+        "goodbooks",
+        [GOODBOOKS / "books.csv"],
+        "expected the goodbooks-10k folder",
     ),
     "generic_no_events": lambda t: (
         "events",

@@ -195,6 +195,58 @@ def test_an_answer_without_a_usable_phrase_is_retried_then_rejected(bx, tmp_path
     assert out.phrases == {} and out.rejects["0141439513"].startswith("no_phrase: ")
 
 
+# The prompts of the extraction run above, rendered before items' shelves were read: items
+# without categories (Book-Crossing has none) must still get exactly these bytes.
+BX_PROMPTS_SHA256 = "d81c05a3b361f6c97612f3a2cc7e20adde4944eb923d9c892038b8eca518f012"
+
+
+def test_prompts_of_items_without_shelves_are_unchanged(bx, tmp_path) -> None:
+    import hashlib
+
+    data = read_events_dir(bx)
+    backend = IntentBackend()
+    cfg = BuildConfig(round_size=4, neighbours=2, scorer=FAST)
+    build_graph(data, cfg, engine=_engine(tmp_path, backend), progress=False)
+    prompts = [m.content for r in backend.seen for m in r.messages]
+    assert len(prompts) == 82
+    assert hashlib.sha256("\x1e".join(prompts).encode()).hexdigest() == BX_PROMPTS_SHA256
+
+
+def test_shown_shelves_leave_out_what_most_items_carry() -> None:
+    from gravity.intents.extract import shown_shelves
+
+    items = [{"id": str(i), "categories": ["to-buy", "memoir", f"own-{i}"]} for i in range(12)]
+    items[0]["categories"] = ["memoir", "holocaust", "war", " war ", "history"]
+    items[1]["categories"] = []
+    shown = shown_shelves(items, max_shelves=2)
+    # "memoir" (11 of 12) and "to-buy" (10 of 12) say nothing about one item; "war" repeats.
+    assert shown[0] == ["holocaust", "war"]
+    assert shown[1] == [] and shown[2] == ["own-2"]
+    # Below ten items nothing counts as common: each item's first shelves are shown.
+    assert shown_shelves(items[:3], max_shelves=2)[0] == ["memoir", "holocaust"]
+    assert shown_shelves(items, max_shelves=0)[0] == []
+
+
+def test_goodbooks_shelves_reach_the_prompt(tmp_path) -> None:
+    """Shelves as item text, end to end: import, build (cold items included), prompts."""
+    folder = Path(__file__).parent / "fixtures" / "events" / "goodbooks"
+    import_events("goodbooks", [folder], tmp_path / "gb")
+    data = read_events_dir(tmp_path / "gb")
+    backend = IntentBackend()
+    cfg = BuildConfig(round_size=4, neighbours=2, scorer=FAST)
+    build_graph(data, cfg, engine=_engine(tmp_path, backend), progress=False)
+    prompts = {
+        r.messages[-1].content.split("\n")[0]: r.messages[-1].content for r in backend.seen
+    }
+    diary = prompts['Book: "The Diary of a Young Girl" by Anne Frank, Eleanor Roosevelt, '
+                    'B.M. Mooyaart-Doubleday (1947).']
+    assert "Shelves readers put it on: memoir, holocaust, classics." in diary
+    odyssey = next(p for head, p in prompts.items() if '"The Odyssey"' in head)
+    assert "Shelves readers put it on: classics." in odyssey
+    gatsby = next(p for head, p in prompts.items() if '"The Great Gatsby"' in head)
+    assert "Shelves readers" not in gatsby  # no shelves: no line
+
+
 def test_graph_from_bookcrossing_fixture(bx, tmp_path) -> None:
     data = read_events_dir(bx)
     split = make_split(data, None, seed=0)

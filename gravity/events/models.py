@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Action = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 Short = Annotated[str, Field(min_length=1, max_length=500)]
+MAX_CATEGORIES = 100  # categories of an item, shelves of an event
 
 PERSONAL_ACTIONS = ("rate", "review", "shelve", "read", "interact", "add-to-list")
 RELATIONAL_ACTIONS = ("follow", "friend", "recommend", "reply", "message")
@@ -63,7 +64,7 @@ class Item(_Strict):
     year: Annotated[int, Field(ge=0, le=2100)] | None = None
     publisher: Annotated[str, Field(max_length=300)] | None = None
     description: Annotated[str, Field(max_length=20000)] | None = None
-    categories: list[Short] = Field(default_factory=list, max_length=100)
+    categories: list[Short] = Field(default_factory=list, max_length=MAX_CATEGORIES)
 
     _blank = field_validator(
         "isbn", "title", "author", "year", "publisher", "description", mode="before"
@@ -80,7 +81,7 @@ class Event(_Strict):
     other_user_id: Id | None = None
     value: float | None = Field(default=None, description="Rating on the dataset's scale.")
     text: Annotated[str, Field(max_length=50000)] | None = None
-    shelves: list[Short] = Field(default_factory=list, max_length=100)
+    shelves: list[Short] = Field(default_factory=list, max_length=MAX_CATEGORIES)
     timestamp: datetime | None = None
 
     _blank = field_validator(

@@ -241,6 +241,7 @@ def _extract(
             max_reviews=cfg.max_reviews,
             max_review_chars=cfg.max_review_chars,
             max_attempts=cfg.max_attempts,
+            max_shelves=cfg.max_shelves,
         )
         return extraction, llm.fingerprint
 

@@ -89,6 +89,13 @@ class BuildConfig(BaseModel):
     max_review_chars: int = Field(
         default=300, ge=50, le=2000, description="Characters kept of each review shown."
     )
+    max_shelves: int = Field(
+        default=12,
+        ge=0,
+        le=100,
+        description="Shelves (an item's categories) shown to the LLM, the most used first; "
+        "those more than half of the items carry are left out.",
+    )
     cluster_threshold: float = Field(default=0.35, gt=0, lt=2, description="Cosine distance.")
     implicit_weight: float = Field(
         default=0.5, gt=0, le=1, description="Weight of a rated edge for an event with no rating."

@@ -22,6 +22,7 @@ from gravity.llm.base import ChatRequest, SamplingParams
 from gravity.llm.engine import FAST_STOP, Engine, Parsed, Reject, parse_structured
 from gravity.prompts import render
 
+MIN_ITEMS_FOR_COMMON = 10
 SYSTEM = "You are a careful literary analyst. Answer only with the JSON object asked for."
 # Lenient per phrase (a blank or overlong one is dropped when cleaned, not the whole answer).
 Phrase = Annotated[str, Field(max_length=200)]
@@ -61,13 +62,39 @@ def clean_phrase(text: str, title: str | None = None) -> str | None:
     return text[:80]
 
 
-def item_text(item: dict[str, Any]) -> str:
-    """What an item's embedding is computed from: title, author and the start of its
-    description."""
+def item_text(item: dict[str, Any], shelves: Sequence[str] = ()) -> str:
+    """What an item's embedding is computed from: title, author, the start of its description
+    and the ``shelves`` shown for it (none: the text is as it was before shelves were read)."""
     parts = [item.get("title") or "", f"by {item['author']}" if item.get("author") else ""]
     if item.get("description"):
         parts.append(" ".join(item["description"].split())[:300])
+    if shelves:
+        parts.append("shelves: " + ", ".join(shelves))
     return " ".join(p for p in parts if p) or str(item.get("id", ""))
+
+
+def shown_shelves(items: Sequence[dict[str, Any]], max_shelves: int) -> list[list[str]]:
+    """The shelves (an item's ``categories``, the most used first) shown for each item: its
+    first ``max_shelves``, leaving out the ones more than half of ``items`` carry when there are
+    at least ``MIN_ITEMS_FOR_COMMON`` items ("to-read", "favorites", "non-fiction" on a shelf of
+    memoirs say nothing about one of them)."""
+    from collections import Counter
+
+    carried = Counter(s for item in items for s in set(item.get("categories") or ()))
+    common = (
+        {s for s, n in carried.items() if 2 * n > len(items)}
+        if len(items) >= MIN_ITEMS_FOR_COMMON
+        else set()
+    )
+    shown = []
+    for item in items:
+        kept: list[str] = []
+        for shelf in item.get("categories") or ():
+            shelf = " ".join(shelf.split())[:60]
+            if shelf and shelf not in common and shelf not in kept and len(kept) < max_shelves:
+                kept.append(shelf)
+        shown.append(kept)
+    return shown
 
 
 def _excerpt(text: str, limit: int) -> str:
@@ -75,7 +102,7 @@ def _excerpt(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3].rsplit(" ", 1)[0] + "..."
 
 
-def _prompt_item(item: dict[str, Any]) -> dict[str, Any]:
+def _prompt_item(item: dict[str, Any], shelves: Sequence[str] = ()) -> dict[str, Any]:
     desc = item.get("description") or None
     return {
         "title": (item.get("title") or f"item {item['id']}")[:300],
@@ -83,6 +110,7 @@ def _prompt_item(item: dict[str, Any]) -> dict[str, Any]:
         "year": item.get("year"),
         "publisher": item.get("publisher") or None,
         "description": _excerpt(desc, 800) if desc else None,
+        "shelves": list(shelves),
     }
 
 
@@ -98,18 +126,21 @@ def extract_intents(
     max_reviews: int = 3,
     max_review_chars: int = 300,
     max_attempts: int = 2,
+    max_shelves: int = 12,
 ) -> Extraction:
     """Intent phrases for ``items`` (dicts of the events' items table), most important first.
 
-    ``reviews`` maps item ids to their review texts (the longest are sent). Counts add up:
-    every item ends in ``phrases`` or in ``rejects``.
+    ``reviews`` maps item ids to their review texts (the longest are sent); an item's shelves
+    (``categories``) are shown as ``shown_shelves`` picks them. Counts add up: every item ends
+    in ``phrases`` or in ``rejects``.
     """
     from gravity.embed import embed
 
     out = Extraction()
     if not items:
         return out
-    vectors = embed([item_text(i) for i in items])
+    shelves = shown_shelves(items, max_shelves)
+    vectors = embed([item_text(i, s) for i, s in zip(items, shelves)])
     done: list[int] = []  # positions of items with phrases, in order of extraction
     n_rounds = (len(items) + round_size - 1) // round_size
     for r, start in enumerate(range(0, len(items), round_size)):
@@ -117,7 +148,7 @@ def extract_intents(
         contexts = [
             render(
                 "item_intents.j2",
-                item=_prompt_item(items[pos]),
+                item=_prompt_item(items[pos], shelves[pos]),
                 reviews=_longest(reviews.get(items[pos]["id"], []), max_reviews, max_review_chars),
                 neighbours=_neighbours(pos, done, vectors, items, out.phrases, neighbours),
                 max_intents=max_intents,

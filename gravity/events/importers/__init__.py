@@ -8,7 +8,7 @@ from gravity.errors import GravityError
 from gravity.events.models import Meta
 from gravity.events.store import Collector, EventsFileError, write_events_dir
 
-FORMATS = ("bookcrossing", "goodreads", "amazon", "events")
+FORMATS = ("bookcrossing", "goodreads", "goodbooks", "amazon", "events")
 
 
 def import_events(
@@ -31,7 +31,7 @@ def import_events(
     for path in paths:
         if not path.exists():
             raise EventsFileError(f"{path}: no such file or folder")
-    single = {"bookcrossing", "goodreads", "events"}
+    single = {"bookcrossing", "goodreads", "goodbooks", "events"}
     if format in single and len(paths) != 1:
         raise GravityError(f"--format {format}: takes one PATH, got {len(paths)}")
     collector = Collector(format=format)
@@ -45,6 +45,10 @@ def import_events(
         if paths[0].is_dir():
             raise EventsFileError(f"{paths[0]}: expected the exported CSV file, got a folder")
         import_goodreads(paths[0], collector, user_id=user_id)
+    elif format == "goodbooks":
+        from gravity.events.importers.goodbooks import import_goodbooks
+
+        import_goodbooks(paths[0], collector)
     elif format == "amazon":
         from gravity.events.importers.amazon import import_amazon
 

@@ -1,0 +1,214 @@
+"""goodbooks-10k (Zajac 2017): Goodreads ratings of many readers, with the shelves readers put
+each book on.
+
+``PATH`` is a folder holding (as the dataset ships them, comma-separated UTF-8):
+
+- ``books.csv`` (required): ``book_id`` (the id the other files use), ``goodreads_book_id``,
+  ``authors``, ``title``; ``isbn``, ``original_publication_year`` and ``original_title`` are
+  read when present. ISBN-10s whose leading zeros a spreadsheet dropped (``553296981``) are
+  padded back when the padded number passes the ISBN-10 check; ``isbn13`` is not read (the
+  dataset stores it as a float, which has lost its last digits).
+- ``ratings.csv`` (required): ``user_id``, ``book_id``, ``rating`` (1-5 stars) -> ``rate``.
+- ``to_read.csv`` (optional): ``user_id``, ``book_id`` -> ``shelve`` on ``to-read``.
+- ``book_tags.csv`` with ``tags.csv`` (optional, both or neither): ``goodreads_book_id``,
+  ``tag_id``, ``count`` and ``tag_id``, ``tag_name``. A book's shelves become its item
+  ``categories``, the most used first (ties by name): the item text that the intent extractor and
+  the profile inference read. Goodreads' status shelves (``to-read``, ``currently-reading``,
+  ``read``) say where a reader is with a book, not what it is: their rows are rejected with kind
+  ``status_shelf``.
+
+The dataset has no timestamps and nothing about its readers but their ids: every reader is a
+bare user record (counted under ``notes``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gravity.events.importers.common import csv_rows, open_text, parse_int
+from gravity.events.models import MAX_CATEGORIES
+from gravity.events.store import Collector, EventsFileError
+
+FILES = {
+    "books": ("books.csv", ("book_id", "goodreads_book_id", "authors", "title")),
+    "ratings": ("ratings.csv", ("user_id", "book_id", "rating")),
+    "to_read": ("to_read.csv", ("user_id", "book_id")),
+    "tags": ("tags.csv", ("tag_id", "tag_name")),
+    "book_tags": ("book_tags.csv", ("goodreads_book_id", "tag_id", "count")),
+}
+STATUS_SHELVES = frozenset({"to-read", "currently-reading", "read"})
+
+
+def _sources(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise EventsFileError(f"{folder}: expected the goodbooks-10k folder (books.csv, ratings.csv)")
+    found = {key: folder / name for key, (name, _) in FILES.items() if (folder / name).is_file()}
+    for key in ("books", "ratings"):
+        if key not in found:
+            raise EventsFileError(f"{folder / FILES[key][0]}: missing (goodbooks-10k needs it)")
+    if ("tags" in found) != ("book_tags" in found):
+        have, lack = ("tags", "book_tags") if "tags" in found else ("book_tags", "tags")
+        raise EventsFileError(
+            f"{folder / FILES[lack][0]}: missing ({FILES[have][0]} is there; shelves need both)"
+        )
+    return found
+
+
+def isbn10(value: str) -> str | None:
+    """An ISBN-10 from the dataset's ``isbn`` column, leading zeros restored; None unless the
+    result passes the ISBN-10 check digit."""
+    text = value.strip().upper()
+    if not text or len(text) > 10 or not text[:-1].isdigit():
+        return None
+    if not (text[-1].isdigit() or text[-1] == "X"):
+        return None
+    text = text.zfill(10)
+    digits = [10 if c == "X" else int(c) for c in text]
+    if "X" in text[:-1] or sum((10 - i) * d for i, d in enumerate(digits)) % 11:
+        return None
+    return text
+
+
+def import_goodbooks(folder: Path, collector: Collector) -> None:
+    """Read a goodbooks-10k folder into ``collector`` (ratings on a 1-5 scale)."""
+    collector.rating_min, collector.rating_max = 1.0, 5.0
+    sources = _sources(folder)
+    goodreads_ids = _books(sources["books"], collector)
+    for key, action in (("ratings", "rate"), ("to_read", "shelve")):
+        if key in sources:
+            _events(sources[key], key, action, collector)
+    if "tags" in sources:
+        names = _tags(sources["tags"], collector)
+        _book_tags(sources["book_tags"], names, goodreads_ids, collector)
+
+
+def _rows(path: Path, key: str, collector: Collector):
+    name = str(path)
+    collector.sources.append(name)
+    with open_text(path, "utf-8-sig") as stream:
+        yield from ((name, *row) for row in csv_rows(name, stream, FILES[key][1]))
+
+
+def _books(path: Path, collector: Collector) -> dict[str, str]:
+    """Items from ``books.csv``; returns goodreads_book_id -> book_id."""
+    goodreads_ids: dict[str, str] = {}
+    for name, line, bad, row in _rows(path, "books", collector):
+        if bad is not None:
+            collector.reject(name, line, "field_count", bad)
+            continue
+        try:
+            year = parse_int(row.get("original_publication_year"))
+        except ValueError:
+            year = None
+            collector.notes["year_unparsable_dropped"] += 1
+        if year is not None and not 1 <= year <= 2100:  # BC years are stored as negatives
+            collector.notes["year_out_of_range_dropped"] += 1
+            year = None
+        raw_isbn = row.get("isbn", "").strip()
+        isbn = isbn10(raw_isbn)
+        if raw_isbn and isbn is None:
+            collector.notes["isbn_invalid_dropped"] += 1
+        book_id = row["book_id"].strip()
+        title = row["title"].strip() or row.get("original_title", "").strip() or None
+        author = row["authors"].strip() or None
+        item = {"id": book_id, "isbn": isbn, "title": title, "author": author, "year": year}
+        if collector.add(name, line, items=(item,)):
+            goodreads_id = row["goodreads_book_id"].strip()
+            if goodreads_id in goodreads_ids:
+                collector.notes["goodreads_book_id_repeated"] += 1
+            goodreads_ids.setdefault(goodreads_id, book_id)
+    return goodreads_ids
+
+
+def _events(path: Path, key: str, action: str, collector: Collector) -> None:
+    for name, line, bad, row in _rows(path, key, collector):
+        if bad is not None:
+            collector.reject(name, line, "field_count", bad)
+            continue
+        event = {
+            "user_id": row["user_id"].strip(),
+            "kind": "personal",
+            "action": action,
+            "item_id": row["book_id"].strip(),
+        }
+        if action == "rate":
+            try:
+                rating = parse_int(row["rating"])
+            except ValueError:
+                rating = None
+            if rating is None:
+                collector.reject(
+                    name, line, "invalid_field", f"rating: not an integer: {row['rating']!r}"
+                )
+                continue
+            event["value"] = float(rating)
+        else:
+            event["shelves"] = ["to-read"]
+        collector.add(name, line, events=(event,))
+
+
+def _tags(path: Path, collector: Collector) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for name, line, bad, row in _rows(path, "tags", collector):
+        tag_id, tag = row.get("tag_id", "").strip(), " ".join(row.get("tag_name", "").split())
+        if bad is not None:
+            collector.reject(name, line, "field_count", bad)
+        elif not tag_id or not tag or len(tag) > 500:
+            collector.reject(name, line, "invalid_field", "tag_name: empty or over 500 characters")
+        elif tag_id in names:
+            collector.reject(name, line, "duplicate_tag", f"tag_id: duplicate tag id '{tag_id}'")
+        else:
+            names[tag_id] = tag
+            collector.add(name, line)
+    return names
+
+
+def _book_tags(
+    path: Path, names: dict[str, str], goodreads_ids: dict[str, str], collector: Collector
+) -> None:
+    """Each book's shelves, the most used first, into its item's ``categories``."""
+    kept: dict[str, dict[str, tuple[int, str, int]]] = {}  # book -> shelf -> (count, file, line)
+    for name, line, bad, row in _rows(path, "book_tags", collector):
+        if bad is not None:
+            collector.reject(name, line, "field_count", bad)
+            continue
+        goodreads_id, tag_id = row["goodreads_book_id"].strip(), row["tag_id"].strip()
+        try:
+            count = parse_int(row["count"])
+        except ValueError:
+            count = None
+        book = goodreads_ids.get(goodreads_id)
+        tag = names.get(tag_id)
+        if book is None:
+            collector.reject(
+                name, line, "unknown_book", f"goodreads_book_id: '{goodreads_id}' not in books.csv"
+            )
+        elif tag is None:
+            collector.reject(name, line, "unknown_tag", f"tag_id: '{tag_id}' not in tags.csv")
+        elif count is None or count < 1:
+            collector.reject(
+                name, line, "invalid_field", f"count: not a positive integer: {row['count']!r}"
+            )
+        elif tag.casefold() in STATUS_SHELVES:
+            collector.reject(name, line, "status_shelf", f"tag_name: '{tag}' is a status shelf")
+        elif tag in kept.setdefault(book, {}):
+            collector.reject(
+                name, line, "duplicate_shelf", f"tag_id: book '{book}' already has '{tag}'"
+            )
+        else:
+            kept[book][tag] = (count, name, line)
+    for book, shelves in kept.items():
+        ordered = sorted(shelves, key=lambda tag: (-shelves[tag][0], tag))
+        for rank, tag in enumerate(ordered):
+            _, name, line = shelves[tag]
+            if rank < MAX_CATEGORIES:
+                collector.add(name, line)
+            else:
+                collector.reject(
+                    name,
+                    line,
+                    "shelves_over_cap",
+                    f"tag_name: book '{book}' has over {MAX_CATEGORIES} shelves; '{tag}' is "
+                    "among the least used",
+                )
+        collector.items[book]["categories"] = ordered[:MAX_CATEGORIES]
