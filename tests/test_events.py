@@ -142,7 +142,11 @@ def test_goodbooks_items_shelves_and_accounting(tmp_path) -> None:
     _balanced(meta)
     rows_in = {Path(k).name: v for k, v in meta.rows_in.items()}
     assert rows_in == {
-        "books.csv": 11, "ratings.csv": 12, "to_read.csv": 2, "tags.csv": 12, "book_tags.csv": 21
+        "books.csv": 11,
+        "ratings.csv": 12,
+        "to_read.csv": 2,
+        "tags.csv": 12,
+        "book_tags.csv": 21,
     }
     kinds: dict[tuple[str, str], int] = {}
     for r in iter_rejects(tmp_path / "gb"):
@@ -178,10 +182,12 @@ def test_goodbooks_items_shelves_and_accounting(tmp_path) -> None:
     assert items["4"]["year"] is None and meta.notes["year_out_of_range_dropped"] == 1  # -720
     assert items["9"]["title"] == "The Great Gatsby"  # original_title when title is blank
     events = data.events.to_pylist()
-    assert sorted((e["user_id"], e["item_id"], e["value"]) for e in events if e["action"] == "rate")[
-        :3
-    ] == [("1", "1", 5.0), ("1", "2", 4.0), ("1", "3", 3.0)]
-    shelved = [(e["user_id"], e["item_id"], e["shelves"]) for e in events if e["action"] == "shelve"]
+    assert sorted(
+        (e["user_id"], e["item_id"], e["value"]) for e in events if e["action"] == "rate"
+    )[:3] == [("1", "1", 5.0), ("1", "2", 4.0), ("1", "3", 3.0)]
+    shelved = [
+        (e["user_id"], e["item_id"], e["shelves"]) for e in events if e["action"] == "shelve"
+    ]
     assert shelved == [("1", "5", ["to-read"]), ("6", "3", ["to-read"])]
     assert sorted(data.users.column("id").to_pylist()) == ["1", "2", "3", "5", "6"]
     assert meta.notes["events_with_item_missing_from_metadata"] == 1  # book 42
@@ -199,7 +205,9 @@ def test_goodbooks_shelves_over_the_cap_are_counted(tmp_path, monkeypatch) -> No
     assert items["3"]["categories"] == ["memoir", "holocaust"]
     over = [r for r in iter_rejects(tmp_path / "gb") if r["kind"] == "shelves_over_cap"]
     assert sorted(r["reason"].rsplit("'", 2)[-2] for r in over) == [
-        "classics", "favorites", "favorites"
+        "classics",
+        "favorites",
+        "favorites",
     ]
 
 

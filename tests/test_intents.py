@@ -235,11 +235,11 @@ def test_goodbooks_shelves_reach_the_prompt(tmp_path) -> None:
     backend = IntentBackend()
     cfg = BuildConfig(round_size=4, neighbours=2, scorer=FAST)
     build_graph(data, cfg, engine=_engine(tmp_path, backend), progress=False)
-    prompts = {
-        r.messages[-1].content.split("\n")[0]: r.messages[-1].content for r in backend.seen
-    }
-    diary = prompts['Book: "The Diary of a Young Girl" by Anne Frank, Eleanor Roosevelt, '
-                    'B.M. Mooyaart-Doubleday (1947).']
+    prompts = {r.messages[-1].content.split("\n")[0]: r.messages[-1].content for r in backend.seen}
+    diary = prompts[
+        'Book: "The Diary of a Young Girl" by Anne Frank, Eleanor Roosevelt, '
+        "B.M. Mooyaart-Doubleday (1947)."
+    ]
     assert "Shelves readers put it on: memoir, holocaust, classics." in diary
     odyssey = next(p for head, p in prompts.items() if '"The Odyssey"' in head)
     assert "Shelves readers put it on: classics." in odyssey

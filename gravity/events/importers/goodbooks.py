@@ -41,7 +41,9 @@ STATUS_SHELVES = frozenset({"to-read", "currently-reading", "read"})
 
 def _sources(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
-        raise EventsFileError(f"{folder}: expected the goodbooks-10k folder (books.csv, ratings.csv)")
+        raise EventsFileError(
+            f"{folder}: expected the goodbooks-10k folder (books.csv, ratings.csv)"
+        )
     found = {key: folder / name for key, (name, _) in FILES.items() if (folder / name).is_file()}
     for key in ("books", "ratings"):
         if key not in found:
