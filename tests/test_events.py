@@ -142,11 +142,11 @@ def test_goodbooks_items_shelves_and_accounting(tmp_path) -> None:
     _balanced(meta)
     rows_in = {Path(k).name: v for k, v in meta.rows_in.items()}
     assert rows_in == {
-        "books.csv": 11,
-        "ratings.csv": 12,
+        "books.csv": 12,
+        "ratings.csv": 14,
         "to_read.csv": 2,
-        "tags.csv": 12,
-        "book_tags.csv": 21,
+        "tags.csv": 16,
+        "book_tags.csv": 27,
     }
     kinds: dict[tuple[str, str], int] = {}
     for r in iter_rejects(tmp_path / "gb"):
@@ -155,36 +155,47 @@ def test_goodbooks_items_shelves_and_accounting(tmp_path) -> None:
     assert kinds == {
         ("books.csv", "duplicate_item"): 1,
         ("books.csv", "field_count"): 1,
-        ("ratings.csv", "invalid_field"): 1,
+        ("ratings.csv", "invalid_field"): 2,  # "five", 4.5 (not rounded)
         ("ratings.csv", "rating_out_of_range"): 1,
-        ("tags.csv", "invalid_field"): 1,
+        ("tags.csv", "invalid_field"): 2,  # an empty name, an empty id
         ("tags.csv", "duplicate_tag"): 1,
-        ("book_tags.csv", "status_shelf"): 3,
-        ("book_tags.csv", "duplicate_shelf"): 1,
+        ("book_tags.csv", "status_shelf"): 4,  # to-read twice, currently-reading in two spellings
+        ("book_tags.csv", "duplicate_shelf"): 3,
         ("book_tags.csv", "unknown_tag"): 1,
-        ("book_tags.csv", "invalid_field"): 2,
-        ("book_tags.csv", "unknown_book"): 1,
+        ("book_tags.csv", "invalid_field"): 3,  # counts -1, 0, x
+        ("book_tags.csv", "unknown_book"): 2,  # an unknown id, a blank one
     }
+    lines = {r["line"] for r in iter_rejects(tmp_path / "gb") if r["kind"] == "duplicate_shelf"}
+    # A shelf named twice keeps its most used row, whichever comes first; case is ignored.
+    assert lines == {10, 14, 17}
     data = read_events_dir(tmp_path / "gb")
     items = _rows(data.items)
-    assert sorted(items, key=int) == [str(i) for i in range(1, 10)]
-    # Shelves, most used first, ties by name; status shelves and repeats left out.
+    assert sorted(items, key=int) == [str(i) for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 11)]
+    # Shelves, most used first, equal counts by name (the file has them the other way round).
     assert items["1"]["categories"] == ["dystopia", "young-adult", "favorites"]
     assert items["2"]["categories"] == ["fantasy", "young-adult", "favorites"]
-    assert items["3"]["categories"] == ["memoir", "holocaust", "classics"]
+    assert items["3"]["categories"] == ["MEMOIR", "holocaust", "classics"]
+    assert items["5"]["categories"] == ["travel", "true story", "memoir"]  # spaces collapsed
     assert items["6"]["categories"] == ["memoir"]
+    assert items["4"]["categories"] == ["classics"]
     assert items["8"]["categories"] == []  # its goodreads id is book 7's: the first one wins
-    assert items["7"]["categories"] == []
-    assert meta.notes["goodreads_book_id_repeated"] == 1
+    assert items["7"]["categories"] == [] and items["11"]["categories"] == []
+    assert meta.notes["goodreads_book_id_repeated"] == 1  # the blank id is not a repeat
     # Leading zeros restored where the check digit agrees; a wrong check digit is dropped.
     assert items["1"]["isbn"] == "0439023483" and items["6"]["isbn"] == "074324754X"
-    assert items["7"]["isbn"] is None and meta.notes["isbn_invalid_dropped"] == 1
+    assert items["8"]["isbn"] == "0316769177"
+    assert items["7"]["isbn"] is None and items["11"]["isbn"] is None  # "19": too short
+    assert meta.notes["isbn_invalid_dropped"] == 2
     assert items["4"]["year"] is None and meta.notes["year_out_of_range_dropped"] == 1  # -720
+    assert items["11"]["year"] is None and meta.notes["year_unparsable_dropped"] == 1  # 2008.5
+    assert items["1"]["year"] == 2008
     assert items["9"]["title"] == "The Great Gatsby"  # original_title when title is blank
     events = data.events.to_pylist()
-    assert sorted(
+    rated = sorted(
         (e["user_id"], e["item_id"], e["value"]) for e in events if e["action"] == "rate"
-    )[:3] == [("1", "1", 5.0), ("1", "2", 4.0), ("1", "3", 3.0)]
+    )
+    assert rated[:3] == [("1", "1", 5.0), ("1", "2", 4.0), ("1", "3", 3.0)]
+    assert ("5", "11", 4.0) in rated and len(rated) == 11
     shelved = [
         (e["user_id"], e["item_id"], e["shelves"]) for e in events if e["action"] == "shelve"
     ]
@@ -202,12 +213,13 @@ def test_goodbooks_shelves_over_the_cap_are_counted(tmp_path, monkeypatch) -> No
     _balanced(meta)
     items = _rows(read_events_dir(tmp_path / "gb").items)
     assert items["1"]["categories"] == ["dystopia", "young-adult"]
-    assert items["3"]["categories"] == ["memoir", "holocaust"]
+    assert items["3"]["categories"] == ["MEMOIR", "holocaust"]
     over = [r for r in iter_rejects(tmp_path / "gb") if r["kind"] == "shelves_over_cap"]
     assert sorted(r["reason"].rsplit("'", 2)[-2] for r in over) == [
         "classics",
         "favorites",
         "favorites",
+        "memoir",
     ]
 
 
@@ -222,10 +234,45 @@ def test_goodbooks_shelves_over_the_cap_are_counted(tmp_path, monkeypatch) -> No
         ("12345678901", None),
         ("4390X3483", None),
         ("9.78043902348e+12", None),
+        ("19", None),  # 0000000019 passes the check, but seven zeros were never dropped
+        ("\u0664\u0663\u0669\u0660\u0662\u0663\u0664\u0668\u0663", None),  # Arabic-Indic digits
+        ("12345678\u00b2", None),
     ],
 )
 def test_goodbooks_isbn10(raw: str, expected: str | None) -> None:
     assert isbn10(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("4", 4),
+        ("4.0", 4),
+        (" 1947.0 ", 1947),
+        ("-720.0", -720),
+        ("", None),
+        ("4.5", ValueError),
+        ("nan", ValueError),
+        ("inf", ValueError),
+        ("1" + "0" * 400 + ".0", ValueError),
+        ("five", ValueError),
+    ],
+)
+def test_goodbooks_whole_numbers(raw: str, expected) -> None:
+    from gravity.events.importers.goodbooks import whole
+
+    if expected is ValueError:
+        with pytest.raises(ValueError):
+            whole(raw)
+    else:
+        assert whole(raw) == expected
+
+
+def test_parse_int_refuses_infinity_as_a_value_error() -> None:
+    from gravity.events.importers.common import parse_int
+
+    with pytest.raises(ValueError):
+        parse_int("1" + "0" * 400 + ".0")
 
 
 def test_amazon_reviews_and_metadata(tmp_path) -> None:
@@ -290,15 +337,18 @@ def _bx_copy(tmp_path: Path, name: str, data: bytes) -> Path:
     return folder
 
 
-def _goodbooks_copy(tmp_path: Path, name: str, data: bytes | None) -> Path:
-    """The goodbooks fixture with ``name`` replaced by ``data`` (removed when None)."""
-    folder = tmp_path / "gbcopy"
-    shutil.copytree(GOODBOOKS, folder)
+def _goodbooks_copy(tmp_path: Path, name: str, data: bytes | None, folder: bool = False) -> Path:
+    """The goodbooks fixture with ``name`` replaced by ``data`` (removed when None; a folder of
+    that name when ``folder``)."""
+    copy = tmp_path / "gbcopy"
+    shutil.copytree(GOODBOOKS, copy)
     if data is None:
-        (folder / name).unlink()
+        (copy / name).unlink()
+        if folder:
+            (copy / name).mkdir()
     else:
-        _write(folder / name, data)
-    return folder
+        _write(copy / name, data)
+    return copy
 
 
 def _corrupt_gzip(data: bytes) -> bytes:
@@ -423,6 +473,11 @@ HOSTILE = {
         "goodbooks",
         [_goodbooks_copy(t, "book_tags.csv", b"goodreads_book_id,tag_id,count\n3,\x00,1\n")],
         "book_tags.csv:2: NUL byte",
+    ),
+    "goodbooks_books_is_a_folder": lambda t: (
+        "goodbooks",
+        [_goodbooks_copy(t, "books.csv", None, folder=True)],
+        "books.csv: not a file",
     ),
     "goodbooks_file": lambda t: (
         "goodbooks",

@@ -225,6 +225,56 @@ def test_shown_shelves_leave_out_what_most_items_carry() -> None:
     # Below ten items nothing counts as common: each item's first shelves are shown.
     assert shown_shelves(items[:3], max_shelves=2)[0] == ["memoir", "holocaust"]
     assert shown_shelves(items, max_shelves=0)[0] == []
+    # Common and repeated are judged on the shelf as shown: case, spaces and the 60-character cut.
+    long = "x" * 70
+    spelled = [
+        {
+            "id": str(i),
+            "categories": [
+                long if i % 2 else long + "y",
+                "Memoir" if i % 2 else "memoir  ",
+                f"own {i}",
+                f"OWN  {i}",
+            ],
+        }
+        for i in range(12)
+    ]
+    assert shown_shelves(spelled, max_shelves=5) == [[f"own {i}"] for i in range(12)]
+    assert shown_shelves([{"id": "a", "categories": None}], max_shelves=3) == [[]]
+
+
+def test_item_text_and_build_carry_the_shelves_shown(tmp_path) -> None:
+    from gravity.intents.extract import item_text
+
+    item = {"id": "1", "title": "Wild", "author": "Cheryl Strayed", "description": None}
+    assert item_text(item) == "Wild by Cheryl Strayed"  # as before shelves were read
+    assert item_text(item, ["hiking", "grief"]) == "Wild by Cheryl Strayed shelves: hiking, grief"
+    folder = Path(__file__).parent / "fixtures" / "events" / "goodbooks"
+    import_events("goodbooks", [folder], tmp_path / "gb")
+    data = read_events_dir(tmp_path / "gb")
+    backend = IntentBackend()
+    cfg = BuildConfig(round_size=4, neighbours=2, scorer=FAST, max_shelves=1)
+    build_graph(data, cfg, engine=_engine(tmp_path, backend), progress=False)
+    prompts = [r.messages[-1].content for r in backend.seen]
+    assert any("Shelves readers put it on: MEMOIR.\n" in p for p in prompts)
+    assert not any("MEMOIR, holocaust" in p for p in prompts)  # max_shelves reached the prompt
+
+
+def test_amazon_categories_are_shown_as_shelves(tmp_path) -> None:
+    """Other importers' categories (Amazon's store categories here) take the same line."""
+    fix = Path(__file__).parent / "fixtures" / "events" / "amazon"
+    import_events("amazon", [fix / "Books.jsonl", fix / "meta_Books.jsonl"], tmp_path / "am")
+    data = read_events_dir(tmp_path / "am")
+    categories = {r["id"]: r["categories"] for r in data.items.to_pylist()}
+    backend = IntentBackend()
+    cfg = BuildConfig(round_size=8, neighbours=0, scorer=FAST)
+    build_graph(data, cfg, engine=_engine(tmp_path, backend), progress=False)
+    prompts = [r.messages[-1].content for r in backend.seen]
+    dune = next(p for p in prompts if p.startswith('Book: "Dune'))
+    assert categories["0441013597"] == ["Literature & Fiction", "Science Fiction"]
+    carried = sum("Literature & Fiction" in c for c in categories.values())
+    assert len(categories) >= 10 and 2 * carried > len(categories)  # most items carry it
+    assert "\nShelves readers put it on: Science Fiction.\n" in dune
 
 
 def test_goodbooks_shelves_reach_the_prompt(tmp_path) -> None:
@@ -240,7 +290,7 @@ def test_goodbooks_shelves_reach_the_prompt(tmp_path) -> None:
         'Book: "The Diary of a Young Girl" by Anne Frank, Eleanor Roosevelt, '
         "B.M. Mooyaart-Doubleday (1947)."
     ]
-    assert "Shelves readers put it on: memoir, holocaust, classics." in diary
+    assert "Shelves readers put it on: MEMOIR, holocaust, classics." in diary
     odyssey = next(p for head, p in prompts.items() if '"The Odyssey"' in head)
     assert "Shelves readers put it on: classics." in odyssey
     gatsby = next(p for head, p in prompts.items() if '"The Great Gatsby"' in head)

@@ -73,26 +73,40 @@ def item_text(item: dict[str, Any], shelves: Sequence[str] = ()) -> str:
     return " ".join(p for p in parts if p) or str(item.get("id", ""))
 
 
+def _shelf(text: str) -> str:
+    """A shelf as shown: one line, at most 60 characters."""
+    return " ".join(str(text).split())[:60].strip()
+
+
 def shown_shelves(items: Sequence[dict[str, Any]], max_shelves: int) -> list[list[str]]:
-    """The shelves (an item's ``categories``, the most used first) shown for each item: its
-    first ``max_shelves``, leaving out the ones more than half of ``items`` carry when there are
-    at least ``MIN_ITEMS_FOR_COMMON`` items ("to-read", "favorites", "non-fiction" on a shelf of
-    memoirs say nothing about one of them)."""
+    """The shelves (an item's ``categories``, in their order) shown for each item: its first
+    ``max_shelves``, repeats (ignoring case) dropped, leaving out the ones more than half of
+    ``items`` carry when there are at least ``MIN_ITEMS_FOR_COMMON`` items ("to-read",
+    "favorites", "non-fiction" on a catalog of memoirs say nothing about one of them)."""
     from collections import Counter
 
-    carried = Counter(s for item in items for s in set(item.get("categories") or ()))
+    carried = Counter(
+        key
+        for item in items
+        for key in {_shelf(s).casefold() for s in item.get("categories") or ()}
+    )
     common = (
-        {s for s, n in carried.items() if 2 * n > len(items)}
+        {key for key, n in carried.items() if 2 * n > len(items)}
         if len(items) >= MIN_ITEMS_FOR_COMMON
         else set()
     )
     shown = []
     for item in items:
         kept: list[str] = []
-        for shelf in item.get("categories") or ():
-            shelf = " ".join(shelf.split())[:60]
-            if shelf and shelf not in common and shelf not in kept and len(kept) < max_shelves:
+        seen: set[str] = set()
+        for raw in item.get("categories") or ():
+            shelf = _shelf(raw)
+            key = shelf.casefold()
+            if len(kept) >= max_shelves:
+                break
+            if shelf and key not in common and key not in seen:
                 kept.append(shelf)
+                seen.add(key)
         shown.append(kept)
     return shown
 

@@ -155,4 +155,7 @@ def parse_int(value: Any) -> int | None:
     text = str(value).strip()
     if text in ("", "NULL", "null", "None"):
         return None
-    return int(float(text)) if "." in text else int(text)
+    try:
+        return int(float(text)) if "." in text else int(text)
+    except OverflowError:  # a float too large for an int ("1e400", 400 digits and ".0")
+        raise ValueError(f"not a finite number: {text[:40]!r}") from None

@@ -23,9 +23,11 @@ bare user record (counted under ``notes``).
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
-from gravity.events.importers.common import csv_rows, open_text, parse_int
+from gravity.events.importers.common import csv_rows, open_text
 from gravity.events.models import MAX_CATEGORIES
 from gravity.events.store import Collector, EventsFileError
 
@@ -39,12 +41,20 @@ FILES = {
 STATUS_SHELVES = frozenset({"to-read", "currently-reading", "read"})
 
 
+def _status_key(tag: str) -> str:
+    """ "To Read", "to_read" and "to-read" alike."""
+    return re.sub(r"[\s_]+", "-", tag.casefold())
+
+
 def _sources(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise EventsFileError(
             f"{folder}: expected the goodbooks-10k folder (books.csv, ratings.csv)"
         )
-    found = {key: folder / name for key, (name, _) in FILES.items() if (folder / name).is_file()}
+    found = {key: folder / name for key, (name, _) in FILES.items() if (folder / name).exists()}
+    for path in found.values():
+        if not path.is_file():
+            raise EventsFileError(f"{path}: not a file")
     for key in ("books", "ratings"):
         if key not in found:
             raise EventsFileError(f"{folder / FILES[key][0]}: missing (goodbooks-10k needs it)")
@@ -56,17 +66,35 @@ def _sources(folder: Path) -> dict[str, Path]:
     return found
 
 
-def isbn10(value: str) -> str | None:
-    """An ISBN-10 from the dataset's ``isbn`` column, leading zeros restored; None unless the
-    result passes the ISBN-10 check digit."""
-    text = value.strip().upper()
-    if not text or len(text) > 10 or not text[:-1].isdigit():
+def whole(value: str) -> int | None:
+    """A whole number from text ("4", "4.0", "1947.0"); None when blank. ``ValueError`` for
+    anything else: a fraction ("4.5") is not rounded, infinity and NaN are not numbers."""
+    text = value.strip()
+    if not text:
         return None
-    if not (text[-1].isdigit() or text[-1] == "X"):
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"not a whole number: {text[:40]!r}") from None
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"not a whole number: {text[:40]!r}")
+    return int(number)
+
+
+_ASCII_DIGITS = frozenset("0123456789")
+
+
+def isbn10(value: str) -> str | None:
+    """An ISBN-10 from the dataset's ``isbn`` column, with up to three leading zeros a
+    spreadsheet dropped restored; None unless the result passes the ISBN-10 check digit."""
+    text = value.strip().upper()
+    if not 7 <= len(text) <= 10 or not set(text[:-1]) <= _ASCII_DIGITS:
+        return None
+    if text[-1] not in _ASCII_DIGITS and text[-1] != "X":
         return None
     text = text.zfill(10)
     digits = [10 if c == "X" else int(c) for c in text]
-    if "X" in text[:-1] or sum((10 - i) * d for i, d in enumerate(digits)) % 11:
+    if sum((10 - i) * d for i, d in enumerate(digits)) % 11:
         return None
     return text
 
@@ -99,7 +127,7 @@ def _books(path: Path, collector: Collector) -> dict[str, str]:
             collector.reject(name, line, "field_count", bad)
             continue
         try:
-            year = parse_int(row.get("original_publication_year"))
+            year = whole(row.get("original_publication_year", ""))
         except ValueError:
             year = None
             collector.notes["year_unparsable_dropped"] += 1
@@ -114,8 +142,8 @@ def _books(path: Path, collector: Collector) -> dict[str, str]:
         title = row["title"].strip() or row.get("original_title", "").strip() or None
         author = row["authors"].strip() or None
         item = {"id": book_id, "isbn": isbn, "title": title, "author": author, "year": year}
-        if collector.add(name, line, items=(item,)):
-            goodreads_id = row["goodreads_book_id"].strip()
+        goodreads_id = row["goodreads_book_id"].strip()
+        if collector.add(name, line, items=(item,)) and goodreads_id:
             if goodreads_id in goodreads_ids:
                 collector.notes["goodreads_book_id_repeated"] += 1
             goodreads_ids.setdefault(goodreads_id, book_id)
@@ -135,12 +163,12 @@ def _events(path: Path, key: str, action: str, collector: Collector) -> None:
         }
         if action == "rate":
             try:
-                rating = parse_int(row["rating"])
+                rating = whole(row["rating"])
             except ValueError:
                 rating = None
             if rating is None:
                 collector.reject(
-                    name, line, "invalid_field", f"rating: not an integer: {row['rating']!r}"
+                    name, line, "invalid_field", f"rating: not a whole number: {row['rating']!r}"
                 )
                 continue
             event["value"] = float(rating)
@@ -155,7 +183,9 @@ def _tags(path: Path, collector: Collector) -> dict[str, str]:
         tag_id, tag = row.get("tag_id", "").strip(), " ".join(row.get("tag_name", "").split())
         if bad is not None:
             collector.reject(name, line, "field_count", bad)
-        elif not tag_id or not tag or len(tag) > 500:
+        elif not tag_id:
+            collector.reject(name, line, "invalid_field", "tag_id: empty")
+        elif not tag or len(tag) > 500:
             collector.reject(name, line, "invalid_field", "tag_name: empty or over 500 characters")
         elif tag_id in names:
             collector.reject(name, line, "duplicate_tag", f"tag_id: duplicate tag id '{tag_id}'")
@@ -168,22 +198,28 @@ def _tags(path: Path, collector: Collector) -> dict[str, str]:
 def _book_tags(
     path: Path, names: dict[str, str], goodreads_ids: dict[str, str], collector: Collector
 ) -> None:
-    """Each book's shelves, the most used first, into its item's ``categories``."""
-    kept: dict[str, dict[str, tuple[int, str, int]]] = {}  # book -> shelf -> (count, file, line)
+    """Each book's shelves, the most used first, into its item's ``categories``. A shelf named
+    twice for one book (ignoring case) keeps its most used row; the other is a reject."""
+    # book -> casefolded shelf -> (count, shelf, file, line)
+    kept: dict[str, dict[str, tuple[int, str, str, int]]] = {}
     for name, line, bad, row in _rows(path, "book_tags", collector):
         if bad is not None:
             collector.reject(name, line, "field_count", bad)
             continue
         goodreads_id, tag_id = row["goodreads_book_id"].strip(), row["tag_id"].strip()
         try:
-            count = parse_int(row["count"])
+            count = whole(row["count"])
         except ValueError:
             count = None
         book = goodreads_ids.get(goodreads_id)
         tag = names.get(tag_id)
         if book is None:
             collector.reject(
-                name, line, "unknown_book", f"goodreads_book_id: '{goodreads_id}' not in books.csv"
+                name,
+                line,
+                "unknown_book",
+                f"goodreads_book_id: '{goodreads_id}' is no book of books.csv (absent, or "
+                "rejected there)",
             )
         elif tag is None:
             collector.reject(name, line, "unknown_tag", f"tag_id: '{tag_id}' not in tags.csv")
@@ -191,18 +227,25 @@ def _book_tags(
             collector.reject(
                 name, line, "invalid_field", f"count: not a positive integer: {row['count']!r}"
             )
-        elif tag.casefold() in STATUS_SHELVES:
+        elif _status_key(tag) in STATUS_SHELVES:
             collector.reject(name, line, "status_shelf", f"tag_name: '{tag}' is a status shelf")
-        elif tag in kept.setdefault(book, {}):
-            collector.reject(
-                name, line, "duplicate_shelf", f"tag_id: book '{book}' already has '{tag}'"
-            )
         else:
-            kept[book][tag] = (count, name, line)
+            shelves = kept.setdefault(book, {})
+            key = tag.casefold()
+            earlier = shelves.get(key)
+            if earlier is not None:
+                loser = (name, line) if count <= earlier[0] else earlier[2:]
+                collector.reject(
+                    *loser,
+                    "duplicate_shelf",
+                    f"tag_name: book '{book}' has '{tag}' on another, more used row",
+                )
+                if count <= earlier[0]:
+                    continue
+            shelves[key] = (count, tag, name, line)
     for book, shelves in kept.items():
-        ordered = sorted(shelves, key=lambda tag: (-shelves[tag][0], tag))
-        for rank, tag in enumerate(ordered):
-            _, name, line = shelves[tag]
+        ordered = sorted(shelves.values(), key=lambda kept: (-kept[0], kept[1]))
+        for rank, (_, tag, name, line) in enumerate(ordered):
             if rank < MAX_CATEGORIES:
                 collector.add(name, line)
             else:
@@ -213,4 +256,4 @@ def _book_tags(
                     f"tag_name: book '{book}' has over {MAX_CATEGORIES} shelves; '{tag}' is "
                     "among the least used",
                 )
-        collector.items[book]["categories"] = ordered[:MAX_CATEGORIES]
+        collector.items[book]["categories"] = [tag for _, tag, _, _ in ordered[:MAX_CATEGORIES]]
