@@ -198,9 +198,29 @@ def _tags(path: Path, collector: Collector) -> dict[str, str]:
 def _book_tags(
     path: Path, names: dict[str, str], goodreads_ids: dict[str, str], collector: Collector
 ) -> None:
-    """Each book's shelves, the most used first, into its item's ``categories``. A shelf named
-    twice for one book (ignoring case) keeps its most used row; the other is a reject."""
-    # book -> casefolded shelf -> (count, shelf, file, line)
+    """Each book's shelves, the most used first, into its item's ``categories``."""
+    for book, shelves in _shelf_rows(path, names, goodreads_ids, collector).items():
+        ordered = sorted(shelves.values(), key=lambda kept: (-kept[0], kept[1]))
+        for rank, (_, tag, name, line) in enumerate(ordered):
+            if rank < MAX_CATEGORIES:
+                collector.add(name, line)
+            else:
+                collector.reject(
+                    name,
+                    line,
+                    "shelves_over_cap",
+                    f"tag_name: book '{book}' has over {MAX_CATEGORIES} shelves; '{tag}' is "
+                    "among the least used",
+                )
+        collector.items[book]["categories"] = [tag for _, tag, _, _ in ordered[:MAX_CATEGORIES]]
+
+
+def _shelf_rows(
+    path: Path, names: dict[str, str], goodreads_ids: dict[str, str], collector: Collector
+) -> dict[str, dict[str, tuple[int, str, str, int]]]:
+    """The usable rows of ``book_tags.csv``: book -> casefolded shelf -> (count, shelf, file,
+    line); every other row is rejected here. A shelf named twice for one book (ignoring case)
+    keeps its most used row."""
     kept: dict[str, dict[str, tuple[int, str, str, int]]] = {}
     for name, line, bad, row in _rows(path, "book_tags", collector):
         if bad is not None:
@@ -231,8 +251,7 @@ def _book_tags(
             collector.reject(name, line, "status_shelf", f"tag_name: '{tag}' is a status shelf")
         else:
             shelves = kept.setdefault(book, {})
-            key = tag.casefold()
-            earlier = shelves.get(key)
+            earlier = shelves.get(tag.casefold())
             if earlier is not None:
                 loser = (name, line) if count <= earlier[0] else earlier[2:]
                 collector.reject(
@@ -242,18 +261,5 @@ def _book_tags(
                 )
                 if count <= earlier[0]:
                     continue
-            shelves[key] = (count, tag, name, line)
-    for book, shelves in kept.items():
-        ordered = sorted(shelves.values(), key=lambda kept: (-kept[0], kept[1]))
-        for rank, (_, tag, name, line) in enumerate(ordered):
-            if rank < MAX_CATEGORIES:
-                collector.add(name, line)
-            else:
-                collector.reject(
-                    name,
-                    line,
-                    "shelves_over_cap",
-                    f"tag_name: book '{book}' has over {MAX_CATEGORIES} shelves; '{tag}' is "
-                    "among the least used",
-                )
-        collector.items[book]["categories"] = [tag for _, tag, _, _ in ordered[:MAX_CATEGORIES]]
+            shelves[tag.casefold()] = (count, tag, name, line)
+    return kept
