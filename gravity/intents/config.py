@@ -93,8 +93,9 @@ class BuildConfig(BaseModel):
         default=12,
         ge=0,
         le=100,
-        description="Shelves (an item's categories) shown to the LLM, the most used first; "
-        "those more than half of the items carry are left out.",
+        description="Shelves (an item's categories, in their order) shown to the LLM; repeats "
+        "(ignoring case) dropped and, with 10 or more items sent, those more than half of them "
+        "carry left out.",
     )
     cluster_threshold: float = Field(default=0.35, gt=0, lt=2, description="Cosine distance.")
     implicit_weight: float = Field(

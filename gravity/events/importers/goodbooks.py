@@ -5,17 +5,20 @@ each book on.
 
 - ``books.csv`` (required): ``book_id`` (the id the other files use), ``goodreads_book_id``,
   ``authors``, ``title``; ``isbn``, ``original_publication_year`` and ``original_title`` are
-  read when present. ISBN-10s whose leading zeros a spreadsheet dropped (``553296981``) are
-  padded back when the padded number passes the ISBN-10 check; ``isbn13`` is not read (the
+  read when present. ISBN-10s that lost up to three leading zeros to a spreadsheet
+  (``553296981``) are padded back when the padded number passes the ISBN-10 check (else the
+  book is kept without one, counted under ``notes``); ``isbn13`` is not read (the
   dataset stores it as a float, which has lost its last digits).
 - ``ratings.csv`` (required): ``user_id``, ``book_id``, ``rating`` (1-5 stars) -> ``rate``.
 - ``to_read.csv`` (optional): ``user_id``, ``book_id`` -> ``shelve`` on ``to-read``.
 - ``book_tags.csv`` with ``tags.csv`` (optional, both or neither): ``goodreads_book_id``,
   ``tag_id``, ``count`` and ``tag_id``, ``tag_name``. A book's shelves become its item
-  ``categories``, the most used first (ties by name): the item text that the intent extractor and
-  the profile inference read. Goodreads' status shelves (``to-read``, ``currently-reading``,
-  ``read``) say where a reader is with a book, not what it is: their rows are rejected with kind
-  ``status_shelf``.
+  ``categories``, the most used first (ties by name; a shelf named twice, ignoring case, keeps
+  its most used row; at most ``MAX_CATEGORIES``, the rest rejected as ``shelves_over_cap``):
+  the item text that the intent extractor and the profile inference read. Counts and ratings
+  must be whole numbers (``4.5`` is a reject, not 4). Goodreads' status shelves (``to-read``,
+  ``currently-reading``, ``read``, in any case and spacing) say where a reader is with a book,
+  not what it is: their rows are rejected with kind ``status_shelf``.
 
 The dataset has no timestamps and nothing about its readers but their ids: every reader is a
 bare user record (counted under ``notes``).
