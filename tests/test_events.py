@@ -258,14 +258,14 @@ def test_goodbooks_isbn10(raw: str, expected: str | None) -> None:
         ("five", ValueError),
     ],
 )
-def test_goodbooks_whole_numbers(raw: str, expected) -> None:
-    from gravity.events.importers.goodbooks import whole
+def test_whole_numbers(raw: str, expected) -> None:
+    from gravity.events.importers.common import parse_int
 
     if expected is ValueError:
         with pytest.raises(ValueError):
-            whole(raw)
+            parse_int(raw)
     else:
-        assert whole(raw) == expected
+        assert parse_int(raw) == expected
 
 
 def test_parse_int_refuses_infinity_as_a_value_error() -> None:

@@ -100,10 +100,10 @@ def shown_shelves(items: Sequence[dict[str, Any]], max_shelves: int) -> list[lis
         kept: list[str] = []
         seen: set[str] = set()
         for raw in item.get("categories") or ():
-            shelf = _shelf(raw)
-            key = shelf.casefold()
             if len(kept) >= max_shelves:
                 break
+            shelf = _shelf(raw)
+            key = shelf.casefold()
             if shelf and key not in common and key not in seen:
                 kept.append(shelf)
                 seen.add(key)

@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -149,13 +150,16 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def parse_int(value: Any) -> int | None:
-    """An integer from text, None for blank or NULL; ``ValueError`` otherwise."""
+    """A whole number from text ("4", "4.0", "1947.0"), None for blank or NULL; ``ValueError``
+    otherwise: a fraction ("4.5") is not truncated, infinity and NaN are not numbers."""
     if value is None:
         return None
     text = str(value).strip()
     if text in ("", "NULL", "null", "None"):
         return None
-    try:
-        return int(float(text)) if "." in text else int(text)
-    except OverflowError:  # a float too large for an int ("1e400", 400 digits and ".0")
-        raise ValueError(f"not a finite number: {text[:40]!r}") from None
+    if "." not in text:
+        return int(text)
+    number = float(text)
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError(f"not a whole number: {text[:40]!r}")
+    return int(number)

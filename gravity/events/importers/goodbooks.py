@@ -26,11 +26,10 @@ bare user record (counted under ``notes``).
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
-from gravity.events.importers.common import csv_rows, open_text
+from gravity.events.importers.common import csv_rows, open_text, parse_int
 from gravity.events.models import MAX_CATEGORIES
 from gravity.events.store import Collector, EventsFileError
 
@@ -67,21 +66,6 @@ def _sources(folder: Path) -> dict[str, Path]:
             f"{folder / FILES[lack][0]}: missing ({FILES[have][0]} is there; shelves need both)"
         )
     return found
-
-
-def whole(value: str) -> int | None:
-    """A whole number from text ("4", "4.0", "1947.0"); None when blank. ``ValueError`` for
-    anything else: a fraction ("4.5") is not rounded, infinity and NaN are not numbers."""
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        raise ValueError(f"not a whole number: {text[:40]!r}") from None
-    if not math.isfinite(number) or number != int(number):
-        raise ValueError(f"not a whole number: {text[:40]!r}")
-    return int(number)
 
 
 _ASCII_DIGITS = frozenset("0123456789")
@@ -130,7 +114,7 @@ def _books(path: Path, collector: Collector) -> dict[str, str]:
             collector.reject(name, line, "field_count", bad)
             continue
         try:
-            year = whole(row.get("original_publication_year", ""))
+            year = parse_int(row.get("original_publication_year"))
         except ValueError:
             year = None
             collector.notes["year_unparsable_dropped"] += 1
@@ -166,7 +150,7 @@ def _events(path: Path, key: str, action: str, collector: Collector) -> None:
         }
         if action == "rate":
             try:
-                rating = whole(row["rating"])
+                rating = parse_int(row["rating"])
             except ValueError:
                 rating = None
             if rating is None:
@@ -231,7 +215,7 @@ def _shelf_rows(
             continue
         goodreads_id, tag_id = row["goodreads_book_id"].strip(), row["tag_id"].strip()
         try:
-            count = whole(row["count"])
+            count = parse_int(row["count"])
         except ValueError:
             count = None
         book = goodreads_ids.get(goodreads_id)
